@@ -1,0 +1,41 @@
+# Two commands matter: `make run` starts a node, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
+
+.PHONY: run test test-sqlite test-postgresql lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(RUN_STAMP)
+
+run: $(RUN_STAMP)
+	$(BIN)/healthnode serve
+
+# The suite runs on SQLite always, and on PostgreSQL when HEALTHNODE_TEST_PG_URL is set
+# (.ci/run sets it under CI=true).
+test: $(TEST_STAMP)
+	$(BIN)/ruff check node web keys federation tests
+	HEALTHNODE_TEST_DATABASE=sqlite $(BIN)/python -m pytest -q
+	@if [ -n "$$HEALTHNODE_TEST_PG_URL" ]; then \
+		echo "== the same suite on PostgreSQL =="; \
+		HEALTHNODE_TEST_DATABASE=postgresql $(BIN)/python -m pytest -q; \
+	else \
+		echo "(PostgreSQL run skipped: HEALTHNODE_TEST_PG_URL is not set)"; \
+	fi
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check node web keys federation tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""Actor key pairs and the node secret that encrypts them at rest."""

@@ -1,0 +1,4 @@
+"""The healthnode domain: members, condition groups, threads, membership and policy.
+
+Nothing here knows about HTTP or ActivityStreams.
+"""

@@ -1,0 +1,29 @@
+"""Storing actors' key pairs (generated and encrypted by keys/)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from keys.pairs import KeyPair, generate_key_pair
+from node.storage.models import ActorKey
+
+INSTANCE_ACTOR = "instance"
+
+
+async def ensure_key_pair(
+    session: AsyncSession, owner: str, node_secret: bytes, now: datetime
+) -> KeyPair:
+    row = await session.get(ActorKey, owner)
+    if row is None:
+        pair = generate_key_pair(node_secret)
+        row = ActorKey(
+            owner=owner,
+            public_pem=pair.public_pem,
+            private_pem_encrypted=pair.private_pem_encrypted,
+            created_at=now,
+        )
+        session.add(row)
+        await session.flush()
+    return KeyPair(row.public_pem, row.private_pem_encrypted)

@@ -1,0 +1,121 @@
+"""Members: registration, look-up and profiles."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from node.config import Limits
+from node.errors import Conflict, Invalid, NotFound
+from node.passwords import Passwords
+from node.storage.models import ConditionGroup, Handle, Member, Membership
+from node.validation import collect, handle_problem, normalise_handle, text_problem
+
+
+async def claim_handle(session: AsyncSession, handle: str, kind: str, what: str) -> None:
+    """Reserve a name in the namespace shared by members and groups, or raise Conflict."""
+    existing = await session.get(Handle, handle)
+    if existing is None:
+        try:
+            async with session.begin_nested():
+                session.add(Handle(name=handle, kind=kind))
+            return
+        except IntegrityError:
+            pass  # taken by a concurrent request between our read and our insert
+        existing = await session.get(Handle, handle)
+    owner = "a member" if existing is not None and existing.kind == "member" else "a group"
+    raise Conflict(f"The {what} “{handle}” is already taken by {owner}.", field=what)
+
+
+async def create_member(
+    session: AsyncSession,
+    passwords: Passwords,
+    limits: Limits,
+    *,
+    username: str,
+    password: str,
+    display_name: str,
+    now: datetime,
+    is_admin: bool = False,
+    consent_policy_version: str | None = None,
+) -> Member:
+    username = normalise_handle(username)
+    display_name = display_name.strip() or username
+    problems = collect(
+        username=handle_problem(username, "username"),
+        password=password_problem(password, limits),
+        display_name=text_problem(display_name, "Display name", limits.display_name_max),
+    )
+    if problems:
+        raise Invalid(problems)
+    await claim_handle(session, username, "member", "username")
+    member = Member(
+        username=username,
+        display_name=display_name,
+        bio="",
+        password_hash=passwords.hash(password),
+        role="admin" if is_admin else "member",
+        created_at=now,
+        last_active_at=now,
+        consent_at=now if consent_policy_version else None,
+        consent_policy_version=consent_policy_version,
+    )
+    session.add(member)
+    await session.flush()
+    return member
+
+
+def password_problem(password: str, limits: Limits) -> str | None:
+    if len(password) < limits.password_min:
+        return f"Choose a password of at least {limits.password_min} characters."
+    if len(password) > limits.password_max:
+        return f"A password can be at most {limits.password_max} characters."
+    return None
+
+
+async def find_member(session: AsyncSession, username: str) -> Member | None:
+    handle = normalise_handle(username)
+    return (
+        await session.execute(select(Member).where(Member.username == handle))
+    ).scalar_one_or_none()
+
+
+async def get_member(session: AsyncSession, username: str) -> Member:
+    member = await find_member(session, username)
+    if member is None:
+        raise NotFound("There is no member with that name.")
+    return member
+
+
+async def update_profile(
+    session: AsyncSession, limits: Limits, member: Member, *, display_name: str, bio: str
+) -> Member:
+    display_name = display_name.strip()
+    problems = collect(
+        display_name=text_problem(display_name, "Display name", limits.display_name_max),
+        bio=text_problem(bio, "About you", limits.bio_max, required=False),
+    )
+    if problems:
+        raise Invalid(problems)
+    member.display_name = display_name
+    member.bio = bio.strip()
+    await session.flush()
+    return member
+
+
+async def public_groups_of(session: AsyncSession, member_id: int) -> list[ConditionGroup]:
+    """Groups shown on a profile: public ones the member is active in, never private ones."""
+    rows = await session.execute(
+        select(ConditionGroup)
+        .join(Membership, Membership.group_id == ConditionGroup.id)
+        .where(
+            Membership.member_id == member_id,
+            Membership.state == "active",
+            ConditionGroup.visibility == "public",
+        )
+        .order_by(ConditionGroup.name)
+    )
+    return list(rows.scalars())

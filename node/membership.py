@@ -1,0 +1,233 @@
+"""Joining, leaving, requests, invitations, bans and roles within a condition group."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from node.errors import Conflict, Forbidden, Invalid, NotFound
+from node.groups import GROUP_NOT_FOUND, GroupView
+from node.members import find_member
+from node.policy import Action, Viewer
+from node.storage.models import ConditionGroup, Member, Membership
+
+
+def _require(view: GroupView, action: Action, message: str) -> None:
+    if not view.may(action):
+        raise Forbidden(message)
+
+
+async def _row(session: AsyncSession, group_id: int, member_id: int) -> Membership | None:
+    return await session.get(Membership, (group_id, member_id))
+
+
+def _put(
+    session: AsyncSession,
+    row: Membership | None,
+    group_id: int,
+    member_id: int,
+    state: str,
+    now: datetime,
+) -> Membership:
+    if row is None:
+        row = Membership(
+            group_id=group_id,
+            member_id=member_id,
+            state=state,
+            role="member",
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(row)
+    else:
+        row.state = state
+        row.updated_at = now
+    return row
+
+
+async def join(session: AsyncSession, view: GroupView, now: datetime) -> Membership:
+    """Join an open group, or accept an invitation to a private one."""
+    if view.viewer.member_id is None:
+        raise Forbidden("Sign in to join a group.")
+    if view.standing.active:
+        raise Conflict("You are already a member of this group.")
+    if view.standing.banned:
+        raise Forbidden("You cannot join this group: a moderator has banned you from it.")
+    _require(view, Action.JOIN, "This group is joined by invitation or request only.")
+    row = await _row(session, view.group.id, view.viewer.member_id)
+    row = _put(session, row, view.group.id, view.viewer.member_id, "active", now)
+    await session.flush()
+    return row
+
+
+async def request_to_join(
+    session: AsyncSession, group: ConditionGroup, viewer: Viewer, code: str, now: datetime
+) -> Membership:
+    """Ask to join a private group through its join link; a moderator decides."""
+    if not (
+        group.visibility == "private"
+        and group.join_policy == "request"
+        and hmac.compare_digest(group.join_code.encode(), code.encode())
+    ):
+        raise NotFound(GROUP_NOT_FOUND)
+    if viewer.member_id is None:
+        raise Forbidden("Sign in to ask to join this group.")
+    row = await _row(session, group.id, viewer.member_id)
+    if row is not None and row.state == "banned":
+        raise Forbidden("You cannot join this group: a moderator has banned you from it.")
+    if row is not None and row.state in ("active", "pending"):
+        return row
+    state = "active" if row is not None and row.state == "invited" else "pending"
+    row = _put(session, row, group.id, viewer.member_id, state, now)
+    await session.flush()
+    return row
+
+
+async def leave(session: AsyncSession, view: GroupView) -> None:
+    """Leave a group, withdraw a request or decline an invitation."""
+    if view.viewer.member_id is None or view.standing.state is None:
+        raise Conflict("You are not a member of this group.")
+    if view.standing.banned:
+        raise Conflict("You are not a member of this group.")
+    if view.standing.role == "owner":
+        raise Conflict("The owner cannot leave; ask an admin to hand the group over first.")
+    row = await _row(session, view.group.id, view.viewer.member_id)
+    if row is not None:
+        await session.delete(row)
+        await session.flush()
+
+
+async def _target(session: AsyncSession, username: str) -> Member:
+    member = await find_member(session, username)
+    if member is None:
+        raise Invalid({"username": f"There is no member called “{username.strip()}”."})
+    return member
+
+
+async def invite(
+    session: AsyncSession, view: GroupView, username: str, now: datetime
+) -> Membership:
+    _require(view, Action.MODERATE, "Only moderators can invite people.")
+    member = await _target(session, username)
+    row = await _row(session, view.group.id, member.id)
+    if row is not None and row.state == "active":
+        raise Conflict(f"{member.username} is already a member.", field="username")
+    if row is not None and row.state == "banned":
+        raise Conflict(f"{member.username} is banned; lift the ban first.", field="username")
+    # Inviting someone who already asked to join is the same as approving them.
+    state = "active" if row is not None and row.state == "pending" else "invited"
+    row = _put(session, row, view.group.id, member.id, state, now)
+    await session.flush()
+    return row
+
+
+async def decide_request(
+    session: AsyncSession, view: GroupView, username: str, approve: bool, now: datetime
+) -> None:
+    _require(view, Action.MODERATE, "Only moderators can answer join requests.")
+    member = await _target(session, username)
+    row = await _row(session, view.group.id, member.id)
+    if row is None or row.state != "pending":
+        raise Conflict(f"{member.username} has no open request to join.")
+    if approve:
+        _put(session, row, view.group.id, member.id, "active", now)
+    else:
+        await session.delete(row)
+    await session.flush()
+
+
+async def ban(session: AsyncSession, view: GroupView, username: str, now: datetime) -> None:
+    _require(view, Action.MODERATE, "Only moderators can ban people.")
+    member = await _target(session, username)
+    if member.id == view.viewer.member_id:
+        raise Conflict("You cannot ban yourself.")
+    row = await _row(session, view.group.id, member.id)
+    if row is not None and row.role == "owner":
+        raise Conflict("The group's owner cannot be banned.")
+    if row is not None and row.role == "moderator" and not view.may(Action.APPOINT_MODERATORS):
+        raise Forbidden("Only the owner or an admin can ban a moderator.")
+    row = _put(session, row, view.group.id, member.id, "banned", now)
+    row.role = "member"
+    await session.flush()
+
+
+async def unban(session: AsyncSession, view: GroupView, username: str) -> None:
+    _require(view, Action.MODERATE, "Only moderators can lift bans.")
+    member = await _target(session, username)
+    row = await _row(session, view.group.id, member.id)
+    if row is None or row.state != "banned":
+        raise Conflict(f"{member.username} is not banned.")
+    await session.delete(row)
+    await session.flush()
+
+
+async def set_role(
+    session: AsyncSession, view: GroupView, username: str, role: str, now: datetime
+) -> None:
+    _require(view, Action.APPOINT_MODERATORS, "Only the owner or an admin can appoint moderators.")
+    if role not in ("member", "moderator"):
+        raise Invalid({"role": "A role is member or moderator."})
+    member = await _target(session, username)
+    row = await _row(session, view.group.id, member.id)
+    if row is None or row.state != "active":
+        raise Conflict(f"{member.username} is not an active member.")
+    if row.role == "owner":
+        raise Conflict("The owner's role cannot be changed here.")
+    row.role = role
+    row.updated_at = now
+    await session.flush()
+
+
+@dataclass(frozen=True)
+class MemberEntry:
+    member: Member
+    state: str
+    role: str
+
+
+async def _members_in(
+    session: AsyncSession, group_id: int, states: tuple[str, ...]
+) -> list[MemberEntry]:
+    rows = await session.execute(
+        select(Member, Membership.state, Membership.role)
+        .join(Membership, Membership.member_id == Member.id)
+        .where(Membership.group_id == group_id, Membership.state.in_(states))
+        .order_by(Membership.created_at)
+    )
+    return [MemberEntry(member, state, role) for member, state, role in rows.all()]
+
+
+async def list_members(session: AsyncSession, view: GroupView) -> list[MemberEntry]:
+    if not view.may(Action.SEE_MEMBERS):
+        raise NotFound(GROUP_NOT_FOUND)
+    return await _members_in(session, view.group.id, ("active",))
+
+
+async def moderation_queue(session: AsyncSession, view: GroupView) -> list[MemberEntry]:
+    """Pending requests, open invitations and bans: for moderators only."""
+    _require(view, Action.MODERATE, "Only moderators can see join requests.")
+    return await _members_in(session, view.group.id, ("pending", "invited", "banned"))
+
+
+@dataclass(frozen=True)
+class MyGroup:
+    group: ConditionGroup
+    state: str
+    role: str
+
+
+async def groups_of_viewer(session: AsyncSession, viewer: Viewer) -> list[MyGroup]:
+    """The viewer's own memberships, requests and invitations (bans are not shown)."""
+    if viewer.member_id is None:
+        return []
+    rows = await session.execute(
+        select(ConditionGroup, Membership.state, Membership.role)
+        .join(Membership, Membership.group_id == ConditionGroup.id)
+        .where(Membership.member_id == viewer.member_id, Membership.state != "banned")
+        .order_by(ConditionGroup.name)
+    )
+    return [MyGroup(group, state, role) for group, state, role in rows.all()]

@@ -1,0 +1,100 @@
+"""Who may see and do what in a condition group. Every route and federation path asks here.
+
+The matrix (docs/POLICY.md has it as a table):
+- A public group is readable by anyone, its members listed to anyone; only active members post,
+  reply and react.
+- A private group exists only for its active members, its invited and pending people (who see
+  its name and their own standing, nothing else) and the node's admins. Everyone else gets the
+  same answer as for a group that does not exist.
+- Moderators and owners moderate their group; node admins moderate every group, and may read a
+  private group to do so, but post only where they are active members.
+- Banned people never post, reply, react or join again; a private group vanishes for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    LIST = "list"
+    READ = "read"
+    POST = "post"
+    REPLY = "reply"
+    REACT = "react"
+    SEE_MEMBERS = "see_members"
+    MODERATE = "moderate"
+    JOIN = "join"
+    APPOINT_MODERATORS = "appoint_moderators"
+
+
+@dataclass(frozen=True)
+class Viewer:
+    member_id: int | None = None
+    is_admin: bool = False
+
+    @property
+    def signed_in(self) -> bool:
+        return self.member_id is not None
+
+
+ANONYMOUS = Viewer()
+
+
+@dataclass(frozen=True)
+class Standing:
+    """The viewer's membership row in one group, or none."""
+
+    state: str | None = None
+    role: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state == "active"
+
+    @property
+    def banned(self) -> bool:
+        return self.state == "banned"
+
+    @property
+    def moderates(self) -> bool:
+        return self.active and self.role in ("moderator", "owner")
+
+
+NO_STANDING = Standing()
+
+
+def knows_of(viewer: Viewer, visibility: str, standing: Standing) -> bool:
+    """Whether the group's existence may be revealed at all (otherwise: not found)."""
+    if visibility == "public" or viewer.is_admin:
+        return True
+    return standing.state in ("invited", "pending", "active")
+
+
+def may(action: Action, viewer: Viewer, visibility: str, standing: Standing) -> bool:
+    public = visibility == "public"
+    match action:
+        case Action.LIST | Action.READ | Action.SEE_MEMBERS:
+            return public or viewer.is_admin or standing.active
+        case Action.POST | Action.REPLY | Action.REACT:
+            return viewer.signed_in and standing.active
+        case Action.MODERATE:
+            return viewer.is_admin or standing.moderates
+        case Action.APPOINT_MODERATORS:
+            return viewer.is_admin or (standing.active and standing.role == "owner")
+        case Action.JOIN:
+            if not viewer.signed_in or standing.banned or standing.active:
+                return False
+            return public or standing.state == "invited"
+    raise ValueError(f"unknown action {action!r}")
+
+
+def may_edit_post(viewer: Viewer, standing: Standing, is_author: bool) -> bool:
+    return is_author and standing.active
+
+
+def may_delete_post(viewer: Viewer, visibility: str, standing: Standing, is_author: bool) -> bool:
+    """Authors may always delete what they wrote, even after leaving or a ban: it is their
+    health information. Moderators and admins delete as moderation."""
+    return is_author or may(Action.MODERATE, viewer, visibility, standing)

@@ -1,0 +1,329 @@
+"""Threads, posts and helpful marks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from node.config import Limits
+from node.errors import Conflict, Forbidden, Invalid, NotFound
+from node.groups import GroupView, group_view_by_id
+from node.ids import new_object_id
+from node.policy import Action, Viewer, may_delete_post, may_edit_post
+from node.storage.models import Member, Post, Reaction, Thread
+from node.text import normalise_line_endings, render_markdown
+from node.validation import collect, text_problem
+
+HELPFUL = "helpful"
+THREAD_NOT_FOUND = "There is no thread at this address."
+POST_NOT_FOUND = "There is no post at this address."
+
+
+@dataclass(frozen=True)
+class Draft:
+    """What a person typed for a post; kept so a form can be shown again unchanged."""
+
+    body: str
+    content_warning: str = ""
+
+    def cleaned(self) -> Draft:
+        return Draft(normalise_line_endings(self.body).strip(), self.content_warning.strip())
+
+
+def _draft_problems(draft: Draft, limits: Limits) -> dict[str, str]:
+    return collect(
+        body=text_problem(draft.body, "The post", limits.post_max),
+        content_warning=text_problem(
+            draft.content_warning, "The content warning", limits.content_warning_max, False
+        ),
+    )
+
+
+def _new_post(
+    thread_id: str, parent_id: str | None, author_id: int, draft: Draft, now: datetime
+) -> Post:
+    return Post(
+        id=new_object_id(),
+        thread_id=thread_id,
+        parent_id=parent_id,
+        author_id=author_id,
+        source=draft.body,
+        content_html=render_markdown(draft.body),
+        content_warning=draft.content_warning,
+        created_at=now,
+    )
+
+
+async def start_thread(
+    session: AsyncSession,
+    limits: Limits,
+    view: GroupView,
+    *,
+    title: str,
+    draft: Draft,
+    now: datetime,
+) -> Thread:
+    if not view.may(Action.POST):
+        raise Forbidden("Only active members of this group can start threads. Join it first.")
+    title = " ".join(title.split())
+    draft = draft.cleaned()
+    problems = collect(title=text_problem(title, "The title", limits.title_max))
+    problems |= _draft_problems(draft, limits)
+    if problems:
+        raise Invalid(problems)
+    assert view.viewer.member_id is not None
+    thread = Thread(
+        id=new_object_id(),
+        group_id=view.group.id,
+        title=title,
+        author_id=view.viewer.member_id,
+        created_at=now,
+        last_activity_at=now,
+    )
+    session.add(thread)
+    await session.flush()
+    session.add(_new_post(thread.id, None, view.viewer.member_id, draft, now))
+    view.group.last_activity_at = now
+    await session.flush()
+    return thread
+
+
+@dataclass(frozen=True)
+class PostInContext:
+    post: Post
+    thread: Thread
+    view: GroupView
+
+
+async def _thread_in_context(
+    session: AsyncSession, thread_id: str, viewer: Viewer
+) -> tuple[Thread, GroupView]:
+    thread = await session.get(Thread, thread_id)
+    if thread is None:
+        raise NotFound(THREAD_NOT_FOUND)
+    view = await group_view_by_id(session, thread.group_id, viewer)
+    if not view.may(Action.READ):
+        raise NotFound(THREAD_NOT_FOUND)
+    return thread, view
+
+
+async def post_in_context(session: AsyncSession, post_id: str, viewer: Viewer) -> PostInContext:
+    """A post with its thread and group, or NotFound if the viewer may not read it."""
+    post = await session.get(Post, post_id)
+    if post is None:
+        raise NotFound(POST_NOT_FOUND)
+    try:
+        thread, view = await _thread_in_context(session, post.thread_id, viewer)
+    except NotFound:
+        raise NotFound(POST_NOT_FOUND) from None
+    return PostInContext(post, thread, view)
+
+
+async def reply(
+    session: AsyncSession,
+    limits: Limits,
+    viewer: Viewer,
+    *,
+    thread_id: str,
+    parent_id: str | None,
+    draft: Draft,
+    now: datetime,
+) -> Post:
+    thread, view = await _thread_in_context(session, thread_id, viewer)
+    if not view.may(Action.REPLY):
+        raise Forbidden("Only active members of this group can reply. Join it first.")
+    parent = await session.get(Post, parent_id) if parent_id else None
+    if parent_id and (parent is None or parent.thread_id != thread.id):
+        raise Invalid({"parent": "The post you are replying to does not exist."})
+    if parent is not None and parent.deleted_at is not None:
+        raise Invalid({"parent": "The post you are replying to has been deleted."})
+    draft = draft.cleaned()
+    problems = _draft_problems(draft, limits)
+    if problems:
+        raise Invalid(problems)
+    assert viewer.member_id is not None
+    if parent is None:
+        parent = await first_post(session, thread.id)
+    post = _new_post(thread.id, parent.id, viewer.member_id, draft, now)
+    session.add(post)
+    thread.last_activity_at = now
+    view.group.last_activity_at = now
+    await session.flush()
+    return post
+
+
+async def first_post(session: AsyncSession, thread_id: str) -> Post:
+    return (
+        await session.execute(
+            select(Post).where(Post.thread_id == thread_id, Post.parent_id.is_(None))
+        )
+    ).scalar_one()
+
+
+async def edit_post(
+    session: AsyncSession,
+    limits: Limits,
+    viewer: Viewer,
+    *,
+    post_id: str,
+    draft: Draft,
+    title: str | None = None,
+    now: datetime,
+) -> PostInContext:
+    found = await post_in_context(session, post_id, viewer)
+    is_author = found.post.author_id == viewer.member_id
+    if not may_edit_post(viewer, found.view.standing, is_author):
+        raise Forbidden("Only the author, while a member of the group, can edit this post.")
+    if found.post.deleted_at is not None:
+        raise Conflict("This post has been deleted and can no longer be edited.")
+    draft = draft.cleaned()
+    problems = _draft_problems(draft, limits)
+    is_opening_post = found.post.parent_id is None
+    if is_opening_post and title is not None:
+        title = " ".join(title.split())
+        problems |= collect(title=text_problem(title, "The title", limits.title_max))
+    if problems:
+        raise Invalid(problems)
+    found.post.source = draft.body
+    found.post.content_html = render_markdown(draft.body)
+    found.post.content_warning = draft.content_warning
+    found.post.edited_at = now
+    if is_opening_post and title is not None:
+        found.thread.title = title
+    await session.flush()
+    return found
+
+
+async def delete_post(
+    session: AsyncSession, viewer: Viewer, *, post_id: str, now: datetime
+) -> PostInContext:
+    """Replace a post by a tombstone: its text is erased, its place in the thread stays."""
+    found = await post_in_context(session, post_id, viewer)
+    is_author = found.post.author_id == viewer.member_id
+    if not may_delete_post(viewer, found.view.group.visibility, found.view.standing, is_author):
+        raise Forbidden("Only the author or a moderator can delete this post.")
+    if found.post.deleted_at is None:
+        found.post.deleted_at = now
+        found.post.source = ""
+        found.post.content_html = ""
+        found.post.content_warning = ""
+        await session.execute(delete(Reaction).where(Reaction.post_id == found.post.id))
+        await session.flush()
+    return found
+
+
+async def set_helpful(
+    session: AsyncSession, viewer: Viewer, *, post_id: str, helpful: bool, now: datetime
+) -> PostInContext:
+    """Mark a post helpful or take the mark back; repeating either is harmless."""
+    found = await post_in_context(session, post_id, viewer)
+    if not found.view.may(Action.REACT):
+        raise Forbidden("Only active members of this group can mark posts helpful.")
+    if found.post.deleted_at is not None:
+        raise Conflict("This post has been deleted.")
+    if found.post.author_id == viewer.member_id and helpful:
+        raise Conflict("You cannot mark your own post helpful.")
+    assert viewer.member_id is not None
+    key = (found.post.id, viewer.member_id, HELPFUL)
+    existing = await session.get(Reaction, key)
+    if helpful and existing is None:
+        try:
+            async with session.begin_nested():
+                session.add(
+                    Reaction(post_id=key[0], member_id=key[1], kind=HELPFUL, created_at=now)
+                )
+        except IntegrityError:
+            pass  # a concurrent click already marked it
+    elif not helpful and existing is not None:
+        await session.delete(existing)
+        await session.flush()
+    return found
+
+
+@dataclass(frozen=True)
+class PostView:
+    post: Post
+    author: Member
+    helpful_count: int
+    marked_helpful: bool
+
+    @property
+    def deleted(self) -> bool:
+        return self.post.deleted_at is not None
+
+
+@dataclass(frozen=True)
+class ThreadView:
+    thread: Thread
+    group: GroupView
+    posts: list[PostView]
+
+
+async def view_thread(session: AsyncSession, thread_id: str, viewer: Viewer) -> ThreadView:
+    thread, view = await _thread_in_context(session, thread_id, viewer)
+    rows = await session.execute(
+        select(Post, Member)
+        .join(Member, Member.id == Post.author_id)
+        .where(Post.thread_id == thread.id)
+        .order_by(Post.created_at, Post.id)
+    )
+    pairs = rows.all()
+    ids = [post.id for post, _ in pairs]
+    counts = dict(
+        (
+            await session.execute(
+                select(Reaction.post_id, func.count())
+                .where(Reaction.post_id.in_(ids), Reaction.kind == HELPFUL)
+                .group_by(Reaction.post_id)
+            )
+        ).all()
+    )
+    mine: set[str] = set()
+    if viewer.member_id is not None:
+        mine = set(
+            (
+                await session.execute(
+                    select(Reaction.post_id).where(
+                        Reaction.post_id.in_(ids),
+                        Reaction.member_id == viewer.member_id,
+                        Reaction.kind == HELPFUL,
+                    )
+                )
+            ).scalars()
+        )
+    posts = [
+        PostView(post, author, counts.get(post.id, 0), post.id in mine) for post, author in pairs
+    ]
+    return ThreadView(thread, view, posts)
+
+
+@dataclass(frozen=True)
+class ThreadSummary:
+    thread: Thread
+    author: Member
+    reply_count: int
+
+
+async def threads_of_group(session: AsyncSession, view: GroupView) -> list[ThreadSummary]:
+    """A group's threads, newest activity first; NotFound if the viewer may not read them."""
+    if not view.may(Action.READ):
+        raise NotFound("There is no group at this address.")
+    replies = (
+        select(Post.thread_id, (func.count() - 1).label("replies"))
+        .where(Post.thread_id.in_(select(Thread.id).where(Thread.group_id == view.group.id)))
+        .group_by(Post.thread_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(Thread, Member, replies.c.replies)
+        .join(Member, Member.id == Thread.author_id)
+        .join(replies, replies.c.thread_id == Thread.id)
+        .where(Thread.group_id == view.group.id)
+        .order_by(Thread.last_activity_at.desc())
+        .limit(200)
+    )
+    return [ThreadSummary(thread, author, count) for thread, author, count in rows.all()]

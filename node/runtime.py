@@ -1,0 +1,61 @@
+"""A running node's shared parts: settings, database, password hasher, secret and clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from keys.secret import load_or_create_node_secret
+from node.actor_keys import INSTANCE_ACTOR, ensure_key_pair
+from node.clock import Clock, SystemClock
+from node.config import Settings
+from node.passwords import Passwords
+from node.storage.engine import create_engine, session_factory
+from node.storage.migrate import upgrade_to_head
+
+
+@dataclass
+class NodeContext:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    passwords: Passwords
+    secret: bytes
+    clock: Clock
+
+    @classmethod
+    async def open(
+        cls, settings: Settings, clock: Clock | None = None, migrate: bool = True
+    ) -> NodeContext:
+        """Open the database (migrating it), and create the secret and keys on first start."""
+        secret = load_or_create_node_secret(settings.data_dir)
+        engine = create_engine(settings.resolved_database_url)
+        try:
+            if migrate:
+                await upgrade_to_head(engine)
+            context = cls(
+                settings=settings,
+                engine=engine,
+                sessions=session_factory(engine),
+                passwords=Passwords(settings.password_cost),
+                secret=secret,
+                clock=clock or SystemClock(),
+            )
+            async with context.transaction() as session:
+                await ensure_key_pair(session, INSTANCE_ACTOR, secret, context.clock.now())
+        except BaseException:
+            await engine.dispose()
+            raise
+        return context
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """One session and transaction: committed on success, rolled back on any error."""
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    async def close(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,33 @@
+"""Shared field checks. Each returns a readable problem or None."""
+
+from __future__ import annotations
+
+import re
+
+HANDLE_PATTERN = re.compile(r"[a-z0-9_]{1,30}")
+
+
+def normalise_handle(text: str) -> str:
+    return text.strip().lower()
+
+
+def handle_problem(handle: str, what: str) -> str | None:
+    if not handle:
+        return f"Choose a {what}."
+    if not HANDLE_PATTERN.fullmatch(handle):
+        return f"A {what} is 1 to 30 characters: lowercase letters, digits and underscores only."
+    return None
+
+
+def text_problem(text: str, label: str, maximum: int, required: bool = True) -> str | None:
+    if required and not text.strip():
+        return f"{label} cannot be empty."
+    if len(text) > maximum:
+        return f"{label} is too long: {len(text)} characters, the limit is {maximum}."
+    if "\x00" in text:
+        return f"{label} contains a character that cannot be stored."
+    return None
+
+
+def collect(**problems: str | None) -> dict[str, str]:
+    return {field: message for field, message in problems.items() if message}
