@@ -5,12 +5,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from node.clock import ManualClock
 from node.config import PasswordCost, Settings
 from node.runtime import NodeContext
 from tests import databases
+from tests.browser import Browser
 from tests.databases import BACKEND, PG_URL, TestDatabases
+from web.app import create_app
 
 CHEAP_PASSWORDS = PasswordCost(time_cost=1, memory_cost_kib=8, parallelism=1)
 
@@ -77,3 +80,35 @@ async def make_node(test_databases: TestDatabases, tmp_path: Path) -> AsyncItera
 @pytest.fixture
 async def node(make_node: NodeFactory) -> NodeContext:
     return await make_node()
+
+
+BrowserFactory = Callable[[], Awaitable[Browser]]
+
+
+@pytest.fixture
+async def web_node(node: NodeContext) -> NodeContext:
+    """The default node, to be served by `browser`."""
+    return node
+
+
+@pytest.fixture
+async def browser_factory(
+    web_node: NodeContext, aiohttp_client: Callable[..., Awaitable[TestClient]]
+) -> BrowserFactory:
+    """`await new_browser()` gives a browser with its own cookies on one served node."""
+    server = TestServer(create_app(web_node))
+    await server.start_server()
+    first = await aiohttp_client(server)
+
+    async def new_browser() -> Browser:
+        client = first if not used else await aiohttp_client(server)
+        used.append(client)
+        return Browser(client)
+
+    used: list[TestClient] = []
+    return new_browser
+
+
+@pytest.fixture
+async def browser(browser_factory: BrowserFactory) -> Browser:
+    return await browser_factory()

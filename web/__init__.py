@@ -1,0 +1,1 @@
+"""The web edge: the aiohttp application, routes, templates and static files."""

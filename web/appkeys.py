@@ -1,0 +1,25 @@
+"""Every typed key the application and its requests carry."""
+
+from __future__ import annotations
+
+import jinja2
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from node.policy import Viewer
+from node.runtime import NodeContext
+from node.storage.models import Member
+
+NODE = web.AppKey("node", NodeContext)
+TEMPLATES = web.AppKey("templates", jinja2.Environment)
+
+# Request-scoped values.
+DB = web.RequestKey("db", AsyncSession)
+MEMBER = web.RequestKey("member", Member)
+VIEWER = web.RequestKey("viewer", Viewer)
+SESSION_TOKEN = web.RequestKey("session_token", str)
+CSRF_BASIS = web.RequestKey("csrf_basis", str)
+NEW_CSRF_SEED = web.RequestKey("new_csrf_seed", str)
+CSRF_FAILED = web.RequestKey("csrf_failed", bool)
+# Keep this request's writes even though it answers with an error (a counted login failure).
+KEEP_WRITES = web.RequestKey("keep_writes", bool)

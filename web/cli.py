@@ -1,0 +1,220 @@
+"""The `healthnode` command: serve, migrate, and create members and groups."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from aiohttp import web
+from sqlalchemy import select
+
+from keys.secret import SecretError
+from node import groups, members
+from node.config import Settings, validate_domain
+from node.errors import DomainError, Invalid
+from node.runtime import NodeContext
+from node.storage.models import Member
+from web.app import create_app
+
+DATABASE_URL_ENV = "HEALTHNODE_DATABASE_URL"
+
+
+class CommandError(Exception):
+    """A one-line reason the command could not be carried out."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"healthnode: {message} (see healthnode --help)\n")
+
+
+def _storage_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="default ./data")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(DATABASE_URL_ENV),
+        help=f"SQLAlchemy URL (default: SQLite in the data dir, or ${DATABASE_URL_ENV})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="healthnode", description="A federated health-community node.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    serve = commands.add_parser("serve", help="run the node's web server")
+    serve.add_argument("--domain", help="public name IRIs are minted from (default localhost:PORT)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    _storage_options(serve)
+
+    migrate = commands.add_parser("migrate", help="apply database migrations")
+    _storage_options(migrate)
+
+    member = commands.add_parser("member", help="manage members").add_subparsers(
+        dest="action", required=True, parser_class=Parser
+    )
+    member_create = member.add_parser("create", help="create a member")
+    member_create.add_argument("username")
+    member_create.add_argument("--password-file", type=Path, required=True)
+    member_create.add_argument("--display-name", default="")
+    member_create.add_argument("--admin", action="store_true")
+    _storage_options(member_create)
+
+    group = commands.add_parser("group", help="manage condition groups").add_subparsers(
+        dest="action", required=True, parser_class=Parser
+    )
+    group_create = group.add_parser("create", help="create a condition group")
+    group_create.add_argument("slug")
+    group_create.add_argument("--name", required=True)
+    group_create.add_argument("--description", default="")
+    group_create.add_argument("--rules", default="")
+    group_create.add_argument("--condition", action="append", default=[], metavar="TAG")
+    group_create.add_argument("--private", action="store_true")
+    group_create.add_argument("--join-policy", choices=("request", "invite"))
+    group_create.add_argument("--owner", metavar="USERNAME", help="default: the first admin")
+    _storage_options(group_create)
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    domain = getattr(args, "domain", None) or f"localhost:{getattr(args, 'port', 8080)}"
+    try:
+        domain = validate_domain(domain)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    return Settings(domain=domain, data_dir=args.data_dir, database_url=args.database_url)
+
+
+async def _with_node(settings: Settings, work: Callable[[NodeContext], Awaitable[str]]) -> str:
+    node = await NodeContext.open(settings)
+    try:
+        return await work(node)
+    finally:
+        await node.close()
+
+
+async def _migrate(node: NodeContext) -> str:
+    return "database is at the latest schema"
+
+
+def _read_password(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as error:
+        raise CommandError(f"cannot read password file {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise CommandError(f"password file {path} is not UTF-8 text") from None
+
+
+def _member_create(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable[str]]:
+    password = _read_password(args.password_file)
+
+    async def work(node: NodeContext) -> str:
+        async with node.transaction() as session:
+            member = await members.create_member(
+                session,
+                node.passwords,
+                node.settings.limits,
+                username=args.username,
+                password=password,
+                display_name=args.display_name,
+                now=node.clock.now(),
+                is_admin=args.admin,
+            )
+        role = "admin" if args.admin else "member"
+        return f"created {role} {member.username}"
+
+    return work
+
+
+def _group_create(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable[str]]:
+    async def work(node: NodeContext) -> str:
+        async with node.transaction() as session:
+            owner = args.owner
+            if owner is None:
+                first_admin = (
+                    (
+                        await session.execute(
+                            select(Member.username)
+                            .where(Member.role == "admin")
+                            .order_by(Member.id)
+                        )
+                    )
+                    .scalars()
+                    .first()
+                )
+                if first_admin is None:
+                    raise CommandError("no admin exists yet: give --owner USERNAME")
+                owner = first_admin
+            group = await groups.create_group_for_username(
+                session,
+                node.settings.limits,
+                owner,
+                slug=args.slug,
+                name=args.name,
+                description=args.description,
+                rules=args.rules,
+                tags=args.condition,
+                private=args.private,
+                join_policy=args.join_policy,
+                now=node.clock.now(),
+            )
+        return f"created {group.visibility} group {group.slug}"
+
+    return work
+
+
+def _serve(settings: Settings, host: str, port: int) -> None:
+    async def app_factory() -> web.Application:
+        node = await NodeContext.open(settings)
+        app = create_app(node)
+
+        async def close_node(_: web.Application) -> None:
+            await node.close()
+
+        app.on_cleanup.append(close_node)
+        print(f"healthnode serving {settings.base_url} on http://{host}:{port}", flush=True)
+        return app
+
+    web.run_app(app_factory(), host=host, port=port, print=None)
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, Invalid):
+        return "; ".join(error.problems.values())
+    return str(error)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.INFO if args.command == "serve" else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = settings_from(args)
+        if args.command == "serve":
+            _serve(settings, args.host, args.port)
+            return 0
+        if args.command == "migrate":
+            work = _migrate
+        elif args.command == "member":
+            work = _member_create(args)
+        else:
+            work = _group_create(args)
+        print(asyncio.run(_with_node(settings, work)))
+        return 0
+    except (CommandError, SecretError, DomainError) as error:
+        print(f"healthnode: {_describe(error)}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"healthnode: {error.strerror or error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

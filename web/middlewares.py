@@ -1,0 +1,173 @@
+"""Security headers, error pages, one database session per request, sign-in and CSRF."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from node.auth import member_for_session
+from node.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
+from node.policy import Viewer
+from web.appkeys import (
+    CSRF_BASIS,
+    CSRF_FAILED,
+    DB,
+    KEEP_WRITES,
+    MEMBER,
+    NEW_CSRF_SEED,
+    NODE,
+    SESSION_TOKEN,
+    VIEWER,
+)
+from web.csrf import CSRF_FIELD, SEED_COOKIE, new_seed, token_matches
+from web.pages import Handler, render
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "hn_session"
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+STATUS_OF = {NotFound: 404, Forbidden: 403, Conflict: 409, Invalid: 400}
+TITLE_OF = {
+    400: "That did not work",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not allowed",
+    409: "That did not work",
+    413: "Too large",
+    500: "Something went wrong",
+}
+
+
+def error_page(request: web.Request, status: int, message: str) -> web.Response:
+    return render(
+        request,
+        "error.html",
+        {"title": TITLE_OF.get(status, "That did not work"), "message": message},
+        status=status,
+    )
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers.update(SECURITY_HEADERS)
+        raise
+    response.headers.update(SECURITY_HEADERS)
+    if request.app[NODE].settings.scheme == "https":
+        response.headers["Strict-Transport-Security"] = "max-age=31536000"
+    return response
+
+
+@web.middleware
+async def error_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPRedirection:
+        raise
+    except web.HTTPRequestEntityTooLarge:
+        return error_page(request, 413, "What you sent is larger than this node accepts.")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = "There is nothing at this address." if exc.status == 404 else exc.reason
+        return error_page(request, exc.status, message)
+    except DomainError as error:
+        return error_page(request, STATUS_OF.get(type(error), 400), str(error))
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_page(request, 500, "Nothing was saved. Please try again in a moment.")
+
+
+@web.middleware
+async def database_session(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One session and transaction per request: committed when the answer is not an error."""
+    if request.path.startswith("/static/"):
+        return await handler(request)
+    node = request.app[NODE]
+    async with node.sessions() as session:
+        await session.begin()
+        request[DB] = session
+        await _sign_in_from_cookie(request, session)
+        try:
+            response = await handler(request)
+        except web.HTTPRedirection:
+            await session.commit()
+            raise
+        except BaseException:
+            await session.rollback()
+            raise
+        if response.status < 400 or request.get(KEEP_WRITES):
+            await session.commit()
+        else:
+            await session.rollback()
+        _set_csrf_seed_cookie(request, response)
+        return response
+
+
+async def _sign_in_from_cookie(request: web.Request, session: object) -> None:
+    node = request.app[NODE]
+    token = request.cookies.get(SESSION_COOKIE)
+    signed_in = await member_for_session(request[DB], token, node.clock.now()) if token else None
+    if signed_in is not None and token:
+        request[MEMBER] = signed_in
+        request[VIEWER] = Viewer(signed_in.id, signed_in.role == "admin")
+        request[SESSION_TOKEN] = token
+        request[CSRF_BASIS] = "session:" + token
+        return
+    seed = request.cookies.get(SEED_COOKIE)
+    if not seed or len(seed) > 64:
+        seed = new_seed()
+        request[NEW_CSRF_SEED] = seed
+    request[CSRF_BASIS] = "seed:" + seed
+
+
+def _set_csrf_seed_cookie(request: web.Request, response: web.StreamResponse) -> None:
+    seed = request.get(NEW_CSRF_SEED)
+    if seed:
+        response.set_cookie(
+            SEED_COOKIE,
+            seed,
+            httponly=True,
+            samesite="Lax",
+            secure=request.app[NODE].settings.scheme == "https",
+            path="/",
+        )
+
+
+@web.middleware
+async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every POST form must carry the token; handlers that keep typed text re-render instead."""
+    if request.method != "POST" or request.path.startswith("/static/"):
+        return await handler(request)
+    data = await request.post()
+    offered = data.get(CSRF_FIELD)
+    if token_matches(
+        request.app[NODE].secret,
+        request.get(CSRF_BASIS),
+        offered if isinstance(offered, str) else "",
+    ):
+        return await handler(request)
+    request[CSRF_FAILED] = True
+    if getattr(handler, "rerenders_stale_forms", False):
+        return await handler(request)
+    return error_page(
+        request,
+        403,
+        "This form had expired or came from another page, so nothing was done. "
+        "Go back, reload the page and try again.",
+    )

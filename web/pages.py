@@ -1,0 +1,103 @@
+"""Helpers every page handler uses: rendering, forms, redirects, the viewer and the clock."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from multidict import MultiDict
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from node.policy import ANONYMOUS, Viewer
+from node.runtime import NodeContext
+from node.storage.models import Member
+from web.appkeys import CSRF_BASIS, CSRF_FAILED, DB, MEMBER, NODE, TEMPLATES, VIEWER
+from web.csrf import token_for
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+STALE_FORM = (
+    "This form had expired or came from another page, so nothing was saved. "
+    "Your text is still below: check it and send it again."
+)
+
+
+def node_of(request: web.Request) -> NodeContext:
+    return request.app[NODE]
+
+
+def db(request: web.Request) -> AsyncSession:
+    session: AsyncSession = request[DB]
+    return session
+
+
+def viewer(request: web.Request) -> Viewer:
+    return request.get(VIEWER, ANONYMOUS)
+
+
+def member(request: web.Request) -> Member | None:
+    return request.get(MEMBER)
+
+
+def now(request: web.Request) -> datetime:
+    return node_of(request).clock.now()
+
+
+def render(
+    request: web.Request, template: str, context: Mapping[str, Any] | None = None, status: int = 200
+) -> web.Response:
+    node = node_of(request)
+    basis = request.get(CSRF_BASIS)
+    body = (
+        request.app[TEMPLATES]
+        .get_template(template)
+        .render(
+            request=request,
+            me=member(request),
+            viewer=viewer(request),
+            csrf_token=token_for(node.secret, basis) if basis else "",
+            limits=node.settings.limits,
+            **(context or {}),
+        )
+    )
+    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
+
+
+def see_other(location: str) -> web.HTTPSeeOther:
+    return web.HTTPSeeOther(location)
+
+
+def safe_next(target: str | None, default: str = "/") -> str:
+    """Only same-site paths are followed after sign-in, never another host."""
+    if not target:
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return default
+    return target
+
+
+async def form(request: web.Request) -> MultiDict[str]:
+    """The posted fields; file parts are dropped, no page takes uploads."""
+    data = await request.post()
+    return MultiDict((key, value) for key, value in data.items() if isinstance(value, str))
+
+
+def stale_form(request: web.Request) -> bool:
+    return bool(request.get(CSRF_FAILED))
+
+
+def rerenders_stale_forms(handler: Handler) -> Handler:
+    """Mark a handler that shows its form again, text kept, when the CSRF token is stale."""
+    handler.rerenders_stale_forms = True  # type: ignore[attr-defined]
+    return handler
+
+
+def require_member(request: web.Request) -> Member:
+    signed_in = member(request)
+    if signed_in is None:
+        raise web.HTTPSeeOther(f"/login?next={request.path_qs}")
+    return signed_in

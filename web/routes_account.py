@@ -1,0 +1,159 @@
+"""Registration, signing in and out, and member profiles."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from node import auth, members
+from node.errors import Conflict, Invalid
+from web.appkeys import KEEP_WRITES, SESSION_TOKEN
+from web.middlewares import SESSION_COOKIE
+from web.pages import (
+    STALE_FORM,
+    db,
+    form,
+    node_of,
+    now,
+    render,
+    require_member,
+    rerenders_stale_forms,
+    safe_next,
+    see_other,
+    stale_form,
+)
+
+
+def register(router: web.UrlDispatcher) -> None:
+    router.add_get("/register", register_form)
+    router.add_post("/register", register_submit)
+    router.add_get("/login", login_form)
+    router.add_post("/login", login_submit)
+    router.add_post("/logout", logout)
+    router.add_get("/u/{username}", profile)
+    router.add_get("/settings/profile", profile_form)
+    router.add_post("/settings/profile", profile_submit)
+
+
+def _start_session(request: web.Request, response: web.StreamResponse, token: str) -> None:
+    settings = node_of(request).settings
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=settings.session_days * 86400,
+        httponly=True,
+        samesite="Lax",
+        secure=settings.scheme == "https",
+        path="/",
+    )
+
+
+async def register_form(request: web.Request) -> web.Response:
+    return render(request, "register.html", {"values": {}, "errors": {}})
+
+
+@rerenders_stale_forms
+async def register_submit(request: web.Request) -> web.StreamResponse:
+    data = await form(request)
+    values = {key: data.get(key, "") for key in ("username", "display_name")}
+    errors: dict[str, str] = {}
+    if stale_form(request):
+        errors["form"] = STALE_FORM
+    if data.get("consent") != "yes":
+        errors["consent"] = (
+            "Please confirm that you agree to this node storing what you share about health."
+        )
+    if data.get("password", "") != data.get("password_again", ""):
+        errors["password_again"] = "The two passwords are not the same."
+    node = node_of(request)
+    if not errors:
+        try:
+            member = await members.create_member(
+                db(request),
+                node.passwords,
+                node.settings.limits,
+                username=data.get("username", ""),
+                password=data.get("password", ""),
+                display_name=data.get("display_name", ""),
+                now=now(request),
+                consent_policy_version=node.settings.consent_policy_version,
+            )
+        except Invalid as error:
+            errors |= error.problems
+        except Conflict as error:
+            errors[error.field or "form"] = str(error)
+    if errors:
+        return render(request, "register.html", {"values": values, "errors": errors}, 400)
+    token = await auth.open_session(db(request), member, node.settings, now(request))
+    response = see_other("/")
+    _start_session(request, response, token)
+    raise response
+
+
+async def login_form(request: web.Request) -> web.Response:
+    context = {"values": {}, "errors": {}, "next": safe_next(request.query.get("next"))}
+    return render(request, "login.html", context)
+
+
+@rerenders_stale_forms
+async def login_submit(request: web.Request) -> web.StreamResponse:
+    data = await form(request)
+    username = data.get("username", "")
+    next_path = safe_next(data.get("next"))
+    context = {"values": {"username": username}, "next": next_path}
+    if stale_form(request):
+        return render(request, "login.html", context | {"errors": {"form": STALE_FORM}}, 400)
+    node = node_of(request)
+    try:
+        member = await auth.authenticate(
+            db(request),
+            node.passwords,
+            node.settings,
+            username=username,
+            password=data.get("password", ""),
+            address=request.remote or "unknown",
+            now=now(request),
+        )
+    except auth.LoginRefused as error:
+        request[KEEP_WRITES] = True  # the failure must be counted
+        return render(request, "login.html", context | {"errors": {"form": str(error)}}, 400)
+    token = await auth.open_session(db(request), member, node.settings, now(request))
+    response = see_other(next_path)
+    _start_session(request, response, token)
+    raise response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    token = request.get(SESSION_TOKEN)
+    if token:
+        await auth.close_session(db(request), token)
+    response = see_other("/")
+    response.del_cookie(SESSION_COOKIE, path="/")
+    raise response
+
+
+async def profile(request: web.Request) -> web.Response:
+    person = await members.get_member(db(request), request.match_info["username"])
+    groups = await members.public_groups_of(db(request), person.id)
+    return render(request, "profile.html", {"person": person, "groups": groups})
+
+
+async def profile_form(request: web.Request) -> web.Response:
+    me = require_member(request)
+    values = {"display_name": me.display_name, "bio": me.bio}
+    return render(request, "profile_edit.html", {"values": values, "errors": {}})
+
+
+@rerenders_stale_forms
+async def profile_submit(request: web.Request) -> web.StreamResponse:
+    me = require_member(request)
+    data = await form(request)
+    values = {"display_name": data.get("display_name", ""), "bio": data.get("bio", "")}
+    if stale_form(request):
+        context = {"values": values, "errors": {"form": STALE_FORM}}
+        return render(request, "profile_edit.html", context, 400)
+    try:
+        await members.update_profile(db(request), node_of(request).settings.limits, me, **values)
+    except Invalid as error:
+        context = {"values": values, "errors": error.problems}
+        return render(request, "profile_edit.html", context, 400)
+    raise see_other(f"/u/{me.username}")

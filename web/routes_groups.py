@@ -1,0 +1,209 @@
+"""The group directory, group pages, membership and moderation."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy import select
+
+from node import groups, membership, posts
+from node.errors import Conflict, DomainError, Forbidden, Invalid
+from node.ids import group_path
+from node.policy import Action
+from node.storage.models import ConditionGroup
+from web.pages import (
+    STALE_FORM,
+    db,
+    form,
+    node_of,
+    now,
+    render,
+    require_member,
+    rerenders_stale_forms,
+    see_other,
+    stale_form,
+    viewer,
+)
+
+
+def register(router: web.UrlDispatcher) -> None:
+    router.add_get("/", directory)
+    router.add_get("/groups/new", new_group_form)
+    router.add_post("/groups/new", new_group_submit)
+    router.add_get("/g/{slug}", group_page)
+    router.add_get("/g/{slug}/members", members_page)
+    router.add_post("/g/{slug}/join", join)
+    router.add_post("/g/{slug}/leave", leave)
+    router.add_get("/g/{slug}/ask/{code}", ask_form)
+    router.add_post("/g/{slug}/ask/{code}", ask_submit)
+    router.add_get("/g/{slug}/moderation", moderation_page)
+    router.add_post("/g/{slug}/moderation/{action}", moderation_action)
+
+
+async def directory(request: web.Request) -> web.Response:
+    query = request.query.get("q", "")[:100]
+    tag = request.query.get("tag", "")[:40]
+    entries = await groups.directory(db(request), viewer(request), query, tag)
+    mine = await membership.groups_of_viewer(db(request), viewer(request))
+    context = {"entries": entries, "query": query, "tag": tag, "mine": mine}
+    return render(request, "directory.html", context)
+
+
+GROUP_FIELDS = ("slug", "name", "description", "rules", "tags", "visibility", "join_policy")
+
+
+async def new_group_form(request: web.Request) -> web.Response:
+    require_member(request)
+    values = {"visibility": "public", "join_policy": "request"}
+    return render(request, "group_new.html", {"values": values, "errors": {}})
+
+
+@rerenders_stale_forms
+async def new_group_submit(request: web.Request) -> web.StreamResponse:
+    me = require_member(request)
+    data = await form(request)
+    values = {key: data.get(key, "") for key in GROUP_FIELDS}
+    errors: dict[str, str] = {"form": STALE_FORM} if stale_form(request) else {}
+    if values["visibility"] not in ("public", "private"):
+        errors["visibility"] = "Choose whether the group is public or private."
+    if not errors:
+        private = values["visibility"] == "private"
+        try:
+            group = await groups.create_group(
+                db(request),
+                node_of(request).settings.limits,
+                owner_id=me.id,
+                slug=values["slug"],
+                name=values["name"],
+                description=values["description"],
+                rules=values["rules"],
+                tags=values["tags"],
+                private=private,
+                join_policy=values["join_policy"] if private else "open",
+                now=now(request),
+            )
+        except Invalid as error:
+            errors = error.problems
+        except Conflict as error:
+            errors = {"slug": str(error)}
+        else:
+            raise see_other(group_path(group.slug))
+    return render(request, "group_new.html", {"values": values, "errors": errors}, 400)
+
+
+async def group_page(request: web.Request) -> web.Response:
+    view = await groups.view_group(db(request), request.match_info["slug"], viewer(request))
+    if not view.may(Action.READ):
+        return render(request, "group_outside.html", {"view": view})
+    threads = await posts.threads_of_group(db(request), view)
+    return render(request, "group.html", {"view": view, "threads": threads})
+
+
+async def members_page(request: web.Request) -> web.Response:
+    view = await groups.view_group(
+        db(request), request.match_info["slug"], viewer(request), need=Action.SEE_MEMBERS
+    )
+    people = await membership.list_members(db(request), view)
+    return render(request, "members.html", {"view": view, "people": people})
+
+
+async def join(request: web.Request) -> web.StreamResponse:
+    require_member(request)
+    view = await groups.view_group(db(request), request.match_info["slug"], viewer(request))
+    await membership.join(db(request), view, now(request))
+    raise see_other(group_path(view.group.slug))
+
+
+async def leave(request: web.Request) -> web.StreamResponse:
+    require_member(request)
+    view = await groups.view_group(db(request), request.match_info["slug"], viewer(request))
+    await membership.leave(db(request), view)
+    raise see_other(group_path(view.group.slug) if view.group.visibility == "public" else "/")
+
+
+async def _group_for_join_link(request: web.Request) -> ConditionGroup:
+    """The group a join link names, or not found: the link, not the slug, reveals it."""
+    group = (
+        await db(request).execute(
+            select(ConditionGroup).where(ConditionGroup.slug == request.match_info["slug"].lower())
+        )
+    ).scalar_one_or_none()
+    if (
+        group is None
+        or group.visibility != "private"
+        or group.join_policy != "request"
+        or group.join_code != request.match_info["code"]
+    ):
+        raise web.HTTPNotFound()
+    return group
+
+
+async def ask_form(request: web.Request) -> web.Response:
+    group = await _group_for_join_link(request)
+    standing = await groups.standing_in(db(request), group.id, viewer(request))
+    return render(request, "ask_join.html", {"group": group, "standing": standing})
+
+
+async def ask_submit(request: web.Request) -> web.StreamResponse:
+    require_member(request)
+    group = await _group_for_join_link(request)
+    await membership.request_to_join(
+        db(request), group, viewer(request), request.match_info["code"], now(request)
+    )
+    raise see_other(group_path(group.slug))
+
+
+async def moderation_page(
+    request: web.Request, errors: dict[str, str] | None = None, status: int = 200
+) -> web.Response:
+    view = await groups.view_group(db(request), request.match_info["slug"], viewer(request))
+    if not view.may(Action.MODERATE):
+        raise Forbidden("Only this group's moderators can open its moderation page.")
+    queue = await membership.moderation_queue(db(request), view)
+    people = await membership.list_members(db(request), view)
+    join_link = ""
+    if view.group.visibility == "private" and view.group.join_policy == "request":
+        base = node_of(request).settings.base_url
+        join_link = f"{base}{group_path(view.group.slug)}/ask/{view.group.join_code}"
+    context = {
+        "view": view,
+        "queue": queue,
+        "people": people,
+        "join_link": join_link,
+        "errors": errors or {},
+    }
+    return render(request, "moderation.html", context, status)
+
+
+@rerenders_stale_forms
+async def moderation_action(request: web.Request) -> web.StreamResponse:
+    require_member(request)
+    if stale_form(request):
+        return await moderation_page(request, {"form": STALE_FORM}, 400)
+    view = await groups.view_group(db(request), request.match_info["slug"], viewer(request))
+    data = await form(request)
+    username = data.get("username", "")
+    action = request.match_info["action"]
+    session, moment = db(request), now(request)
+    try:
+        match action:
+            case "invite":
+                await membership.invite(session, view, username, moment)
+            case "approve" | "reject":
+                await membership.decide_request(
+                    session, view, username, action == "approve", moment
+                )
+            case "ban":
+                await membership.ban(session, view, username, moment)
+            case "unban":
+                await membership.unban(session, view, username)
+            case "promote" | "demote":
+                role = "moderator" if action == "promote" else "member"
+                await membership.set_role(session, view, username, role, moment)
+            case _:
+                raise web.HTTPNotFound()
+    except (Invalid, Conflict) as error:
+        message = "; ".join(error.problems.values()) if isinstance(error, Invalid) else str(error)
+        return await moderation_page(request, {"username": message}, 400)
+    except DomainError:
+        raise
+    raise see_other(f"{group_path(view.group.slug)}/moderation")

@@ -1,0 +1,188 @@
+"""Threads and posts: start, read, reply, edit, delete, mark helpful."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from node import groups, posts
+from node.errors import Conflict, Invalid
+from node.ids import thread_path
+from node.policy import Action
+from web.pages import (
+    STALE_FORM,
+    db,
+    form,
+    node_of,
+    now,
+    render,
+    require_member,
+    rerenders_stale_forms,
+    see_other,
+    stale_form,
+    viewer,
+)
+
+
+def register(router: web.UrlDispatcher) -> None:
+    router.add_get("/g/{slug}/new", new_thread_form)
+    router.add_post("/g/{slug}/new", new_thread_submit)
+    router.add_get("/t/{thread_id}", thread_page)
+    router.add_post("/t/{thread_id}/reply", reply_submit)
+    router.add_get("/p/{post_id}", post_link)
+    router.add_get("/p/{post_id}/edit", edit_form)
+    router.add_post("/p/{post_id}/edit", edit_submit)
+    router.add_get("/p/{post_id}/delete", delete_form)
+    router.add_post("/p/{post_id}/delete", delete_submit)
+    router.add_post("/p/{post_id}/helpful", helpful_submit)
+
+
+def post_anchor(thread_id: str, post_id: str) -> str:
+    return f"{thread_path(thread_id)}#post-{post_id}"
+
+
+def _problems(error: Invalid | Conflict) -> dict[str, str]:
+    return error.problems if isinstance(error, Invalid) else {"form": str(error)}
+
+
+async def new_thread_form(request: web.Request) -> web.Response:
+    require_member(request)
+    view = await groups.view_group(
+        db(request), request.match_info["slug"], viewer(request), need=Action.READ
+    )
+    return render(request, "thread_new.html", {"view": view, "values": {}, "errors": {}})
+
+
+@rerenders_stale_forms
+async def new_thread_submit(request: web.Request) -> web.StreamResponse:
+    require_member(request)
+    view = await groups.view_group(
+        db(request), request.match_info["slug"], viewer(request), need=Action.READ
+    )
+    data = await form(request)
+    values = {key: data.get(key, "") for key in ("title", "body", "content_warning")}
+    errors: dict[str, str] = {"form": STALE_FORM} if stale_form(request) else {}
+    if not errors:
+        try:
+            thread = await posts.start_thread(
+                db(request),
+                node_of(request).settings.limits,
+                view,
+                title=values["title"],
+                draft=posts.Draft(values["body"], values["content_warning"]),
+                now=now(request),
+            )
+        except (Invalid, Conflict) as error:
+            errors = _problems(error)
+        else:
+            raise see_other(thread_path(thread.id))
+    context = {"view": view, "values": values, "errors": errors}
+    return render(request, "thread_new.html", context, 400)
+
+
+async def thread_page(
+    request: web.Request,
+    values: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    status: int = 200,
+) -> web.Response:
+    thread = await posts.view_thread(db(request), request.match_info["thread_id"], viewer(request))
+    replying_to = (values or {}).get("parent") or request.query.get("reply_to", "")
+    context = {
+        "thread": thread,
+        "values": values or {},
+        "errors": errors or {},
+        "replying_to": next((p for p in thread.posts if p.post.id == replying_to), None),
+    }
+    return render(request, "thread.html", context, status)
+
+
+@rerenders_stale_forms
+async def reply_submit(request: web.Request) -> web.StreamResponse:
+    require_member(request)
+    data = await form(request)
+    values = {key: data.get(key, "") for key in ("body", "content_warning", "parent")}
+    if stale_form(request):
+        return await thread_page(request, values, {"form": STALE_FORM}, 400)
+    try:
+        post = await posts.reply(
+            db(request),
+            node_of(request).settings.limits,
+            viewer(request),
+            thread_id=request.match_info["thread_id"],
+            parent_id=values["parent"] or None,
+            draft=posts.Draft(values["body"], values["content_warning"]),
+            now=now(request),
+        )
+    except (Invalid, Conflict) as error:
+        return await thread_page(request, values, _problems(error), 400)
+    raise see_other(post_anchor(post.thread_id, post.id))
+
+
+async def post_link(request: web.Request) -> web.StreamResponse:
+    found = await posts.post_in_context(db(request), request.match_info["post_id"], viewer(request))
+    raise see_other(post_anchor(found.thread.id, found.post.id))
+
+
+async def edit_form(request: web.Request) -> web.Response:
+    require_member(request)
+    found = await posts.post_in_context(db(request), request.match_info["post_id"], viewer(request))
+    values = {
+        "title": found.thread.title,
+        "body": found.post.source,
+        "content_warning": found.post.content_warning,
+    }
+    return render(request, "post_edit.html", {"found": found, "values": values, "errors": {}})
+
+
+@rerenders_stale_forms
+async def edit_submit(request: web.Request) -> web.StreamResponse:
+    require_member(request)
+    post_id = request.match_info["post_id"]
+    found = await posts.post_in_context(db(request), post_id, viewer(request))
+    data = await form(request)
+    values = {key: data.get(key, "") for key in ("title", "body", "content_warning")}
+    errors: dict[str, str] = {"form": STALE_FORM} if stale_form(request) else {}
+    if not errors:
+        try:
+            await posts.edit_post(
+                db(request),
+                node_of(request).settings.limits,
+                viewer(request),
+                post_id=post_id,
+                draft=posts.Draft(values["body"], values["content_warning"]),
+                title=values["title"] if found.post.parent_id is None else None,
+                now=now(request),
+            )
+        except (Invalid, Conflict) as error:
+            errors = _problems(error)
+        else:
+            raise see_other(post_anchor(found.thread.id, post_id))
+    context = {"found": found, "values": values, "errors": errors}
+    return render(request, "post_edit.html", context, 400)
+
+
+async def delete_form(request: web.Request) -> web.Response:
+    require_member(request)
+    found = await posts.post_in_context(db(request), request.match_info["post_id"], viewer(request))
+    return render(request, "post_delete.html", {"found": found})
+
+
+async def delete_submit(request: web.Request) -> web.StreamResponse:
+    require_member(request)
+    found = await posts.delete_post(
+        db(request), viewer(request), post_id=request.match_info["post_id"], now=now(request)
+    )
+    raise see_other(post_anchor(found.thread.id, found.post.id))
+
+
+async def helpful_submit(request: web.Request) -> web.StreamResponse:
+    require_member(request)
+    data = await form(request)
+    found = await posts.set_helpful(
+        db(request),
+        viewer(request),
+        post_id=request.match_info["post_id"],
+        helpful=data.get("helpful") == "yes",
+        now=now(request),
+    )
+    raise see_other(post_anchor(found.thread.id, found.post.id))

@@ -1,0 +1,35 @@
+"""The jinja2 environment: autoescaped templates shipped in the package."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import jinja2
+
+from node import ids
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%-d %b %Y, %H:%M UTC") if moment else ""
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat() if moment else ""
+
+
+def create_environment() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("web", "templates"),
+        autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["when"] = _when
+    environment.filters["iso"] = _iso
+    environment.globals.update(
+        member_path=ids.member_path,
+        group_path=ids.group_path,
+        thread_path=ids.thread_path,
+        post_path=ids.post_path,
+    )
+    return environment
