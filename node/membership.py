@@ -14,6 +14,7 @@ from node.groups import GROUP_NOT_FOUND, GroupView
 from node.members import find_member
 from node.policy import Action, Viewer
 from node.storage.models import ConditionGroup, Member, Membership
+from node.validation import normalise_handle
 
 
 def _require(view: GroupView, action: Action, message: str) -> None:
@@ -64,16 +65,28 @@ async def join(session: AsyncSession, view: GroupView, now: datetime) -> Members
     return row
 
 
-async def request_to_join(
-    session: AsyncSession, group: ConditionGroup, viewer: Viewer, code: str, now: datetime
-) -> Membership:
-    """Ask to join a private group through its join link; a moderator decides."""
-    if not (
-        group.visibility == "private"
-        and group.join_policy == "request"
-        and hmac.compare_digest(group.join_code.encode(), code.encode())
+async def group_for_join_link(session: AsyncSession, slug: str, code: str) -> ConditionGroup:
+    """The private group a join link names. Without the right code it does not exist."""
+    group = (
+        await session.execute(
+            select(ConditionGroup).where(ConditionGroup.slug == normalise_handle(slug))
+        )
+    ).scalar_one_or_none()
+    if (
+        group is None
+        or group.visibility != "private"
+        or group.join_policy != "request"
+        or not hmac.compare_digest(group.join_code.encode(), code.encode())
     ):
         raise NotFound(GROUP_NOT_FOUND)
+    return group
+
+
+async def request_to_join(
+    session: AsyncSession, slug: str, code: str, viewer: Viewer, now: datetime
+) -> Membership:
+    """Ask to join a private group through its join link; a moderator decides."""
+    group = await group_for_join_link(session, slug, code)
     if viewer.member_id is None:
         raise Forbidden("Sign in to ask to join this group.")
     row = await _row(session, group.id, viewer.member_id)

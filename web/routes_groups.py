@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from aiohttp import web
-from sqlalchemy import select
 
 from node import groups, membership, posts
 from node.errors import Conflict, DomainError, Forbidden, Invalid
 from node.ids import group_path
 from node.policy import Action
-from node.storage.models import ConditionGroup
 from web.pages import (
     STALE_FORM,
     db,
@@ -120,36 +118,21 @@ async def leave(request: web.Request) -> web.StreamResponse:
     raise see_other(group_path(view.group.slug) if view.group.visibility == "public" else "/")
 
 
-async def _group_for_join_link(request: web.Request) -> ConditionGroup:
-    """The group a join link names, or not found: the link, not the slug, reveals it."""
-    group = (
-        await db(request).execute(
-            select(ConditionGroup).where(ConditionGroup.slug == request.match_info["slug"].lower())
-        )
-    ).scalar_one_or_none()
-    if (
-        group is None
-        or group.visibility != "private"
-        or group.join_policy != "request"
-        or group.join_code != request.match_info["code"]
-    ):
-        raise web.HTTPNotFound()
-    return group
-
-
 async def ask_form(request: web.Request) -> web.Response:
-    group = await _group_for_join_link(request)
+    group = await membership.group_for_join_link(
+        db(request), request.match_info["slug"], request.match_info["code"]
+    )
     standing = await groups.standing_in(db(request), group.id, viewer(request))
     return render(request, "ask_join.html", {"group": group, "standing": standing})
 
 
 async def ask_submit(request: web.Request) -> web.StreamResponse:
     require_member(request)
-    group = await _group_for_join_link(request)
+    slug = request.match_info["slug"]
     await membership.request_to_join(
-        db(request), group, viewer(request), request.match_info["code"], now(request)
+        db(request), slug, request.match_info["code"], viewer(request), now(request)
     )
-    raise see_other(group_path(group.slug))
+    raise see_other(group_path(slug.lower()))
 
 
 async def moderation_page(
