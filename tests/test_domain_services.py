@@ -8,10 +8,11 @@ shows the error would; the row counts afterwards prove that nothing was half-wri
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.auth import (
     LoginRefused,
@@ -131,6 +132,13 @@ async def role_of(node: NodeContext, group: ConditionGroup, member: Member) -> s
 async def do_join(node: NodeContext, slug: str, member: Member) -> None:
     async with node.transaction() as session:
         await join(session, await view_group(session, slug, who(member)), node.clock.now())
+
+
+async def ask(
+    session: AsyncSession, group: ConditionGroup, viewer: Viewer, code: str, now: datetime
+) -> Membership:
+    """Follow a group's join link (the one place that knows request_to_join's signature)."""
+    return await request_to_join(session, slug=group.slug, code=code, viewer=viewer, now=now)
 
 
 async def new_thread(
@@ -556,9 +564,7 @@ async def test_directory_shows_private_groups_only_to_active_members_and_admins(
     invited = await add_member(node, "invited")
     banned = await add_member(node, "banned")
     async with node.transaction() as session:
-        await request_to_join(
-            session, world.private, who(pending), world.private.join_code, node.clock.now()
-        )
+        await ask(session, world.private, who(pending), world.private.join_code, node.clock.now())
         view = await view_group(session, world.private.slug, who(world.mo))
         await invite(session, view, "invited", node.clock.now())
         await ban(session, view, "banned", node.clock.now())
@@ -643,7 +649,7 @@ async def test_a_private_group_cannot_be_joined_directly(world: World) -> None:
             )
     # A pending requester may not let themself in either
     async with node.transaction() as session:
-        await request_to_join(
+        await ask(
             session, world.private, who(world.otto), world.private.join_code, node.clock.now()
         )
     async with node.transaction() as session:
@@ -694,16 +700,14 @@ async def test_request_to_join_needs_the_right_code(world: World) -> None:
     # A wrong code looks like a missing group, and writes nothing
     async with node.transaction() as session:
         with pytest.raises(NotFound):
-            await request_to_join(
-                session, world.private, who(world.otto), "not-the-code", node.clock.now()
-            )
+            await ask(session, world.private, who(world.otto), "not-the-code", node.clock.now())
         with pytest.raises(NotFound):
-            await request_to_join(session, world.private, who(world.otto), "", node.clock.now())
+            await ask(session, world.private, who(world.otto), "", node.clock.now())
     assert await count(node, Membership) == before
     # The right code files a pending request; asking again changes nothing
     for _ in range(2):
         async with node.transaction() as session:
-            row = await request_to_join(
+            row = await ask(
                 session, world.private, who(world.otto), world.private.join_code, node.clock.now()
             )
             assert row.state == "pending"
@@ -715,15 +719,13 @@ async def test_request_to_join_refuses_anonymous_and_invite_only_groups(world: W
     invite_only = await add_group(node, world.olivia, "closed", private=True, join_policy="invite")
     async with node.transaction() as session:
         with pytest.raises(Forbidden):
-            await request_to_join(
-                session, world.private, ANONYMOUS, world.private.join_code, node.clock.now()
-            )
+            await ask(session, world.private, ANONYMOUS, world.private.join_code, node.clock.now())
         with pytest.raises(NotFound):
-            await request_to_join(
+            await ask(
                 session, invite_only, who(world.otto), invite_only.join_code, node.clock.now()
             )
         with pytest.raises(NotFound):  # public groups have no requests
-            await request_to_join(
+            await ask(
                 session, world.public, who(world.otto), world.public.join_code, node.clock.now()
             )
     assert await state_of(node, invite_only, world.otto) is None
@@ -739,7 +741,7 @@ async def test_an_invited_person_who_uses_the_link_is_let_in(world: World) -> No
             node.clock.now(),
         )
     async with node.transaction() as session:
-        row = await request_to_join(
+        row = await ask(
             session, world.private, who(world.otto), world.private.join_code, node.clock.now()
         )
         assert row.state == "active"
@@ -747,7 +749,7 @@ async def test_an_invited_person_who_uses_the_link_is_let_in(world: World) -> No
 
 async def request(world: World, member: Member) -> None:
     async with world.node.transaction() as session:
-        await request_to_join(
+        await ask(
             session, world.private, who(member), world.private.join_code, world.node.clock.now()
         )
 
@@ -816,7 +818,7 @@ async def test_a_ban_from_a_private_group_makes_it_vanish_and_blocks_requests(
         with pytest.raises(NotFound):
             await view_group(session, "quiet_room", who(world.max))
         with pytest.raises(Forbidden):
-            await request_to_join(
+            await ask(
                 session, world.private, who(world.max), world.private.join_code, node.clock.now()
             )
     assert await state_of(node, world.private, world.max) == "banned"
