@@ -102,7 +102,7 @@ async def database_session(request: web.Request, handler: Handler) -> web.Stream
     async with node.sessions() as session:
         await session.begin()
         request[DB] = session
-        await _sign_in_from_cookie(request, session)
+        await _sign_in_from_cookie(request)
         try:
             response = await handler(request)
         except web.HTTPRedirection:
@@ -119,7 +119,7 @@ async def database_session(request: web.Request, handler: Handler) -> web.Stream
         return response
 
 
-async def _sign_in_from_cookie(request: web.Request, session: object) -> None:
+async def _sign_in_from_cookie(request: web.Request) -> None:
     node = request.app[NODE]
     token = request.cookies.get(SESSION_COOKIE)
     signed_in = await member_for_session(request[DB], token, node.clock.now()) if token else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 from multidict import MultiDict
@@ -99,5 +99,7 @@ def rerenders_stale_forms(handler: Handler) -> Handler:
 def require_member(request: web.Request) -> Member:
     signed_in = member(request)
     if signed_in is None:
-        raise web.HTTPSeeOther(f"/login?next={request.path_qs}")
+        # After signing in, come back to the page, never to a form's POST address.
+        back = request.path_qs if request.method == "GET" else "/"
+        raise web.HTTPSeeOther(f"/login?next={quote(back)}")
     return signed_in

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from node import groups, posts
-from node.errors import Conflict, Invalid
+from node.errors import Conflict, Forbidden, Invalid
 from node.ids import thread_path
 from node.policy import Action
 from web.pages import (
@@ -40,8 +40,15 @@ def post_anchor(thread_id: str, post_id: str) -> str:
     return f"{thread_path(thread_id)}#post-{post_id}"
 
 
-def _problems(error: Invalid | Conflict) -> dict[str, str]:
+REFUSED = (Invalid, Conflict, Forbidden)
+
+
+def _problems(error: Invalid | Conflict | Forbidden) -> dict[str, str]:
     return error.problems if isinstance(error, Invalid) else {"form": str(error)}
+
+
+def _status(error: Exception) -> int:
+    return 403 if isinstance(error, Forbidden) else 409 if isinstance(error, Conflict) else 400
 
 
 async def new_thread_form(request: web.Request) -> web.Response:
@@ -61,6 +68,7 @@ async def new_thread_submit(request: web.Request) -> web.StreamResponse:
     data = await form(request)
     values = {key: data.get(key, "") for key in ("title", "body", "content_warning")}
     errors: dict[str, str] = {"form": STALE_FORM} if stale_form(request) else {}
+    status = 400
     if not errors:
         try:
             thread = await posts.start_thread(
@@ -71,12 +79,12 @@ async def new_thread_submit(request: web.Request) -> web.StreamResponse:
                 draft=posts.Draft(values["body"], values["content_warning"]),
                 now=now(request),
             )
-        except (Invalid, Conflict) as error:
-            errors = _problems(error)
+        except REFUSED as error:
+            errors, status = _problems(error), _status(error)
         else:
             raise see_other(thread_path(thread.id))
     context = {"view": view, "values": values, "errors": errors}
-    return render(request, "thread_new.html", context, 400)
+    return render(request, "thread_new.html", context, status)
 
 
 async def thread_page(
@@ -113,8 +121,8 @@ async def reply_submit(request: web.Request) -> web.StreamResponse:
             draft=posts.Draft(values["body"], values["content_warning"]),
             now=now(request),
         )
-    except (Invalid, Conflict) as error:
-        return await thread_page(request, values, _problems(error), 400)
+    except REFUSED as error:
+        return await thread_page(request, values, _problems(error), _status(error))
     raise see_other(post_anchor(post.thread_id, post.id))
 
 
@@ -142,6 +150,7 @@ async def edit_submit(request: web.Request) -> web.StreamResponse:
     data = await form(request)
     values = {key: data.get(key, "") for key in ("title", "body", "content_warning")}
     errors: dict[str, str] = {"form": STALE_FORM} if stale_form(request) else {}
+    status = 400
     if not errors:
         try:
             await posts.edit_post(
@@ -153,12 +162,12 @@ async def edit_submit(request: web.Request) -> web.StreamResponse:
                 title=values["title"] if found.post.parent_id is None else None,
                 now=now(request),
             )
-        except (Invalid, Conflict) as error:
-            errors = _problems(error)
+        except REFUSED as error:
+            errors, status = _problems(error), _status(error)
         else:
             raise see_other(post_anchor(found.thread.id, post_id))
     context = {"found": found, "values": values, "errors": errors}
-    return render(request, "post_edit.html", context, 400)
+    return render(request, "post_edit.html", context, status)
 
 
 async def delete_form(request: web.Request) -> web.Response:
