@@ -21,9 +21,9 @@ async def ensure_key_pair(
         row = ActorKey(
             owner=owner,
             public_pem=pair.public_pem,
-            private_pem_encrypted=pair.private_pem_encrypted,
+            private_key_sealed=pair.private_sealed,
             created_at=now,
         )
         session.add(row)
         await session.flush()
-    return KeyPair(row.public_pem, row.private_pem_encrypted)
+    return KeyPair(row.public_pem, row.private_key_sealed)

@@ -181,10 +181,10 @@ class LoginFailure(Base):
 
 
 class ActorKey(Base):
-    """An actor's RSA key pair; the private half is encrypted with the node secret."""
+    """An actor's RSA key pair; the private half is sealed with the node secret (keys/pairs.py)."""
 
     __tablename__ = "actor_keys"
     owner: Mapped[str] = mapped_column(String(60), primary_key=True)
     public_pem: Mapped[str] = mapped_column(Text)
-    private_pem_encrypted: Mapped[str] = mapped_column(Text)
+    private_key_sealed: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -24,7 +24,7 @@ def upgrade() -> None:
         "actor_keys",
         sa.Column("owner", sa.String(length=60), nullable=False),
         sa.Column("public_pem", sa.Text(), nullable=False),
-        sa.Column("private_pem_encrypted", sa.Text(), nullable=False),
+        sa.Column("private_key_sealed", sa.Text(), nullable=False),
         sa.Column("created_at", node.storage.models.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("owner", name=op.f("pk_actor_keys")),
     )

@@ -1,0 +1,174 @@
+"""JSON-LD with bundled contexts only: no context is ever fetched.
+
+Most peers send documents in the plain ActivityStreams context, perhaps with inline extension
+terms that mean what we think they mean; those take the fast path and are used as they are.
+Anything else is expanded with pyld, through a loader that only knows the bundled documents,
+and compacted into our canonical context, so the rest of federation/ reads one shape.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pyld import jsonld
+
+CONTEXTS_DIR = Path(__file__).parent / "contexts"
+AS2 = "https://www.w3.org/ns/activitystreams"
+SECURITY_V1 = "https://w3id.org/security/v1"
+PUBLIC = AS2 + "#Public"
+PUBLIC_ALIASES = frozenset({PUBLIC, "as:Public", "Public"})
+
+# Namespaces that peers put in @context although nothing resolvable is published there.
+EMPTY_CONTEXTS = frozenset({"http://joinmastodon.org/ns", "https://joinmastodon.org/ns"})
+LITEPUB_SUFFIX = "/schemas/litepub-0.1.jsonld"
+
+EXTENSION_TERMS: dict[str, Any] = {
+    "toot": "http://joinmastodon.org/ns#",
+    "lemmy": "https://join-lemmy.org/ns#",
+    "litepub": "http://litepub.social/ns#",
+    "schema": "http://schema.org/",
+    "sensitive": "as:sensitive",
+    "manuallyApprovesFollowers": "as:manuallyApprovesFollowers",
+    "Hashtag": "as:Hashtag",
+    "featured": {"@id": "toot:featured", "@type": "@id"},
+    "discoverable": "toot:discoverable",
+    "indexable": "toot:indexable",
+    "postingRestrictedToMods": "lemmy:postingRestrictedToMods",
+    "moderators": {"@id": "lemmy:moderators", "@type": "@id"},
+    "stickied": "lemmy:stickied",
+    "PropertyValue": "schema:PropertyValue",
+    "value": "schema:value",
+}
+CANONICAL_CONTEXT: list[Any] = [AS2, SECURITY_V1, EXTENSION_TERMS]
+
+# A stand-in for Pleroma's and Akkoma's per-instance litepub context, built from its terms.
+LITEPUB_STAND_IN: dict[str, Any] = {
+    "@context": [
+        AS2,
+        SECURITY_V1,
+        {
+            "litepub": "http://litepub.social/ns#",
+            "toot": "http://joinmastodon.org/ns#",
+            "sensitive": "as:sensitive",
+            "manuallyApprovesFollowers": "as:manuallyApprovesFollowers",
+            "Hashtag": "as:Hashtag",
+            "EmojiReact": "litepub:EmojiReact",
+            "ChatMessage": "litepub:ChatMessage",
+            "directMessage": "litepub:directMessage",
+            "invisible": "litepub:invisible",
+            "formerRepresentations": "litepub:formerRepresentations",
+            "listMessage": {"@id": "litepub:listMessage", "@type": "@id"},
+            "oauthRegistrationEndpoint": {
+                "@id": "litepub:oauthRegistrationEndpoint",
+                "@type": "@id",
+            },
+            "quoteUrl": "as:quoteUrl",
+        },
+    ]
+}
+
+
+class InvalidDocument(Exception):
+    """The document is not JSON-LD we can read (unknown context, bad structure)."""
+
+
+@lru_cache(maxsize=1)
+def _bundled_files() -> dict[str, str]:
+    index: dict[str, str] = json.loads((CONTEXTS_DIR / "index.json").read_text())
+    return index
+
+
+@lru_cache(maxsize=32)
+def _bundled_document(url: str) -> dict[str, Any] | None:
+    normalised = url.rstrip("#")
+    if normalised in EMPTY_CONTEXTS:
+        return {"@context": {}}
+    if normalised.endswith(LITEPUB_SUFFIX):
+        return LITEPUB_STAND_IN
+    files = _bundled_files()
+    filename = files.get(normalised) or files.get(normalised.rstrip("/"))
+    if filename is None and normalised.startswith("http://"):
+        filename = files.get("https://" + normalised[len("http://") :])
+    if filename is None:
+        return None
+    document: dict[str, Any] = json.loads((CONTEXTS_DIR / filename).read_text())
+    return document
+
+
+def load_document(url: str, options: Any = None) -> dict[str, Any]:
+    """pyld document loader over the bundled contexts; anything else is refused, not fetched."""
+    document = _bundled_document(url)
+    if document is None:
+        raise InvalidDocument(f"unknown JSON-LD context {url!r} (contexts are never fetched)")
+    return {"contentType": "application/ld+json", "contextUrl": None, "documentUrl": url,
+            "document": document}  # fmt: skip
+
+
+def _canonical_terms() -> dict[str, Any]:
+    return EXTENSION_TERMS
+
+
+def _is_plain(context: Any) -> bool:
+    """Whether the document means what our canonical context says, without processing."""
+    if context == AS2:
+        return True
+    if not isinstance(context, list) or not context or context[0] != AS2:
+        return False
+    known = _canonical_terms()
+    for entry in context[1:]:
+        if isinstance(entry, str):
+            if entry.rstrip("#") not in (SECURITY_V1, *EMPTY_CONTEXTS):
+                return False
+        elif isinstance(entry, dict):
+            for term, definition in entry.items():
+                if term.startswith("@"):
+                    return False
+                # A redefined core term would change meaning; an unknown term is only ignored.
+                if term in known and known[term] != definition:
+                    return False
+                if term not in known and ":" not in term and _is_core_term(term):
+                    return False
+        else:
+            return False
+    return True
+
+
+@lru_cache(maxsize=1)
+def _core_terms() -> frozenset[str]:
+    document = _bundled_document(AS2) or {}
+    security = _bundled_document(SECURITY_V1) or {}
+    return frozenset(document.get("@context", {})) | frozenset(security.get("@context", {}))
+
+
+def _is_core_term(term: str) -> bool:
+    return term in _core_terms()
+
+
+def normalise(document: dict[str, Any]) -> dict[str, Any]:
+    """The document in our canonical context: as it is when plain, else expanded and compacted."""
+    if not isinstance(document, dict):
+        raise InvalidDocument("a JSON-LD document must be an object")
+    if _is_plain(document.get("@context")):
+        return document
+    options = {"documentLoader": load_document}
+    try:
+        expanded = jsonld.expand(document, options)
+        compacted: dict[str, Any] = jsonld.compact(expanded, CANONICAL_CONTEXT, options)
+    except InvalidDocument:
+        raise
+    except jsonld.JsonLdError as error:
+        raise InvalidDocument(f"cannot process JSON-LD: {_reason(error)}") from None
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as error:
+        raise InvalidDocument(f"cannot process JSON-LD: {type(error).__name__}") from None
+    compacted["@context"] = CANONICAL_CONTEXT
+    return compacted
+
+
+def _reason(error: Exception) -> str:
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, InvalidDocument):
+        return str(cause)
+    return str(getattr(error, "code", None) or type(error).__name__)
