@@ -165,20 +165,37 @@ async def view_group(
     ).scalar_one_or_none()
     if group is None:
         raise NotFound(GROUP_NOT_FOUND)
-    standing = await standing_in(session, group.id, viewer)
-    if not knows_of(viewer, group.visibility, standing):
-        raise NotFound(GROUP_NOT_FOUND)
-    view = GroupView(group, standing, (await tags_of(session, [group.id]))[group.id], viewer)
-    if need is not None and not view.may(need):
-        raise NotFound(GROUP_NOT_FOUND)
-    return view
+    return await _checked_view(session, group, viewer, need)
 
 
-async def group_view_by_id(session: AsyncSession, group_id: int, viewer: Viewer) -> GroupView:
+async def group_view_by_id(
+    session: AsyncSession, group_id: int, viewer: Viewer, need: Action | None = None
+) -> GroupView:
     group = await session.get(ConditionGroup, group_id)
     if group is None:
         raise NotFound(GROUP_NOT_FOUND)
-    return await view_group(session, group.slug, viewer)
+    return await _checked_view(session, group, viewer, need)
+
+
+async def unchecked_view(session: AsyncSession, group: ConditionGroup, viewer: Viewer) -> GroupView:
+    """The viewer's standing in a group without asking whether they may see it.
+
+    Only for decisions that do not depend on seeing the group, such as an author deleting
+    their own post after leaving.
+    """
+    standing = await standing_in(session, group.id, viewer)
+    return GroupView(group, standing, (await tags_of(session, [group.id]))[group.id], viewer)
+
+
+async def _checked_view(
+    session: AsyncSession, group: ConditionGroup, viewer: Viewer, need: Action | None
+) -> GroupView:
+    view = await unchecked_view(session, group, viewer)
+    if not knows_of(viewer, group.visibility, view.standing):
+        raise NotFound(GROUP_NOT_FOUND)
+    if need is not None and not view.may(need):
+        raise NotFound(GROUP_NOT_FOUND)
+    return view
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.config import Limits
 from node.errors import Conflict, Forbidden, Invalid, NotFound
-from node.groups import GroupView, group_view_by_id
+from node.groups import GroupView, group_view_by_id, unchecked_view
 from node.ids import new_object_id
 from node.policy import Action, Viewer, may_delete_post, may_edit_post
-from node.storage.models import Member, Post, Reaction, Thread
+from node.storage.models import ConditionGroup, Member, Post, Reaction, Thread
 from node.text import normalise_line_endings, render_markdown
 from node.validation import collect, text_problem
 
@@ -105,17 +105,29 @@ async def _thread_in_context(
     thread = await session.get(Thread, thread_id)
     if thread is None:
         raise NotFound(THREAD_NOT_FOUND)
-    view = await group_view_by_id(session, thread.group_id, viewer)
-    if not view.may(Action.READ):
-        raise NotFound(THREAD_NOT_FOUND)
+    try:
+        view = await group_view_by_id(session, thread.group_id, viewer, need=Action.READ)
+    except NotFound:
+        raise NotFound(THREAD_NOT_FOUND) from None
     return thread, view
 
 
-async def post_in_context(session: AsyncSession, post_id: str, viewer: Viewer) -> PostInContext:
-    """A post with its thread and group, or NotFound if the viewer may not read it."""
+async def post_in_context(
+    session: AsyncSession, post_id: str, viewer: Viewer, authors_own: bool = False
+) -> PostInContext:
+    """A post with its thread and group, or NotFound if the viewer may not read it.
+
+    With `authors_own`, the post's author gets it even where they can no longer read the group
+    (after leaving, or a ban): they may still delete what they wrote.
+    """
     post = await session.get(Post, post_id)
     if post is None:
         raise NotFound(POST_NOT_FOUND)
+    if authors_own and viewer.member_id is not None and post.author_id == viewer.member_id:
+        thread = await session.get(Thread, post.thread_id)
+        group = await session.get(ConditionGroup, thread.group_id) if thread else None
+        if thread is not None and group is not None:
+            return PostInContext(post, thread, await unchecked_view(session, group, viewer))
     try:
         thread, view = await _thread_in_context(session, post.thread_id, viewer)
     except NotFound:
@@ -202,7 +214,7 @@ async def delete_post(
     session: AsyncSession, viewer: Viewer, *, post_id: str, now: datetime
 ) -> PostInContext:
     """Replace a post by a tombstone: its text is erased, its place in the thread stays."""
-    found = await post_in_context(session, post_id, viewer)
+    found = await post_in_context(session, post_id, viewer, authors_own=True)
     is_author = found.post.author_id == viewer.member_id
     if not may_delete_post(viewer, found.view.group.visibility, found.view.standing, is_author):
         raise Forbidden("Only the author or a moderator can delete this post.")

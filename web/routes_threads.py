@@ -172,7 +172,9 @@ async def edit_submit(request: web.Request) -> web.StreamResponse:
 
 async def delete_form(request: web.Request) -> web.Response:
     require_member(request)
-    found = await posts.post_in_context(db(request), request.match_info["post_id"], viewer(request))
+    found = await posts.post_in_context(
+        db(request), request.match_info["post_id"], viewer(request), authors_own=True
+    )
     return render(request, "post_delete.html", {"found": found})
 
 
@@ -181,6 +183,8 @@ async def delete_submit(request: web.Request) -> web.StreamResponse:
     found = await posts.delete_post(
         db(request), viewer(request), post_id=request.match_info["post_id"], now=now(request)
     )
+    if not found.view.may(Action.READ):
+        raise see_other("/")
     raise see_other(post_anchor(found.thread.id, found.post.id))
 
 
