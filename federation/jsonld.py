@@ -24,6 +24,7 @@ PUBLIC_ALIASES = frozenset({PUBLIC, "as:Public", "Public"})
 # Namespaces that peers put in @context although nothing resolvable is published there.
 EMPTY_CONTEXTS = frozenset({"http://joinmastodon.org/ns", "https://joinmastodon.org/ns"})
 LITEPUB_SUFFIX = "/schemas/litepub-0.1.jsonld"
+LEMMY_CONTEXT = "https://join-lemmy.org/context.json"
 
 EXTENSION_TERMS: dict[str, Any] = {
     "toot": "http://joinmastodon.org/ns#",
@@ -71,6 +72,34 @@ LITEPUB_STAND_IN: dict[str, Any] = {
 }
 
 
+# A stand-in for Lemmy's published context, from the terms it defines (PieFed sends the same).
+LEMMY_STAND_IN: dict[str, Any] = {
+    "@context": [
+        SECURITY_V1,
+        {
+            "lemmy": "https://join-lemmy.org/ns#",
+            "litepub": "http://litepub.social/ns#",
+            "pt": "https://joinpeertube.org/ns#",
+            "sc": "http://schema.org/",
+            "ChatMessage": "litepub:ChatMessage",
+            "commentsEnabled": "pt:commentsEnabled",
+            "sensitive": "https://www.w3.org/ns/activitystreams#sensitive",
+            "matrixUserId": "lemmy:matrixUserId",
+            "postingRestrictedToMods": "lemmy:postingRestrictedToMods",
+            "removeData": "lemmy:removeData",
+            "stickied": "lemmy:stickied",
+            "moderators": {"@type": "@id", "@id": "lemmy:moderators"},
+            "expires": "https://www.w3.org/ns/activitystreams#endTime",
+            "distinguished": "lemmy:distinguished",
+            "language": "sc:inLanguage",
+            "identifier": "sc:identifier",
+        },
+    ]
+}
+# Context URLs whose meaning we know without processing them.
+KNOWN_SAFE_CONTEXTS = frozenset({SECURITY_V1, LEMMY_CONTEXT, *EMPTY_CONTEXTS})
+
+
 class InvalidDocument(Exception):
     """The document is not JSON-LD we can read (unknown context, bad structure)."""
 
@@ -88,6 +117,8 @@ def _bundled_document(url: str) -> dict[str, Any] | None:
         return {"@context": {}}
     if normalised.endswith(LITEPUB_SUFFIX):
         return LITEPUB_STAND_IN
+    if normalised == LEMMY_CONTEXT:
+        return LEMMY_STAND_IN
     files = _bundled_files()
     filename = files.get(normalised) or files.get(normalised.rstrip("/"))
     if filename is None and normalised.startswith("http://"):
@@ -99,10 +130,9 @@ def _bundled_document(url: str) -> dict[str, Any] | None:
 
 
 def load_document(url: str, options: Any = None) -> dict[str, Any]:
-    """pyld document loader over the bundled contexts; anything else is refused, not fetched."""
-    document = _bundled_document(url)
-    if document is None:
-        raise InvalidDocument(f"unknown JSON-LD context {url!r} (contexts are never fetched)")
+    """pyld document loader over the bundled contexts. Nothing is ever fetched: an unknown
+    context (Mbin's per-instance one, say) loads as empty, so its terms are dropped."""
+    document = _bundled_document(url) or {"@context": {}}
     return {"contentType": "application/ld+json", "contextUrl": None, "documentUrl": url,
             "document": document}  # fmt: skip
 
@@ -115,12 +145,14 @@ def _is_plain(context: Any) -> bool:
     """Whether the document means what our canonical context says, without processing."""
     if context == AS2:
         return True
-    if not isinstance(context, list) or not context or context[0] != AS2:
+    if not isinstance(context, list) or AS2 not in context:
         return False
     known = _canonical_terms()
-    for entry in context[1:]:
+    for entry in context:
+        if entry == AS2:
+            continue
         if isinstance(entry, str):
-            if entry.rstrip("#") not in (SECURITY_V1, *EMPTY_CONTEXTS):
+            if entry.rstrip("#") not in KNOWN_SAFE_CONTEXTS:
                 return False
         elif isinstance(entry, dict):
             for term, definition in entry.items():

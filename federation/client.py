@@ -1,0 +1,214 @@
+"""The one outbound HTTP client: timeouts, size cap, redirect limit, address filter, signatures.
+
+Every URL that reaches here came from the network, so every connection, redirects included, is
+checked after DNS resolution: private, loopback, link-local, multicast and reserved addresses are
+refused, except loopback on a development node (a loopback domain).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from federation.httpsig import sign_cavage
+
+AS2_ACCEPT = 'application/activity+json, application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
+AS2_CONTENT_TYPE = 'application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
+MAX_REDIRECTS = 3
+
+
+class FetchError(Exception):
+    """A remote fetch failed; `kind` says how: refused, gone, not_found, unavailable,
+    too_large, invalid."""
+
+    def __init__(self, kind: str, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ClientLimits:
+    connect_seconds: float = 5.0
+    total_seconds: float = 15.0
+    max_body_bytes: int = 1024 * 1024
+    user_agent: str = "healthnode/0.1"
+
+
+def address_allowed(address: str, allow_loopback: bool) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return allow_loopback
+    return ip.is_global and not ip.is_multicast
+
+
+class FilteringResolver(AbstractResolver):
+    """Resolves names, then refuses when any address the name has is not allowed."""
+
+    def __init__(self, allow_loopback: bool) -> None:
+        self._inner = DefaultResolver()
+        self._allow_loopback = allow_loopback
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        for result in results:
+            if not address_allowed(result["host"], self._allow_loopback):
+                raise OSError(f"refusing to connect to {host}: it resolves to a private address")
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def check_url(url: str, allow_loopback: bool) -> None:
+    """Refuse a URL before any connection: wrong scheme, or an IP literal not allowed."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise FetchError("refused", f"not an http(s) URL: {url[:200]}")
+    if parts.scheme == "http" and not allow_loopback:
+        raise FetchError("refused", "plain http is only used between development nodes")
+    host = parts.hostname
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        if host == "localhost" and not allow_loopback:
+            raise FetchError("refused", "refusing to fetch from localhost") from None
+        return
+    if not address_allowed(host, allow_loopback):
+        raise FetchError("refused", f"refusing to fetch from the private address {host}")
+
+
+@dataclass(frozen=True)
+class Signer:
+    """Who signs: the key id published in the actor document, and the private key."""
+
+    key_id: str
+    private_key: rsa.RSAPrivateKey
+
+
+class FederationClient:
+    """Wraps the application's single aiohttp session."""
+
+    def __init__(
+        self,
+        *,
+        allow_loopback: bool,
+        limits: ClientLimits | None = None,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
+    ) -> None:
+        self.allow_loopback = allow_loopback
+        self.limits = limits or ClientLimits()
+        connector = aiohttp.TCPConnector(
+            resolver=FilteringResolver(allow_loopback), limit=100, limit_per_host=8
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=self.limits.total_seconds, connect=self.limits.connect_seconds
+            ),
+            headers={"User-Agent": self.limits.user_agent},
+            trace_configs=list(trace_configs),
+            auto_decompress=True,
+        )
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def get_json(
+        self, url: str, signer: Signer | None, now: datetime, accept: str = AS2_ACCEPT
+    ) -> Any:
+        """GET a JSON document, following at most three redirects, each checked again."""
+        for _ in range(MAX_REDIRECTS + 1):
+            check_url(url, self.allow_loopback)
+            headers = {"Accept": accept}
+            if signer is not None:
+                headers |= sign_cavage(
+                    method="GET",
+                    url=url,
+                    body=None,
+                    key_id=signer.key_id,
+                    private_key=signer.private_key,
+                    now=now,
+                )
+            try:
+                async with self.session.get(url, headers=headers, allow_redirects=False) as resp:
+                    if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+                        url = urljoin(url, resp.headers["Location"])
+                        continue
+                    body = await self._read_capped(resp)
+                    self._raise_for_status(resp.status, url)
+            except aiohttp.ClientError as error:
+                raise FetchError("unavailable", f"cannot fetch {url[:200]}: {error}") from None
+            except TimeoutError:
+                raise FetchError("unavailable", f"timed out fetching {url[:200]}") from None
+            except OSError as error:
+                raise FetchError("refused", str(error)) from None
+            try:
+                return json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                raise FetchError("invalid", f"{url[:200]} did not answer with JSON") from None
+        raise FetchError("refused", "too many redirects")
+
+    async def post_signed(
+        self, url: str, body: bytes, signer: Signer, now: datetime
+    ) -> tuple[int, str, dict[str, str]]:
+        """POST an activity; answers (status, short body, headers). Transport errors raise."""
+        check_url(url, self.allow_loopback)
+        headers = {"Content-Type": AS2_CONTENT_TYPE, "Accept": AS2_ACCEPT}
+        headers |= sign_cavage(
+            method="POST",
+            url=url,
+            body=body,
+            key_id=signer.key_id,
+            private_key=signer.private_key,
+            now=now,
+        )
+        try:
+            async with self.session.post(
+                url, data=body, headers=headers, allow_redirects=False
+            ) as resp:
+                text = (await resp.content.read(4096)).decode("utf-8", "replace")
+                return resp.status, text, dict(resp.headers)
+        except aiohttp.ClientError as error:
+            raise FetchError("unavailable", f"cannot deliver to {url[:200]}: {error}") from None
+        except TimeoutError:
+            raise FetchError("unavailable", f"timed out delivering to {url[:200]}") from None
+        except OSError as error:
+            raise FetchError("refused", str(error)) from None
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
+        cap = self.limits.max_body_bytes
+        declared = resp.content_length
+        if declared is not None and declared > cap:
+            raise FetchError("too_large", f"the answer is {declared} bytes, over {cap}")
+        chunks, size = [], 0
+        async for chunk in resp.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > cap:
+                raise FetchError("too_large", f"the answer is over {cap} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @staticmethod
+    def _raise_for_status(status: int, url: str) -> None:
+        if status == 410:
+            raise FetchError("gone", f"{url[:200]} is gone", status)
+        if status == 404:
+            raise FetchError("not_found", f"{url[:200]} was not found", status)
+        if status >= 400:
+            raise FetchError("unavailable", f"{url[:200]} answered {status}", status)

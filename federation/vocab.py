@@ -1,0 +1,241 @@
+"""Typed ActivityStreams values. Raw JSON from the network stops here.
+
+`parse_activity` takes a normalised document (federation/jsonld.py) and returns an `Activity`
+whose fields are plain strings and lists; an embedded object stays a dict only until
+`parse_object` turns it into a `Post` or `ActorDoc`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from federation.jsonld import PUBLIC_ALIASES
+
+MAX_ID_LENGTH = 2048
+
+
+class VocabError(Exception):
+    """The document lacks what an activity or object needs; answered with 400."""
+
+
+def _iri(value: Any, what: str, required: bool = True) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("id")
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise VocabError(f"{what} must be an IRI")
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.netloc or len(value) > MAX_ID_LENGTH:
+        raise VocabError(f"{what} must be an http(s) IRI")
+    return value
+
+
+def iri_list(value: Any) -> list[str]:
+    """Addresses as a list of strings, whatever shape they came in."""
+    items = value if isinstance(value, list) else [value] if value is not None else []
+    result = []
+    for item in items:
+        if isinstance(item, dict):
+            item = item.get("id")
+        if isinstance(item, str) and item:
+            result.append(item)
+    return result
+
+
+def origin(iri: str) -> str:
+    parts = urlsplit(iri)
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+def same_origin(first: str, second: str) -> bool:
+    return origin(first) == origin(second)
+
+
+def _text(value: Any, limit: int) -> str:
+    if isinstance(value, dict):  # a language map: take any one value
+        value = next((v for v in value.values() if isinstance(v, str)), "")
+    if not isinstance(value, str):
+        return ""
+    return value[:limit]
+
+
+def _first_type(value: Any) -> str:
+    if isinstance(value, list):
+        value = next((item for item in value if isinstance(item, str)), None)
+    if not isinstance(value, str) or not value:
+        raise VocabError("type must be a string")
+    return value
+
+
+@dataclass(frozen=True)
+class Activity:
+    id: str
+    type: str
+    actor: str
+    object: Any
+    object_id: str | None
+    target: str | None
+    to: list[str]
+    cc: list[str]
+    audience: list[str]
+    raw: dict[str, Any] = field(repr=False)
+
+    @property
+    def is_public(self) -> bool:
+        return any(address in PUBLIC_ALIASES for address in self.to + self.cc)
+
+    @property
+    def embedded_object(self) -> dict[str, Any] | None:
+        return self.object if isinstance(self.object, dict) else None
+
+
+def parse_activity(document: Any) -> Activity:
+    if not isinstance(document, dict):
+        raise VocabError("an activity must be a JSON object")
+    activity_id = _iri(document.get("id"), "id")
+    activity_type = _first_type(document.get("type"))
+    actor = _iri(document.get("actor"), "actor")
+    assert activity_id is not None and actor is not None
+    value = document.get("object")
+    if isinstance(value, list):
+        value = value[0] if len(value) == 1 else None
+    object_id = None
+    if isinstance(value, str | dict):
+        object_id = _iri(value, "object", required=False)
+    return Activity(
+        id=activity_id,
+        type=activity_type,
+        actor=actor,
+        object=value,
+        object_id=object_id,
+        target=_iri(document.get("target"), "target", required=False),
+        to=iri_list(document.get("to")),
+        cc=iri_list(document.get("cc")),
+        audience=iri_list(document.get("audience")),
+        raw=document,
+    )
+
+
+@dataclass(frozen=True)
+class PostDoc:
+    """A Page (thread) or Note (reply) as another server describes it."""
+
+    id: str
+    type: str
+    attributed_to: str
+    name: str
+    content_html: str
+    source_markdown: str | None
+    summary: str
+    sensitive: bool
+    in_reply_to: str | None
+    audience: list[str]
+    context: str | None
+    to: list[str]
+    cc: list[str]
+
+
+POST_TYPES = ("Page", "Note", "Article", "Question")
+
+
+def parse_post(document: Any) -> PostDoc:
+    if not isinstance(document, dict):
+        raise VocabError("the object must be a JSON object")
+    object_type = _first_type(document.get("type"))
+    if object_type not in POST_TYPES:
+        raise VocabError(f"unsupported object type {object_type}")
+    object_id = _iri(document.get("id"), "object id")
+    author = _iri(document.get("attributedTo"), "attributedTo")
+    assert object_id is not None and author is not None
+    source = document.get("source")
+    markdown = None
+    if isinstance(source, dict) and source.get("mediaType") == "text/markdown":
+        markdown = _text(source.get("content"), 100_000)
+    return PostDoc(
+        id=object_id,
+        type=object_type,
+        attributed_to=author,
+        name=_text(document.get("name"), 1000),
+        content_html=_text(document.get("content"), 200_000),
+        source_markdown=markdown,
+        summary=_text(document.get("summary"), 1000),
+        sensitive=document.get("sensitive") is True,
+        in_reply_to=_iri(document.get("inReplyTo"), "inReplyTo", required=False),
+        audience=iri_list(document.get("audience")),
+        context=_iri(document.get("context"), "context", required=False)
+        if isinstance(document.get("context"), str | dict)
+        else None,
+        to=iri_list(document.get("to")),
+        cc=iri_list(document.get("cc")),
+    )
+
+
+@dataclass(frozen=True)
+class ActorDoc:
+    id: str
+    type: str
+    preferred_username: str
+    name: str
+    summary: str
+    inbox: str
+    shared_inbox: str | None
+    outbox: str | None
+    followers: str | None
+    url: str | None
+    key_id: str
+    public_key_pem: str
+
+
+ACTOR_TYPES = ("Person", "Group", "Application", "Service", "Organization")
+
+
+def parse_actor(document: Any) -> ActorDoc:
+    if not isinstance(document, dict):
+        raise VocabError("an actor must be a JSON object")
+    actor_type = _first_type(document.get("type"))
+    if actor_type not in ACTOR_TYPES:
+        raise VocabError(f"{actor_type} is not an actor type")
+    actor_id = _iri(document.get("id"), "actor id")
+    inbox = _iri(document.get("inbox"), "inbox")
+    assert actor_id is not None and inbox is not None
+    key = document.get("publicKey")
+    if isinstance(key, list):
+        key = next((item for item in key if isinstance(item, dict)), None)
+    if not isinstance(key, dict):
+        raise VocabError("the actor has no publicKey")
+    key_id = _iri(key.get("id"), "publicKey.id")
+    pem = key.get("publicKeyPem")
+    owner = _iri(key.get("owner"), "publicKey.owner", required=False)
+    if not isinstance(pem, str) or "PUBLIC KEY" not in pem or len(pem) > 10_000:
+        raise VocabError("the actor's publicKeyPem is not a PEM public key")
+    if owner is not None and owner != actor_id:
+        raise VocabError("the actor's key belongs to someone else")
+    assert key_id is not None
+    if not same_origin(key_id, actor_id) or not same_origin(inbox, actor_id):
+        raise VocabError("the actor's key and inbox must be on the actor's own server")
+    endpoints = document.get("endpoints")
+    shared = endpoints.get("sharedInbox") if isinstance(endpoints, dict) else None
+    shared_inbox = _iri(shared, "sharedInbox", required=False) if shared else None
+    username = (
+        _text(document.get("preferredUsername"), 100)
+        or urlsplit(actor_id).path.rsplit("/", 1)[-1][:100]
+    )
+    return ActorDoc(
+        id=actor_id,
+        type=actor_type,
+        preferred_username=username,
+        name=_text(document.get("name"), 200) or username,
+        summary=_text(document.get("summary"), 5000),
+        inbox=inbox,
+        shared_inbox=shared_inbox,
+        outbox=_iri(document.get("outbox"), "outbox", required=False),
+        followers=_iri(document.get("followers"), "followers", required=False),
+        url=_iri(document.get("url"), "url", required=False)
+        if isinstance(document.get("url"), str)
+        else None,
+        key_id=key_id,
+        public_key_pem=pem,
+    )
