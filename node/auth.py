@@ -41,7 +41,7 @@ async def authenticate(
 
     The caller must commit even when this raises, so that the failure is counted.
     """
-    account = normalise_handle(username)[:30]
+    account = normalise_handle(username)[:30].replace("\x00", "")
     since = now - timedelta(minutes=settings.login_window_minutes)
     per_account, per_address = (
         await session.execute(
@@ -62,7 +62,7 @@ async def authenticate(
             "Too many failed sign-in attempts. Wait "
             f"{settings.login_window_minutes} minutes and try again."
         )
-    member = await find_member(session, account) if account else None
+    member = await find_member(session, account)
     if not passwords.verify(member.password_hash if member else None, password) or not member:
         session.add(LoginFailure(account=account, address=address[:64], at=now))
         await session.flush()

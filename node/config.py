@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,12 +32,27 @@ def is_loopback_domain(domain: str) -> bool:
         return False
 
 
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
+)
+_DOMAIN = re.compile(r"(?P<host>\[[0-9a-f:.]+\]|[^:\[\]]+)(?::(?P<port>[0-9]{1,5}))?")
+
+
 def validate_domain(domain: str) -> str:
     """Return the normalised domain or raise ValueError with a one-line reason."""
     normalised = domain.strip().lower()
-    host, port = split_host_port(normalised)
-    if not host or "/" in normalised or "@" in normalised or " " in normalised:
-        raise ValueError(f"invalid domain {domain!r}: give a host name with an optional :port")
+    reason = f"invalid domain {domain!r}: give a host name with an optional :port"
+    match = _DOMAIN.fullmatch(normalised)
+    if not match:
+        raise ValueError(reason)
+    host, port = match.group("host"), match.group("port")
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(reason) from None
+    elif not _HOST_NAME.fullmatch(host):
+        raise ValueError(reason)
     if port is not None and not (0 < int(port) < 65536):
         raise ValueError(f"invalid domain {domain!r}: port out of range")
     return normalised

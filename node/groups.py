@@ -158,14 +158,20 @@ async def view_group(
     Lacking `need` on a group one may know of is also NotFound for reads, so a private group's
     content never answers differently from a missing one.
     """
-    group = (
-        await session.execute(
-            select(ConditionGroup).where(ConditionGroup.slug == normalise_handle(slug))
-        )
-    ).scalar_one_or_none()
+    group = await find_group(session, slug)
     if group is None:
         raise NotFound(GROUP_NOT_FOUND)
     return await _checked_view(session, group, viewer, need)
+
+
+async def find_group(session: AsyncSession, slug: str) -> ConditionGroup | None:
+    """A group by its address, whoever asks; callers decide what the asker may see."""
+    handle = normalise_handle(slug)
+    if handle_problem(handle, "group address"):
+        return None
+    return (
+        await session.execute(select(ConditionGroup).where(ConditionGroup.slug == handle))
+    ).scalar_one_or_none()
 
 
 async def group_view_by_id(

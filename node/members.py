@@ -78,6 +78,8 @@ def password_problem(password: str, limits: Limits) -> str | None:
 
 async def find_member(session: AsyncSession, username: str) -> Member | None:
     handle = normalise_handle(username)
+    if handle_problem(handle, "username"):
+        return None  # such a name cannot exist; and PostgreSQL refuses some characters outright
     return (
         await session.execute(select(Member).where(Member.username == handle))
     ).scalar_one_or_none()

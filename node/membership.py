@@ -10,11 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.errors import Conflict, Forbidden, Invalid, NotFound
-from node.groups import GROUP_NOT_FOUND, GroupView
+from node.groups import GROUP_NOT_FOUND, GroupView, find_group
 from node.members import find_member
 from node.policy import Action, Viewer
 from node.storage.models import ConditionGroup, Member, Membership
-from node.validation import normalise_handle
 
 
 def _require(view: GroupView, action: Action, message: str) -> None:
@@ -67,11 +66,7 @@ async def join(session: AsyncSession, view: GroupView, now: datetime) -> Members
 
 async def group_for_join_link(session: AsyncSession, slug: str, code: str) -> ConditionGroup:
     """The private group a join link names. Without the right code it does not exist."""
-    group = (
-        await session.execute(
-            select(ConditionGroup).where(ConditionGroup.slug == normalise_handle(slug))
-        )
-    ).scalar_one_or_none()
+    group = await find_group(session, slug)
     if (
         group is None
         or group.visibility != "private"

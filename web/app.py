@@ -9,7 +9,13 @@ from aiohttp import web
 from node.runtime import NodeContext
 from web import routes_account, routes_groups, routes_threads
 from web.appkeys import NODE, TEMPLATES
-from web.middlewares import csrf, database_session, error_pages, security_headers
+from web.middlewares import (
+    address_hygiene,
+    csrf,
+    database_session,
+    error_pages,
+    security_headers,
+)
 from web.templating import create_environment
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -17,7 +23,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 def create_app(node: NodeContext) -> web.Application:
     app = web.Application(
-        middlewares=[security_headers, error_pages, database_session, csrf],
+        middlewares=[security_headers, error_pages, address_hygiene, database_session, csrf],
         client_max_size=node.settings.limits.form_body_max,
     )
     app[NODE] = node

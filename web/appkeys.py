@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from node.policy import Viewer
 from node.runtime import NodeContext
 from node.storage.models import Member
+from web.signed_in import SignedIn
 
 NODE = web.AppKey("node", NodeContext)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
@@ -16,6 +17,7 @@ TEMPLATES = web.AppKey("templates", jinja2.Environment)
 # Request-scoped values.
 DB = web.RequestKey("db", AsyncSession)
 MEMBER = web.RequestKey("member", Member)
+ME = web.RequestKey("me", SignedIn)
 VIEWER = web.RequestKey("viewer", Viewer)
 SESSION_TOKEN = web.RequestKey("session_token", str)
 CSRF_BASIS = web.RequestKey("csrf_basis", str)

@@ -14,6 +14,7 @@ from web.appkeys import (
     CSRF_FAILED,
     DB,
     KEEP_WRITES,
+    ME,
     MEMBER,
     NEW_CSRF_SEED,
     NODE,
@@ -22,6 +23,7 @@ from web.appkeys import (
 )
 from web.csrf import CSRF_FIELD, SEED_COOKIE, new_seed, token_matches
 from web.pages import Handler, render
+from web.signed_in import SignedIn
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,15 @@ async def error_pages(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 @web.middleware
+async def address_hygiene(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse NUL in addresses before anything looks them up: no name or id contains it, and
+    PostgreSQL refuses it in text outright."""
+    if "\x00" in request.path or any("\x00" in value for value in request.query.values()):
+        return error_page(request, 400, "The address contains a character that is not allowed.")
+    return await handler(request)
+
+
+@web.middleware
 async def database_session(request: web.Request, handler: Handler) -> web.StreamResponse:
     """One session and transaction per request: committed when the answer is not an error."""
     if request.path.startswith("/static/"):
@@ -125,6 +136,7 @@ async def _sign_in_from_cookie(request: web.Request) -> None:
     signed_in = await member_for_session(request[DB], token, node.clock.now()) if token else None
     if signed_in is not None and token:
         request[MEMBER] = signed_in
+        request[ME] = SignedIn.of(signed_in)
         request[VIEWER] = Viewer(signed_in.id, signed_in.role == "admin")
         request[SESSION_TOKEN] = token
         request[CSRF_BASIS] = "session:" + token

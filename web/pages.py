@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from node.policy import ANONYMOUS, Viewer
 from node.runtime import NodeContext
 from node.storage.models import Member
-from web.appkeys import CSRF_BASIS, CSRF_FAILED, DB, MEMBER, NODE, TEMPLATES, VIEWER
+from web.appkeys import CSRF_BASIS, CSRF_FAILED, DB, ME, MEMBER, NODE, TEMPLATES, VIEWER
 from web.csrf import token_for
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -56,7 +56,7 @@ def render(
         .get_template(template)
         .render(
             request=request,
-            me=member(request),
+            me=request.get(ME),
             viewer=viewer(request),
             csrf_token=token_for(node.secret, basis) if basis else "",
             limits=node.settings.limits,
