@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.config import Limits
 from node.errors import Invalid, NotFound
+from node.events import GroupCreated, record
 from node.members import claim_handle, find_member
 from node.policy import NO_STANDING, Action, Standing, Viewer, knows_of, may
 from node.storage.models import ConditionGroup, GroupCondition, Membership
@@ -118,6 +119,7 @@ async def create_group(
         )
     )
     await session.flush()
+    record(session, GroupCreated(group.id))
     return group
 
 

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.config import Limits
 from node.errors import Conflict, Invalid, NotFound
+from node.events import MemberCreated, record
 from node.passwords import Passwords
 from node.storage.models import ConditionGroup, Handle, Member, Membership
 from node.validation import collect, handle_problem, normalise_handle, text_problem
@@ -65,6 +66,7 @@ async def create_member(
     )
     session.add(member)
     await session.flush()
+    record(session, MemberCreated(member.id))
     return member
 
 

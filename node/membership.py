@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.errors import Conflict, Forbidden, Invalid, NotFound
+from node.events import MembershipChanged, Origin, record
 from node.groups import GROUP_NOT_FOUND, GroupView, find_group
 from node.members import find_member
 from node.policy import Action, Viewer
@@ -25,6 +26,12 @@ async def _row(session: AsyncSession, group_id: int, member_id: int) -> Membersh
     return await session.get(Membership, (group_id, member_id))
 
 
+async def _remove(session: AsyncSession, row: Membership, origin: Origin | None = None) -> None:
+    record(session, MembershipChanged(row.group_id, row.member_id, None, row.state, origin))
+    await session.delete(row)
+    await session.flush()
+
+
 def _put(
     session: AsyncSession,
     row: Membership | None,
@@ -32,7 +39,11 @@ def _put(
     member_id: int,
     state: str,
     now: datetime,
+    origin: Origin | None = None,
 ) -> Membership:
+    previous = row.state if row is not None else None
+    if previous != state:
+        record(session, MembershipChanged(group_id, member_id, state, previous, origin))
     if row is None:
         row = Membership(
             group_id=group_id,
@@ -105,8 +116,7 @@ async def leave(session: AsyncSession, view: GroupView) -> None:
         raise Conflict("The owner cannot leave; ask an admin to hand the group over first.")
     row = await _row(session, view.group.id, view.viewer.member_id)
     if row is not None:
-        await session.delete(row)
-        await session.flush()
+        await _remove(session, row)
 
 
 async def _target(session: AsyncSession, username: str) -> Member:
@@ -143,9 +153,9 @@ async def decide_request(
         raise Conflict(f"{member.username} has no open request to join.")
     if approve:
         _put(session, row, view.group.id, member.id, "active", now)
+        await session.flush()
     else:
-        await session.delete(row)
-    await session.flush()
+        await _remove(session, row)
 
 
 async def ban(session: AsyncSession, view: GroupView, username: str, now: datetime) -> None:
@@ -169,8 +179,7 @@ async def unban(session: AsyncSession, view: GroupView, username: str) -> None:
     row = await _row(session, view.group.id, member.id)
     if row is None or row.state != "banned":
         raise Conflict(f"{member.username} is not banned.")
-    await session.delete(row)
-    await session.flush()
+    await _remove(session, row)
 
 
 async def set_role(

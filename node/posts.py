@@ -11,6 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.config import Limits
 from node.errors import Conflict, Forbidden, Invalid, NotFound
+from node.events import (
+    HelpfulChanged,
+    Origin,
+    PostDeleted,
+    PostEdited,
+    PostReplied,
+    ThreadStarted,
+    record,
+)
 from node.groups import GroupView, group_view_by_id, unchecked_view
 from node.ids import new_object_id
 from node.policy import Action, Viewer, may_delete_post, may_edit_post
@@ -66,6 +75,7 @@ async def start_thread(
     title: str,
     draft: Draft,
     now: datetime,
+    origin: Origin | None = None,
 ) -> Thread:
     if not view.may(Action.POST):
         raise Forbidden("Only active members of this group can start threads. Join it first.")
@@ -86,9 +96,11 @@ async def start_thread(
     )
     session.add(thread)
     await session.flush()
-    session.add(_new_post(thread.id, None, view.viewer.member_id, draft, now))
+    post = _new_post(thread.id, None, view.viewer.member_id, draft, now)
+    session.add(post)
     view.group.last_activity_at = now
     await session.flush()
+    record(session, ThreadStarted(thread.id, post.id, origin))
     return thread
 
 
@@ -144,6 +156,7 @@ async def reply(
     parent_id: str | None,
     draft: Draft,
     now: datetime,
+    origin: Origin | None = None,
 ) -> Post:
     thread, view = await _thread_in_context(session, thread_id, viewer)
     if not view.may(Action.REPLY):
@@ -165,6 +178,7 @@ async def reply(
     thread.last_activity_at = now
     view.group.last_activity_at = now
     await session.flush()
+    record(session, PostReplied(post.id, origin))
     return post
 
 
@@ -185,6 +199,7 @@ async def edit_post(
     draft: Draft,
     title: str | None = None,
     now: datetime,
+    origin: Origin | None = None,
 ) -> PostInContext:
     found = await post_in_context(session, post_id, viewer)
     is_author = found.post.author_id == viewer.member_id
@@ -207,11 +222,17 @@ async def edit_post(
     if is_opening_post and title is not None:
         found.thread.title = title
     await session.flush()
+    record(session, PostEdited(found.post.id, origin))
     return found
 
 
 async def delete_post(
-    session: AsyncSession, viewer: Viewer, *, post_id: str, now: datetime
+    session: AsyncSession,
+    viewer: Viewer,
+    *,
+    post_id: str,
+    now: datetime,
+    origin: Origin | None = None,
 ) -> PostInContext:
     """Replace a post by a tombstone: its text is erased, its place in the thread stays."""
     found = await post_in_context(session, post_id, viewer, authors_own=True)
@@ -225,11 +246,19 @@ async def delete_post(
         found.post.content_warning = ""
         await session.execute(delete(Reaction).where(Reaction.post_id == found.post.id))
         await session.flush()
+        assert viewer.member_id is not None
+        record(session, PostDeleted(found.post.id, viewer.member_id, origin))
     return found
 
 
 async def set_helpful(
-    session: AsyncSession, viewer: Viewer, *, post_id: str, helpful: bool, now: datetime
+    session: AsyncSession,
+    viewer: Viewer,
+    *,
+    post_id: str,
+    helpful: bool,
+    now: datetime,
+    origin: Origin | None = None,
 ) -> PostInContext:
     """Mark a post helpful or take the mark back; repeating either is harmless."""
     found = await post_in_context(session, post_id, viewer)
@@ -249,10 +278,12 @@ async def set_helpful(
                     Reaction(post_id=key[0], member_id=key[1], kind=HELPFUL, created_at=now)
                 )
         except IntegrityError:
-            pass  # a concurrent click already marked it
+            return found  # a concurrent click already marked it
+        record(session, HelpfulChanged(found.post.id, viewer.member_id, True, origin))
     elif not helpful and existing is not None:
         await session.delete(existing)
         await session.flush()
+        record(session, HelpfulChanged(found.post.id, viewer.member_id, False, origin))
     return found
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -12,6 +12,7 @@ from keys.secret import load_or_create_node_secret
 from node.actor_keys import INSTANCE_ACTOR, ensure_key_pair
 from node.clock import Clock, SystemClock
 from node.config import Settings
+from node.events import EventSink, take_pending
 from node.passwords import Passwords
 from node.storage.engine import create_engine, session_factory
 from node.storage.migrate import upgrade_to_head
@@ -25,6 +26,7 @@ class NodeContext:
     passwords: Passwords
     secret: bytes
     clock: Clock
+    sinks: list[EventSink] = field(default_factory=list)
 
     @classmethod
     async def open(
@@ -53,9 +55,20 @@ class NodeContext:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """One session and transaction: committed on success, rolled back on any error."""
+        """One session and transaction: committed on success, rolled back on any error.
+
+        Events the domain recorded are published into the same transaction before it commits.
+        """
         async with self.sessions() as session, session.begin():
             yield session
+            await self.publish_pending(session)
+
+    async def publish_pending(self, session: AsyncSession) -> None:
+        events = take_pending(session)
+        while events:
+            for sink in self.sinks:
+                await sink.publish(session, events)
+            events = take_pending(session)  # a sink may cause further changes
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -117,12 +117,14 @@ async def database_session(request: web.Request, handler: Handler) -> web.Stream
         try:
             response = await handler(request)
         except web.HTTPRedirection:
+            await node.publish_pending(session)
             await session.commit()
             raise
         except BaseException:
             await session.rollback()
             raise
         if response.status < 400 or request.get(KEEP_WRITES):
+            await node.publish_pending(session)
             await session.commit()
         else:
             await session.rollback()

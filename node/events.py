@@ -1,0 +1,103 @@
+"""What changed, as frozen facts the domain records in the unit of work.
+
+Services record events on the session; whoever owns the transaction hands them to the node's
+event sinks just before commit, in the same transaction (federation turns them into
+activities and deliveries there, so a rolled-back change never sends anything).
+`origin` is the remote activity that caused a change, exactly as received, when there was one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+PENDING_EVENTS = "healthnode.pending_events"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """The remote activity behind a change; kept verbatim so a group can announce it."""
+
+    activity: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MemberCreated:
+    member_id: int
+
+
+@dataclass(frozen=True)
+class GroupCreated:
+    group_id: int
+
+
+@dataclass(frozen=True)
+class ThreadStarted:
+    thread_id: str
+    post_id: str
+    origin: Origin | None = None
+
+
+@dataclass(frozen=True)
+class PostReplied:
+    post_id: str
+    origin: Origin | None = None
+
+
+@dataclass(frozen=True)
+class PostEdited:
+    post_id: str
+    origin: Origin | None = None
+
+
+@dataclass(frozen=True)
+class PostDeleted:
+    post_id: str
+    by_member_id: int
+    origin: Origin | None = None
+
+
+@dataclass(frozen=True)
+class HelpfulChanged:
+    post_id: str
+    member_id: int
+    helpful: bool
+    origin: Origin | None = None
+
+
+@dataclass(frozen=True)
+class MembershipChanged:
+    """A membership row changed state; `state` None means it was removed."""
+
+    group_id: int
+    member_id: int
+    state: str | None
+    previous_state: str | None
+    origin: Origin | None = None
+
+
+Event = (
+    MemberCreated
+    | GroupCreated
+    | ThreadStarted
+    | PostReplied
+    | PostEdited
+    | PostDeleted
+    | HelpfulChanged
+    | MembershipChanged
+)
+
+
+class EventSink(Protocol):
+    async def publish(self, session: AsyncSession, events: list[Event]) -> None: ...
+
+
+def record(session: AsyncSession, event: Event) -> None:
+    session.info.setdefault(PENDING_EVENTS, []).append(event)
+
+
+def take_pending(session: AsyncSession) -> list[Event]:
+    events: list[Event] = session.info.pop(PENDING_EVENTS, [])
+    return events
