@@ -16,7 +16,7 @@ from node.errors import Invalid, NotFound
 from node.events import GroupCreated, record
 from node.members import claim_handle, find_member
 from node.policy import NO_STANDING, Action, Standing, Viewer, knows_of, may
-from node.storage.models import ConditionGroup, GroupCondition, Membership
+from node.storage.models import LOCAL, ConditionGroup, GroupCondition, Membership
 from node.validation import collect, handle_problem, normalise_handle, text_problem
 
 TAG_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]*")
@@ -172,7 +172,11 @@ async def find_group(session: AsyncSession, slug: str) -> ConditionGroup | None:
     if handle_problem(handle, "group address"):
         return None
     return (
-        await session.execute(select(ConditionGroup).where(ConditionGroup.slug == handle))
+        await session.execute(
+            select(ConditionGroup).where(
+                ConditionGroup.slug == handle, ConditionGroup.domain == LOCAL
+            )
+        )
     ).scalar_one_or_none()
 
 

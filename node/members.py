@@ -12,7 +12,7 @@ from node.config import Limits
 from node.errors import Conflict, Invalid, NotFound
 from node.events import MemberCreated, record
 from node.passwords import Passwords
-from node.storage.models import ConditionGroup, Handle, Member, Membership
+from node.storage.models import LOCAL, ConditionGroup, Handle, Member, Membership
 from node.validation import collect, handle_problem, normalise_handle, text_problem
 
 
@@ -83,7 +83,9 @@ async def find_member(session: AsyncSession, username: str) -> Member | None:
     if handle_problem(handle, "username"):
         return None  # such a name cannot exist; and PostgreSQL refuses some characters outright
     return (
-        await session.execute(select(Member).where(Member.username == handle))
+        await session.execute(
+            select(Member).where(Member.username == handle, Member.domain == LOCAL)
+        )
     ).scalar_one_or_none()
 
 

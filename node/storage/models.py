@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -57,10 +58,23 @@ class Handle(Base):
     __table_args__ = (CheckConstraint("kind IN ('member', 'group')", name="kind"),)
 
 
+IRI = String(2048)
+LOCAL = ""  # the `domain` of rows that belong to this node
+
+
 class Member(Base):
+    """A person: a local account (domain "") or a remote actor known to this node."""
+
     __tablename__ = "members"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    username: Mapped[str] = mapped_column(String(30), ForeignKey("handles.name"), unique=True)
+    # Local usernames are claimed in `handles` first; remote ones are their preferredUsername.
+    username: Mapped[str] = mapped_column(String(100))
+    domain: Mapped[str] = mapped_column(String(255), default=LOCAL, server_default="")
+    actor_iri: Mapped[str | None] = mapped_column(IRI, nullable=True, unique=True)
+    inbox_url: Mapped[str | None] = mapped_column(IRI, nullable=True)
+    shared_inbox_url: Mapped[str | None] = mapped_column(IRI, nullable=True)
+    profile_url: Mapped[str | None] = mapped_column(IRI, nullable=True)
+    fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     display_name: Mapped[str] = mapped_column(String(60))
     bio: Mapped[str] = mapped_column(Text, default="")
     password_hash: Mapped[str] = mapped_column(String(200))
@@ -69,13 +83,23 @@ class Member(Base):
     last_active_at: Mapped[datetime] = mapped_column(UTCDateTime)
     consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     consent_policy_version: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    __table_args__ = (CheckConstraint("role IN ('member', 'admin')", name="role"),)
+    __table_args__ = (
+        CheckConstraint("role IN ('member', 'admin')", name="role"),
+        UniqueConstraint("username", "domain", name="uq_members_username_domain"),
+    )
 
 
 class ConditionGroup(Base):
     __tablename__ = "condition_groups"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    slug: Mapped[str] = mapped_column(String(30), ForeignKey("handles.name"), unique=True)
+    # Local slugs are claimed in `handles` first; a remote group's is its preferredUsername.
+    slug: Mapped[str] = mapped_column(String(100))
+    domain: Mapped[str] = mapped_column(String(255), default=LOCAL, server_default="")
+    actor_iri: Mapped[str | None] = mapped_column(IRI, nullable=True, unique=True)
+    inbox_url: Mapped[str | None] = mapped_column(IRI, nullable=True)
+    shared_inbox_url: Mapped[str | None] = mapped_column(IRI, nullable=True)
+    profile_url: Mapped[str | None] = mapped_column(IRI, nullable=True)
+    fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     name: Mapped[str] = mapped_column(String(80))
     description: Mapped[str] = mapped_column(Text, default="")
     rules: Mapped[str] = mapped_column(Text, default="")
@@ -83,10 +107,11 @@ class ConditionGroup(Base):
     join_policy: Mapped[str] = mapped_column(String(10))
     # The secret part of the link that lets a person ask to join a private group.
     join_code: Mapped[str] = mapped_column(String(32))
-    owner_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     __table_args__ = (
+        UniqueConstraint("slug", "domain", name="uq_condition_groups_slug_domain"),
         CheckConstraint("visibility IN ('public', 'private')", name="visibility"),
         CheckConstraint("join_policy IN ('open', 'request', 'invite')", name="join_policy"),
         CheckConstraint(
@@ -117,6 +142,8 @@ class Membership(Base):
     role: Mapped[str] = mapped_column(String(10), default="member")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The Follow we sent for a local member joining a remote group, to match its Accept.
+    follow_activity_id: Mapped[str | None] = mapped_column(IRI, nullable=True)
     __table_args__ = (
         CheckConstraint("state IN ('invited', 'pending', 'active', 'banned')", name="state"),
         CheckConstraint("role IN ('member', 'moderator', 'owner')", name="role"),
@@ -131,6 +158,8 @@ class Thread(Base):
     )
     title: Mapped[str] = mapped_column(String(200))
     author_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    # The IRI of a thread that another server created (its Page); ours are minted by node.ids.
+    ap_id: Mapped[str | None] = mapped_column(IRI, nullable=True, unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime)
     __table_args__ = (Index("ix_threads_group_activity", "group_id", "last_activity_at"),)
@@ -142,6 +171,7 @@ class Post(Base):
     thread_id: Mapped[str] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"), index=True)
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("posts.id"), nullable=True)
     author_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    ap_id: Mapped[str | None] = mapped_column(IRI, nullable=True, unique=True)
     source: Mapped[str] = mapped_column(Text)
     content_html: Mapped[str] = mapped_column(Text)
     content_warning: Mapped[str] = mapped_column(String(200), default="")
@@ -160,6 +190,8 @@ class Reaction(Base):
     )
     kind: Mapped[str] = mapped_column(String(20), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The Like that made a remote mark, so that its Undo can name it by id alone.
+    activity_id: Mapped[str | None] = mapped_column(IRI, nullable=True, index=True)
 
 
 class WebSession(Base):
@@ -188,3 +220,68 @@ class ActorKey(Base):
     public_pem: Mapped[str] = mapped_column(Text)
     private_key_sealed: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RemoteKey(Base):
+    """A remote actor's public key, by the keyId that signatures name."""
+
+    __tablename__ = "remote_keys"
+    key_id: Mapped[str] = mapped_column(IRI, primary_key=True)
+    actor_iri: Mapped[str] = mapped_column(IRI, index=True)
+    public_pem: Mapped[str] = mapped_column(Text)
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class InboxItem(Base):
+    """A verified incoming activity, stored before it is processed (idempotent on its id)."""
+
+    __tablename__ = "inbox_items"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    activity_id: Mapped[str] = mapped_column(IRI, unique=True)
+    actor_iri: Mapped[str] = mapped_column(IRI)
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(10), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    error: Mapped[str] = mapped_column(Text, default="")
+    __table_args__ = (
+        CheckConstraint("state IN ('queued', 'done', 'failed')", name="state"),
+        Index("ix_inbox_items_state_next", "state", "next_attempt_at"),
+    )
+
+
+class OutboxActivity(Base):
+    """An activity this node published; public ones are served at their id."""
+
+    __tablename__ = "outbox_activities"
+    id: Mapped[str] = mapped_column(String(20), primary_key=True)
+    actor_iri: Mapped[str] = mapped_column(IRI, index=True)
+    # ActorKey.owner of the key that signs its deliveries.
+    signer: Mapped[str] = mapped_column(String(60))
+    type: Mapped[str] = mapped_column(String(20))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Delivery(Base):
+    """One activity to one inbox (shared inboxes collapse recipients)."""
+
+    __tablename__ = "deliveries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    activity_id: Mapped[str] = mapped_column(ForeignKey("outbox_activities.id", ondelete="CASCADE"))
+    inbox_url: Mapped[str] = mapped_column(IRI)
+    state: Mapped[str] = mapped_column(String(10), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    __table_args__ = (
+        CheckConstraint("state IN ('queued', 'delivered', 'failed', 'abandoned')", name="state"),
+        UniqueConstraint("activity_id", "inbox_url", name="uq_deliveries_activity_inbox"),
+        Index("ix_deliveries_state_next", "state", "next_attempt_at"),
+    )
