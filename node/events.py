@@ -65,6 +65,8 @@ class HelpfulChanged:
     member_id: int
     helpful: bool
     origin: Origin | None = None
+    # The Like behind a mark that is being taken back, so its Undo can name it.
+    like_activity_id: str | None = None
 
 
 @dataclass(frozen=True)

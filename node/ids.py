@@ -14,6 +14,8 @@ GROUP_PATH = "/g/{slug}"
 THREAD_PATH = "/t/{thread_id}"
 POST_PATH = "/p/{post_id}"
 INSTANCE_ACTOR_PATH = "/actor"
+ACTIVITY_PATH = "/activities/{activity_id}"
+SHARED_INBOX_PATH = "/inbox"
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 
@@ -67,3 +69,15 @@ class Iris:
 
     def instance_actor(self) -> str:
         return self.base_url + INSTANCE_ACTOR_PATH
+
+    def activity(self, activity_id: str) -> str:
+        return self.base_url + ACTIVITY_PATH.format(activity_id=activity_id)
+
+    def shared_inbox(self) -> str:
+        return self.base_url + SHARED_INBOX_PATH
+
+    def local_path(self, iri: str) -> str | None:
+        """The path of one of our own IRIs, or None for anyone else's."""
+        if iri.startswith(self.base_url + "/"):
+            return iri[len(self.base_url) :].split("#", 1)[0].split("?", 1)[0]
+        return None

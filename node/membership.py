@@ -14,7 +14,7 @@ from node.events import MembershipChanged, Origin, record
 from node.groups import GROUP_NOT_FOUND, GroupView, find_group
 from node.members import find_member
 from node.policy import Action, Viewer
-from node.storage.models import ConditionGroup, Member, Membership
+from node.storage.models import LOCAL, ConditionGroup, Member, Membership
 
 
 def _require(view: GroupView, action: Action, message: str) -> None:
@@ -70,7 +70,9 @@ async def join(session: AsyncSession, view: GroupView, now: datetime) -> Members
         raise Forbidden("You cannot join this group: a moderator has banned you from it.")
     _require(view, Action.JOIN, "This group is joined by invitation or request only.")
     row = await _row(session, view.group.id, view.viewer.member_id)
-    row = _put(session, row, view.group.id, view.viewer.member_id, "active", now)
+    # A group on another server answers our Follow; until then the membership waits.
+    state = "active" if view.group.domain == LOCAL else "pending"
+    row = _put(session, row, view.group.id, view.viewer.member_id, state, now)
     await session.flush()
     return row
 

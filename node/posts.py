@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import delete, func, select
@@ -23,8 +23,8 @@ from node.events import (
 from node.groups import GroupView, group_view_by_id, unchecked_view
 from node.ids import new_object_id
 from node.policy import Action, Viewer, may_delete_post, may_edit_post
-from node.storage.models import ConditionGroup, Member, Post, Reaction, Thread
-from node.text import normalise_line_endings, render_markdown
+from node.storage.models import LOCAL, ConditionGroup, Member, Post, Reaction, Thread
+from node.text import normalise_line_endings, render_markdown, sanitise_html
 from node.validation import collect, text_problem
 
 HELPFUL = "helpful"
@@ -34,13 +34,34 @@ POST_NOT_FOUND = "There is no post at this address."
 
 @dataclass(frozen=True)
 class Draft:
-    """What a person typed for a post; kept so a form can be shown again unchanged."""
+    """What a person typed for a post; kept so a form can be shown again unchanged.
+
+    A post from another server brings its HTML (sanitised here, never trusted) and its id;
+    `body` is then its Markdown source, or its text.
+    """
 
     body: str
     content_warning: str = ""
+    html: str | None = None
+    ap_id: str | None = None
 
     def cleaned(self) -> Draft:
-        return Draft(normalise_line_endings(self.body).strip(), self.content_warning.strip())
+        return replace(
+            self,
+            body=normalise_line_endings(self.body).strip(),
+            content_warning=self.content_warning.strip(),
+        )
+
+    def rendered(self) -> str:
+        return sanitise_html(self.html) if self.html is not None else render_markdown(self.body)
+
+
+def vouched_by_remote_group(view: GroupView, announced: bool) -> bool:
+    """A remote group's Announce vouches for what happens in it: the group, not this node,
+    decides who may post there. A local group is never vouched for from outside."""
+    if announced and view.group.domain == LOCAL:
+        raise Forbidden("Only a remote group can announce activity in itself.")
+    return announced
 
 
 def _draft_problems(draft: Draft, limits: Limits) -> dict[str, str]:
@@ -61,9 +82,10 @@ def _new_post(
         parent_id=parent_id,
         author_id=author_id,
         source=draft.body,
-        content_html=render_markdown(draft.body),
+        content_html=draft.rendered(),
         content_warning=draft.content_warning,
         created_at=now,
+        ap_id=draft.ap_id,
     )
 
 
@@ -76,8 +98,9 @@ async def start_thread(
     draft: Draft,
     now: datetime,
     origin: Origin | None = None,
+    announced: bool = False,
 ) -> Thread:
-    if not view.may(Action.POST):
+    if not vouched_by_remote_group(view, announced) and not view.may(Action.POST):
         raise Forbidden("Only active members of this group can start threads. Join it first.")
     title = " ".join(title.split())
     draft = draft.cleaned()
@@ -93,6 +116,7 @@ async def start_thread(
         author_id=view.viewer.member_id,
         created_at=now,
         last_activity_at=now,
+        ap_id=draft.ap_id,
     )
     session.add(thread)
     await session.flush()
@@ -157,9 +181,10 @@ async def reply(
     draft: Draft,
     now: datetime,
     origin: Origin | None = None,
+    announced: bool = False,
 ) -> Post:
     thread, view = await _thread_in_context(session, thread_id, viewer)
-    if not view.may(Action.REPLY):
+    if not vouched_by_remote_group(view, announced) and not view.may(Action.REPLY):
         raise Forbidden("Only active members of this group can reply. Join it first.")
     parent = await session.get(Post, parent_id) if parent_id else None
     if parent_id and (parent is None or parent.thread_id != thread.id):
@@ -200,10 +225,12 @@ async def edit_post(
     title: str | None = None,
     now: datetime,
     origin: Origin | None = None,
+    announced: bool = False,
 ) -> PostInContext:
     found = await post_in_context(session, post_id, viewer)
     is_author = found.post.author_id == viewer.member_id
-    if not may_edit_post(viewer, found.view.standing, is_author):
+    vouched = vouched_by_remote_group(found.view, announced) and is_author
+    if not vouched and not may_edit_post(viewer, found.view.standing, is_author):
         raise Forbidden("Only the author, while a member of the group, can edit this post.")
     if found.post.deleted_at is not None:
         raise Conflict("This post has been deleted and can no longer be edited.")
@@ -216,7 +243,7 @@ async def edit_post(
     if problems:
         raise Invalid(problems)
     found.post.source = draft.body
-    found.post.content_html = render_markdown(draft.body)
+    found.post.content_html = draft.rendered()
     found.post.content_warning = draft.content_warning
     found.post.edited_at = now
     if is_opening_post and title is not None:
@@ -233,11 +260,15 @@ async def delete_post(
     post_id: str,
     now: datetime,
     origin: Origin | None = None,
+    announced: bool = False,
 ) -> PostInContext:
     """Replace a post by a tombstone: its text is erased, its place in the thread stays."""
     found = await post_in_context(session, post_id, viewer, authors_own=True)
     is_author = found.post.author_id == viewer.member_id
-    if not may_delete_post(viewer, found.view.group.visibility, found.view.standing, is_author):
+    vouched = vouched_by_remote_group(found.view, announced)
+    if not vouched and not may_delete_post(
+        viewer, found.view.group.visibility, found.view.standing, is_author
+    ):
         raise Forbidden("Only the author or a moderator can delete this post.")
     if found.post.deleted_at is None:
         found.post.deleted_at = now
@@ -259,10 +290,12 @@ async def set_helpful(
     helpful: bool,
     now: datetime,
     origin: Origin | None = None,
+    announced: bool = False,
+    activity_id: str | None = None,
 ) -> PostInContext:
     """Mark a post helpful or take the mark back; repeating either is harmless."""
     found = await post_in_context(session, post_id, viewer)
-    if not found.view.may(Action.REACT):
+    if not vouched_by_remote_group(found.view, announced) and not found.view.may(Action.REACT):
         raise Forbidden("Only active members of this group can mark posts helpful.")
     if found.post.deleted_at is not None:
         raise Conflict("This post has been deleted.")
@@ -275,15 +308,22 @@ async def set_helpful(
         try:
             async with session.begin_nested():
                 session.add(
-                    Reaction(post_id=key[0], member_id=key[1], kind=HELPFUL, created_at=now)
+                    Reaction(
+                        post_id=key[0],
+                        member_id=key[1],
+                        kind=HELPFUL,
+                        created_at=now,
+                        activity_id=activity_id,
+                    )
                 )
         except IntegrityError:
             return found  # a concurrent click already marked it
         record(session, HelpfulChanged(found.post.id, viewer.member_id, True, origin))
     elif not helpful and existing is not None:
+        like_id = existing.activity_id
         await session.delete(existing)
         await session.flush()
-        record(session, HelpfulChanged(found.post.id, viewer.member_id, False, origin))
+        record(session, HelpfulChanged(found.post.id, viewer.member_id, False, origin, like_id))
     return found
 
 

@@ -1,0 +1,300 @@
+"""People and groups on other servers, as this node keeps them.
+
+Federation learns about remote actors and hands the facts here; the domain stores them as
+members and groups with a domain, so that every service and policy applies to them unchanged.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from node.errors import Conflict, Forbidden, NotFound
+from node.events import MembershipChanged, Origin, record
+from node.groups import GROUP_NOT_FOUND
+from node.storage.models import (
+    LOCAL,
+    ConditionGroup,
+    Member,
+    Membership,
+    Post,
+    Reaction,
+    Thread,
+)
+
+
+@dataclass(frozen=True)
+class RemoteActorFacts:
+    iri: str
+    username: str
+    domain: str
+    display_name: str
+    summary: str
+    inbox: str
+    shared_inbox: str | None
+    profile_url: str | None
+
+
+async def member_by_iri(session: AsyncSession, iri: str) -> Member | None:
+    return (
+        await session.execute(select(Member).where(Member.actor_iri == iri))
+    ).scalar_one_or_none()
+
+
+async def group_by_iri(session: AsyncSession, iri: str) -> ConditionGroup | None:
+    return (
+        await session.execute(select(ConditionGroup).where(ConditionGroup.actor_iri == iri))
+    ).scalar_one_or_none()
+
+
+def _unique_name(base: str, taken: set[str]) -> str:
+    """Remote names are unique per domain; a clash (a renamed actor) gets a suffix."""
+    name, counter = base, 1
+    while name in taken:
+        counter += 1
+        name = f"{base}_{counter}"
+    return name
+
+
+async def upsert_remote_member(
+    session: AsyncSession, facts: RemoteActorFacts, now: datetime
+) -> Member:
+    if facts.domain == LOCAL:
+        raise ValueError("a remote member needs a domain")
+    member = await member_by_iri(session, facts.iri)
+    if member is None:
+        taken = set(
+            (
+                await session.execute(
+                    select(Member.username).where(
+                        Member.domain == facts.domain, Member.username.like(f"{facts.username}%")
+                    )
+                )
+            ).scalars()
+        )
+        member = Member(
+            username=_unique_name(facts.username[:90], taken),
+            domain=facts.domain,
+            actor_iri=facts.iri,
+            password_hash="",  # remote people never sign in here
+            role="member",
+            created_at=now,
+            last_active_at=now,
+            bio="",
+            display_name="",
+        )
+        session.add(member)
+    member.display_name = facts.display_name[:60] or facts.username[:60]
+    member.bio = facts.summary[:2000]
+    member.inbox_url = facts.inbox
+    member.shared_inbox_url = facts.shared_inbox
+    member.profile_url = facts.profile_url
+    member.fetched_at = now
+    await session.flush()
+    return member
+
+
+async def upsert_remote_group(
+    session: AsyncSession, facts: RemoteActorFacts, now: datetime
+) -> ConditionGroup:
+    if facts.domain == LOCAL:
+        raise ValueError("a remote group needs a domain")
+    group = await group_by_iri(session, facts.iri)
+    if group is None:
+        taken = set(
+            (
+                await session.execute(
+                    select(ConditionGroup.slug).where(
+                        ConditionGroup.domain == facts.domain,
+                        ConditionGroup.slug.like(f"{facts.username}%"),
+                    )
+                )
+            ).scalars()
+        )
+        group = ConditionGroup(
+            slug=_unique_name(facts.username[:90], taken),
+            domain=facts.domain,
+            actor_iri=facts.iri,
+            visibility="public",  # a remote group we can see is public by definition
+            join_policy="open",
+            join_code=secrets.token_urlsafe(16),
+            owner_id=None,
+            created_at=now,
+            last_activity_at=now,
+            name="",
+            description="",
+            rules="",
+        )
+        session.add(group)
+    group.name = facts.display_name[:80] or facts.username[:80]
+    group.description = facts.summary[:2000]
+    group.inbox_url = facts.inbox
+    group.shared_inbox_url = facts.shared_inbox
+    group.profile_url = facts.profile_url
+    group.fetched_at = now
+    await session.flush()
+    return group
+
+
+async def local_group_by_iri_path(session: AsyncSession, slug: str) -> ConditionGroup:
+    """The local group a Follow names; private and missing groups are the same: not found."""
+    group = (
+        await session.execute(
+            select(ConditionGroup).where(
+                ConditionGroup.slug == slug.lower(), ConditionGroup.domain == LOCAL
+            )
+        )
+    ).scalar_one_or_none()
+    if group is None or group.visibility != "public":
+        raise NotFound(GROUP_NOT_FOUND)
+    return group
+
+
+async def accept_remote_follow(
+    session: AsyncSession, group: ConditionGroup, member: Member, origin: Origin, now: datetime
+) -> Membership:
+    """A remote person follows a local public group: they become an active member."""
+    if group.domain != LOCAL or group.visibility != "public":
+        raise NotFound(GROUP_NOT_FOUND)
+    row = await session.get(Membership, (group.id, member.id))
+    if row is not None and row.state == "banned":
+        raise Forbidden("This person is banned from the group.")
+    previous = row.state if row is not None else None
+    if row is None:
+        row = Membership(
+            group_id=group.id,
+            member_id=member.id,
+            state="active",
+            role="member",
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(row)
+    row.state = "active"
+    row.updated_at = now
+    # Recorded even when already active: a repeated Follow is answered with a fresh Accept.
+    record(session, MembershipChanged(group.id, member.id, "active", previous, origin))
+    await session.flush()
+    return row
+
+
+async def end_remote_follow(
+    session: AsyncSession, group: ConditionGroup, member: Member, origin: Origin
+) -> None:
+    row = await session.get(Membership, (group.id, member.id))
+    if row is None or row.state == "banned":
+        return
+    record(session, MembershipChanged(group.id, member.id, None, row.state, origin))
+    await session.delete(row)
+    await session.flush()
+
+
+async def follow_answered(
+    session: AsyncSession,
+    group: ConditionGroup,
+    member: Member,
+    accepted: bool,
+    origin: Origin,
+    now: datetime,
+) -> None:
+    """A remote group answered a local member's Follow."""
+    row = await session.get(Membership, (group.id, member.id))
+    if row is None or row.state not in ("pending", "active"):
+        raise Conflict("No follow of this group is waiting for an answer.")
+    if accepted:
+        if row.state != "active":
+            record(session, MembershipChanged(group.id, member.id, "active", row.state, origin))
+            row.state = "active"
+            row.updated_at = now
+    else:
+        record(session, MembershipChanged(group.id, member.id, None, row.state, origin))
+        await session.delete(row)
+    await session.flush()
+
+
+async def set_follow_activity(
+    session: AsyncSession, group_id: int, member_id: int, follow_id: str
+) -> None:
+    row = await session.get(Membership, (group_id, member_id))
+    if row is not None:
+        row.follow_activity_id = follow_id
+        await session.flush()
+
+
+async def banned_in(session: AsyncSession, group_id: int, member_id: int) -> bool:
+    row = await session.get(Membership, (group_id, member_id))
+    return row is not None and row.state == "banned"
+
+
+@dataclass(frozen=True)
+class PostRef:
+    post: Post
+    thread: Thread
+    group: ConditionGroup
+
+
+async def post_by_ap_id(session: AsyncSession, ap_id: str) -> PostRef | None:
+    """A post that another server created, by its id."""
+    row = (
+        await session.execute(
+            select(Post, Thread, ConditionGroup)
+            .join(Thread, Thread.id == Post.thread_id)
+            .join(ConditionGroup, ConditionGroup.id == Thread.group_id)
+            .where(Post.ap_id == ap_id)
+        )
+    ).first()
+    return PostRef(*row) if row else None
+
+
+async def post_ref(session: AsyncSession, post_id: str) -> PostRef | None:
+    row = (
+        await session.execute(
+            select(Post, Thread, ConditionGroup)
+            .join(Thread, Thread.id == Post.thread_id)
+            .join(ConditionGroup, ConditionGroup.id == Thread.group_id)
+            .where(Post.id == post_id)
+        )
+    ).first()
+    return PostRef(*row) if row else None
+
+
+async def reaction_by_activity(session: AsyncSession, activity_id: str) -> Reaction | None:
+    return (
+        await session.execute(select(Reaction).where(Reaction.activity_id == activity_id))
+    ).scalar_one_or_none()
+
+
+async def remote_followers_inboxes(session: AsyncSession, group_id: int) -> list[str]:
+    """Where a local group's announces go: each remote member's shared inbox, else inbox."""
+    rows = await session.execute(
+        select(Member.shared_inbox_url, Member.inbox_url)
+        .join(Membership, Membership.member_id == Member.id)
+        .where(
+            Membership.group_id == group_id,
+            Membership.state == "active",
+            Member.domain != LOCAL,
+        )
+    )
+    inboxes = {shared or inbox for shared, inbox in rows.all() if shared or inbox}
+    return sorted(inboxes)
+
+
+async def has_local_members(session: AsyncSession, group_id: int) -> bool:
+    """Whether a remote group has anyone here who follows it (else its announces are unwanted)."""
+    row = (
+        await session.execute(
+            select(Membership.member_id)
+            .join(Member, Member.id == Membership.member_id)
+            .where(
+                Membership.group_id == group_id,
+                Membership.state.in_(("active", "pending")),
+                Member.domain == LOCAL,
+            )
+            .limit(1)
+        )
+    ).first()
+    return row is not None
