@@ -12,6 +12,24 @@ from node.storage.models import ActorKey
 INSTANCE_ACTOR = "instance"
 
 
+async def store_key_pair(session: AsyncSession, owner: str, pair: KeyPair, now: datetime) -> None:
+    if await session.get(ActorKey, owner) is None:
+        session.add(
+            ActorKey(
+                owner=owner,
+                public_pem=pair.public_pem,
+                private_key_sealed=pair.private_sealed,
+                created_at=now,
+            )
+        )
+        await session.flush()
+
+
+async def public_pem_of(session: AsyncSession, owner: str) -> str | None:
+    row = await session.get(ActorKey, owner)
+    return row.public_pem if row else None
+
+
 async def ensure_key_pair(
     session: AsyncSession, owner: str, node_secret: bytes, now: datetime
 ) -> KeyPair:

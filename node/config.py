@@ -99,6 +99,8 @@ class Settings:
     login_failures_per_account: int = 5
     login_failures_per_address: int = 20
     consent_policy_version: str = "2026-11"
+    # Servers whose activities and signed fetches are refused, before any key is fetched.
+    blocked_domains: frozenset[str] = frozenset()
 
     @property
     def is_development(self) -> bool:

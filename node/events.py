@@ -78,6 +78,8 @@ class MembershipChanged:
     state: str | None
     previous_state: str | None
     origin: Origin | None = None
+    # The Follow a local member sent to a remote group, so that leaving can undo it.
+    follow_activity_id: str | None = None
 
 
 Event = (

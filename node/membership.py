@@ -27,7 +27,12 @@ async def _row(session: AsyncSession, group_id: int, member_id: int) -> Membersh
 
 
 async def _remove(session: AsyncSession, row: Membership, origin: Origin | None = None) -> None:
-    record(session, MembershipChanged(row.group_id, row.member_id, None, row.state, origin))
+    record(
+        session,
+        MembershipChanged(
+            row.group_id, row.member_id, None, row.state, origin, row.follow_activity_id
+        ),
+    )
     await session.delete(row)
     await session.flush()
 

@@ -90,6 +90,12 @@ def may(action: Action, viewer: Viewer, visibility: str, standing: Standing) -> 
     raise ValueError(f"unknown action {action!r}")
 
 
+def federates(visibility: str) -> bool:
+    """Only public groups ever reach another server: no actor, post, member or count of a
+    private group leaves this node."""
+    return visibility == "public"
+
+
 def may_edit_post(viewer: Viewer, standing: Standing, is_author: bool) -> bool:
     return is_author and standing.active
 

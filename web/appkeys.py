@@ -6,12 +6,14 @@ import jinja2
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from federation.service import Federation
 from node.policy import Viewer
 from node.runtime import NodeContext
 from node.storage.models import Member
 from web.signed_in import SignedIn
 
 NODE = web.AppKey("node", NodeContext)
+FEDERATION = web.AppKey("federation", Federation)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 
 # Request-scoped values.

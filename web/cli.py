@@ -14,6 +14,7 @@ from typing import NoReturn
 from aiohttp import web
 from sqlalchemy import select
 
+from federation.keysink import attach_actor_keys
 from keys.secret import SecretError
 from node import groups, members
 from node.config import Settings, validate_domain
@@ -93,6 +94,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 async def _with_node(settings: Settings, work: Callable[[NodeContext], Awaitable[str]]) -> str:
     node = await NodeContext.open(settings)
+    attach_actor_keys(node)
     try:
         return await work(node)
     finally:
@@ -173,6 +175,7 @@ def _group_create(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable
 def _serve(settings: Settings, host: str, port: int) -> None:
     async def app_factory() -> web.Application:
         node = await NodeContext.open(settings)
+        attach_actor_keys(node)
         app = create_app(node)
 
         async def close_node(_: web.Application) -> None:

@@ -152,7 +152,8 @@ async def _sign_in_from_cookie(request: web.Request) -> None:
 
 def _set_csrf_seed_cookie(request: web.Request, response: web.StreamResponse) -> None:
     seed = request.get(NEW_CSRF_SEED)
-    if seed:
+    # Only pages carry forms; JSON and other cacheable answers must not set cookies.
+    if seed and response.content_type == "text/html":
         response.set_cookie(
             SEED_COOKIE,
             seed,

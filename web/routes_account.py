@@ -21,6 +21,7 @@ from web.pages import (
     see_other,
     stale_form,
 )
+from web.routes_activitypub import member_document, wants_activity_json
 
 
 def register(router: web.UrlDispatcher) -> None:
@@ -133,6 +134,8 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 async def profile(request: web.Request) -> web.Response:
     person = await members.get_member(db(request), request.match_info["username"])
+    if wants_activity_json(request):
+        return await member_document(request, person)
     groups = await members.public_groups_of(db(request), person.id)
     return render(request, "profile.html", {"person": person, "groups": groups})
 

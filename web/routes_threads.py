@@ -21,6 +21,7 @@ from web.pages import (
     stale_form,
     viewer,
 )
+from web.routes_activitypub import post_document, thread_document, wants_activity_json
 
 
 def register(router: web.UrlDispatcher) -> None:
@@ -93,6 +94,8 @@ async def thread_page(
     errors: dict[str, str] | None = None,
     status: int = 200,
 ) -> web.Response:
+    if wants_activity_json(request) and request.method == "GET":
+        return await thread_document(request, request.match_info["thread_id"])
     thread = await posts.view_thread(db(request), request.match_info["thread_id"], viewer(request))
     replying_to = (values or {}).get("parent") or request.query.get("reply_to", "")
     context = {
@@ -127,6 +130,8 @@ async def reply_submit(request: web.Request) -> web.StreamResponse:
 
 
 async def post_link(request: web.Request) -> web.StreamResponse:
+    if wants_activity_json(request):
+        return await post_document(request, request.match_info["post_id"])
     found = await posts.post_in_context(db(request), request.match_info["post_id"], viewer(request))
     raise see_other(post_anchor(found.thread.id, found.post.id))
 

@@ -1,0 +1,191 @@
+"""Actors' keys: our own (opened from storage) and remote ones (fetched, cached, refreshed).
+
+A burst of activities from a new server causes one fetch per actor: look-ups of one URI wait
+on a shared lock. A cached key is refetched when it is older than the freshness window, or
+once when a signature fails to verify with it (the actor may have rotated its key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from federation.client import FederationClient, FetchError, Signer
+from federation.jsonld import InvalidDocument, normalise
+from federation.vocab import ActorDoc, VocabError, parse_actor, same_origin
+from keys.pairs import open_private_key
+from node import remote
+from node.actor_keys import INSTANCE_ACTOR
+from node.storage.models import ActorKey, ConditionGroup, Member, RemoteKey
+
+KEY_FRESHNESS = timedelta(days=1)
+
+
+class UnknownKey(Exception):
+    """The key cannot be had or does not belong to who claims it; answered with 401."""
+
+
+@dataclass(frozen=True)
+class RemoteKeyInfo:
+    key_id: str
+    actor_iri: str
+    public_key: PublicKeyTypes
+    fetched_at: datetime
+
+
+def member_key_owner(member_id: int) -> str:
+    return f"member:{member_id}"
+
+
+def group_key_owner(group_id: int) -> str:
+    return f"group:{group_id}"
+
+
+class _Locks:
+    """Per-URI locks, bounded so that a flood of distinct URIs cannot grow memory."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._locks: OrderedDict[str, asyncio.Lock] = OrderedDict()
+        self._size = size
+
+    def get(self, key: str) -> asyncio.Lock:
+        lock = self._locks.pop(key, None) or asyncio.Lock()
+        self._locks[key] = lock
+        while len(self._locks) > self._size:
+            oldest, candidate = next(iter(self._locks.items()))
+            if candidate.locked():
+                break
+            del self._locks[oldest]
+        return lock
+
+
+class ActorDirectory:
+    def __init__(self, client: FederationClient, secret: bytes, instance_key_id: str) -> None:
+        self.client = client
+        self.secret = secret
+        self.instance_key_id = instance_key_id
+        self._locks = _Locks()
+
+    # ------------------------------------------------------------ our keys
+
+    async def signer(self, session: AsyncSession, owner: str, key_id: str) -> Signer:
+        row = await session.get(ActorKey, owner)
+        if row is None:
+            raise LookupError(f"no key pair for {owner}")
+        return Signer(key_id, open_private_key(row.private_key_sealed, self.secret))
+
+    async def instance_signer(self, session: AsyncSession) -> Signer:
+        return await self.signer(session, INSTANCE_ACTOR, self.instance_key_id)
+
+    # ------------------------------------------------------------ remote actors
+
+    async def fetch_actor(self, session: AsyncSession, iri: str, now: datetime) -> ActorDoc:
+        """Fetch an actor document (signed by our instance actor) and remember what it says."""
+        async with self._locks.get(iri):
+            document = await self.client.get_json(iri, await self.instance_signer(session), now)
+            try:
+                actor = parse_actor(normalise(document))
+            except (VocabError, InvalidDocument) as error:
+                raise FetchError("invalid", f"{iri[:200]} is not a usable actor: {error}") from None
+            if actor.id != iri:
+                raise FetchError("invalid", f"{iri[:200]} answered with another actor's id")
+            await self._remember(session, actor, now)
+            return actor
+
+    async def _remember(self, session: AsyncSession, actor: ActorDoc, now: datetime) -> None:
+        row = await session.get(RemoteKey, actor.key_id)
+        if row is None:
+            session.add(
+                RemoteKey(
+                    key_id=actor.key_id,
+                    actor_iri=actor.id,
+                    public_pem=actor.public_key_pem,
+                    fetched_at=now,
+                )
+            )
+        else:
+            row.actor_iri, row.public_pem, row.fetched_at = actor.id, actor.public_key_pem, now
+        facts = remote.RemoteActorFacts(
+            iri=actor.id,
+            username=actor.preferred_username,
+            domain=urlsplit(actor.id).netloc.lower(),
+            display_name=actor.name,
+            summary=actor.summary,
+            inbox=actor.inbox,
+            shared_inbox=actor.shared_inbox,
+            profile_url=actor.url,
+        )
+        if actor.type == "Group":
+            await remote.upsert_remote_group(session, facts, now)
+        elif actor.type in ("Person", "Service", "Organization"):
+            await remote.upsert_remote_member(session, facts, now)
+        await session.flush()
+
+    async def remote_member(self, session: AsyncSession, iri: str, now: datetime) -> Member:
+        member = await remote.member_by_iri(session, iri)
+        if member is None or member.fetched_at is None or now - member.fetched_at > KEY_FRESHNESS:
+            actor = await self.fetch_actor(session, iri, now)
+            if actor.type == "Group" or actor.type == "Application":
+                raise FetchError("invalid", f"{iri[:200]} is not a person")
+            member = await remote.member_by_iri(session, iri)
+        assert member is not None
+        return member
+
+    async def remote_group(self, session: AsyncSession, iri: str, now: datetime) -> ConditionGroup:
+        group = await remote.group_by_iri(session, iri)
+        if group is None or group.fetched_at is None or now - group.fetched_at > KEY_FRESHNESS:
+            actor = await self.fetch_actor(session, iri, now)
+            if actor.type != "Group":
+                raise FetchError("invalid", f"{iri[:200]} is not a group")
+            group = await remote.group_by_iri(session, iri)
+        assert group is not None
+        return group
+
+    # ------------------------------------------------------------ remote keys
+
+    async def remote_key(
+        self, session: AsyncSession, key_id: str, now: datetime, refresh: bool = False
+    ) -> RemoteKeyInfo:
+        row = await session.get(RemoteKey, key_id)
+        if row is None or refresh or now - row.fetched_at > KEY_FRESHNESS:
+            row = await self._fetch_key(session, key_id, now)
+        try:
+            public_key = load_pem_public_key(row.public_pem.encode())
+        except ValueError:
+            raise UnknownKey(f"the key {key_id[:200]} is not a usable public key") from None
+        return RemoteKeyInfo(row.key_id, row.actor_iri, public_key, row.fetched_at)
+
+    async def _fetch_key(self, session: AsyncSession, key_id: str, now: datetime) -> RemoteKey:
+        """The key lives in its actor's document (key id = actor#fragment) or in a key
+        document whose owner must list it back."""
+        document_url = key_id.split("#", 1)[0]
+        try:
+            document = await self.client.get_json(
+                document_url, await self.instance_signer(session), now
+            )
+            owner = document.get("owner") if isinstance(document, dict) else None
+            if isinstance(owner, str) and document.get("type") != "Person":
+                if not same_origin(owner, key_id):
+                    raise UnknownKey("the key's owner is on another server")
+                await self.fetch_actor(session, owner, now)
+            else:
+                try:
+                    actor = parse_actor(normalise(document))
+                except (VocabError, InvalidDocument) as error:
+                    raise UnknownKey(f"{document_url[:200]} is not an actor: {error}") from None
+                if actor.id != document_url:
+                    raise UnknownKey(f"{document_url[:200]} answered with another actor's id")
+                await self._remember(session, actor, now)
+        except FetchError as error:
+            raise UnknownKey(f"cannot get the key {key_id[:200]}: {error}") from None
+        row = await session.get(RemoteKey, key_id)
+        if row is None:
+            raise UnknownKey(f"{key_id[:200]} is not the key its actor publishes")
+        return row

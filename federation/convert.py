@@ -1,0 +1,212 @@
+"""Node to ActivityStreams: the documents and activities this node publishes.
+
+One file for the direction node -> AS2 (parsing the other way is federation/vocab.py).
+Every IRI comes from node.ids or from a remote row's stored id.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from html import escape
+from typing import Any
+
+from federation.jsonld import CANONICAL_CONTEXT, PUBLIC
+from node.config import Settings
+from node.ids import Iris
+from node.storage.models import ConditionGroup, Member, Post, Thread
+
+AS2_MEDIA_TYPE = "application/activity+json"
+
+
+def _time(moment: datetime | None) -> str | None:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+
+
+def _paragraphs(text: str) -> str:
+    return "".join(f"<p>{escape(part)}</p>" for part in text.split("\n\n") if part.strip())
+
+
+class Documents:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.iris = Iris(settings.base_url)
+
+    # ------------------------------------------------------------ identities
+
+    def member_iri(self, member: Member) -> str:
+        return member.actor_iri or self.iris.member(member.username)
+
+    def group_iri(self, group: ConditionGroup) -> str:
+        return group.actor_iri or self.iris.group(group.slug)
+
+    def key_id(self, actor_iri: str) -> str:
+        return actor_iri + "#main-key"
+
+    def followers_iri(self, actor_iri: str) -> str:
+        return actor_iri + "/followers"
+
+    def object_iri(self, post: Post, thread: Thread) -> str:
+        """A thread's opening post is the thread's Page; replies are Notes of their own."""
+        if post.ap_id:
+            return post.ap_id
+        if post.parent_id is None:
+            return thread.ap_id or self.iris.thread(thread.id)
+        return self.iris.post(post.id)
+
+    # ------------------------------------------------------------ actors
+
+    def _actor(
+        self, kind: str, iri: str, username: str, name: str, summary: str, public_pem: str
+    ) -> dict[str, Any]:
+        return {
+            "@context": CANONICAL_CONTEXT,
+            "id": iri,
+            "type": kind,
+            "preferredUsername": username,
+            "name": name,
+            "summary": summary,
+            "url": iri,
+            "inbox": iri + "/inbox",
+            "outbox": iri + "/outbox",
+            "followers": self.followers_iri(iri),
+            "endpoints": {"sharedInbox": self.iris.shared_inbox()},
+            "manuallyApprovesFollowers": False,
+            "publicKey": {"id": self.key_id(iri), "owner": iri, "publicKeyPem": public_pem},
+        }
+
+    def person(self, member: Member, public_pem: str) -> dict[str, Any]:
+        iri = self.member_iri(member)
+        document = self._actor(
+            "Person", iri, member.username, member.display_name, _paragraphs(member.bio),
+            public_pem,
+        )  # fmt: skip
+        # Health communities: people are not to be found by search engines or by discovery.
+        document |= {
+            "discoverable": False,
+            "indexable": False,
+            "published": _time(member.created_at),
+        }
+        return document
+
+    def group(self, group: ConditionGroup, public_pem: str) -> dict[str, Any]:
+        iri = self.group_iri(group)
+        document = self._actor(
+            "Group", iri, group.slug, group.name, _paragraphs(group.description), public_pem
+        )
+        document |= {
+            "attributedTo": iri + "/moderators",
+            "postingRestrictedToMods": False,
+            "featured": iri + "/featured",
+            "published": _time(group.created_at),
+            "discoverable": True,
+        }
+        return document
+
+    def application(self, public_pem: str) -> dict[str, Any]:
+        iri = self.iris.instance_actor()
+        document = self._actor(
+            "Application", iri, self.settings.domain, "healthnode", "", public_pem
+        )
+        document["manuallyApprovesFollowers"] = True
+        return document
+
+    def collection(self, iri: str, total: int, items: list[Any] | None = None) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "@context": CANONICAL_CONTEXT,
+            "id": iri,
+            "type": "OrderedCollection",
+            "totalItems": total,
+        }
+        if items is not None:
+            document["orderedItems"] = items
+        return document
+
+    # ------------------------------------------------------------ objects
+
+    def post_object(
+        self,
+        post: Post,
+        thread: Thread,
+        group: ConditionGroup,
+        author: Member,
+        parent: tuple[Post, Member] | None,
+    ) -> dict[str, Any]:
+        """The Page (opening post) or Note (reply) for a post."""
+        iri = self.object_iri(post, thread)
+        group_iri = self.group_iri(group)
+        thread_iri = thread.ap_id or self.iris.thread(thread.id)
+        document: dict[str, Any] = {
+            "@context": CANONICAL_CONTEXT,
+            "id": iri,
+            "type": "Page" if post.parent_id is None else "Note",
+            "attributedTo": self.member_iri(author),
+            "content": post.content_html,
+            "mediaType": "text/html",
+            "source": {"content": post.source, "mediaType": "text/markdown"},
+            "published": _time(post.created_at),
+            "audience": group_iri,
+            "context": thread_iri,
+            "url": iri,
+        }
+        if post.edited_at:
+            document["updated"] = _time(post.edited_at)
+        if post.content_warning:
+            document["summary"] = post.content_warning
+            document["sensitive"] = True
+        else:
+            document["sensitive"] = False
+        if post.parent_id is None:
+            document["name"] = thread.title
+            document["to"] = [group_iri, PUBLIC]
+            document["cc"] = []
+        else:
+            assert parent is not None
+            parent_post, parent_author = parent
+            document["inReplyTo"] = self.object_iri(parent_post, thread)
+            document["to"] = [PUBLIC]
+            document["cc"] = list(dict.fromkeys([group_iri, self.member_iri(parent_author)]))
+        return document
+
+    def tombstone(self, iri: str, deleted: datetime | None) -> dict[str, Any]:
+        return {
+            "@context": CANONICAL_CONTEXT,
+            "id": iri,
+            "type": "Tombstone",
+            "deleted": _time(deleted),
+        }
+
+    # ------------------------------------------------------------ activities
+
+    def activity(
+        self,
+        activity_id: str,
+        kind: str,
+        actor: str,
+        obj: Any,
+        *,
+        to: list[str],
+        cc: list[str] | None = None,
+        audience: str | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "@context": CANONICAL_CONTEXT,
+            "id": self.iris.activity(activity_id),
+            "type": kind,
+            "actor": actor,
+            "object": _without_context(obj),
+            "to": to,
+            "cc": cc or [],
+        }
+        if audience:
+            document["audience"] = audience
+        document.update(extra)
+        return document
+
+
+def _without_context(value: Any) -> Any:
+    """An embedded object keeps everything but its own @context (the outer one covers it);
+    an activity received from elsewhere is embedded verbatim."""
+    if isinstance(value, dict) and value.get("@context") is CANONICAL_CONTEXT:
+        return {key: item for key, item in value.items() if key != "@context"}
+    return value

@@ -1,0 +1,243 @@
+"""The inbox edge: authenticate a POSTed activity, store it, answer 202. Processing is later.
+
+Order of checks (cheapest and most telling first): size, JSON, signature headers, digest,
+date, the activity's id/type/actor, origin of the id, the signer's key (fetched through the
+actor directory, refetched once on failure for rotated keys), the key's owner, the signature.
+Any failure answers 401 with a reason, malformed headers 400, and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from federation import httpsig
+from federation.actors import ActorDirectory, UnknownKey
+from federation.jsonld import InvalidDocument, normalise
+from federation.vocab import Activity, VocabError, parse_activity, same_origin
+from node.storage.engine import after_commit
+from node.storage.models import InboxItem
+
+DATE_WINDOW = timedelta(hours=1)
+HANDLED_TYPES = frozenset(
+    {"Follow", "Undo", "Create", "Update", "Delete", "Like", "Announce", "Accept", "Reject",
+     "Block"}
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class InboxAnswer:
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    method: str
+    url: str
+    path_and_query: str
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes
+
+
+class Refused(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def _check_date(headers: Mapping[str, str], created: int | None, now: datetime) -> None:
+    if created is not None:
+        moment = datetime.fromtimestamp(created, tz=now.tzinfo)
+    else:
+        if "date" not in headers:
+            raise Refused(401, "the request has no Date")
+        try:
+            moment = parsedate_to_datetime(headers["date"])
+        except (TypeError, ValueError):
+            raise Refused(400, "the Date header is not an HTTP date") from None
+        if moment.tzinfo is None:
+            raise Refused(400, "the Date header has no time zone")
+    if abs(now - moment) > DATE_WINDOW:
+        raise Refused(401, "the request's date is more than an hour from ours")
+
+
+@dataclass(frozen=True)
+class ParsedSignature:
+    key_id: str
+    created: int | None
+    cavage: httpsig.CavageSignature | None
+    message: httpsig.MessageSignature | None
+
+
+def parse_signature(request: SignedRequest) -> ParsedSignature:
+    """Find the signature and insist that it covers what makes a request unforgeable."""
+    headers = request.headers
+    try:
+        if "signature-input" in headers:
+            signatures = httpsig.parse_message_signatures(
+                headers["signature-input"], headers.get("signature", "")
+            )
+            if len(signatures) != 1:
+                raise Refused(401, "exactly one message signature is expected")
+            message = signatures[0]
+            required = {"@method", "@target-uri", "content-digest"}
+            if not required <= set(message.components):
+                raise Refused(401, "the signature must cover @method, @target-uri, content-digest")
+            return ParsedSignature(message.key_id, message.created, None, message)
+        if "signature" not in headers:
+            raise Refused(401, "the request is not signed")
+        cavage = httpsig.parse_cavage_signature(headers["signature"])
+    except httpsig.MalformedSignature as error:
+        raise Refused(400, f"malformed signature: {error}") from None
+    required = {"(request-target)", "host", "date", "digest"}
+    if not required <= set(cavage.headers):
+        raise Refused(401, "the signature must cover (request-target), host, date and digest")
+    return ParsedSignature(cavage.key_id, cavage.created, cavage, None)
+
+
+def signing_key_id(headers: Mapping[str, str]) -> str | None:
+    """The keyId a request claims to be signed with, if it is signed at all."""
+    try:
+        if "signature-input" in headers:
+            signatures = httpsig.parse_message_signatures(
+                headers["signature-input"], headers.get("signature", "")
+            )
+            return signatures[0].key_id
+        if "signature" in headers:
+            return httpsig.parse_cavage_signature(headers["signature"]).key_id
+    except httpsig.MalformedSignature as error:
+        raise Refused(400, f"malformed signature: {error}") from None
+    return None
+
+
+def claimed_actor_host(body: bytes) -> str:
+    """The host of the actor a body claims, read before anything is fetched (for blocks)."""
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    actor = document.get("actor") if isinstance(document, dict) else None
+    if isinstance(actor, dict):
+        actor = actor.get("id")
+    return urlsplit(actor).netloc.lower() if isinstance(actor, str) else ""
+
+
+def verify_with(signature: ParsedSignature, request: SignedRequest, public_key: Any) -> None:
+    if signature.cavage is not None:
+        httpsig.verify_cavage(
+            signature.cavage,
+            method=request.method,
+            path_and_query=request.path_and_query,
+            headers=request.headers,
+            public_key=public_key,
+        )
+    else:
+        assert signature.message is not None
+        httpsig.verify_message_signature(
+            signature.message,
+            method=request.method,
+            url=request.url,
+            headers=request.headers,
+            public_key=public_key,
+        )
+
+
+async def authenticate(
+    session: AsyncSession,
+    directory: ActorDirectory,
+    request: SignedRequest,
+    now: datetime,
+) -> tuple[Activity, dict[str, Any]]:
+    """Everything short of storing: returns the parsed activity or raises Refused."""
+    try:
+        document = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError):
+        raise Refused(400, "the body is not JSON") from None
+    signature = parse_signature(request)
+    try:
+        httpsig.check_digest(
+            request.body, request.headers.get("digest"), request.headers.get("content-digest")
+        )
+    except httpsig.MalformedSignature as error:
+        raise Refused(401, str(error)) from None
+    except httpsig.SignatureMismatch as error:
+        raise Refused(401, str(error)) from None
+    _check_date(request.headers, signature.created, now)
+    try:
+        normalised = normalise(document)
+        activity = parse_activity(normalised)
+    except (InvalidDocument, VocabError) as error:
+        raise Refused(400, str(error)) from None
+    if not same_origin(activity.id, activity.actor):
+        raise Refused(401, "the activity's id is not on its actor's server")
+    if not same_origin(signature.key_id, activity.actor):
+        raise Refused(401, "the signing key is not on the actor's server")
+    await _verify_signer(session, directory, signature, request, activity, now)
+    return activity, normalised
+
+
+async def _verify_signer(
+    session: AsyncSession,
+    directory: ActorDirectory,
+    signature: ParsedSignature,
+    request: SignedRequest,
+    activity: Activity,
+    now: datetime,
+) -> None:
+    for refresh in (False, True):
+        try:
+            key = await directory.remote_key(session, signature.key_id, now, refresh=refresh)
+        except UnknownKey as error:
+            raise Refused(401, str(error)) from None
+        if key.actor_iri != activity.actor:
+            raise Refused(401, "the signing key belongs to someone other than the actor")
+        try:
+            verify_with(signature, request, key.public_key)
+            return
+        except httpsig.MalformedSignature as error:
+            raise Refused(400, f"malformed signature: {error}") from None
+        except httpsig.SignatureMismatch:
+            if refresh:
+                raise Refused(401, "the signature does not verify") from None
+            # The actor may have rotated its key: fetch it again, once.
+
+
+async def store(
+    session: AsyncSession, activity: Activity, document: dict[str, Any], now: datetime, wake: Any
+) -> bool:
+    """Keep the activity for processing; False when it was here already (a redelivery)."""
+    exists = await session.execute(select(InboxItem.id).where(InboxItem.activity_id == activity.id))
+    if exists.first() is not None:
+        return False
+    try:
+        async with session.begin_nested():
+            session.add(
+                InboxItem(
+                    activity_id=activity.id,
+                    actor_iri=activity.actor,
+                    body=json.dumps(document, separators=(",", ":")),
+                    state="queued",
+                    attempts=0,
+                    next_attempt_at=now,
+                    received_at=now,
+                    error="",
+                )
+            )
+    except IntegrityError:
+        return False  # the same activity, delivered twice at once
+    after_commit(session, wake)
+    return True
+
+
+def is_handled(activity: Activity) -> bool:
+    return activity.type in HANDLED_TYPES

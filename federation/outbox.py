@@ -1,0 +1,341 @@
+"""Domain events -> activities and delivery rows, in the transaction that made the change.
+
+FEP-1b12: a local public group announces every accepted activity to its remote followers,
+wrapping what it received verbatim; a local member acting in a remote group sends the
+activity to that group, which announces it. Private groups never produce anything.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from federation.actors import group_key_owner, member_key_owner
+from federation.convert import Documents
+from federation.jsonld import PUBLIC
+from node import events, remote
+from node.actor_keys import INSTANCE_ACTOR
+from node.clock import Clock
+from node.ids import new_object_id
+from node.policy import federates
+from node.storage.engine import after_commit
+from node.storage.models import (
+    LOCAL,
+    ConditionGroup,
+    Delivery,
+    Member,
+    OutboxActivity,
+    Post,
+    Reaction,
+)
+
+
+class Outbox:
+    """The event sink that federation registers with the node."""
+
+    def __init__(
+        self,
+        documents: Documents,
+        clock: Clock,
+        wake_deliveries: Callable[[], None],
+    ) -> None:
+        self.documents = documents
+        self.clock = clock
+        self.wake_deliveries = wake_deliveries
+
+    async def publish(self, session: AsyncSession, batch: list[events.Event]) -> None:
+        for event in batch:
+            match event:
+                case events.ThreadStarted() | events.PostReplied() | events.PostEdited():
+                    await self._post_written(session, event)
+                case events.PostDeleted():
+                    await self._post_deleted(session, event)
+                case events.HelpfulChanged():
+                    await self._helpful_changed(session, event)
+                case events.MembershipChanged():
+                    await self._membership_changed(session, event)
+
+    # ------------------------------------------------------------ storing and queueing
+
+    async def _store(
+        self,
+        session: AsyncSession,
+        kind: str,
+        actor_iri: str,
+        signer: str,
+        obj: Any,
+        *,
+        to: list[str],
+        cc: list[str] | None = None,
+        audience: str | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        activity_id = new_object_id()
+        document = self.documents.activity(
+            activity_id, kind, actor_iri, obj, to=to, cc=cc, audience=audience, **extra
+        )
+        session.add(
+            OutboxActivity(
+                id=activity_id,
+                actor_iri=actor_iri,
+                signer=signer,
+                type=kind,
+                body=json.dumps(document, separators=(",", ":")),
+                created_at=self.clock.now(),
+            )
+        )
+        await session.flush()
+        return document
+
+    async def _queue(
+        self, session: AsyncSession, document: dict[str, Any], inboxes: list[str]
+    ) -> None:
+        activity_id = document["id"].rsplit("/", 1)[-1]
+        now = self.clock.now()
+        for inbox in dict.fromkeys(inboxes):
+            session.add(
+                Delivery(
+                    activity_id=activity_id,
+                    inbox_url=inbox,
+                    state="queued",
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                    updated_at=now,
+                    last_error="",
+                )
+            )
+        if inboxes:
+            await session.flush()
+            after_commit(session, self.wake_deliveries)
+
+    async def _announce(
+        self, session: AsyncSession, group: ConditionGroup, inner: Any, extra_inboxes: list[str]
+    ) -> None:
+        """The group announces `inner` to every remote follower (shared inboxes collapsed)."""
+        group_iri = self.documents.group_iri(group)
+        announce = await self._store(
+            session,
+            "Announce",
+            group_iri,
+            group_key_owner(group.id),
+            inner,
+            to=[PUBLIC],
+            cc=[self.documents.followers_iri(group_iri)],
+            audience=group_iri,
+        )
+        inboxes = await remote.remote_followers_inboxes(session, group.id)
+        await self._queue(session, announce, inboxes + extra_inboxes)
+
+    @staticmethod
+    def _group_inbox(group: ConditionGroup) -> list[str]:
+        inbox = group.shared_inbox_url or group.inbox_url
+        return [inbox] if inbox else []
+
+    @staticmethod
+    def _inbox_of(member: Member | None) -> list[str]:
+        if member is None or member.domain == LOCAL:
+            return []
+        inbox = member.shared_inbox_url or member.inbox_url
+        return [inbox] if inbox else []
+
+    # ------------------------------------------------------------ posts
+
+    async def _post_context(
+        self, session: AsyncSession, post_id: str
+    ) -> tuple[remote.PostRef, Member, tuple[Post, Member] | None] | None:
+        ref = await remote.post_ref(session, post_id)
+        if ref is None or not federates(ref.group.visibility):
+            return None
+        author = await session.get(Member, ref.post.author_id)
+        assert author is not None
+        parent = None
+        if ref.post.parent_id is not None:
+            parent_post = await session.get(Post, ref.post.parent_id)
+            assert parent_post is not None
+            parent_author = await session.get(Member, parent_post.author_id)
+            assert parent_author is not None
+            parent = (parent_post, parent_author)
+        return ref, author, parent
+
+    async def _post_written(
+        self,
+        session: AsyncSession,
+        event: events.ThreadStarted | events.PostReplied | events.PostEdited,
+    ) -> None:
+        found = await self._post_context(session, event.post_id)
+        if found is None:
+            return
+        ref, author, parent = found
+        page_or_note = self.documents.post_object(ref.post, ref.thread, ref.group, author, parent)
+        kind = "Update" if isinstance(event, events.PostEdited) else "Create"
+        parent_inbox = self._inbox_of(parent[1]) if parent else []
+        if ref.group.domain == LOCAL:
+            inner = event.origin.activity if event.origin else await self._local_activity(
+                session, kind, author, ref.group, page_or_note
+            )  # fmt: skip
+            await self._announce(session, ref.group, inner, parent_inbox)
+            if isinstance(event, events.ThreadStarted):
+                # Mastodon shows a boost of the Page; it cannot unwrap Announce{Create}.
+                embedded = inner.get("object") if isinstance(inner, dict) else None
+                await self._announce(session, ref.group, embedded or page_or_note, [])
+        elif event.origin is None and author.domain == LOCAL:
+            activity = await self._local_activity(session, kind, author, ref.group, page_or_note)
+            await self._queue(session, activity, self._group_inbox(ref.group) + parent_inbox)
+
+    async def _local_activity(
+        self,
+        session: AsyncSession,
+        kind: str,
+        author: Member,
+        group: ConditionGroup,
+        obj: dict[str, Any],
+    ) -> dict[str, Any]:
+        group_iri = self.documents.group_iri(group)
+        return await self._store(
+            session,
+            kind,
+            self.documents.member_iri(author),
+            member_key_owner(author.id),
+            obj,
+            to=obj.get("to", [PUBLIC]),
+            cc=obj.get("cc", [group_iri]),
+            audience=group_iri,
+        )
+
+    async def _post_deleted(self, session: AsyncSession, event: events.PostDeleted) -> None:
+        found = await self._post_context(session, event.post_id)
+        if found is None:
+            return
+        ref, _author, parent = found
+        deleter = await session.get(Member, event.by_member_id)
+        if deleter is None:
+            return
+        parent_inbox = self._inbox_of(parent[1]) if parent else []
+        object_iri = self.documents.object_iri(ref.post, ref.thread)
+        group_iri = self.documents.group_iri(ref.group)
+        if ref.group.domain == LOCAL:
+            inner: Any = event.origin.activity if event.origin else None
+            if inner is None:
+                actor_iri, signer = self._actor_for(deleter, ref.group)
+                inner = await self._store(
+                    session, "Delete", actor_iri, signer,
+                    {"id": object_iri, "type": "Tombstone"},
+                    to=[PUBLIC], cc=[group_iri], audience=group_iri,
+                )  # fmt: skip
+            await self._announce(session, ref.group, inner, parent_inbox)
+        elif event.origin is None and deleter.domain == LOCAL:
+            delete = await self._store(
+                session, "Delete", self.documents.member_iri(deleter),
+                member_key_owner(deleter.id), {"id": object_iri, "type": "Tombstone"},
+                to=[PUBLIC], cc=[group_iri], audience=group_iri,
+            )  # fmt: skip
+            await self._queue(session, delete, self._group_inbox(ref.group) + parent_inbox)
+
+    def _actor_for(self, member: Member, group: ConditionGroup) -> tuple[str, str]:
+        """Who signs a moderation by a local member in a local group: the member, when their
+        key exists here (always, for local members)."""
+        return self.documents.member_iri(member), member_key_owner(member.id)
+
+    async def _helpful_changed(self, session: AsyncSession, event: events.HelpfulChanged) -> None:
+        found = await self._post_context(session, event.post_id)
+        member = await session.get(Member, event.member_id)
+        if found is None or member is None:
+            return
+        ref, _author, _parent = found
+        object_iri = self.documents.object_iri(ref.post, ref.thread)
+        group_iri = self.documents.group_iri(ref.group)
+        inner: Any
+        if event.origin is not None:
+            inner = event.origin.activity
+        elif member.domain != LOCAL:
+            return
+        else:
+            like: dict[str, Any]
+            if event.helpful:
+                like = await self._store(
+                    session, "Like", self.documents.member_iri(member),
+                    member_key_owner(member.id), object_iri,
+                    to=[group_iri], audience=group_iri,
+                )  # fmt: skip
+                reaction = await session.get(Reaction, (ref.post.id, member.id, "helpful"))
+                if reaction is not None:
+                    reaction.activity_id = like["id"]
+                inner = like
+            else:
+                like = {
+                    "id": event.like_activity_id or self.documents.member_iri(member) + "#like",
+                    "type": "Like",
+                    "actor": self.documents.member_iri(member),
+                    "object": object_iri,
+                }
+                inner = await self._store(
+                    session, "Undo", self.documents.member_iri(member),
+                    member_key_owner(member.id), like, to=[group_iri], audience=group_iri,
+                )  # fmt: skip
+            if ref.group.domain != LOCAL:
+                await self._queue(session, inner, self._group_inbox(ref.group))
+                return
+        if ref.group.domain == LOCAL:
+            await self._announce(session, ref.group, inner, [])
+
+    # ------------------------------------------------------------ membership
+
+    async def _membership_changed(
+        self, session: AsyncSession, event: events.MembershipChanged
+    ) -> None:
+        group = await session.get(ConditionGroup, event.group_id)
+        member = await session.get(Member, event.member_id)
+        if group is None or member is None or not federates(group.visibility):
+            return
+        group_iri = self.documents.group_iri(group)
+        member_iri = self.documents.member_iri(member)
+        if group.domain == LOCAL and member.domain != LOCAL:
+            if event.state == "active" and event.origin is not None:
+                accept = await self._store(
+                    session, "Accept", group_iri, group_key_owner(group.id),
+                    event.origin.activity, to=[member_iri],
+                )  # fmt: skip
+                await self._queue(session, accept, [member.inbox_url] if member.inbox_url else [])
+            elif event.state == "banned":
+                block = await self._store(
+                    session, "Block", group_iri, group_key_owner(group.id), member_iri,
+                    to=[PUBLIC], cc=[group_iri], audience=group_iri, target=group_iri,
+                )  # fmt: skip
+                await self._queue(session, block, [member.inbox_url] if member.inbox_url else [])
+                await self._announce(session, group, block, [])
+        elif group.domain != LOCAL and member.domain == LOCAL and event.origin is None:
+            if event.state == "pending":
+                follow = await self._store(
+                    session, "Follow", member_iri, member_key_owner(member.id), group_iri,
+                    to=[group_iri],
+                )  # fmt: skip
+                await remote.set_follow_activity(session, group.id, member.id, follow["id"])
+                await self._queue(session, follow, [group.inbox_url] if group.inbox_url else [])
+            elif event.state is None and event.previous_state in ("active", "pending"):
+                follow = {
+                    "id": event.follow_activity_id or member_iri + "#follow",
+                    "type": "Follow",
+                    "actor": member_iri,
+                    "object": group_iri,
+                }
+                undo = await self._store(
+                    session, "Undo", member_iri, member_key_owner(member.id), follow,
+                    to=[group_iri],
+                )  # fmt: skip
+                await self._queue(session, undo, [group.inbox_url] if group.inbox_url else [])
+
+    async def reject_follow(
+        self, session: AsyncSession, follow: dict[str, Any], follower: Member
+    ) -> None:
+        """Refuse a Follow of a private or unknown group. The instance actor answers, so that
+        nothing about a private group, not even a key, ever leaves this node."""
+        instance = self.documents.iris.instance_actor()
+        reject = await self._store(
+            session, "Reject", instance, INSTANCE_ACTOR, follow,
+            to=[self.documents.member_iri(follower)],
+        )  # fmt: skip
+        await self._queue(session, reject, [follower.inbox_url] if follower.inbox_url else [])

@@ -1,0 +1,427 @@
+"""Applying a stored incoming activity to the domain, in one transaction.
+
+Dispatch is on (activity type, object type). Everything reaches node/ through its services;
+a remote person acts as a Viewer like anyone else, so the same policy decides. An Announce
+is accepted only from the group it is about, and only for what a group announces; objects
+embedded from another origin are fetched from their own server instead of being trusted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from federation.actors import ActorDirectory
+from federation.client import FetchError
+from federation.convert import Documents
+from federation.jsonld import InvalidDocument, normalise
+from federation.outbox import Outbox
+from federation.vocab import (
+    Activity,
+    PostDoc,
+    VocabError,
+    parse_activity,
+    parse_post,
+    same_origin,
+)
+from node import groups, posts, remote
+from node.config import Limits
+from node.errors import Conflict, DomainError, Forbidden, NotFound
+from node.events import Origin
+from node.html_text import html_to_text
+from node.members import find_member
+from node.policy import Viewer
+from node.storage.models import ConditionGroup, Member, Membership, Thread
+
+log = logging.getLogger(__name__)
+
+
+class Retry(Exception):
+    """Not now: something it depends on is missing or unreachable; try again later."""
+
+
+class Rejected(Exception):
+    """The activity is refused for good (wrong author, forbidden); recorded, not retried."""
+
+
+@dataclass
+class Processor:
+    documents: Documents
+    directory: ActorDirectory
+    outbox: Outbox
+    limits: Limits
+
+    # ------------------------------------------------------------ entry
+
+    async def process(self, session: AsyncSession, raw: dict[str, Any], now: datetime) -> None:
+        activity = parse_activity(raw)
+        handler = getattr(self, f"_on_{activity.type.lower()}", None)
+        if handler is None:
+            return
+        try:
+            await handler(session, activity, now)
+        except FetchError as error:
+            if error.kind in ("unavailable",):
+                raise Retry(str(error)) from None
+            raise Rejected(str(error)) from None
+        except (VocabError, InvalidDocument) as error:
+            raise Rejected(str(error)) from None
+        except DomainError as error:
+            raise Rejected(f"{type(error).__name__}: {error}") from None
+
+    # ------------------------------------------------------------ helpers
+
+    async def _person(self, session: AsyncSession, iri: str, now: datetime) -> Member:
+        return await self.directory.remote_member(session, iri, now)
+
+    def _local_group_slug(self, iri: str) -> str | None:
+        path = self.documents.iris.local_path(iri)
+        if path and path.startswith("/g/") and path.count("/") == 2:
+            return path[3:]
+        return None
+
+    async def _local_group_among(
+        self, session: AsyncSession, iris: list[str]
+    ) -> ConditionGroup | None:
+        for iri in iris:
+            slug = self._local_group_slug(iri)
+            if slug:
+                group = await groups.find_group(session, slug)
+                if group is not None:
+                    return group
+        return None
+
+    async def _post_for(self, session: AsyncSession, iri: str) -> remote.PostRef | None:
+        """A post by its object IRI: ours (/t/ for a thread's Page, /p/ for a reply) or a copy."""
+        path = self.documents.iris.local_path(iri)
+        if path is None:
+            return await remote.post_by_ap_id(session, iri)
+        if path.startswith("/t/"):
+            thread = await session.get(Thread, path[3:])
+            if thread is None:
+                return None
+            first = await posts.first_post(session, thread.id)
+            return await remote.post_ref(session, first.id)
+        if path.startswith("/p/"):
+            return await remote.post_ref(session, path[3:])
+        return None
+
+    async def _object(
+        self, session: AsyncSession, value: Any, trusted_origin: str, now: datetime
+    ) -> dict[str, Any]:
+        """The object itself: embedded when it comes from the sender's own server, else
+        fetched from its own origin by id."""
+        if isinstance(value, dict) and isinstance(value.get("id"), str):
+            if same_origin(value["id"], trusted_origin):
+                return value
+            value = value["id"]
+        if not isinstance(value, str):
+            raise VocabError("the activity has no object")
+        if self.documents.iris.local_path(value) is not None:
+            raise VocabError("our own objects are not taken from others")
+        signer = await self.directory.instance_signer(session)
+        document = await self.directory.client.get_json(value, signer, now)
+        normalised = normalise(document)
+        if not isinstance(normalised, dict) or normalised.get("id") != value:
+            raise VocabError("the fetched object has another id")
+        return normalised
+
+    def _draft(self, doc: PostDoc) -> posts.Draft:
+        body = doc.source_markdown if doc.source_markdown is not None else html_to_text(
+            doc.content_html
+        )  # fmt: skip
+        warning = doc.summary if doc.sensitive or doc.summary else ""
+        return posts.Draft(
+            body, warning[: self.limits.content_warning_max], doc.content_html, doc.id
+        )
+
+    # ------------------------------------------------------------ follows
+
+    async def _on_follow(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
+        follower = await self._person(session, activity.actor, now)
+        target = activity.object_id or ""
+        slug = self._local_group_slug(target)
+        try:
+            if slug is None:
+                raise NotFound("not a group here")
+            group = await remote.local_group_by_iri_path(session, slug)
+            await remote.accept_remote_follow(session, group, follower, Origin(activity.raw), now)
+        except (NotFound, Forbidden):
+            await self.outbox.reject_follow(session, activity.raw, follower)
+
+    async def _on_undo(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
+        inner = activity.embedded_object
+        inner_type = inner.get("type") if inner else None
+        if inner_type == "Follow" and inner is not None:
+            if inner.get("actor") not in (None, activity.actor):
+                raise Rejected("one cannot undo another's follow")
+            slug = self._local_group_slug(_id_of(inner.get("object")) or "")
+            group = await groups.find_group(session, slug) if slug else None
+            member = await remote.member_by_iri(session, activity.actor)
+            if group is not None and member is not None:
+                await remote.end_remote_follow(session, group, member, Origin(activity.raw))
+            return
+        if inner_type == "Like" or inner is None:
+            await self._undo_like(session, activity, inner, now)
+
+    async def _undo_like(
+        self,
+        session: AsyncSession,
+        activity: Activity,
+        like: dict[str, Any] | None,
+        now: datetime,
+        announced: bool = False,
+    ) -> None:
+        like_id = activity.object_id
+        reaction = await remote.reaction_by_activity(session, like_id) if like_id else None
+        if reaction is not None:
+            post_id = reaction.post_id
+        elif like is not None and isinstance(like.get("object"), str | dict):
+            ref = await self._post_for(session, _id_of(like.get("object")) or "")
+            if ref is None:
+                return
+            post_id = ref.post.id
+        else:
+            return
+        member = await remote.member_by_iri(session, activity.actor)
+        if member is None:
+            return
+        await posts.set_helpful(
+            session, Viewer(member.id), post_id=post_id, helpful=False, now=now,
+            origin=Origin(activity.raw), announced=announced,
+        )  # fmt: skip
+
+    async def _on_accept(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
+        await self._follow_answer(session, activity, True, now)
+
+    async def _on_reject(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
+        await self._follow_answer(session, activity, False, now)
+
+    async def _follow_answer(
+        self, session: AsyncSession, activity: Activity, accepted: bool, now: datetime
+    ) -> None:
+        group = await remote.group_by_iri(session, activity.actor)
+        if group is None:
+            return
+        inner = activity.embedded_object
+        follower_iri = _id_of(inner.get("actor")) if inner else None
+        member = None
+        if follower_iri:
+            path = self.documents.iris.local_path(follower_iri)
+            if path and path.startswith("/u/"):
+                member = await find_member(session, path[3:])
+        if member is None:
+            return
+        try:
+            await remote.follow_answered(
+                session, group, member, accepted, Origin(activity.raw), now
+            )
+        except Conflict:
+            pass  # an answer to a follow we no longer wait for
+
+    # ------------------------------------------------------------ posts sent to our groups
+
+    async def _on_create(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
+        obj = await self._object(session, activity.object, activity.actor, now)
+        doc = parse_post(obj)
+        if doc.attributed_to != activity.actor:
+            raise Rejected("the object's author is not the activity's actor")
+        if await remote.post_by_ap_id(session, doc.id) is not None:
+            return  # already here
+        group = await self._local_group_among(
+            session, doc.audience + activity.audience + doc.to + doc.cc + activity.to + activity.cc
+        )
+        author = await self._person(session, activity.actor, now)
+        await self._create_in(session, group, author, doc, activity, now, announced=False)
+
+    async def _create_in(
+        self,
+        session: AsyncSession,
+        group: ConditionGroup | None,
+        author: Member,
+        doc: PostDoc,
+        activity: Activity,
+        now: datetime,
+        announced: bool,
+    ) -> None:
+        viewer = Viewer(author.id)
+        origin = Origin(activity.raw)
+        if doc.in_reply_to and doc.type != "Page":
+            parent = await self._post_for(session, doc.in_reply_to)
+            if parent is None:
+                raise Retry("the post this replies to is not here yet")
+            if group is not None and parent.group.id != group.id:
+                raise Rejected("the reply names another group than its thread's")
+            await posts.reply(
+                session, self.limits, viewer, thread_id=parent.thread.id,
+                parent_id=parent.post.id, draft=self._draft(doc), now=now, origin=origin,
+                announced=announced,
+            )  # fmt: skip
+            return
+        if group is None:
+            raise Rejected("the post is addressed to no group here")
+        view = await groups.unchecked_view(session, group, viewer)
+        await posts.start_thread(
+            session, self.limits, view, title=doc.name or html_to_text(doc.content_html)[:80],
+            draft=self._draft(doc), now=now, origin=origin, announced=announced,
+        )  # fmt: skip
+
+    async def _on_update(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
+        obj = await self._object(session, activity.object, activity.actor, now)
+        if obj.get("type") in ("Person", "Group", "Service", "Application"):
+            if obj.get("id") == activity.actor:
+                await self.directory.fetch_actor(session, activity.actor, now)
+            return
+        doc = parse_post(obj)
+        await self._update(session, activity, doc, now, announced=False)
+
+    async def _update(
+        self, session: AsyncSession, activity: Activity, doc: PostDoc, now: datetime,
+        announced: bool,
+    ) -> None:  # fmt: skip
+        if doc.attributed_to != activity.actor:
+            raise Rejected("only the author may edit a post")
+        ref = await self._post_for(session, doc.id)
+        if ref is None:
+            raise Retry("the post being edited is not here yet")
+        author = await remote.member_by_iri(session, activity.actor)
+        if author is None:
+            raise Rejected("unknown author")
+        await posts.edit_post(
+            session, self.limits, Viewer(author.id), post_id=ref.post.id,
+            draft=self._draft(doc), title=doc.name or None if ref.post.parent_id is None else None,
+            now=now, origin=Origin(activity.raw), announced=announced,
+        )  # fmt: skip
+
+    async def _on_delete(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
+        await self._delete(session, activity, now, announced=False)
+
+    async def _delete(
+        self, session: AsyncSession, activity: Activity, now: datetime, announced: bool
+    ) -> None:
+        target = activity.object_id
+        if target is None or target == activity.actor:
+            return  # account deletion: not handled yet
+        ref = await self._post_for(session, target)
+        if ref is None:
+            return
+        member = await remote.member_by_iri(session, activity.actor)
+        if member is None:
+            member = await self._person(session, activity.actor, now)
+        await posts.delete_post(
+            session, Viewer(member.id), post_id=ref.post.id, now=now,
+            origin=Origin(activity.raw), announced=announced,
+        )  # fmt: skip
+
+    async def _on_like(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
+        await self._like(session, activity, now, announced=False)
+
+    async def _like(
+        self, session: AsyncSession, activity: Activity, now: datetime, announced: bool
+    ) -> None:
+        ref = await self._post_for(session, activity.object_id or "")
+        if ref is None:
+            return
+        member = await self._person(session, activity.actor, now)
+        try:
+            await posts.set_helpful(
+                session, Viewer(member.id), post_id=ref.post.id, helpful=True, now=now,
+                origin=Origin(activity.raw), announced=announced, activity_id=activity.id,
+            )  # fmt: skip
+        except Conflict:
+            pass  # a mark on a deleted or own post is simply not kept
+
+    # ------------------------------------------------------------ what remote groups announce
+
+    async def _on_announce(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
+        group = await remote.group_by_iri(session, activity.actor)
+        if group is None or not await remote.has_local_members(session, group.id):
+            return  # not a group anyone here follows
+        inner_raw = activity.object
+        if isinstance(inner_raw, str):
+            inner_raw = await self._object(session, inner_raw, activity.actor, now)
+        if not isinstance(inner_raw, dict):
+            raise VocabError("the Announce has no object")
+        inner_type = inner_raw.get("type")
+        if inner_type in ("Page", "Note", "Article", "Question"):
+            await self._announced_object(session, group, inner_raw, activity, now)
+            return
+        inner = parse_activity(inner_raw)
+        match inner.type:
+            case "Create":
+                obj = await self._object(session, inner.object, activity.actor, now)
+                doc = parse_post(obj)
+                if doc.attributed_to != inner.actor:
+                    raise Rejected("the object's author is not the activity's actor")
+                if await self._post_for(session, doc.id) is not None:
+                    return
+                author = await self._person(session, inner.actor, now)
+                await self._create_in(session, group, author, doc, inner, now, announced=True)
+            case "Update":
+                obj = await self._object(session, inner.object, activity.actor, now)
+                if obj.get("type") in ("Page", "Note", "Article", "Question"):
+                    await self._update(session, inner, parse_post(obj), now, announced=True)
+            case "Delete":
+                await self._delete(session, inner, now, announced=True)
+            case "Like":
+                await self._like(session, inner, now, announced=True)
+            case "Undo":
+                if (inner.embedded_object or {}).get("type") in ("Like", None):
+                    await self._undo_like(session, inner, inner.embedded_object, now, True)
+            case "Block":
+                await self._blocked(session, group, inner, now)
+
+    async def _announced_object(
+        self,
+        session: AsyncSession,
+        group: ConditionGroup,
+        raw: dict[str, Any],
+        activity: Activity,
+        now: datetime,
+    ) -> None:
+        """A bare Announce{Page} (a boost): the same thread as Announce{Create}, once."""
+        object_id = _id_of(raw)
+        if not object_id or await self._post_for(session, object_id) is not None:
+            return
+        obj = await self._object(session, raw, activity.actor, now)
+        doc = parse_post(obj)
+        author = await self._person(session, doc.attributed_to, now)
+        await self._create_in(session, group, author, doc, activity, now, announced=True)
+
+    async def _blocked(
+        self, session: AsyncSession, group: ConditionGroup, block: Activity, now: datetime
+    ) -> None:
+        target = _id_of(block.object)
+        path = self.documents.iris.local_path(target or "")
+        if not path or not path.startswith("/u/"):
+            return
+        member = await find_member(session, path[3:])
+        if member is None:
+            return
+        row = await session.get(Membership, (group.id, member.id))
+        if row is None:
+            row = Membership(
+                group_id=group.id, member_id=member.id, state="banned", role="member",
+                created_at=now, updated_at=now,
+            )  # fmt: skip
+            session.add(row)
+        row.state = "banned"
+        row.updated_at = now
+        await session.flush()
+
+    async def _on_block(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
+        group_iri = activity.target or activity.actor
+        group = await remote.group_by_iri(session, group_iri)
+        if group is None or not same_origin(group_iri, activity.actor):
+            return
+        await self._blocked(session, group, activity, now)
+
+
+def _id_of(value: Any) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("id")
+    return value if isinstance(value, str) else None

@@ -1,0 +1,52 @@
+"""Federation for one node: the client, the actor directory, the outbox sink and the workers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import aiohttp
+
+from federation.actors import ActorDirectory
+from federation.client import FederationClient
+from federation.convert import Documents
+from federation.outbox import Outbox
+from federation.processing import Processor
+from federation.queue import DeliveryQueue, InboxQueue, Worker
+from node.runtime import NodeContext
+
+
+class Federation:
+    def __init__(
+        self, node: NodeContext, trace_configs: Sequence[aiohttp.TraceConfig] = ()
+    ) -> None:
+        self.node = node
+        self.documents = Documents(node.settings)
+        self.client = FederationClient(
+            allow_loopback=node.settings.is_development, trace_configs=trace_configs
+        )
+        self.directory = ActorDirectory(
+            self.client,
+            node.secret,
+            self.documents.key_id(self.documents.iris.instance_actor()),
+        )
+        self.delivery_queue = DeliveryQueue(node, self.client, self.directory)
+        self.delivery_worker = Worker("deliveries", self.delivery_queue.drain)
+        self.outbox = Outbox(self.documents, node.clock, self.delivery_worker.wake)
+        processor = Processor(self.documents, self.directory, self.outbox, node.settings.limits)
+        self.inbox_queue = InboxQueue(node, processor)
+        self.inbox_worker = Worker("inbox", self.inbox_queue.drain)
+        node.sinks.append(self.outbox)
+        self.workers_running = False
+
+    def start_workers(self) -> None:
+        self.inbox_worker.start()
+        self.delivery_worker.start()
+        self.workers_running = True
+
+    async def close(self) -> None:
+        if self.workers_running:
+            await self.inbox_worker.stop()
+            await self.delivery_worker.stop()
+        if self.outbox in self.node.sinks:
+            self.node.sinks.remove(self.outbox)
+        await self.client.close()

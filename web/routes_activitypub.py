@@ -1,0 +1,343 @@
+"""ActivityPub over HTTP: actor and object documents, collections, inboxes, activities.
+
+The same URL serves a person HTML and a server AS2 JSON; `wants_activity_json` decides.
+Private groups have no documents here at all: every AS2 request about them is "not found".
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from sqlalchemy import func, select
+
+from federation import inbox as inbox_edge
+from federation.actors import group_key_owner, member_key_owner
+from federation.convert import AS2_MEDIA_TYPE
+from federation.service import Federation
+from node import groups, members, posts
+from node.actor_keys import INSTANCE_ACTOR, public_pem_of
+from node.errors import NotFound
+from node.policy import ANONYMOUS, federates
+from node.storage.models import (
+    LOCAL,
+    ConditionGroup,
+    Member,
+    Membership,
+    OutboxActivity,
+    Post,
+)
+from web.appkeys import FEDERATION, NODE
+from web.pages import db
+
+INBOX_BODY_MAX = 1024 * 1024
+PAGE_SIZE = 20
+AS2_TYPES = ("application/activity+json", "application/ld+json")
+
+
+def register(router: web.UrlDispatcher) -> None:
+    router.add_get("/actor", instance_actor)
+    router.add_post("/actor/inbox", shared_inbox)
+    router.add_post("/inbox", shared_inbox)
+    router.add_post("/u/{username}/inbox", member_inbox)
+    router.add_post("/g/{slug}/inbox", group_inbox)
+    router.add_get("/u/{username}/outbox", member_outbox)
+    router.add_get("/u/{username}/followers", member_followers)
+    router.add_get("/g/{slug}/outbox", group_outbox)
+    router.add_get("/g/{slug}/followers", group_followers)
+    router.add_get("/g/{slug}/moderators", group_moderators)
+    router.add_get("/g/{slug}/featured", group_featured)
+    router.add_get("/activities/{activity_id}", activity_document)
+
+
+def wants_activity_json(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "")
+    return any(kind in accept for kind in AS2_TYPES)
+
+
+def as2(document: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(
+        body=json.dumps(document, separators=(",", ":")).encode(),
+        status=status,
+        content_type=AS2_MEDIA_TYPE,
+        headers={"Vary": "Accept"},
+    )
+
+
+def json_error(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status)
+
+
+def federation_of(request: web.Request) -> Federation:
+    return request.app[FEDERATION]
+
+
+async def _check_fetch_signature(request: web.Request) -> None:
+    """Authorized fetch: a signed GET must verify, and its signer's server must not be
+    blocked. Unsigned GETs of public documents are answered (Mastodon-compatible)."""
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    try:
+        key_id = inbox_edge.signing_key_id(headers)
+    except inbox_edge.Refused as refused:
+        raise web.HTTPBadRequest(text=str(refused)) from None
+    if key_id is None:
+        return
+    if urlsplit(key_id).netloc.lower() in request.app[NODE].settings.blocked_domains:
+        raise web.HTTPForbidden(text="requests from this server are refused")
+
+
+def _signed_request(request: web.Request, body: bytes) -> inbox_edge.SignedRequest:
+    node = request.app[NODE]
+    url = node.settings.base_url + request.path_qs
+    return inbox_edge.SignedRequest(
+        method=request.method,
+        url=url,
+        path_and_query=request.path_qs,
+        headers={name.lower(): value for name, value in request.headers.items()},
+        body=body,
+    )
+
+
+# ---------------------------------------------------------------- actors
+
+
+async def instance_actor(request: web.Request) -> web.Response:
+    pem = await public_pem_of(db(request), INSTANCE_ACTOR)
+    assert pem is not None
+    return as2(federation_of(request).documents.application(pem))
+
+
+async def member_document(request: web.Request, member: Member) -> web.Response:
+    await _check_fetch_signature(request)
+    pem = await public_pem_of(db(request), member_key_owner(member.id))
+    if pem is None:
+        raise web.HTTPNotFound()
+    return as2(federation_of(request).documents.person(member, pem))
+
+
+async def group_document(request: web.Request, group: ConditionGroup) -> web.Response:
+    await _check_fetch_signature(request)
+    if group.domain != LOCAL or not federates(group.visibility):
+        raise web.HTTPNotFound()
+    pem = await public_pem_of(db(request), group_key_owner(group.id))
+    if pem is None:
+        raise web.HTTPNotFound()
+    return as2(federation_of(request).documents.group(group, pem))
+
+
+async def _public_group(request: web.Request) -> ConditionGroup:
+    group = await groups.find_group(db(request), request.match_info["slug"])
+    if group is None or not federates(group.visibility):
+        raise web.HTTPNotFound()
+    return group
+
+
+async def _local_member(request: web.Request) -> Member:
+    member = await members.find_member(db(request), request.match_info["username"])
+    if member is None:
+        raise web.HTTPNotFound()
+    return member
+
+
+# ---------------------------------------------------------------- objects
+
+
+async def post_document(request: web.Request, post_id: str) -> web.Response:
+    """A Page or Note as AS2, asked for as the public (no viewer): private is not found."""
+    await _check_fetch_signature(request)
+    try:
+        found = await posts.post_in_context(db(request), post_id, ANONYMOUS)
+    except NotFound:
+        raise web.HTTPNotFound() from None
+    if not federates(found.view.group.visibility):
+        raise web.HTTPNotFound()
+    documents = federation_of(request).documents
+    iri = documents.object_iri(found.post, found.thread)
+    if found.post.deleted_at is not None:
+        return as2(documents.tombstone(iri, found.post.deleted_at), status=410)
+    author = await db(request).get(Member, found.post.author_id)
+    parent = None
+    if found.post.parent_id:
+        parent_post = await db(request).get(Post, found.post.parent_id)
+        assert parent_post is not None
+        parent_author = await db(request).get(Member, parent_post.author_id)
+        assert parent_author is not None
+        parent = (parent_post, parent_author)
+    assert author is not None
+    return as2(documents.post_object(found.post, found.thread, found.view.group, author, parent))
+
+
+async def thread_document(request: web.Request, thread_id: str) -> web.Response:
+    try:
+        first = await posts.first_post(db(request), thread_id)
+    except Exception:
+        raise web.HTTPNotFound() from None
+    return await post_document(request, first.id)
+
+
+async def activity_document(request: web.Request) -> web.Response:
+    await _check_fetch_signature(request)
+    row = await db(request).get(OutboxActivity, request.match_info["activity_id"])
+    if row is None:
+        raise web.HTTPNotFound()
+    return as2(json.loads(row.body))
+
+
+# ---------------------------------------------------------------- collections
+
+
+def _page_number(request: web.Request) -> int | None:
+    raw = request.query.get("page")
+    if raw is None:
+        return None
+    if not raw.isdigit() or not 0 < int(raw) < 100_000:
+        raise web.HTTPBadRequest(text="page must be a positive number")
+    return int(raw)
+
+
+async def group_outbox(request: web.Request) -> web.Response:
+    await _check_fetch_signature(request)
+    group = await _public_group(request)
+    documents = federation_of(request).documents
+    iri = documents.group_iri(group) + "/outbox"
+    actor = documents.group_iri(group)
+    session = db(request)
+    total = (
+        await session.execute(
+            select(func.count())
+            .select_from(OutboxActivity)
+            .where(OutboxActivity.actor_iri == actor, OutboxActivity.type == "Announce")
+        )
+    ).scalar_one()
+    page = _page_number(request)
+    if page is None:
+        document = documents.collection(iri, total)
+        document["first"] = f"{iri}?page=1"
+        return as2(document)
+    rows = (
+        await session.execute(
+            select(OutboxActivity.body)
+            .where(OutboxActivity.actor_iri == actor, OutboxActivity.type == "Announce")
+            .order_by(OutboxActivity.created_at.desc(), OutboxActivity.id.desc())
+            .offset((page - 1) * PAGE_SIZE)
+            .limit(PAGE_SIZE)
+        )
+    ).scalars()
+    items = [json.loads(body) for body in rows]
+    for item in items:
+        item.pop("@context", None)
+    document = documents.collection(f"{iri}?page={page}", total, items)
+    document["type"] = "OrderedCollectionPage"
+    document["partOf"] = iri
+    if page * PAGE_SIZE < total:
+        document["next"] = f"{iri}?page={page + 1}"
+    return as2(document)
+
+
+async def group_followers(request: web.Request) -> web.Response:
+    """The count only: who belongs to a health group is nobody else's business."""
+    await _check_fetch_signature(request)
+    group = await _public_group(request)
+    count = (
+        await db(request).execute(
+            select(func.count())
+            .select_from(Membership)
+            .where(Membership.group_id == group.id, Membership.state == "active")
+        )
+    ).scalar_one()
+    documents = federation_of(request).documents
+    return as2(documents.collection(documents.group_iri(group) + "/followers", count))
+
+
+async def group_moderators(request: web.Request) -> web.Response:
+    await _check_fetch_signature(request)
+    group = await _public_group(request)
+    rows = await db(request).execute(
+        select(Member)
+        .join(Membership, Membership.member_id == Member.id)
+        .where(
+            Membership.group_id == group.id,
+            Membership.state == "active",
+            Membership.role.in_(("moderator", "owner")),
+        )
+        .order_by(Membership.created_at)
+    )
+    documents = federation_of(request).documents
+    items = [documents.member_iri(member) for member in rows.scalars()]
+    return as2(documents.collection(documents.group_iri(group) + "/moderators", len(items), items))
+
+
+async def group_featured(request: web.Request) -> web.Response:
+    await _check_fetch_signature(request)
+    group = await _public_group(request)
+    documents = federation_of(request).documents
+    return as2(documents.collection(documents.group_iri(group) + "/featured", 0, []))
+
+
+async def member_outbox(request: web.Request) -> web.Response:
+    """Members' activity is shown through their groups; their own outbox lists nothing."""
+    member = await _local_member(request)
+    documents = federation_of(request).documents
+    return as2(documents.collection(documents.member_iri(member) + "/outbox", 0, []))
+
+
+async def member_followers(request: web.Request) -> web.Response:
+    member = await _local_member(request)
+    documents = federation_of(request).documents
+    return as2(documents.collection(documents.member_iri(member) + "/followers", 0))
+
+
+# ---------------------------------------------------------------- inboxes
+
+
+async def member_inbox(request: web.Request) -> web.Response:
+    await _local_member(request)
+    return await _receive(request)
+
+
+async def group_inbox(request: web.Request) -> web.Response:
+    await _public_group(request)
+    return await _receive(request)
+
+
+async def shared_inbox(request: web.Request) -> web.Response:
+    return await _receive(request)
+
+
+async def _read_capped(request: web.Request) -> bytes:
+    if request.content_length is not None and request.content_length > INBOX_BODY_MAX:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=INBOX_BODY_MAX, actual_size=request.content_length
+        )
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > INBOX_BODY_MAX:
+            raise web.HTTPRequestEntityTooLarge(max_size=INBOX_BODY_MAX, actual_size=size)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _receive(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    federation = federation_of(request)
+    try:
+        body = await _read_capped(request)
+    except web.HTTPRequestEntityTooLarge:
+        return json_error(413, f"the body is over {INBOX_BODY_MAX} bytes")
+    signed = _signed_request(request, body)
+    now = node.clock.now()
+    try:
+        actor_host = inbox_edge.claimed_actor_host(body)
+        if actor_host in node.settings.blocked_domains:
+            return json_error(403, "activities from this server are refused")
+        activity, document = await inbox_edge.authenticate(
+            db(request), federation.directory, signed, now
+        )
+    except inbox_edge.Refused as refused:
+        return json_error(refused.status, str(refused))
+    if inbox_edge.is_handled(activity):
+        await inbox_edge.store(db(request), activity, document, now, federation.inbox_worker.wake)
+    return web.Response(status=202, text="")
