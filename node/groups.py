@@ -169,6 +169,15 @@ async def view_group(
 async def find_group(session: AsyncSession, slug: str) -> ConditionGroup | None:
     """A group by its address, whoever asks; callers decide what the asker may see."""
     handle = normalise_handle(slug)
+    if "@" in handle:
+        name, _, domain = handle.partition("@")
+        return (
+            await session.execute(
+                select(ConditionGroup).where(
+                    ConditionGroup.slug == name, ConditionGroup.domain == domain
+                )
+            )
+        ).scalar_one_or_none()
     if handle_problem(handle, "group address"):
         return None
     return (

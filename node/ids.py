@@ -37,8 +37,9 @@ def member_path(username: str) -> str:
     return MEMBER_PATH.format(username=username)
 
 
-def group_path(slug: str) -> str:
-    return GROUP_PATH.format(slug=slug)
+def group_path(slug: str, domain: str = "") -> str:
+    """A group's page here; a remote group's copy is addressed as slug@domain."""
+    return GROUP_PATH.format(slug=f"{slug}@{domain}" if domain else slug)
 
 
 def thread_path(thread_id: str) -> str:

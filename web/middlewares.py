@@ -54,12 +54,16 @@ TITLE_OF = {
 
 
 def error_page(request: web.Request, status: int, message: str) -> web.Response:
-    return render(
-        request,
-        "error.html",
-        {"title": TITLE_OF.get(status, "That did not work"), "message": message},
-        status=status,
-    )
+    try:
+        return render(
+            request,
+            "error.html",
+            {"title": TITLE_OF.get(status, "That did not work"), "message": message},
+            status=status,
+        )
+    except Exception:  # the page itself failed: still answer, plainly
+        log.exception("cannot render the error page")
+        return web.Response(text=message, status=status, content_type="text/plain")
 
 
 @web.middleware

@@ -129,7 +129,7 @@ async def group_document(request: web.Request, group: ConditionGroup) -> web.Res
 
 async def _public_group(request: web.Request) -> ConditionGroup:
     group = await groups.find_group(db(request), request.match_info["slug"])
-    if group is None or not federates(group.visibility):
+    if group is None or group.domain != LOCAL or not federates(group.visibility):
         raise web.HTTPNotFound()
     return group
 

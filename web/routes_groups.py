@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from federation.client import FetchError
+from federation.discovery import resolve_handle
 from node import groups, membership, posts
 from node.errors import Conflict, DomainError, Forbidden, Invalid
 from node.ids import group_path
 from node.policy import Action
+from web.appkeys import FEDERATION
 from web.pages import (
     STALE_FORM,
     db,
@@ -28,6 +31,8 @@ def register(router: web.UrlDispatcher) -> None:
     router.add_get("/", directory)
     router.add_get("/groups/new", new_group_form)
     router.add_post("/groups/new", new_group_submit)
+    router.add_post("/groups/follow", follow_remote_group)
+    router.add_get("/authorize_interaction", authorize_interaction)
     router.add_get("/g/{slug}", group_page)
     router.add_get("/g/{slug}/members", members_page)
     router.add_post("/g/{slug}/join", join)
@@ -114,14 +119,15 @@ async def join(request: web.Request) -> web.StreamResponse:
     require_member(request)
     view = await groups.view_group(db(request), request.match_info["slug"], viewer(request))
     await membership.join(db(request), view, now(request))
-    raise see_other(group_path(view.group.slug))
+    raise see_other(group_path(view.group.slug, view.group.domain))
 
 
 async def leave(request: web.Request) -> web.StreamResponse:
     require_member(request)
     view = await groups.view_group(db(request), request.match_info["slug"], viewer(request))
     await membership.leave(db(request), view)
-    raise see_other(group_path(view.group.slug) if view.group.visibility == "public" else "/")
+    public = view.group.visibility == "public"
+    raise see_other(group_path(view.group.slug, view.group.domain) if public else "/")
 
 
 async def ask_form(request: web.Request) -> web.Response:
@@ -196,3 +202,48 @@ async def moderation_action(request: web.Request) -> web.StreamResponse:
     except DomainError:
         raise
     raise see_other(f"{group_path(view.group.slug)}/moderation")
+
+
+FOLLOW_HINT = "Give the group's address, like diabetes@hospital.example, or its link."
+
+
+async def authorize_interaction(request: web.Request) -> web.Response:
+    """Where other servers send people who want to follow a group from here (OStatus)."""
+    require_member(request)
+    uri = request.query.get("uri", "")[:2048]
+    return render(request, "follow_remote.html", {"values": {"handle": uri}, "errors": {}})
+
+
+@rerenders_stale_forms
+async def follow_remote_group(request: web.Request) -> web.StreamResponse:
+    require_member(request)
+    data = await form(request)
+    handle = data.get("handle", "").strip()[:2048]
+    values = {"handle": handle}
+    if stale_form(request):
+        context = {"values": values, "errors": {"form": STALE_FORM}}
+        return render(request, "follow_remote.html", context, 400)
+    if not handle:
+        return render(
+            request,
+            "follow_remote.html",
+            {"values": values, "errors": {"handle": FOLLOW_HINT}},
+            400,
+        )
+    federation = request.app[FEDERATION]
+    session, moment = db(request), now(request)
+    try:
+        iri = await resolve_handle(federation.client, handle, moment)
+        local_path = federation.documents.iris.local_path(iri)
+        if local_path is not None:
+            raise see_other(local_path)
+        group = await federation.directory.remote_group(session, iri, moment)
+    except FetchError as error:
+        message = f"That group could not be found or reached: {error}"
+        return render(
+            request, "follow_remote.html", {"values": values, "errors": {"handle": message}}, 400
+        )
+    view = await groups.view_group(session, f"{group.slug}@{group.domain}", viewer(request))
+    if view.may(Action.JOIN):
+        await membership.join(session, view, moment)
+    raise see_other(group_path(group.slug, group.domain))

@@ -27,6 +27,13 @@ def create_environment() -> jinja2.Environment:
     environment.filters["when"] = _when
     environment.filters["iso"] = _iso
     environment.globals.update(
+        group_href=lambda group: ids.group_path(group.slug, group.domain),
+        # A remote person's profile lives on their own server.
+        member_href=lambda member: (
+            member.profile_url or member.actor_iri
+            if member.domain
+            else ids.member_path(member.username)
+        ),
         member_path=ids.member_path,
         group_path=ids.group_path,
         thread_path=ids.thread_path,
