@@ -88,12 +88,20 @@ async def open_session(
     return token
 
 
-async def member_for_session(session: AsyncSession, token: str, now: datetime) -> Member | None:
+async def member_for_session(
+    session: AsyncSession, token: str, now: datetime, note_activity: bool = True
+) -> Member | None:
+    """The signed-in member; `note_activity` (for requests that write anyway) refreshes
+    their last-active time, at most every few minutes."""
     row = await session.get(WebSession, _token_hash(token))
     if row is None or row.expires_at <= now:
         return None
     member = await session.get(Member, row.member_id)
-    if member is not None and now - member.last_active_at > LAST_ACTIVE_GRANULARITY:
+    if (
+        note_activity
+        and member is not None
+        and now - member.last_active_at > LAST_ACTIVE_GRANULARITY
+    ):
         member.last_active_at = now
         await session.flush()
     return member

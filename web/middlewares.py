@@ -9,6 +9,7 @@ from aiohttp import web
 from node.auth import member_for_session
 from node.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from node.policy import Viewer
+from node.storage.engine import begin_for_reading
 from web.appkeys import (
     CSRF_BASIS,
     CSRF_FAILED,
@@ -116,6 +117,8 @@ async def database_session(request: web.Request, handler: Handler) -> web.Stream
     node = request.app[NODE]
     async with node.sessions() as session:
         await session.begin()
+        if request.method in ("GET", "HEAD"):
+            await begin_for_reading(session)
         request[DB] = session
         await _sign_in_from_cookie(request)
         try:

@@ -39,6 +39,19 @@ def create_engine(database_url: str) -> AsyncEngine:
     return create_async_engine(url, connect_args=connect_args, pool_pre_ping=True)
 
 
+READS_ONLY_OPTION = "healthnode_reads_only"
+
+
+async def begin_for_reading(session: AsyncSession) -> None:
+    """Start the session's transaction without SQLite's write lock.
+
+    For answers that only read (page views, documents other servers fetch): in WAL mode they
+    then never wait on, or hold up, writers, including a writer that is itself waiting on
+    another server's answer. PostgreSQL ignores the option.
+    """
+    await session.connection(execution_options={READS_ONLY_OPTION: True})
+
+
 def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -56,7 +69,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        mode = connection.get_execution_options().get(READS_ONLY_OPTION) and "DEFERRED"
+        connection.exec_driver_sql(f"BEGIN {mode or 'IMMEDIATE'}")
 
 
 def _lower(value: object) -> object:
