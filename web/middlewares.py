@@ -142,7 +142,12 @@ async def database_session(request: web.Request, handler: Handler) -> web.Stream
 async def _sign_in_from_cookie(request: web.Request) -> None:
     node = request.app[NODE]
     token = request.cookies.get(SESSION_COOKIE)
-    signed_in = await member_for_session(request[DB], token, node.clock.now()) if token else None
+    writes = request.method not in ("GET", "HEAD")
+    signed_in = (
+        await member_for_session(request[DB], token, node.clock.now(), note_activity=writes)
+        if token
+        else None
+    )
     if signed_in is not None and token:
         request[MEMBER] = signed_in
         request[ME] = SignedIn.of(signed_in)
