@@ -35,7 +35,7 @@ from node.events import Origin
 from node.html_text import html_to_text
 from node.members import find_member
 from node.policy import Viewer
-from node.storage.models import ConditionGroup, Member, Membership, Thread
+from node.storage.models import LOCAL, ConditionGroup, Member, Membership, Thread
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +256,8 @@ class Processor:
                 raise Retry("the post this replies to is not here yet")
             if group is not None and parent.group.id != group.id:
                 raise Rejected("the reply names another group than its thread's")
+            if not announced and parent.group.domain != LOCAL:
+                return  # a copy for the parent's author: its group will announce it
             await posts.reply(
                 session, self.limits, viewer, thread_id=parent.thread.id,
                 parent_id=parent.post.id, draft=self._draft(doc), now=now, origin=origin,

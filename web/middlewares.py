@@ -179,7 +179,7 @@ def _set_csrf_seed_cookie(request: web.Request, response: web.StreamResponse) ->
 @web.middleware
 async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every POST form must carry the token; handlers that keep typed text re-render instead."""
-    if request.method != "POST" or request.path.startswith("/static/"):
+    if request.method != "POST" or getattr(handler, "signed_not_cookied", False):
         return await handler(request)
     data = await request.post()
     offered = data.get(CSRF_FIELD)

@@ -96,6 +96,13 @@ def rerenders_stale_forms(handler: Handler) -> Handler:
     return handler
 
 
+def signed_not_cookied(handler: Handler) -> Handler:
+    """Mark a handler that other servers call with HTTP signatures, never browsers with
+    cookies: CSRF does not apply, and its body is not a form."""
+    handler.signed_not_cookied = True  # type: ignore[attr-defined]
+    return handler
+
+
 def require_member(request: web.Request) -> Member:
     signed_in = member(request)
     if signed_in is None:

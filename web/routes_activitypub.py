@@ -30,7 +30,7 @@ from node.storage.models import (
     Post,
 )
 from web.appkeys import FEDERATION, NODE
-from web.pages import db
+from web.pages import db, signed_not_cookied
 
 INBOX_BODY_MAX = 1024 * 1024
 PAGE_SIZE = 20
@@ -292,16 +292,19 @@ async def member_followers(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------- inboxes
 
 
+@signed_not_cookied
 async def member_inbox(request: web.Request) -> web.Response:
     await _local_member(request)
     return await _receive(request)
 
 
+@signed_not_cookied
 async def group_inbox(request: web.Request) -> web.Response:
     await _public_group(request)
     return await _receive(request)
 
 
+@signed_not_cookied
 async def shared_inbox(request: web.Request) -> web.Response:
     return await _receive(request)
 
