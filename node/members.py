@@ -89,6 +89,22 @@ async def find_member(session: AsyncSession, username: str) -> Member | None:
     ).scalar_one_or_none()
 
 
+async def find_member_by_handle(session: AsyncSession, handle: str) -> Member | None:
+    """A local member by username, or a remote one by username@domain (for moderators)."""
+    name, at, domain = normalise_handle(handle).lstrip("@").partition("@")
+    if not at:
+        return await find_member(session, name)
+    return (
+        await session.execute(
+            select(Member).where(Member.username == name, Member.domain == domain)
+        )
+    ).scalar_one_or_none()
+
+
+def handle_of(member: Member) -> str:
+    return f"{member.username}@{member.domain}" if member.domain else member.username
+
+
 async def get_member(session: AsyncSession, username: str) -> Member:
     member = await find_member(session, username)
     if member is None:

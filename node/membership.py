@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from node.errors import Conflict, Forbidden, Invalid, NotFound
 from node.events import MembershipChanged, Origin, record
 from node.groups import GROUP_NOT_FOUND, GroupView, find_group
-from node.members import find_member
+from node.members import find_member_by_handle
 from node.policy import Action, Viewer
 from node.storage.models import LOCAL, ConditionGroup, Member, Membership
 
@@ -127,7 +127,7 @@ async def leave(session: AsyncSession, view: GroupView) -> None:
 
 
 async def _target(session: AsyncSession, username: str) -> Member:
-    member = await find_member(session, username)
+    member = await find_member_by_handle(session, username)
     if member is None:
         raise Invalid({"username": f"There is no member called “{username.strip()}”."})
     return member

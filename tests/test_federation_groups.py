@@ -161,3 +161,153 @@ async def _active_follow(node: RunningNode) -> Any:
         .select_from(Membership)
         .where(Membership.state == "active", Membership.follow_activity_id.is_not(None)),
     )
+
+
+async def create_group(browser: Browser, slug: str, name: str, visibility: str) -> None:
+    await browser.get("/groups/new")
+    page = await browser.post(
+        "/groups/new",
+        {"slug": slug, "name": name, "visibility": visibility, "join_policy": "invite"},
+    )
+    assert page.path == f"/g/{slug}", page.text[:300]
+
+
+async def settled(nodes: tuple[RunningNode, ...]) -> bool:
+    """No delivery waits and no incoming item waits on any node."""
+    from node.storage.models import Delivery, InboxItem
+
+    for running in nodes:
+        queued = await one(
+            running,
+            select(func.count()).select_from(Delivery).where(Delivery.state == "queued"),
+        )
+        waiting = await one(
+            running,
+            select(func.count()).select_from(InboxItem).where(InboxItem.state == "queued"),
+        )
+        if queued or waiting:
+            return False
+    return True
+
+
+async def test_nothing_of_a_private_group_ever_leaves_its_node(
+    trio: tuple[RunningNode, ...],
+) -> None:
+    hospital, charity, clinic = trio
+    # Given a hospital member who runs a public group and a private one
+    owner = await registered(hospital, "nurse")
+    await create_group(owner, "t1d", "Type 1 diabetes", "public")
+    await create_group(owner, "hush", "Quiet condition", "private")
+    secretive = await registered(hospital, "secretive")
+    await owner.get("/g/hush/moderation")
+    await owner.post("/g/hush/moderation/invite", {"username": "secretive"})
+    assert (await secretive.post("/g/hush/join")).status == 200
+
+    # And members elsewhere who follow the public group
+    bea = await registered(charity, "bea")
+    cal = await registered(clinic, "cal")
+    await follow(bea, f"t1d@{hospital.domain}")
+    await follow(cal, f"t1d@{hospital.domain}")
+    for node in (charity, clinic):
+        await eventually(lambda node=node: _active_follow(node), f"the Accept on {node.name}")
+
+    # When the private group is busy, and the public one too
+    for author in (owner, secretive):
+        page = await author.post(
+            "/g/hush/new", {"title": "Private matters", "body": "Only for us, please."}
+        )
+        assert page.status == 200, page.text[:300]
+        await author.post(f"{page.path}/reply", {"body": "Only for us, indeed."})
+        first = await one(hospital, select(Post.id).where(Post.source == "Only for us, please."))
+        await author.post(f"/p/{first}/helpful", {"helpful": "yes"})
+    page = await owner.post("/g/t1d/new", {"title": "Public hello", "body": "Welcome all."})
+    assert page.status == 200
+    await bea.get(f"/g/t1d@{hospital.domain}/new")
+    await bea.post(f"/g/t1d@{hospital.domain}/new", {"title": "From the charity", "body": "Hi."})
+
+    # And someone elsewhere tries to reach the private group by its address
+    page = await cal.post("/groups/follow", {"handle": f"hush@{hospital.domain}"})
+    assert page.status == 400
+    assert "could not be found" in page.text
+
+    async def public_copies() -> bool:
+        count = await one(
+            clinic, select(func.count()).select_from(Thread).where(Thread.title != "")
+        )
+        return count >= 2 and await settled(trio)
+
+    await eventually(public_copies, "the public threads on the clinic, and quiet queues")
+
+    # Then no request any node sent carries a private title, text, slug, or member handle
+    secrets = ["hush", "Quiet condition", "Private matters", "Only for us", "secretive"]
+    typed_lookup = f"/.well-known/webfinger?resource=acct:hush@{hospital.domain}"
+    sent = [
+        request
+        for node in trio
+        for request in node.recorder.requests
+        # cal's own look-up of the name cal typed is cal's node asking, not a leak
+        if not (node is clinic and request.url.endswith(typed_lookup))
+    ]
+    assert hospital.recorder.requests, "the hospital sent nothing at all"
+    assert any(b"Public hello" in request.body for request in sent), "nothing public was sent"
+    for request in sent:
+        blob = request.url + request.body.decode("utf-8", "replace")
+        for secret in secrets:
+            assert secret not in blob, f"{secret!r} left a node in {request.method} {request.url}"
+    # And the other nodes hold no trace of it either
+    for node in (charity, clinic):
+        assert not await one(
+            node, select(func.count()).select_from(Thread).where(Thread.title == "Private matters")
+        )
+
+
+async def test_a_banned_remote_member_is_blocked_and_a_leaving_one_unfollows(
+    trio: tuple[RunningNode, ...],
+) -> None:
+    hospital, charity, clinic = trio
+    owner = await registered(hospital, "nurse")
+    await create_group(owner, "t1d", "Type 1 diabetes", "public")
+    bea = await registered(charity, "bea")
+    cal = await registered(clinic, "cal")
+    group_path = f"/g/t1d@{hospital.domain}"
+    await follow(bea, f"t1d@{hospital.domain}")
+    await follow(cal, f"t1d@{hospital.domain}")
+    for node in (charity, clinic):
+        await eventually(lambda node=node: _active_follow(node), f"the Accept on {node.name}")
+
+    # When the owner bans bea from the group
+    await owner.get("/g/t1d/moderation")
+    page = await owner.post("/g/t1d/moderation/ban", {"username": f"bea@{charity.domain}"})
+    assert page.status == 200, page.text[:300]
+
+    # Then the charity's node learns of the Block, and bea can no longer post there
+    async def banned_on_charity() -> Any:
+        return await one(
+            charity,
+            select(func.count()).select_from(Membership).where(Membership.state == "banned"),
+        )
+
+    await eventually(banned_on_charity, "the Block on the charity")
+    page = await bea.post(f"{group_path}/new", {"title": "Still here?", "body": "Hello?"})
+    assert page.status in (403, 404)
+    # And a Create she sends anyway is refused by the group and never announced
+    assert not await one(
+        hospital, select(func.count()).select_from(Thread).where(Thread.title == "Still here?")
+    )
+
+    # When cal leaves the group from the clinic
+    page = await cal.post(f"{group_path}/leave")
+    assert page.status == 200
+
+    # Then the hospital's group no longer counts the clinic's member
+    async def cal_gone() -> bool:
+        remaining = await one(
+            hospital,
+            select(func.count())
+            .select_from(Membership)
+            .join(Member, Member.id == Membership.member_id)
+            .where(Member.username == "cal"),
+        )
+        return remaining == 0
+
+    await eventually(cal_gone, "the Undo{Follow} on the hospital")

@@ -7,6 +7,7 @@ from datetime import datetime
 import jinja2
 
 from node import ids
+from node.members import handle_of
 
 
 def _when(moment: datetime | None) -> str:
@@ -35,6 +36,7 @@ def create_environment() -> jinja2.Environment:
             else ids.member_path(member.username)
         ),
         member_path=ids.member_path,
+        handle_of=handle_of,
         group_path=ids.group_path,
         thread_path=ids.thread_path,
         post_path=ids.post_path,
