@@ -17,7 +17,7 @@ from federation.actors import group_key_owner, member_key_owner
 from federation.convert import Documents
 from federation.jsonld import PUBLIC
 from node import events, remote
-from node.actor_keys import INSTANCE_ACTOR
+from node.actor_keys import INSTANCE_ACTOR, public_pem_of
 from node.clock import Clock
 from node.ids import new_object_id
 from node.policy import federates
@@ -327,6 +327,30 @@ class Outbox:
                     to=[group_iri],
                 )  # fmt: skip
                 await self._queue(session, undo, [group.inbox_url] if group.inbox_url else [])
+
+    # ------------------------------------------------------------ actors
+
+    async def member_updated(self, session: AsyncSession, member: Member) -> None:
+        """Update{Person} to the remote groups the member belongs to (new key, new name)."""
+        pem = await public_pem_of(session, member_key_owner(member.id))
+        assert pem is not None
+        person = self.documents.person(member, pem)
+        inboxes = await remote.remote_group_inboxes_of(session, member.id)
+        update = await self._store(
+            session, "Update", person["id"], member_key_owner(member.id), person, to=[PUBLIC]
+        )
+        await self._queue(session, update, inboxes)
+
+    async def group_updated(self, session: AsyncSession, group: ConditionGroup) -> None:
+        """Update{Group}, sent by the group itself as Mastodon requires, to its followers."""
+        pem = await public_pem_of(session, group_key_owner(group.id))
+        assert pem is not None
+        document = self.documents.group(group, pem)
+        update = await self._store(
+            session, "Update", document["id"], group_key_owner(group.id), document,
+            to=[PUBLIC], cc=[self.documents.followers_iri(document["id"])],
+        )  # fmt: skip
+        await self._queue(session, update, await remote.remote_followers_inboxes(session, group.id))
 
     async def reject_follow(
         self, session: AsyncSession, follow: dict[str, Any], follower: Member

@@ -25,6 +25,18 @@ async def store_key_pair(session: AsyncSession, owner: str, pair: KeyPair, now: 
         await session.flush()
 
 
+async def replace_key_pair(session: AsyncSession, owner: str, pair: KeyPair, now: datetime) -> None:
+    row = await session.get(ActorKey, owner)
+    if row is None:
+        raise LookupError(f"{owner} has no key pair to rotate")
+    row.public_pem, row.private_key_sealed, row.created_at = (
+        pair.public_pem,
+        pair.private_sealed,
+        now,
+    )
+    await session.flush()
+
+
 async def public_pem_of(session: AsyncSession, owner: str) -> str | None:
     row = await session.get(ActorKey, owner)
     return row.public_pem if row else None

@@ -298,3 +298,17 @@ async def has_local_members(session: AsyncSession, group_id: int) -> bool:
         )
     ).first()
     return row is not None
+
+
+async def remote_group_inboxes_of(session: AsyncSession, member_id: int) -> list[str]:
+    """The inboxes of the remote groups a local member belongs to."""
+    rows = await session.execute(
+        select(ConditionGroup.shared_inbox_url, ConditionGroup.inbox_url)
+        .join(Membership, Membership.group_id == ConditionGroup.id)
+        .where(
+            Membership.member_id == member_id,
+            Membership.state == "active",
+            ConditionGroup.domain != LOCAL,
+        )
+    )
+    return sorted({shared or inbox for shared, inbox in rows.all() if shared or inbox})

@@ -14,7 +14,11 @@ from typing import NoReturn
 from aiohttp import web
 from sqlalchemy import select
 
+from federation.convert import Documents
+from federation.keyrotation import UnknownActor, rotate_key
 from federation.keysink import attach_actor_keys
+from federation.outbox import Outbox
+from keys.pairs import generate_key_pair
 from keys.secret import SecretError
 from node import groups, members
 from node.config import Settings, validate_domain
@@ -22,6 +26,7 @@ from node.errors import DomainError, Invalid
 from node.runtime import NodeContext
 from node.storage.models import Member
 from web.app import create_app
+from web.demo import run_demo
 
 DATABASE_URL_ENV = "HEALTHNODE_DATABASE_URL"
 
@@ -80,6 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     group_create.add_argument("--join-policy", choices=("request", "invite"))
     group_create.add_argument("--owner", metavar="USERNAME", help="default: the first admin")
     _storage_options(group_create)
+    keys = commands.add_parser("keys", help="manage actor keys").add_subparsers(
+        dest="action", required=True, parser_class=Parser
+    )
+    rotate = keys.add_parser("rotate", help="replace an actor's key and tell its peers")
+    rotate.add_argument("actor", help="a username, a public group's slug, or 'instance'")
+    _storage_options(rotate)
+
+    demo = commands.add_parser("demo", help="three federating nodes on 127.0.0.1:8001-8003")
+    demo.add_argument("--data-dir", type=Path, default=Path("data/demo"))
     return parser
 
 
@@ -172,6 +186,22 @@ def _group_create(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable
     return work
 
 
+def _keys_rotate(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable[str]]:
+    async def work(node: NodeContext) -> str:
+        # The Update is queued here and sent by the server's delivery worker.
+        outbox = Outbox(Documents(node.settings), node.clock, lambda: None)
+        async with node.transaction() as session:
+            try:
+                rotated = await rotate_key(
+                    session, outbox, args.actor, node.secret, generate_key_pair, node.clock
+                )
+            except UnknownActor as error:
+                raise CommandError(str(error)) from None
+        return f"rotated the key of {rotated}"
+
+    return work
+
+
 def _serve(settings: Settings, host: str, port: int) -> None:
     async def app_factory() -> web.Application:
         node = await NodeContext.open(settings)
@@ -199,6 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.INFO if args.command == "serve" else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.command == "demo":
+            asyncio.run(run_demo(args.data_dir))
+            return 0
         settings = settings_from(args)
         if args.command == "serve":
             _serve(settings, args.host, args.port)
@@ -207,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             work = _migrate
         elif args.command == "member":
             work = _member_create(args)
+        elif args.command == "keys":
+            work = _keys_rotate(args)
         else:
             work = _group_create(args)
         print(asyncio.run(_with_node(settings, work)))
