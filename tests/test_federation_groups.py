@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from node.storage.models import Member, Membership, Post, Reaction, Thread
+from node.storage.models import Member, Membership, Post, Reaction, RemoteKey, Thread
 from tests.browser import Browser
 from tests.conftest import NodeFactory
 from tests.federation_harness import RunningNode, eventually, start_node
@@ -311,3 +311,42 @@ async def test_a_banned_remote_member_is_blocked_and_a_leaving_one_unfollows(
         return remaining == 0
 
     await eventually(cal_gone, "the Undo{Follow} on the hospital")
+
+
+async def test_a_rotated_group_key_is_picked_up_by_followers(
+    trio: tuple[RunningNode, ...],
+) -> None:
+    from federation.keyrotation import rotate_key
+    from tests.keypool import pooled_key_pair
+
+    hospital, charity, _clinic = trio
+    owner = await registered(hospital, "nurse")
+    await create_group(owner, "t1d", "Type 1 diabetes", "public")
+    bea = await registered(charity, "bea")
+    await follow(bea, f"t1d@{hospital.domain}")
+    await eventually(lambda: _active_follow(charity), "the Accept on the charity")
+    group_iri = f"{hospital.base_url}/g/t1d"
+    old_key = await one(
+        charity, select(RemoteKey.public_pem).where(RemoteKey.actor_iri == group_iri)
+    )
+    assert old_key
+
+    # When the hospital rotates the group's key (its Update goes to the followers)
+    async with hospital.node.transaction() as session:
+        await rotate_key(
+            session, hospital.federation.outbox, "t1d", hospital.node.secret,
+            pooled_key_pair, hospital.node.clock,
+        )  # fmt: skip
+    hospital.federation.delivery_worker.wake()
+    page = await owner.post("/g/t1d/new", {"title": "After rotation", "body": "Still us."})
+    assert page.status == 200
+
+    # Then the charity verifies the group's announces with the new key
+    async def arrived() -> Any:
+        return await one(charity, select(Thread.id).where(Thread.title == "After rotation"))
+
+    await eventually(arrived, "the thread signed with the new key")
+    new_key = await one(
+        charity, select(RemoteKey.public_pem).where(RemoteKey.actor_iri == group_iri)
+    )
+    assert new_key != old_key
