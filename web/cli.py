@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from federation.convert import Documents
 from federation.keyrotation import UnknownActor, rotate_key
 from federation.keysink import attach_actor_keys
 from federation.outbox import Outbox
+from federation.service import Federation
 from keys.pairs import generate_key_pair
 from keys.secret import SecretError
 from node import groups, members
@@ -57,7 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--domain", help="public name IRIs are minted from (default localhost:PORT)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--no-workers", action="store_true", help="web only; run `healthnode worker` beside it"
+    )
     _storage_options(serve)
+
+    worker = commands.add_parser("worker", help="run the inbox and delivery workers alone")
+    worker.add_argument(
+        "--domain", help="the domain the web processes serve (default localhost:8080)"
+    )
+    _storage_options(worker)
 
     migrate = commands.add_parser("migrate", help="apply database migrations")
     _storage_options(migrate)
@@ -202,11 +213,11 @@ def _keys_rotate(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable[
     return work
 
 
-def _serve(settings: Settings, host: str, port: int) -> None:
+def _serve(settings: Settings, host: str, port: int, workers: bool) -> None:
     async def app_factory() -> web.Application:
         node = await NodeContext.open(settings)
         attach_actor_keys(node)
-        app = create_app(node)
+        app = create_app(node, run_workers=workers)
 
         async def close_node(_: web.Application) -> None:
             await node.close()
@@ -216,6 +227,24 @@ def _serve(settings: Settings, host: str, port: int) -> None:
         return app
 
     web.run_app(app_factory(), host=host, port=port, print=None)
+
+
+async def _work(settings: Settings) -> None:
+    """Workers without a web server: several of these may share one PostgreSQL database."""
+    node = await NodeContext.open(settings)
+    attach_actor_keys(node)
+    federation = Federation(node)
+    federation.start_workers()
+    print(f"healthnode workers running for {settings.base_url}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await federation.close()
+        await node.close()
 
 
 def _describe(error: Exception) -> str:
@@ -234,7 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         settings = settings_from(args)
         if args.command == "serve":
-            _serve(settings, args.host, args.port)
+            _serve(settings, args.host, args.port, workers=not args.no_workers)
+            return 0
+        if args.command == "worker":
+            asyncio.run(_work(settings))
             return 0
         if args.command == "migrate":
             work = _migrate
