@@ -40,6 +40,9 @@ from node.storage.models import LOCAL, ConditionGroup, Member, Membership, Threa
 log = logging.getLogger(__name__)
 
 
+MAX_ANCESTOR_FETCHES = 5
+
+
 class Retry(Exception):
     """Not now: something it depends on is missing or unreachable; try again later."""
 
@@ -252,6 +255,8 @@ class Processor:
         origin = Origin(activity.raw)
         if doc.in_reply_to and doc.type != "Page":
             parent = await self._post_for(session, doc.in_reply_to)
+            if parent is None and announced and group is not None:
+                parent = await self._fetch_ancestor(session, group, doc.in_reply_to, now)
             if parent is None:
                 raise Retry("the post this replies to is not here yet")
             if group is not None and parent.group.id != group.id:
@@ -271,6 +276,25 @@ class Processor:
             session, self.limits, view, title=doc.name or html_to_text(doc.content_html)[:80],
             draft=self._draft(doc), now=now, origin=origin, announced=announced,
         )  # fmt: skip
+
+    async def _fetch_ancestor(
+        self, session: AsyncSession, group: ConditionGroup, iri: str, now: datetime, depth: int = 0
+    ) -> remote.PostRef | None:
+        """A reply announced before what it answers: fetch the missing post from its origin
+        (and its own ancestors, a few levels up) rather than apply the reply out of order."""
+        if depth >= MAX_ANCESTOR_FETCHES or self.documents.iris.local_path(iri) is not None:
+            return None
+        doc = parse_post(await self._object(session, iri, "", now))
+        if doc.in_reply_to and doc.type != "Page":
+            if await self._post_for(session, doc.in_reply_to) is None:
+                await self._fetch_ancestor(session, group, doc.in_reply_to, now, depth + 1)
+        author = await self._person(session, doc.attributed_to, now)
+        placeholder = Activity(
+            id=doc.id, type="Create", actor=doc.attributed_to, object=doc.id, object_id=doc.id,
+            target=None, to=doc.to, cc=doc.cc, audience=doc.audience, raw={},
+        )  # fmt: skip
+        await self._create_in(session, group, author, doc, placeholder, now, announced=True)
+        return await self._post_for(session, iri)
 
     async def _on_update(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
         obj = await self._object(session, activity.object, activity.actor, now)

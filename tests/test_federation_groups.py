@@ -350,3 +350,32 @@ async def test_a_rotated_group_key_is_picked_up_by_followers(
         charity, select(RemoteKey.public_pem).where(RemoteKey.actor_iri == group_iri)
     )
     assert new_key != old_key
+
+
+async def test_a_reply_to_a_thread_a_follower_never_saw_fetches_the_thread_first(
+    trio: tuple[RunningNode, ...],
+) -> None:
+    hospital, _charity, clinic = trio
+    owner = await registered(hospital, "nurse")
+    await create_group(owner, "t1d", "Type 1 diabetes", "public")
+    # Given a thread started before the clinic's member followed the group
+    page = await owner.post("/g/t1d/new", {"title": "Older thread", "body": "From before."})
+    thread_path = page.path
+    cal = await registered(clinic, "cal")
+    await follow(cal, f"t1d@{hospital.domain}")
+    await eventually(lambda: _active_follow(clinic), "the Accept on the clinic")
+    assert not await one(clinic, select(Thread.id).where(Thread.title == "Older thread"))
+
+    # When someone replies to it
+    page = await owner.post(f"{thread_path}/reply", {"body": "A reply, much later."})
+    assert page.status == 200
+
+    # Then the clinic fetches the thread it never saw, and applies the reply after it
+    async def reply_on_clinic() -> Any:
+        return await one(
+            clinic, select(Post.thread_id).where(Post.source == "A reply, much later.")
+        )
+
+    thread_id = await eventually(reply_on_clinic, "the reply on the clinic")
+    title = await one(clinic, select(Thread.title).where(Thread.id == thread_id))
+    assert title == "Older thread"

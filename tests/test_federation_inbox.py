@@ -1,0 +1,738 @@
+"""The inbox edge over real HTTP: what a signed POST must prove before anything is kept.
+
+A fake remote server (a real aiohttp app on a loopback port) publishes actors whose RSA keys
+this file generates, and records every request it receives, so the Accept or Reject our node
+sends back can be read. The node under test is a real node ("hospital") serving its app on
+another loopback port. Requests are signed here, by hand (draft-cavage and RFC 9421), without
+federation.httpsig, so that a fault shared by our signer and our verifier cannot hide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from sqlalchemy import func, select
+
+from node.groups import create_group
+from node.members import create_member
+from node.storage.models import InboxItem, Member, Membership, Post, Thread
+from tests.conftest import NodeFactory
+from tests.federation_harness import RunningNode, eventually, free_port, start_node
+
+AS2 = "https://www.w3.org/ns/activitystreams"
+SECURITY_V1 = "https://w3id.org/security/v1"
+PUBLIC = AS2 + "#Public"
+AS2_JSON = "application/activity+json"
+COVERED = ("(request-target)", "host", "date", "digest")
+MIB = 1024 * 1024
+
+
+# ---------------------------------------------------------------- keys
+
+
+@pytest.fixture(scope="module")
+def keys() -> dict[str, rsa.RSAPrivateKey]:
+    """Keys for the remote actors, plus one that nobody publishes."""
+    return {
+        name: rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        for name in ("mallory", "trent", "impostor")
+    }
+
+
+def public_pem(key: rsa.RSAPrivateKey) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+# ---------------------------------------------------------------- the fake remote server
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class FakeRemote:
+    """Another server: actors at /users/{name}, their inboxes, and any extra documents."""
+
+    port: int
+    keys: dict[str, rsa.RSAPrivateKey] = field(default_factory=dict)
+    documents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    received: list[Received] = field(default_factory=list)
+    server: TestServer | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def actor(self, name: str) -> str:
+        return f"{self.base_url}/users/{name}"
+
+    def key_id(self, name: str) -> str:
+        return self.actor(name) + "#main-key"
+
+    def actor_document(self, name: str) -> dict[str, Any]:
+        iri = self.actor(name)
+        return {
+            "@context": [AS2, SECURITY_V1],
+            "id": iri,
+            "type": "Person",
+            "preferredUsername": name,
+            "name": name.title(),
+            "inbox": iri + "/inbox",
+            "publicKey": {
+                "id": iri + "#main-key",
+                "owner": iri,
+                "publicKeyPem": public_pem(self.keys[name]),
+            },
+        }
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.received.append(
+            Received(
+                request.method,
+                request.path_qs,
+                {name.lower(): value for name, value in request.headers.items()},
+                body,
+            )
+        )
+        path = request.path
+        if request.method == "POST" and path.startswith("/users/") and path.endswith("/inbox"):
+            return web.Response(status=202)
+        if request.method == "GET":
+            name = path.removeprefix("/users/")
+            if path.startswith("/users/") and name in self.keys:
+                return json_answer(self.actor_document(name))
+            if path in self.documents:
+                return json_answer(self.documents[path])
+        return web.Response(status=404)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.server = TestServer(app, host="127.0.0.1", port=self.port)
+        await self.server.start_server()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            await self.server.close()
+
+    def gets(self, path: str) -> list[Received]:
+        return [r for r in self.received if r.method == "GET" and r.path == path]
+
+    def posted(self, kind: str, name: str = "mallory") -> list[dict[str, Any]]:
+        """The activities of one type POSTed to an actor's inbox."""
+        found = []
+        for request in self.received:
+            if request.method == "POST" and request.path == f"/users/{name}/inbox":
+                document = request.json()
+                if document.get("type") == kind:
+                    found.append(document)
+        return found
+
+
+def json_answer(document: dict[str, Any]) -> web.Response:
+    return web.Response(body=json.dumps(document).encode(), content_type=AS2_JSON)
+
+
+@pytest.fixture
+async def remote(keys: dict[str, rsa.RSAPrivateKey]) -> AsyncIterator[FakeRemote]:
+    server = FakeRemote(free_port(), keys={"mallory": keys["mallory"], "trent": keys["trent"]})
+    await server.start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def third(keys: dict[str, rsa.RSAPrivateKey]) -> AsyncIterator[FakeRemote]:
+    """A third server, on another origin than mallory's (another port)."""
+    server = FakeRemote(free_port(), keys={"mallory": keys["mallory"]})
+    await server.start()
+    yield server
+    await server.close()
+
+
+# ---------------------------------------------------------------- the node under test
+
+
+@dataclass
+class Hospital:
+    running: RunningNode
+    group_iri: str
+    group_inbox: str
+
+    @property
+    def base_url(self) -> str:
+        return self.running.base_url
+
+    def now(self) -> datetime:
+        return self.running.node.clock.now()
+
+
+@pytest.fixture
+async def hospital(make_node: NodeFactory) -> AsyncIterator[Hospital]:
+    running = await start_node(make_node, "hospital")
+    node = running.node
+    async with node.transaction() as session:
+        owner = await create_member(
+            session, node.passwords, node.settings.limits, username="nurse",
+            password="correct horse battery", display_name="Nurse", now=node.clock.now(),
+        )  # fmt: skip
+        await create_group(
+            session, node.settings.limits, owner_id=owner.id, slug="t1d",
+            name="Type 1 diabetes", now=node.clock.now(),
+        )  # fmt: skip
+    group_iri = running.base_url + "/g/t1d"
+    yield Hospital(running, group_iri, group_iri + "/inbox")
+    await running.close()
+
+
+async def count(hospital: Hospital, statement: Any) -> int:
+    async with hospital.running.node.transaction() as session:
+        return int((await session.execute(statement)).scalar_one())
+
+
+async def inbox_items(hospital: Hospital) -> int:
+    return await count(hospital, select(func.count()).select_from(InboxItem))
+
+
+async def remote_memberships(hospital: Hospital) -> int:
+    return await count(
+        hospital,
+        select(func.count())
+        .select_from(Membership)
+        .join(Member, Member.id == Membership.member_id)
+        .where(Member.domain != ""),
+    )
+
+
+async def assert_nothing_kept(hospital: Hospital) -> None:
+    assert await inbox_items(hospital) == 0, "an inbox item was stored"
+    assert await remote_memberships(hospital) == 0, "a remote membership was written"
+    assert await count(hospital, select(func.count()).select_from(Post)) == 0, "a post appeared"
+    assert await count(hospital, select(func.count()).select_from(Thread)) == 0
+
+
+# ---------------------------------------------------------------- signing by hand
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def http_date(moment: datetime) -> str:
+    return format_datetime(moment, usegmt=True)
+
+
+def cavage_headers(
+    *,
+    url: str,
+    body: bytes,
+    key: rsa.RSAPrivateKey,
+    key_id: str,
+    now: datetime,
+    covered: Iterable[str] = COVERED,
+) -> dict[str, str]:
+    """draft-cavage-http-signatures-12 over a POST, rsa-sha256, built from the spec."""
+    parts = urlsplit(url)
+    values = {
+        "(request-target)": f"post {parts.path}",
+        "host": parts.netloc,
+        "date": http_date(now),
+        "digest": "SHA-256=" + b64(hashlib.sha256(body).digest()),
+    }
+    covered = tuple(covered)
+    text = "\n".join(f"{name}: {values[name]}" for name in covered)
+    signature = key.sign(text.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return {
+        "Host": values["host"],
+        "Date": values["date"],
+        "Digest": values["digest"],
+        "Signature": f'keyId="{key_id}",algorithm="rsa-sha256",headers="{" ".join(covered)}",'
+        f'signature="{b64(signature)}"',
+    }
+
+
+def rfc9421_headers(
+    *, url: str, body: bytes, key: rsa.RSAPrivateKey, key_id: str, now: datetime
+) -> dict[str, str]:
+    """RFC 9421 signature over @method, @target-uri and content-digest (section 2.5 base)."""
+    content_digest = "sha-256=:" + b64(hashlib.sha256(body).digest()) + ":"
+    params = (
+        '("@method" "@target-uri" "content-digest")'
+        f';created={int(now.timestamp())};keyid="{key_id}";alg="rsa-v1_5-sha256"'
+    )
+    base = "\n".join(
+        [
+            '"@method": POST',
+            f'"@target-uri": {url}',
+            f'"content-digest": {content_digest}',
+            f'"@signature-params": {params}',
+        ]
+    )
+    signature = key.sign(base.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return {
+        "Content-Digest": content_digest,
+        "Signature-Input": f"sig1={params}",
+        "Signature": f"sig1=:{b64(signature)}:",
+    }
+
+
+def encode(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def follow(remote: FakeRemote, name: str, target: str) -> dict[str, Any]:
+    actor = remote.actor(name)
+    return {
+        "@context": AS2,
+        "id": f"{actor}/follows/{uuid.uuid4().hex}",
+        "type": "Follow",
+        "actor": actor,
+        "object": target,
+    }
+
+
+@dataclass
+class Answer:
+    status: int
+    reason: str
+
+
+async def post(url: str, body: bytes | Any, headers: dict[str, str] | None = None) -> Answer:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            url, data=body, headers={"Content-Type": AS2_JSON, **(headers or {})}
+        ) as response,
+    ):
+        text = await response.text()
+        reason = text
+        if response.content_type == "application/json":
+            reason = json.loads(text)["error"]
+        return Answer(response.status, reason)
+
+
+async def post_signed(
+    hospital: Hospital,
+    remote: FakeRemote,
+    document: dict[str, Any],
+    *,
+    url: str | None = None,
+    signer: str = "mallory",
+) -> Answer:
+    url = url or hospital.group_inbox
+    body = encode(document)
+    headers = cavage_headers(
+        url=url, body=body, key=remote.keys[signer], key_id=remote.key_id(signer),
+        now=hospital.now(),
+    )  # fmt: skip
+    return await post(url, body, headers)
+
+
+def assert_refused(answer: Answer, status: int, *causes: str) -> None:
+    assert answer.status == status, answer
+    for cause in causes:
+        assert cause.lower() in answer.reason.lower(), answer
+
+
+# ---------------------------------------------------------------- requests refused at the edge
+
+
+async def test_an_unsigned_post_is_refused(hospital: Hospital, remote: FakeRemote) -> None:
+    # Given a well-formed Follow with a matching Digest and a current Date, but no signature
+    body = encode(follow(remote, "mallory", hospital.group_iri))
+    headers = {
+        "Date": http_date(hospital.now()),
+        "Digest": "SHA-256=" + b64(hashlib.sha256(body).digest()),
+    }
+    # When it is POSTed to the group's inbox
+    answer = await post(hospital.group_inbox, body, headers)
+    # Then it is refused as unsigned, and nothing is kept
+    assert_refused(answer, 401, "not signed")
+    await assert_nothing_kept(hospital)
+    assert remote.received == [], "no key should be fetched for an unsigned request"
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        "this is not a list of pairs",
+        'keyId="http://127.0.0.1/users/mallory#main-key",algorithm="rsa-sha256"',
+        'keyId="k",headers="(request-target) host date digest",signature="%%not base64%%"',
+    ],
+    ids=["garbage", "no-signature-value", "bad-base64"],
+)
+async def test_a_malformed_signature_header_is_a_bad_request(
+    hospital: Hospital, remote: FakeRemote, signature: str
+) -> None:
+    # Given a Follow whose other headers are right, but whose Signature cannot be parsed
+    document = follow(remote, "mallory", hospital.group_iri)
+    body = encode(document)
+    headers = cavage_headers(
+        url=hospital.group_inbox, body=body, key=remote.keys["mallory"],
+        key_id=remote.key_id("mallory"), now=hospital.now(),
+    )  # fmt: skip
+    headers["Signature"] = signature
+    # When it is POSTed
+    answer = await post(hospital.group_inbox, body, headers)
+    # Then the request is malformed: 400, and nothing is kept
+    assert_refused(answer, 400, "malformed signature")
+    await assert_nothing_kept(hospital)
+
+
+async def test_a_body_that_is_not_json_is_a_bad_request(
+    hospital: Hospital, remote: FakeRemote
+) -> None:
+    # Given a properly signed request whose body is not JSON
+    body = b"Follow me, please: I am not JSON"
+    headers = cavage_headers(
+        url=hospital.group_inbox, body=body, key=remote.keys["mallory"],
+        key_id=remote.key_id("mallory"), now=hospital.now(),
+    )  # fmt: skip
+    # When it is POSTed
+    answer = await post(hospital.group_inbox, body, headers)
+    # Then it is a bad request about JSON
+    assert_refused(answer, 400, "not json")
+    await assert_nothing_kept(hospital)
+
+
+@pytest.mark.parametrize("missing", ["id", "type", "actor"])
+async def test_an_activity_without_id_type_or_actor_is_a_bad_request(
+    hospital: Hospital, remote: FakeRemote, missing: str
+) -> None:
+    # Given a properly signed Follow lacking one of id, type and actor
+    document = follow(remote, "mallory", hospital.group_iri)
+    del document[missing]
+    # When it is POSTed
+    answer = await post_signed(hospital, remote, document)
+    # Then it is a bad request that names what is missing
+    assert_refused(answer, 400, missing)
+    await assert_nothing_kept(hospital)
+
+
+async def test_a_key_whose_owner_is_not_the_actor_is_refused(
+    hospital: Hospital, remote: FakeRemote
+) -> None:
+    # Given a Follow whose actor is trent, validly signed with mallory's published key
+    document = follow(remote, "trent", hospital.group_iri)
+    # When mallory POSTs it
+    answer = await post_signed(hospital, remote, document, signer="mallory")
+    # Then the signer is not the actor: 401, and nothing is kept
+    assert_refused(answer, 401, "someone other than the actor")
+    await assert_nothing_kept(hospital)
+    assert remote.gets("/users/mallory"), "the node should have fetched mallory's key"
+
+
+async def test_a_signature_by_a_key_mallory_does_not_publish_is_refused_after_one_refetch(
+    hospital: Hospital, remote: FakeRemote, keys: dict[str, rsa.RSAPrivateKey]
+) -> None:
+    # Given a Follow by mallory signed with a key that is not the one she publishes
+    document = follow(remote, "mallory", hospital.group_iri)
+    body = encode(document)
+    headers = cavage_headers(
+        url=hospital.group_inbox, body=body, key=keys["impostor"],
+        key_id=remote.key_id("mallory"), now=hospital.now(),
+    )  # fmt: skip
+    # When it is POSTed
+    answer = await post(hospital.group_inbox, body, headers)
+    # Then the node fetched her key, refetched it once (a rotation?), and refused
+    assert_refused(answer, 401, "does not verify")
+    assert len(remote.gets("/users/mallory")) == 2, [r.path for r in remote.received]
+    await assert_nothing_kept(hospital)
+
+
+async def test_a_body_changed_after_signing_fails_its_digest(
+    hospital: Hospital, remote: FakeRemote
+) -> None:
+    # Given a Follow signed by mallory, whose body is then swapped for another Follow
+    signed_body = encode(follow(remote, "mallory", hospital.group_iri))
+    sent_body = encode(follow(remote, "mallory", hospital.group_iri))
+    headers = cavage_headers(
+        url=hospital.group_inbox, body=signed_body, key=remote.keys["mallory"],
+        key_id=remote.key_id("mallory"), now=hospital.now(),
+    )  # fmt: skip
+    # When the changed body is POSTed with the original headers
+    answer = await post(hospital.group_inbox, sent_body, headers)
+    # Then the Digest does not match: 401
+    assert_refused(answer, 401, "digest")
+    await assert_nothing_kept(hospital)
+
+
+@pytest.mark.parametrize("offset_hours", [-2, 2])
+async def test_a_date_more_than_an_hour_off_is_refused(
+    hospital: Hospital, remote: FakeRemote, offset_hours: int
+) -> None:
+    # Given a Follow signed by mallory with a Date two hours from the node's clock
+    document = follow(remote, "mallory", hospital.group_iri)
+    body = encode(document)
+    headers = cavage_headers(
+        url=hospital.group_inbox, body=body, key=remote.keys["mallory"],
+        key_id=remote.key_id("mallory"), now=hospital.now() + timedelta(hours=offset_hours),
+    )  # fmt: skip
+    # When it is POSTed
+    answer = await post(hospital.group_inbox, body, headers)
+    # Then the date is refused: 401
+    assert_refused(answer, 401, "date")
+    await assert_nothing_kept(hospital)
+
+
+async def test_a_signature_that_does_not_cover_the_digest_is_refused(
+    hospital: Hospital, remote: FakeRemote
+) -> None:
+    # Given a Follow with a correct Digest, signed over (request-target) host date only
+    document = follow(remote, "mallory", hospital.group_iri)
+    body = encode(document)
+    headers = cavage_headers(
+        url=hospital.group_inbox, body=body, key=remote.keys["mallory"],
+        key_id=remote.key_id("mallory"), now=hospital.now(),
+        covered=("(request-target)", "host", "date"),
+    )  # fmt: skip
+    # When it is POSTed
+    answer = await post(hospital.group_inbox, body, headers)
+    # Then the body is not bound to the signature: 401
+    assert_refused(answer, 401, "digest")
+    await assert_nothing_kept(hospital)
+
+
+async def test_an_activity_id_on_another_origin_than_its_actor_is_refused(
+    hospital: Hospital, remote: FakeRemote, third: FakeRemote
+) -> None:
+    # Given a Follow by mallory whose id lives on a third server
+    document = follow(remote, "mallory", hospital.group_iri)
+    document["id"] = f"{third.base_url}/follows/{uuid.uuid4().hex}"
+    # When mallory signs and POSTs it
+    answer = await post_signed(hospital, remote, document)
+    # Then the id is not the actor's to mint: 401
+    assert_refused(answer, 401, "id is not on its actor's server")
+    await assert_nothing_kept(hospital)
+
+
+async def test_a_key_id_on_a_third_server_is_refused_without_fetching_it(
+    hospital: Hospital, remote: FakeRemote, third: FakeRemote
+) -> None:
+    # Given a Follow by mallory (on the remote server) signed with "her" key on a third server
+    document = follow(remote, "mallory", hospital.group_iri)
+    body = encode(document)
+    headers = cavage_headers(
+        url=hospital.group_inbox, body=body, key=third.keys["mallory"],
+        key_id=third.key_id("mallory"), now=hospital.now(),
+    )  # fmt: skip
+    # When it is POSTed
+    answer = await post(hospital.group_inbox, body, headers)
+    # Then the key is not on the actor's server: 401, and the third server was never asked
+    assert_refused(answer, 401, "signing key is not on the actor's server")
+    assert third.received == []
+    await assert_nothing_kept(hospital)
+
+
+async def test_a_body_over_one_mebibyte_is_refused_before_any_signature_work(
+    hospital: Hospital, remote: FakeRemote
+) -> None:
+    # Given a signed Follow padded to just over 1 MiB
+    document = follow(remote, "mallory", hospital.group_iri)
+    document["content"] = ""
+    padding_size = MIB + 1 - len(encode(document))
+    document["content"] = "x" * padding_size
+    body = encode(document)
+    assert len(body) == MIB + 1
+    headers = cavage_headers(
+        url=hospital.group_inbox, body=body, key=remote.keys["mallory"],
+        key_id=remote.key_id("mallory"), now=hospital.now(),
+    )  # fmt: skip
+
+    # When it is POSTed with its length declared
+    declared = await post(hospital.group_inbox, body, headers)
+
+    # And again streamed in chunks, with no length declared
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 64 * 1024):
+            yield body[start : start + 64 * 1024]
+
+    streamed = await post(hospital.group_inbox, chunks(), headers)
+
+    # Then both are too large, and no key was fetched, nothing sent, nothing kept
+    for answer in (declared, streamed):
+        assert_refused(answer, 413, "over")
+    assert remote.received == []
+    assert hospital.running.recorder.requests == []
+    await assert_nothing_kept(hospital)
+
+
+# ---------------------------------------------------------------- follows
+
+
+def cavage_verify(request: Received, path: str, public_key: Any) -> str:
+    """Check a delivery's draft-cavage signature and Digest; answers the keyId."""
+    params = dict(re.findall(r'(\w+)="([^"]*)"', request.headers["signature"]))
+    covered = params["headers"].split()
+    assert {"(request-target)", "host", "date", "digest"} <= set(covered), covered
+    assert request.headers["digest"] == "SHA-256=" + b64(hashlib.sha256(request.body).digest())
+    lines = [
+        f"{name}: post {path}" if name == "(request-target)" else f"{name}: {request.headers[name]}"
+        for name in covered
+    ]
+    public_key.verify(
+        base64.b64decode(params["signature"]),
+        "\n".join(lines).encode(),
+        padding.PKCS1v15(),
+        hashes.SHA256(),
+    )
+    return params["keyId"]
+
+
+async def published_key(url: str) -> Any:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, headers={"Accept": AS2_JSON}) as response,
+    ):
+        assert response.status == 200, url
+        document = json.loads(await response.text())
+    return serialization.load_pem_public_key(document["publicKey"]["publicKeyPem"].encode())
+
+
+async def test_a_follow_of_a_public_group_is_accepted_and_answered_with_a_signed_accept(
+    hospital: Hospital, remote: FakeRemote
+) -> None:
+    # Given a Follow of the public group, signed by mallory
+    document = follow(remote, "mallory", hospital.group_iri)
+    # When she POSTs it to the group's inbox
+    answer = await post_signed(hospital, remote, document)
+    # Then it is accepted for processing
+    assert answer.status == 202, answer
+    assert await inbox_items(hospital) == 1
+
+    # And an Accept from the group, embedding her Follow, reaches her inbox
+    accepts = await eventually(lambda: _async(remote.posted("Accept")), "the Accept at mallory")
+    accept = accepts[0]
+    assert accept["actor"] == hospital.group_iri
+    assert isinstance(accept["object"], dict), accept
+    assert accept["object"]["id"] == document["id"]
+    assert accept["object"]["type"] == "Follow"
+    assert accept["object"]["actor"] == remote.actor("mallory")
+    assert accept["object"]["object"] == hospital.group_iri
+    # And it is signed with the group's published key, over its body
+    delivery = next(r for r in remote.received if r.method == "POST")
+    key_id = cavage_verify(
+        delivery, "/users/mallory/inbox", await published_key(hospital.group_iri)
+    )
+    assert key_id == hospital.group_iri + "#main-key"
+    # And she is now an active member
+    assert await remote_memberships(hospital) == 1
+
+
+async def test_the_same_follow_delivered_twice_at_once_is_kept_once(
+    hospital: Hospital, remote: FakeRemote
+) -> None:
+    # Given one signed Follow of the public group
+    document = follow(remote, "mallory", hospital.group_iri)
+    body = encode(document)
+    headers = cavage_headers(
+        url=hospital.group_inbox, body=body, key=remote.keys["mallory"],
+        key_id=remote.key_id("mallory"), now=hospital.now(),
+    )  # fmt: skip
+    # When it is POSTed twice concurrently
+    answers = await asyncio.gather(
+        post(hospital.group_inbox, body, headers), post(hospital.group_inbox, body, headers)
+    )
+    # Then both deliveries are acknowledged, but one inbox item is kept
+    assert [answer.status for answer in answers] == [202, 202], answers
+    assert await inbox_items(hospital) == 1
+    # And once processed, she has one membership and one Accept
+    await eventually(lambda: _async(remote.posted("Accept")), "the Accept at mallory")
+    assert await remote_memberships(hospital) == 1
+    done = select(func.count()).select_from(InboxItem).where(InboxItem.state == "done")
+    assert await count(hospital, done) == 1
+    assert len(remote.posted("Accept")) == 1
+
+
+async def test_a_follow_of_a_private_or_missing_group_is_rejected_by_the_instance_actor(
+    hospital: Hospital, remote: FakeRemote
+) -> None:
+    # Given a private group on the node
+    node = hospital.running.node
+    slug, name = "hushgroup", "Quiet condition circle"
+    async with node.transaction() as session:
+        owner = (await session.execute(select(Member).where(Member.username == "nurse"))).scalar()
+        assert owner is not None
+        await create_group(
+            session, node.settings.limits, owner_id=owner.id, slug=slug, name=name,
+            private=True, now=node.clock.now(),
+        )  # fmt: skip
+    private_iri = f"{hospital.base_url}/g/{slug}"
+    missing_iri = f"{hospital.base_url}/g/nosuchgroup"
+    # And its group inbox answers exactly as a missing group's does
+    for iri in (private_iri, missing_iri):
+        assert (await post(iri + "/inbox", b"{}")).status == 404, iri
+
+    # When mallory Follows the private group, then a group that does not exist
+    follows = [follow(remote, "mallory", iri) for iri in (private_iri, missing_iri)]
+    for document in follows:
+        answer = await post_signed(hospital, remote, document, url=hospital.base_url + "/inbox")
+        assert answer.status == 202, answer
+
+    # Then each is answered with a Reject from the instance actor, embedding the Follow
+    async def both_rejects() -> list[dict[str, Any]] | None:
+        rejects = remote.posted("Reject")
+        return rejects if len(rejects) == 2 else None
+
+    rejects = await eventually(both_rejects, "two Rejects at mallory")
+    instance = hospital.base_url + "/actor"
+    by_follow = {reject["object"]["id"]: reject for reject in rejects}
+    assert set(by_follow) == {document["id"] for document in follows}
+    for document in follows:
+        reject = by_follow[document["id"]]
+        assert reject["actor"] == instance
+        assert reject["object"]["object"] == document["object"]
+    # And the two Rejects are alike but for the Follow they answer: no tell of existence
+    assert {key for key in by_follow[follows[0]["id"]]} == {
+        key for key in by_follow[follows[1]["id"]]
+    }
+    for delivery in (r for r in remote.received if r.method == "POST"):
+        assert f'keyId="{instance}#main-key"' in delivery.headers["signature"]
+    # And nothing of the private group left the node, except mallory's own Follow echoed back
+    assert await remote_memberships(hospital) == 0
+    sent = hospital.running.recorder.requests
+    assert sent, "the node sent nothing"
+    for request in sent:
+        text = request.body.decode("utf-8", "replace")
+        if text.startswith("{"):
+            document = json.loads(text)
+            if document.get("type") == "Reject" and document["object"] == follows[0]:
+                document = {**document, "object": "(mallory's own Follow)"}
+            text = json.dumps(document)
+        blob = request.url + text
+        for secret in (slug, name):
+            assert secret not in blob, f"{secret!r} left the node in {request.method} {request.url}"
+
+
+async def _async(value: Any) -> Any:
+    return value
