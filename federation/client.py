@@ -55,6 +55,20 @@ def address_allowed(address: str, allow_loopback: bool) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
+class RefusedAddress(OSError):
+    """A name resolved to an address this node never connects to."""
+
+
+def _transport_error(error: aiohttp.ClientError, url: str) -> FetchError:
+    """Typed: a refused address or an unusable URL is final; anything else may pass."""
+    cause = getattr(error, "os_error", None)
+    if isinstance(cause, RefusedAddress):
+        return FetchError("refused", str(cause))
+    if isinstance(error, aiohttp.InvalidURL):
+        return FetchError("refused", f"not a usable URL: {url[:200]}")
+    return FetchError("unavailable", f"cannot reach {url[:200]}: {error}")
+
+
 class FilteringResolver(AbstractResolver):
     """Resolves names, then refuses when any address the name has is not allowed."""
 
@@ -68,7 +82,7 @@ class FilteringResolver(AbstractResolver):
         results = await self._inner.resolve(host, port, family)
         for result in results:
             if not address_allowed(result["host"], self._allow_loopback):
-                raise OSError(f"refusing to connect to {host}: it resolves to a private address")
+                raise RefusedAddress(f"refusing to connect to {host}: it is a private address")
         return results
 
     async def close(self) -> None:
@@ -153,7 +167,7 @@ class FederationClient:
                     body = await self._read_capped(resp)
                     self._raise_for_status(resp.status, url)
             except aiohttp.ClientError as error:
-                raise FetchError("unavailable", f"cannot fetch {url[:200]}: {error}") from None
+                raise _transport_error(error, url) from None
             except TimeoutError:
                 raise FetchError("unavailable", f"timed out fetching {url[:200]}") from None
             except OSError as error:
@@ -185,7 +199,7 @@ class FederationClient:
                 text = (await resp.content.read(4096)).decode("utf-8", "replace")
                 return resp.status, text, dict(resp.headers)
         except aiohttp.ClientError as error:
-            raise FetchError("unavailable", f"cannot deliver to {url[:200]}: {error}") from None
+            raise _transport_error(error, url) from None
         except TimeoutError:
             raise FetchError("unavailable", f"timed out delivering to {url[:200]}") from None
         except OSError as error:

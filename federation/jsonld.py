@@ -30,7 +30,7 @@ EXTENSION_TERMS: dict[str, Any] = {
     "toot": "http://joinmastodon.org/ns#",
     "lemmy": "https://join-lemmy.org/ns#",
     "litepub": "http://litepub.social/ns#",
-    "schema": "http://schema.org/",
+    "schema": "http://schema.org#",  # as Mastodon, Mbin and WordPress spell it
     "sensitive": "as:sensitive",
     "manuallyApprovesFollowers": "as:manuallyApprovesFollowers",
     "Hashtag": "as:Hashtag",
@@ -161,7 +161,8 @@ def _is_plain(context: Any) -> bool:
                 # A redefined core term would change meaning; an unknown term is only ignored.
                 if term in known and known[term] != definition:
                     return False
-                if term not in known and ":" not in term and _is_core_term(term):
+                core = _core_definitions()
+                if term not in known and term in core and core[term] != definition:
                     return False
         else:
             return False
@@ -169,21 +170,29 @@ def _is_plain(context: Any) -> bool:
 
 
 @lru_cache(maxsize=1)
-def _core_terms() -> frozenset[str]:
-    document = _bundled_document(AS2) or {}
-    security = _bundled_document(SECURITY_V1) or {}
-    return frozenset(document.get("@context", {})) | frozenset(security.get("@context", {}))
+def _core_definitions() -> dict[str, Any]:
+    """The terms ActivityStreams and security v1 define, with their definitions: restating
+    one exactly (as Mastodon does with alsoKnownAs) keeps a document plain."""
+    security = (_bundled_document(SECURITY_V1) or {}).get("@context", {})
+    streams = (_bundled_document(AS2) or {}).get("@context", {})
+    return {**security, **streams}
 
 
-def _is_core_term(term: str) -> bool:
-    return term in _core_terms()
+def _is_plain_document(document: dict[str, Any]) -> bool:
+    """The top-level context, and that of an embedded object if it brings its own."""
+    if not _is_plain(document.get("@context")):
+        return False
+    embedded = document.get("object")
+    if isinstance(embedded, dict) and "@context" in embedded:
+        return _is_plain_document(embedded)
+    return True
 
 
 def normalise(document: dict[str, Any]) -> dict[str, Any]:
     """The document in our canonical context: as it is when plain, else expanded and compacted."""
     if not isinstance(document, dict):
         raise InvalidDocument("a JSON-LD document must be an object")
-    if _is_plain(document.get("@context")):
+    if _is_plain_document(document):
         return document
     options = {"documentLoader": load_document}
     try:
