@@ -16,7 +16,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from urllib.parse import urlsplit
 
@@ -190,7 +190,7 @@ def sign_cavage(
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     headers = {k.lower(): v for k, v in (extra_headers or {}).items()}
     headers["host"] = parts.netloc
-    headers["date"] = format_datetime(now.astimezone(), usegmt=True)
+    headers["date"] = format_datetime(now.astimezone(UTC), usegmt=True)
     covered: tuple[str, ...] = ("(request-target)", "host", "date")
     if body is not None:
         headers["digest"] = digest_header(body)

@@ -75,6 +75,7 @@ def _check_date(headers: Mapping[str, str], created: int | None, now: datetime) 
 class ParsedSignature:
     key_id: str
     created: int | None
+    expires: int | None
     cavage: httpsig.CavageSignature | None
     message: httpsig.MessageSignature | None
 
@@ -93,7 +94,9 @@ def parse_signature(request: SignedRequest) -> ParsedSignature:
             required = {"@method", "@target-uri", "content-digest"}
             if not required <= set(message.components):
                 raise Refused(401, "the signature must cover @method, @target-uri, content-digest")
-            return ParsedSignature(message.key_id, message.created, None, message)
+            if message.created is None:
+                raise Refused(401, "the message signature has no created time")
+            return ParsedSignature(message.key_id, message.created, message.expires, None, message)
         if "signature" not in headers:
             raise Refused(401, "the request is not signed")
         cavage = httpsig.parse_cavage_signature(headers["signature"])
@@ -102,7 +105,7 @@ def parse_signature(request: SignedRequest) -> ParsedSignature:
     required = {"(request-target)", "host", "date", "digest"}
     if not required <= set(cavage.headers):
         raise Refused(401, "the signature must cover (request-target), host, date and digest")
-    return ParsedSignature(cavage.key_id, cavage.created, cavage, None)
+    return ParsedSignature(cavage.key_id, cavage.created, cavage.expires, cavage, None)
 
 
 def signing_key_id(headers: Mapping[str, str]) -> str | None:
@@ -173,6 +176,8 @@ async def authenticate(
     except httpsig.SignatureMismatch as error:
         raise Refused(401, str(error)) from None
     _check_date(request.headers, signature.created, now)
+    if signature.expires is not None and signature.expires < now.timestamp():
+        raise Refused(401, "the signature has expired")
     try:
         normalised = normalise(document)
         activity = parse_activity(normalised)

@@ -192,6 +192,15 @@ def normalise(document: dict[str, Any]) -> dict[str, Any]:
     """The document in our canonical context: as it is when plain, else expanded and compacted."""
     if not isinstance(document, dict):
         raise InvalidDocument("a JSON-LD document must be an object")
+    context = document.get("@context")
+    if context is None:
+        document = {**document, "@context": AS2}  # AS2 section 4.1: the default context
+    elif AS2 not in (context if isinstance(context, list) else [context]):
+        # Mbin names only its own context; what it means is ActivityStreams.
+        document = {
+            **document,
+            "@context": [AS2, *(context if isinstance(context, list) else [context])],
+        }
     if _is_plain_document(document):
         return document
     options = {"documentLoader": load_document}

@@ -208,15 +208,15 @@ class DeliveryQueue:
             signer = await self.directory.signer(session, activity.signer, key_id)
             inbox, body = delivery.inbox_url, activity.body.encode()
         host = urlsplit(inbox).netloc
-        status, text, headers, error = None, "", {}, ""
+        status, text, headers, error, final = None, "", {}, "", False
         async with self._overall, self._hosts[host]:
             try:
                 status, text, headers = await self.client.post_signed(
                     inbox, body, signer, self.node.clock.now()
                 )
             except FetchError as failure:
-                error = str(failure)
-        await self._record(delivery_id, status, text, headers, error)
+                error, final = str(failure), failure.kind == "refused"
+        await self._record(delivery_id, status, text, headers, error, final)
 
     def directory_key_id(self, activity: OutboxActivity) -> str:
         return activity.actor_iri + "#main-key"
@@ -228,6 +228,7 @@ class DeliveryQueue:
         text: str,
         headers: dict[str, str],
         error: str,
+        final: bool = False,
     ) -> None:
         now = self.node.clock.now()
         async with self.node.transaction() as session:
@@ -244,6 +245,8 @@ class DeliveryQueue:
             delivery.last_error = (error or f"HTTP {status}: {text[:500]}")[:2000]
             if status == 410:
                 delivery.state = "abandoned"  # the recipient is gone
+            elif final:
+                delivery.state = "failed"  # an address this node never sends to
             elif status is not None and 400 <= status < 500 and status not in (408, 429):
                 delivery.state = "failed"  # refused for good; the reason is kept
             elif now - delivery.created_at >= GIVE_UP_AFTER:

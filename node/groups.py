@@ -160,24 +160,30 @@ async def view_group(
     Lacking `need` on a group one may know of is also NotFound for reads, so a private group's
     content never answers differently from a missing one.
     """
-    group = await find_group(session, slug)
+    group = await find_group_by_address(session, slug)
     if group is None:
         raise NotFound(GROUP_NOT_FOUND)
     return await _checked_view(session, group, viewer, need)
 
 
-async def find_group(session: AsyncSession, slug: str) -> ConditionGroup | None:
-    """A group by its address, whoever asks; callers decide what the asker may see."""
-    handle = normalise_handle(slug)
-    if "@" in handle:
-        name, _, domain = handle.partition("@")
-        return (
-            await session.execute(
-                select(ConditionGroup).where(
-                    ConditionGroup.slug == name, ConditionGroup.domain == domain
-                )
+async def find_group_by_address(session: AsyncSession, address: str) -> ConditionGroup | None:
+    """A local group by slug, or this node's copy of a remote group by slug@domain."""
+    handle = normalise_handle(address)
+    if "@" not in handle:
+        return await find_group(session, handle)
+    name, _, domain = handle.partition("@")
+    return (
+        await session.execute(
+            select(ConditionGroup).where(
+                ConditionGroup.slug == name, ConditionGroup.domain == domain
             )
-        ).scalar_one_or_none()
+        )
+    ).scalar_one_or_none()
+
+
+async def find_group(session: AsyncSession, slug: str) -> ConditionGroup | None:
+    """A local group by its slug, whoever asks; callers decide what the asker may see."""
+    handle = normalise_handle(slug)
     if handle_problem(handle, "group address"):
         return None
     return (

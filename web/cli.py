@@ -31,6 +31,7 @@ from web.app import create_app
 from web.demo import run_demo
 
 DATABASE_URL_ENV = "HEALTHNODE_DATABASE_URL"
+BLOCKED_DOMAINS_ENV = "HEALTHNODE_BLOCKED_DOMAINS"
 
 
 class CommandError(Exception):
@@ -114,7 +115,17 @@ def settings_from(args: argparse.Namespace) -> Settings:
         domain = validate_domain(domain)
     except ValueError as error:
         raise CommandError(str(error)) from None
-    return Settings(domain=domain, data_dir=args.data_dir, database_url=args.database_url)
+    blocked = frozenset(
+        item.strip().lower()
+        for item in os.environ.get(BLOCKED_DOMAINS_ENV, "").split(",")
+        if item.strip()
+    )
+    return Settings(
+        domain=domain,
+        data_dir=args.data_dir,
+        database_url=args.database_url,
+        blocked_domains=blocked,
+    )
 
 
 async def _with_node(settings: Settings, work: Callable[[NodeContext], Awaitable[str]]) -> str:

@@ -40,6 +40,8 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
     "Cross-Origin-Opener-Policy": "same-origin",
+    # The same addresses answer people with HTML and servers with ActivityStreams.
+    "Vary": "Accept",
 }
 
 STATUS_OF = {NotFound: 404, Forbidden: 403, Conflict: 409, Invalid: 400}

@@ -39,6 +39,8 @@ AS2_TYPES = ("application/activity+json", "application/ld+json")
 
 def register(router: web.UrlDispatcher) -> None:
     router.add_get("/actor", instance_actor)
+    router.add_get("/actor/outbox", instance_collection)
+    router.add_get("/actor/followers", instance_collection)
     router.add_post("/actor/inbox", shared_inbox)
     router.add_post("/inbox", shared_inbox)
     router.add_post("/u/{username}/inbox", member_inbox)
@@ -75,8 +77,9 @@ def federation_of(request: web.Request) -> Federation:
 
 
 async def _check_fetch_signature(request: web.Request) -> None:
-    """Authorized fetch: a signed GET must verify, and its signer's server must not be
-    blocked. Unsigned GETs of public documents are answered (Mastodon-compatible)."""
+    """A GET signed for a blocked server is refused. The signature is not verified: public
+    documents are also answered unsigned (as Mastodon does without authorized-fetch mode),
+    so verifying would protect nothing that is not already public."""
     headers = {name.lower(): value for name, value in request.headers.items()}
     try:
         key_id = inbox_edge.signing_key_id(headers)
@@ -107,6 +110,12 @@ async def instance_actor(request: web.Request) -> web.Response:
     pem = await public_pem_of(db(request), INSTANCE_ACTOR)
     assert pem is not None
     return as2(federation_of(request).documents.application(pem))
+
+
+async def instance_collection(request: web.Request) -> web.Response:
+    """The instance actor publishes nothing and is followed by no one."""
+    documents = federation_of(request).documents
+    return as2(documents.collection(documents.iris.base_url + request.path, 0, []))
 
 
 async def member_document(request: web.Request, member: Member) -> web.Response:
@@ -212,22 +221,23 @@ async def group_outbox(request: web.Request) -> web.Response:
         )
     ).scalar_one()
     page = _page_number(request)
-    if page is None:
-        document = documents.collection(iri, total)
-        document["first"] = f"{iri}?page=1"
-        return as2(document)
     rows = (
         await session.execute(
             select(OutboxActivity.body)
             .where(OutboxActivity.actor_iri == actor, OutboxActivity.type == "Announce")
             .order_by(OutboxActivity.created_at.desc(), OutboxActivity.id.desc())
-            .offset((page - 1) * PAGE_SIZE)
+            .offset(((page or 1) - 1) * PAGE_SIZE)
             .limit(PAGE_SIZE)
         )
     ).scalars()
     items = [json.loads(body) for body in rows]
     for item in items:
         item.pop("@context", None)
+    if page is None:
+        # The newest page inline as well, for peers (Lemmy) that read the collection itself.
+        document = documents.collection(iri, total, items)
+        document["first"] = f"{iri}?page=1"
+        return as2(document)
     document = documents.collection(f"{iri}?page={page}", total, items)
     document["type"] = "OrderedCollectionPage"
     document["partOf"] = iri
@@ -248,7 +258,10 @@ async def group_followers(request: web.Request) -> web.Response:
         )
     ).scalar_one()
     documents = federation_of(request).documents
-    return as2(documents.collection(documents.group_iri(group) + "/followers", count))
+    document = documents.collection(documents.group_iri(group) + "/followers", count)
+    # Lemmy reads a Collection with (empty) items; the count is all anyone learns.
+    document |= {"type": "Collection", "items": []}
+    return as2(document)
 
 
 async def group_moderators(request: web.Request) -> web.Response:
