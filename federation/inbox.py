@@ -246,3 +246,10 @@ async def store(
 
 def is_handled(activity: Activity) -> bool:
     return activity.type in HANDLED_TYPES
+
+
+async def inbox_body(session: AsyncSession, activity_id: str) -> str | None:
+    row = (
+        await session.execute(select(InboxItem.body).where(InboxItem.activity_id == activity_id))
+    ).first()
+    return row[0] if row else None

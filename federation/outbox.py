@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.actors import group_key_owner, member_key_owner
@@ -217,6 +218,7 @@ class Outbox:
         parent_inbox = self._inbox_of(parent[1]) if parent else []
         object_iri = self.documents.object_iri(ref.post, ref.thread)
         group_iri = self.documents.group_iri(ref.group)
+        await self._forget_content(session, object_iri)
         if ref.group.domain == LOCAL:
             inner: Any = event.origin.activity if event.origin else None
             if inner is None:
@@ -234,6 +236,28 @@ class Outbox:
                 to=[PUBLIC], cc=[group_iri], audience=group_iri,
             )  # fmt: skip
             await self._queue(session, delete, self._group_inbox(ref.group) + parent_inbox)
+
+    async def _forget_content(self, session: AsyncSession, object_iri: str) -> None:
+        """A deleted post's text must not live on in what we published about it: earlier
+        activities carrying it become tombstones, and their unsent deliveries are dropped."""
+        candidates = await session.execute(
+            select(OutboxActivity).where(
+                OutboxActivity.type.in_(("Create", "Update", "Announce")),
+                OutboxActivity.body.contains(object_iri, autoescape=True),
+            )
+        )
+        for row in candidates.scalars():
+            if _carries(json.loads(row.body), object_iri):
+                row.body = json.dumps(
+                    {"id": self.documents.iris.activity(row.id), "type": "Tombstone"}
+                )
+                row.type = "Tombstone"
+                await session.execute(
+                    update(Delivery)
+                    .where(Delivery.activity_id == row.id, Delivery.state == "queued")
+                    .values(state="abandoned", last_error="the post was deleted")
+                )
+        await session.flush()
 
     def _actor_for(self, member: Member, group: ConditionGroup) -> tuple[str, str]:
         """Who signs a moderation by a local member in a local group: the member, when their
@@ -363,3 +387,14 @@ class Outbox:
             to=[self.documents.member_iri(follower)],
         )  # fmt: skip
         await self._queue(session, reject, [follower.inbox_url] if follower.inbox_url else [])
+
+
+def _carries(activity: dict[str, Any], object_iri: str) -> bool:
+    """Whether an activity embeds the object's content (itself, or inside what it announces)."""
+    obj = activity.get("object")
+    if isinstance(obj, dict):
+        if obj.get("id") == object_iri and obj.get("type") not in ("Tombstone",):
+            return obj.get("type") in ("Page", "Note", "Article", "Question")
+        if obj.get("type") in ("Create", "Update"):
+            return _carries(obj, object_iri)
+    return False

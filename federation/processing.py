@@ -8,6 +8,7 @@ embedded from another origin are fetched from their own server instead of being 
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from federation.actors import ActorDirectory
 from federation.client import FetchError
 from federation.convert import Documents
+from federation.inbox import inbox_body
 from federation.jsonld import InvalidDocument, normalise
 from federation.outbox import Outbox
 from federation.vocab import (
@@ -158,6 +160,8 @@ class Processor:
 
     async def _on_undo(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
         inner = activity.embedded_object
+        if inner is None and activity.object_id:
+            inner = await self._received(session, activity.object_id)
         inner_type = inner.get("type") if inner else None
         if inner_type == "Follow" and inner is not None:
             if inner.get("actor") not in (None, activity.actor):
@@ -171,13 +175,18 @@ class Processor:
         if inner_type == "Like" or inner is None:
             await self._undo_like(session, activity, inner, now)
 
+    async def _received(self, session: AsyncSession, activity_id: str) -> dict[str, Any] | None:
+        """An activity this node received earlier, by its id (an Undo may name it only)."""
+        body = await inbox_body(session, activity_id)
+        return json.loads(body) if body else None
+
     async def _undo_like(
         self,
         session: AsyncSession,
         activity: Activity,
         like: dict[str, Any] | None,
         now: datetime,
-        announced: bool = False,
+        announced_by: ConditionGroup | None = None,
     ) -> None:
         like_id = activity.object_id
         reaction = await remote.reaction_by_activity(session, like_id) if like_id else None
@@ -191,8 +200,10 @@ class Processor:
         else:
             return
         member = await remote.member_by_iri(session, activity.actor)
-        if member is None:
+        ref = await remote.post_ref(session, post_id)
+        if member is None or ref is None:
             return
+        announced = _check_announcer(ref, announced_by)
         await posts.set_helpful(
             session, Viewer(member.id), post_id=post_id, helpful=False, now=now,
             origin=Origin(activity.raw), announced=announced,
@@ -217,6 +228,9 @@ class Processor:
             path = self.documents.iris.local_path(follower_iri)
             if path and path.startswith("/u/"):
                 member = await find_member(session, path[3:])
+        elif activity.object_id:
+            # The Follow named by id only: it is ours, and its id is kept on the membership.
+            member = await remote.member_by_follow(session, group.id, activity.object_id)
         if member is None:
             return
         try:
@@ -271,6 +285,8 @@ class Processor:
             return
         if group is None:
             raise Rejected("the post is addressed to no group here")
+        if announced and doc.audience and group.actor_iri not in doc.audience:
+            raise Rejected("a group announced a thread that belongs to another group")
         view = await groups.unchecked_view(session, group, viewer)
         await posts.start_thread(
             session, self.limits, view, title=doc.name or html_to_text(doc.content_html)[:80],
@@ -303,17 +319,18 @@ class Processor:
                 await self.directory.fetch_actor(session, activity.actor, now)
             return
         doc = parse_post(obj)
-        await self._update(session, activity, doc, now, announced=False)
+        await self._update(session, activity, doc, now, announced_by=None)
 
     async def _update(
         self, session: AsyncSession, activity: Activity, doc: PostDoc, now: datetime,
-        announced: bool,
+        announced_by: ConditionGroup | None,
     ) -> None:  # fmt: skip
         if doc.attributed_to != activity.actor:
             raise Rejected("only the author may edit a post")
         ref = await self._post_for(session, doc.id)
         if ref is None:
             raise Retry("the post being edited is not here yet")
+        announced = _check_announcer(ref, announced_by)
         author = await remote.member_by_iri(session, activity.actor)
         if author is None:
             raise Rejected("unknown author")
@@ -324,10 +341,14 @@ class Processor:
         )  # fmt: skip
 
     async def _on_delete(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
-        await self._delete(session, activity, now, announced=False)
+        await self._delete(session, activity, now, announced_by=None)
 
     async def _delete(
-        self, session: AsyncSession, activity: Activity, now: datetime, announced: bool
+        self,
+        session: AsyncSession,
+        activity: Activity,
+        now: datetime,
+        announced_by: ConditionGroup | None,
     ) -> None:
         target = activity.object_id
         if target is None or target == activity.actor:
@@ -335,6 +356,7 @@ class Processor:
         ref = await self._post_for(session, target)
         if ref is None:
             return
+        announced = _check_announcer(ref, announced_by)
         member = await remote.member_by_iri(session, activity.actor)
         if member is None:
             member = await self._person(session, activity.actor, now)
@@ -344,14 +366,19 @@ class Processor:
         )  # fmt: skip
 
     async def _on_like(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
-        await self._like(session, activity, now, announced=False)
+        await self._like(session, activity, now, announced_by=None)
 
     async def _like(
-        self, session: AsyncSession, activity: Activity, now: datetime, announced: bool
+        self,
+        session: AsyncSession,
+        activity: Activity,
+        now: datetime,
+        announced_by: ConditionGroup | None,
     ) -> None:
         ref = await self._post_for(session, activity.object_id or "")
         if ref is None:
             return
+        announced = _check_announcer(ref, announced_by)
         member = await self._person(session, activity.actor, now)
         try:
             await posts.set_helpful(
@@ -390,14 +417,16 @@ class Processor:
             case "Update":
                 obj = await self._object(session, inner.object, activity.actor, now)
                 if obj.get("type") in ("Page", "Note", "Article", "Question"):
-                    await self._update(session, inner, parse_post(obj), now, announced=True)
+                    await self._update(session, inner, parse_post(obj), now, announced_by=group)
             case "Delete":
-                await self._delete(session, inner, now, announced=True)
+                await self._delete(session, inner, now, announced_by=group)
             case "Like":
-                await self._like(session, inner, now, announced=True)
+                await self._like(session, inner, now, announced_by=group)
             case "Undo":
                 if (inner.embedded_object or {}).get("type") in ("Like", None):
-                    await self._undo_like(session, inner, inner.embedded_object, now, True)
+                    await self._undo_like(
+                        session, inner, inner.embedded_object, now, announced_by=group
+                    )
             case "Block":
                 await self._blocked(session, group, inner, now)
 
@@ -445,6 +474,15 @@ class Processor:
         if group is None or not same_origin(group_iri, activity.actor):
             return
         await self._blocked(session, group, activity, now)
+
+
+def _check_announcer(ref: remote.PostRef, announced_by: ConditionGroup | None) -> bool:
+    """A group's Announce speaks for that group only: never for posts of another group."""
+    if announced_by is None:
+        return False
+    if ref.group.id != announced_by.id:
+        raise Rejected("a group announced something about another group's post")
+    return True
 
 
 def _id_of(value: Any) -> str | None:

@@ -312,3 +312,14 @@ async def remote_group_inboxes_of(session: AsyncSession, member_id: int) -> list
         )
     )
     return sorted({shared or inbox for shared, inbox in rows.all() if shared or inbox})
+
+
+async def member_by_follow(session: AsyncSession, group_id: int, follow_id: str) -> Member | None:
+    """The local member whose Follow of a remote group had this id."""
+    return (
+        await session.execute(
+            select(Member)
+            .join(Membership, Membership.member_id == Member.id)
+            .where(Membership.group_id == group_id, Membership.follow_activity_id == follow_id)
+        )
+    ).scalar_one_or_none()

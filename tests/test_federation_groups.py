@@ -135,6 +135,15 @@ async def test_remote_members_follow_post_reply_mark_edit_and_delete(
     for node in (hospital, clinic):
         await eventually(lambda node=node: deleted_on(node), f"the deletion on {node.name}")
 
+    # And what the group published no longer carries the deleted text
+    reader = await hospital.browser()
+    async with reader.client.get(
+        "/g/t1d/outbox?page=1", headers={"Accept": "application/activity+json"}
+    ) as response:
+        outbox = await response.text()
+    assert "Every week, sadly." in outbox  # the reply is still there
+    assert "anyone else" not in outbox and "Anyone **else**" not in outbox
+
     # Then every node shows the same conversation
     for node, thread_id in (
         (hospital, hospital_thread),

@@ -191,7 +191,8 @@ async def activity_document(request: web.Request) -> web.Response:
     row = await db(request).get(OutboxActivity, request.match_info["activity_id"])
     if row is None:
         raise web.HTTPNotFound()
-    return as2(json.loads(row.body))
+    document = json.loads(row.body)
+    return as2(document, status=410 if row.type == "Tombstone" else 200)
 
 
 # ---------------------------------------------------------------- collections
