@@ -58,6 +58,10 @@ class Outbox:
                     await self._helpful_changed(session, event)
                 case events.MembershipChanged():
                     await self._membership_changed(session, event)
+                case events.MemberUpdated():
+                    member = await session.get(Member, event.member_id)
+                    if member is not None and member.domain == LOCAL:
+                        await self.member_updated(session, member)
 
     # ------------------------------------------------------------ storing and queueing
 
@@ -357,7 +361,8 @@ class Outbox:
     async def member_updated(self, session: AsyncSession, member: Member) -> None:
         """Update{Person} to the remote groups the member belongs to (new key, new name)."""
         pem = await public_pem_of(session, member_key_owner(member.id))
-        assert pem is not None
+        if pem is None:
+            return  # never federated: nobody elsewhere knows this member
         person = self.documents.person(member, pem)
         inboxes = await remote.remote_group_inboxes_of(session, member.id)
         update = await self._store(

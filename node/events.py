@@ -29,6 +29,13 @@ class MemberCreated:
 
 
 @dataclass(frozen=True)
+class MemberUpdated:
+    """A member's public profile (name, bio) changed."""
+
+    member_id: int
+
+
+@dataclass(frozen=True)
 class GroupCreated:
     group_id: int
 
@@ -84,6 +91,7 @@ class MembershipChanged:
 
 Event = (
     MemberCreated
+    | MemberUpdated
     | GroupCreated
     | ThreadStarted
     | PostReplied

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.config import Limits
 from node.errors import Conflict, Invalid, NotFound
-from node.events import MemberCreated, record
+from node.events import MemberCreated, MemberUpdated, record
 from node.passwords import Passwords
 from node.storage.models import LOCAL, ConditionGroup, Handle, Member, Membership
 from node.validation import collect, handle_problem, normalise_handle, text_problem
@@ -125,6 +125,7 @@ async def update_profile(
     member.display_name = display_name
     member.bio = bio.strip()
     await session.flush()
+    record(session, MemberUpdated(member.id))
     return member
 
 
