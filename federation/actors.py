@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.client import FederationClient, FetchError, Signer
@@ -102,15 +103,18 @@ class ActorDirectory:
     async def _remember(self, session: AsyncSession, actor: ActorDoc, now: datetime) -> None:
         row = await session.get(RemoteKey, actor.key_id)
         if row is None:
-            session.add(
-                RemoteKey(
-                    key_id=actor.key_id,
-                    actor_iri=actor.id,
-                    public_pem=actor.public_key_pem,
-                    fetched_at=now,
-                )
-            )
-        else:
+            try:
+                async with session.begin_nested():
+                    row = RemoteKey(
+                        key_id=actor.key_id,
+                        actor_iri=actor.id,
+                        public_pem=actor.public_key_pem,
+                        fetched_at=now,
+                    )
+                    session.add(row)
+            except IntegrityError:  # a concurrent request stored it first
+                row = await session.get(RemoteKey, actor.key_id)
+        if row is not None:
             row.actor_iri, row.public_pem, row.fetched_at = actor.id, actor.public_key_pem, now
         facts = remote.RemoteActorFacts(
             iri=actor.id,

@@ -47,6 +47,7 @@ class SignedRequest:
     path_and_query: str
     headers: Mapping[str, str]  # lower-case names
     body: bytes
+    expected_host: str = ""  # our own domain: a request signed for another server is refused
 
 
 class Refused(Exception):
@@ -105,7 +106,10 @@ def parse_signature(request: SignedRequest) -> ParsedSignature:
     required = {"(request-target)", "host", "date", "digest"}
     if not required <= set(cavage.headers):
         raise Refused(401, "the signature must cover (request-target), host, date and digest")
-    return ParsedSignature(cavage.key_id, cavage.created, cavage.expires, cavage, None)
+    # (created) and (expires) count only when the signature covers them.
+    created = cavage.created if "(created)" in cavage.headers else None
+    expires = cavage.expires if "(expires)" in cavage.headers else None
+    return ParsedSignature(cavage.key_id, created, expires, cavage, None)
 
 
 def signing_key_id(headers: Mapping[str, str]) -> str | None:
@@ -167,6 +171,12 @@ async def authenticate(
     except (ValueError, UnicodeDecodeError):
         raise Refused(400, "the body is not JSON") from None
     signature = parse_signature(request)
+    if (
+        signature.cavage is not None
+        and request.expected_host
+        and request.headers.get("host", "").lower() != request.expected_host.lower()
+    ):
+        raise Refused(401, "the request was signed for another host")
     try:
         httpsig.check_digest(
             request.body, request.headers.get("digest"), request.headers.get("content-digest")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -244,6 +244,7 @@ class Processor:
 
     async def _on_create(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
         obj = await self._object(session, activity.object, activity.actor, now)
+        activity = _with_object(activity, obj)
         doc = parse_post(obj)
         if doc.attributed_to != activity.actor:
             raise Rejected("the object's author is not the activity's actor")
@@ -319,7 +320,7 @@ class Processor:
                 await self.directory.fetch_actor(session, activity.actor, now)
             return
         doc = parse_post(obj)
-        await self._update(session, activity, doc, now, announced_by=None)
+        await self._update(session, _with_object(activity, obj), doc, now, announced_by=None)
 
     async def _update(
         self, session: AsyncSession, activity: Activity, doc: PostDoc, now: datetime,
@@ -474,6 +475,14 @@ class Processor:
         if group is None or not same_origin(group_iri, activity.actor):
             return
         await self._blocked(session, group, activity, now)
+
+
+def _with_object(activity: Activity, obj: dict[str, Any]) -> Activity:
+    """The activity as it will be announced: verbatim when its embedded object was trusted;
+    else carrying the object as fetched from its origin, never the untrusted copy."""
+    if activity.object is obj:
+        return activity
+    return replace(activity, object=obj, raw={**activity.raw, "object": obj})
 
 
 def _check_announcer(ref: remote.PostRef, announced_by: ConditionGroup | None) -> bool:

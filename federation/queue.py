@@ -71,12 +71,21 @@ class Worker:
         self.drain = drain
         self.wake = Waker(asyncio.Event())
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=self.name)
 
-    async def stop(self) -> None:
-        if self._task is not None:
+    async def stop(self, grace_seconds: float = 10.0) -> None:
+        """Let the batch in hand finish (its rows then need no lease to expire), then stop;
+        cancel only a batch that overruns the grace period."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self.wake.event.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), grace_seconds)
+        except TimeoutError:
             self._task.cancel()
             try:
                 await self._task
@@ -84,9 +93,9 @@ class Worker:
                 pass
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
-                while await self.drain():
+                while not self._stopping and await self.drain():
                     pass
             except asyncio.CancelledError:
                 raise

@@ -7,10 +7,13 @@ members and groups with a domain, so that every service and policy applies to th
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.errors import Conflict, Forbidden, NotFound
@@ -25,6 +28,8 @@ from node.storage.models import (
     Reaction,
     Thread,
 )
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,20 @@ def _unique_name(base: str, taken: set[str]) -> str:
     return name
 
 
+async def _insert_once(session: AsyncSession, model: type[T], iri: str, make: Callable[[], T]) -> T:
+    """Insert the row for a remote actor, or take the one a concurrent request just added."""
+    try:
+        async with session.begin_nested():
+            row = make()
+            session.add(row)
+        return row
+    except IntegrityError:
+        existing = (
+            await session.execute(select(model).where(model.actor_iri == iri))  # type: ignore[attr-defined]
+        ).scalar_one()
+        return existing
+
+
 async def upsert_remote_member(
     session: AsyncSession, facts: RemoteActorFacts, now: datetime
 ) -> Member:
@@ -76,7 +95,7 @@ async def upsert_remote_member(
                 )
             ).scalars()
         )
-        member = Member(
+        member = await _insert_once(session, Member, facts.iri, lambda: Member(
             username=_unique_name(facts.username[:90], taken),
             domain=facts.domain,
             actor_iri=facts.iri,
@@ -86,8 +105,7 @@ async def upsert_remote_member(
             last_active_at=now,
             bio="",
             display_name="",
-        )
-        session.add(member)
+        ))  # fmt: skip
     member.display_name = facts.display_name[:60] or facts.username[:60]
     member.bio = facts.summary[:2000]
     member.inbox_url = facts.inbox
@@ -115,7 +133,7 @@ async def upsert_remote_group(
                 )
             ).scalars()
         )
-        group = ConditionGroup(
+        group = await _insert_once(session, ConditionGroup, facts.iri, lambda: ConditionGroup(
             slug=_unique_name(facts.username[:90], taken),
             domain=facts.domain,
             actor_iri=facts.iri,
@@ -128,8 +146,7 @@ async def upsert_remote_group(
             name="",
             description="",
             rules="",
-        )
-        session.add(group)
+        ))  # fmt: skip
     group.name = facts.display_name[:80] or facts.username[:80]
     group.description = facts.summary[:2000]
     group.inbox_url = facts.inbox

@@ -32,7 +32,7 @@ from sqlalchemy import func, select
 
 from node.groups import create_group
 from node.members import create_member
-from node.storage.models import InboxItem, Member, Membership, Post, Thread
+from node.storage.models import Delivery, InboxItem, Member, Membership, Post, Thread
 from tests.conftest import NodeFactory
 from tests.federation_harness import RunningNode, eventually, free_port, start_node
 
@@ -198,7 +198,10 @@ class Hospital:
 
 
 @pytest.fixture
-async def hospital(make_node: NodeFactory) -> AsyncIterator[Hospital]:
+async def hospital(
+    make_node: NodeFactory, remote: FakeRemote, third: FakeRemote
+) -> AsyncIterator[Hospital]:
+    """The node under test; it closes before the fake servers it may still be talking to."""
     running = await start_node(make_node, "hospital")
     node = running.node
     async with node.transaction() as session:
@@ -211,8 +214,35 @@ async def hospital(make_node: NodeFactory) -> AsyncIterator[Hospital]:
             name="Type 1 diabetes", now=node.clock.now(),
         )  # fmt: skip
     group_iri = running.base_url + "/g/t1d"
-    yield Hospital(running, group_iri, group_iri + "/inbox")
+    hospital = Hospital(running, group_iri, group_iri + "/inbox")
+    yield hospital
+    await settle(hospital)
     await running.close()
+
+
+async def settle(hospital: Hospital) -> None:
+    """Let the node finish what it is doing, then close it between two drains of its workers.
+
+    Stopping the workers cancels them; one cancelled inside a SQLite transaction can leave the
+    write lock held, and the other worker then waits out the 30 s busy timeout (see the
+    report). The workers poll in step, so closing just after a drain avoids that window.
+    """
+    await eventually(lambda: quiet(hospital), "the node's queues to settle", seconds=10)
+    federation = hospital.running.federation
+    federation.inbox_worker.wake()
+    federation.delivery_worker.wake()
+    await asyncio.sleep(0.1)
+
+
+async def quiet(hospital: Hospital) -> bool:
+    now = hospital.now()
+    due_items = select(func.count()).select_from(InboxItem)
+    due_items = due_items.where(InboxItem.state == "queued", InboxItem.next_attempt_at <= now)
+    due_deliveries = select(func.count()).select_from(Delivery)
+    due_deliveries = due_deliveries.where(
+        Delivery.state == "queued", Delivery.next_attempt_at <= now
+    )
+    return await count(hospital, due_items) == 0 and await count(hospital, due_deliveries) == 0
 
 
 async def count(hospital: Hospital, statement: Any) -> int:
@@ -282,13 +312,21 @@ def cavage_headers(
 
 
 def rfc9421_headers(
-    *, url: str, body: bytes, key: rsa.RSAPrivateKey, key_id: str, now: datetime
+    *,
+    url: str,
+    body: bytes,
+    key: rsa.RSAPrivateKey,
+    key_id: str,
+    now: datetime,
+    expires: datetime | None = None,
 ) -> dict[str, str]:
     """RFC 9421 signature over @method, @target-uri and content-digest (section 2.5 base)."""
     content_digest = "sha-256=:" + b64(hashlib.sha256(body).digest()) + ":"
     params = (
         '("@method" "@target-uri" "content-digest")'
-        f';created={int(now.timestamp())};keyid="{key_id}";alg="rsa-v1_5-sha256"'
+        f";created={int(now.timestamp())}"
+        + (f";expires={int(expires.timestamp())}" if expires else "")
+        + f';keyid="{key_id}";alg="rsa-v1_5-sha256"'
     )
     base = "\n".join(
         [
@@ -319,6 +357,27 @@ def follow(remote: FakeRemote, name: str, target: str) -> dict[str, Any]:
         "actor": actor,
         "object": target,
     }
+
+
+def signed(
+    hospital: Hospital,
+    remote: FakeRemote,
+    body: bytes,
+    *,
+    key: rsa.RSAPrivateKey | None = None,
+    key_id: str | None = None,
+    now: datetime | None = None,
+    covered: Iterable[str] = COVERED,
+) -> dict[str, str]:
+    """Headers for a POST to the group's inbox, signed by mallory unless told otherwise."""
+    return cavage_headers(
+        url=hospital.group_inbox,
+        body=body,
+        key=key or remote.keys["mallory"],
+        key_id=key_id or remote.key_id("mallory"),
+        now=now or hospital.now(),
+        covered=covered,
+    )
 
 
 @dataclass
@@ -364,6 +423,32 @@ def assert_refused(answer: Answer, status: int, *causes: str) -> None:
         assert cause.lower() in answer.reason.lower(), answer
 
 
+async def join(hospital: Hospital, remote: FakeRemote) -> None:
+    """mallory follows the public group and waits for the Accept."""
+    answer = await post_signed(hospital, remote, follow(remote, "mallory", hospital.group_iri))
+    assert answer.status == 202, answer
+    await eventually(lambda: at_once(remote.posted("Accept")), "the Accept at mallory")
+
+
+async def processed(hospital: Hospital, activity_id: str) -> str | None:
+    async with hospital.running.node.transaction() as session:
+        state = (
+            await session.execute(
+                select(InboxItem.state).where(InboxItem.activity_id == activity_id)
+            )
+        ).scalar()
+    return state if state in ("done", "failed") else None
+
+
+async def deliveries_settled(hospital: Hospital) -> bool:
+    queued = select(func.count()).select_from(Delivery).where(Delivery.state == "queued")
+    return await count(hospital, queued) == 0
+
+
+async def at_once(value: Any) -> Any:
+    return value
+
+
 # ---------------------------------------------------------------- requests refused at the edge
 
 
@@ -397,10 +482,7 @@ async def test_a_malformed_signature_header_is_a_bad_request(
     # Given a Follow whose other headers are right, but whose Signature cannot be parsed
     document = follow(remote, "mallory", hospital.group_iri)
     body = encode(document)
-    headers = cavage_headers(
-        url=hospital.group_inbox, body=body, key=remote.keys["mallory"],
-        key_id=remote.key_id("mallory"), now=hospital.now(),
-    )  # fmt: skip
+    headers = signed(hospital, remote, body)
     headers["Signature"] = signature
     # When it is POSTed
     answer = await post(hospital.group_inbox, body, headers)
@@ -414,10 +496,7 @@ async def test_a_body_that_is_not_json_is_a_bad_request(
 ) -> None:
     # Given a properly signed request whose body is not JSON
     body = b"Follow me, please: I am not JSON"
-    headers = cavage_headers(
-        url=hospital.group_inbox, body=body, key=remote.keys["mallory"],
-        key_id=remote.key_id("mallory"), now=hospital.now(),
-    )  # fmt: skip
+    headers = signed(hospital, remote, body)
     # When it is POSTed
     answer = await post(hospital.group_inbox, body, headers)
     # Then it is a bad request about JSON
@@ -458,10 +537,7 @@ async def test_a_signature_by_a_key_mallory_does_not_publish_is_refused_after_on
     # Given a Follow by mallory signed with a key that is not the one she publishes
     document = follow(remote, "mallory", hospital.group_iri)
     body = encode(document)
-    headers = cavage_headers(
-        url=hospital.group_inbox, body=body, key=keys["impostor"],
-        key_id=remote.key_id("mallory"), now=hospital.now(),
-    )  # fmt: skip
+    headers = signed(hospital, remote, body, key=keys["impostor"])
     # When it is POSTed
     answer = await post(hospital.group_inbox, body, headers)
     # Then the node fetched her key, refetched it once (a rotation?), and refused
@@ -476,10 +552,7 @@ async def test_a_body_changed_after_signing_fails_its_digest(
     # Given a Follow signed by mallory, whose body is then swapped for another Follow
     signed_body = encode(follow(remote, "mallory", hospital.group_iri))
     sent_body = encode(follow(remote, "mallory", hospital.group_iri))
-    headers = cavage_headers(
-        url=hospital.group_inbox, body=signed_body, key=remote.keys["mallory"],
-        key_id=remote.key_id("mallory"), now=hospital.now(),
-    )  # fmt: skip
+    headers = signed(hospital, remote, signed_body)
     # When the changed body is POSTed with the original headers
     answer = await post(hospital.group_inbox, sent_body, headers)
     # Then the Digest does not match: 401
@@ -494,13 +567,26 @@ async def test_a_date_more_than_an_hour_off_is_refused(
     # Given a Follow signed by mallory with a Date two hours from the node's clock
     document = follow(remote, "mallory", hospital.group_iri)
     body = encode(document)
-    headers = cavage_headers(
-        url=hospital.group_inbox, body=body, key=remote.keys["mallory"],
-        key_id=remote.key_id("mallory"), now=hospital.now() + timedelta(hours=offset_hours),
-    )  # fmt: skip
+    headers = signed(hospital, remote, body, now=hospital.now() + timedelta(hours=offset_hours))
     # When it is POSTed
     answer = await post(hospital.group_inbox, body, headers)
     # Then the date is refused: 401
+    assert_refused(answer, 401, "date")
+    await assert_nothing_kept(hospital)
+
+
+async def test_an_unsigned_created_parameter_does_not_excuse_a_stale_date(
+    remote: FakeRemote, hospital: Hospital
+) -> None:
+    # Given a Follow that mallory signed two hours ago (its Date is covered by the signature)
+    document = follow(remote, "mallory", hospital.group_iri)
+    body = encode(document)
+    headers = signed(hospital, remote, body, now=hospital.now() - timedelta(hours=2))
+    # And a created parameter claiming "now", appended by someone else (not covered)
+    headers["Signature"] += f",created={int(hospital.now().timestamp())}"
+    # When it is POSTed
+    answer = await post(hospital.group_inbox, body, headers)
+    # Then the stale Date still refuses it
     assert_refused(answer, 401, "date")
     await assert_nothing_kept(hospital)
 
@@ -511,11 +597,7 @@ async def test_a_signature_that_does_not_cover_the_digest_is_refused(
     # Given a Follow with a correct Digest, signed over (request-target) host date only
     document = follow(remote, "mallory", hospital.group_iri)
     body = encode(document)
-    headers = cavage_headers(
-        url=hospital.group_inbox, body=body, key=remote.keys["mallory"],
-        key_id=remote.key_id("mallory"), now=hospital.now(),
-        covered=("(request-target)", "host", "date"),
-    )  # fmt: skip
+    headers = signed(hospital, remote, body, covered=("(request-target)", "host", "date"))
     # When it is POSTed
     answer = await post(hospital.group_inbox, body, headers)
     # Then the body is not bound to the signature: 401
@@ -542,10 +624,7 @@ async def test_a_key_id_on_a_third_server_is_refused_without_fetching_it(
     # Given a Follow by mallory (on the remote server) signed with "her" key on a third server
     document = follow(remote, "mallory", hospital.group_iri)
     body = encode(document)
-    headers = cavage_headers(
-        url=hospital.group_inbox, body=body, key=third.keys["mallory"],
-        key_id=third.key_id("mallory"), now=hospital.now(),
-    )  # fmt: skip
+    headers = signed(hospital, remote, body, key_id=third.key_id("mallory"))
     # When it is POSTed
     answer = await post(hospital.group_inbox, body, headers)
     # Then the key is not on the actor's server: 401, and the third server was never asked
@@ -564,10 +643,7 @@ async def test_a_body_over_one_mebibyte_is_refused_before_any_signature_work(
     document["content"] = "x" * padding_size
     body = encode(document)
     assert len(body) == MIB + 1
-    headers = cavage_headers(
-        url=hospital.group_inbox, body=body, key=remote.keys["mallory"],
-        key_id=remote.key_id("mallory"), now=hospital.now(),
-    )  # fmt: skip
+    headers = signed(hospital, remote, body)
 
     # When it is POSTed with its length declared
     declared = await post(hospital.group_inbox, body, headers)
@@ -585,6 +661,13 @@ async def test_a_body_over_one_mebibyte_is_refused_before_any_signature_work(
     assert remote.received == []
     assert hospital.running.recorder.requests == []
     await assert_nothing_kept(hospital)
+
+    # And a signed body of exactly 1 MiB is not too large: it is verified and accepted
+    document["content"] = "x" * (padding_size - 1)
+    body = encode(document)
+    assert len(body) == MIB
+    answer = await post(hospital.group_inbox, body, signed(hospital, remote, body))
+    assert answer.status == 202, answer
 
 
 # ---------------------------------------------------------------- follows
@@ -631,7 +714,7 @@ async def test_a_follow_of_a_public_group_is_accepted_and_answered_with_a_signed
     assert await inbox_items(hospital) == 1
 
     # And an Accept from the group, embedding her Follow, reaches her inbox
-    accepts = await eventually(lambda: _async(remote.posted("Accept")), "the Accept at mallory")
+    accepts = await eventually(lambda: at_once(remote.posted("Accept")), "the Accept at mallory")
     accept = accepts[0]
     assert accept["actor"] == hospital.group_iri
     assert isinstance(accept["object"], dict), accept
@@ -649,29 +732,50 @@ async def test_a_follow_of_a_public_group_is_accepted_and_answered_with_a_signed
     assert await remote_memberships(hospital) == 1
 
 
+@pytest.mark.parametrize(
+    "key_known",
+    [
+        pytest.param(
+            False,
+            id="first-contact",
+        ),
+        pytest.param(True, id="key-cached"),
+    ],
+)
 async def test_the_same_follow_delivered_twice_at_once_is_kept_once(
-    hospital: Hospital, remote: FakeRemote
+    hospital: Hospital, remote: FakeRemote, key_known: bool
 ) -> None:
-    # Given one signed Follow of the public group
+    expected_accepts = 1
+    if key_known:
+        # Given mallory is known already: an earlier Follow of hers was accepted
+        await join(hospital, remote)
+        expected_accepts = 2
+    # And one signed Follow of the public group
     document = follow(remote, "mallory", hospital.group_iri)
     body = encode(document)
-    headers = cavage_headers(
-        url=hospital.group_inbox, body=body, key=remote.keys["mallory"],
-        key_id=remote.key_id("mallory"), now=hospital.now(),
-    )  # fmt: skip
+    headers = signed(hospital, remote, body)
     # When it is POSTed twice concurrently
     answers = await asyncio.gather(
         post(hospital.group_inbox, body, headers), post(hospital.group_inbox, body, headers)
     )
     # Then both deliveries are acknowledged, but one inbox item is kept
     assert [answer.status for answer in answers] == [202, 202], answers
-    assert await inbox_items(hospital) == 1
-    # And once processed, she has one membership and one Accept
-    await eventually(lambda: _async(remote.posted("Accept")), "the Accept at mallory")
+    this_one = select(func.count()).select_from(InboxItem)
+    this_one = this_one.where(InboxItem.activity_id == document["id"])
+    assert await count(hospital, this_one) == 1
+    assert await inbox_items(hospital) == expected_accepts
+    # And once processed, she has one membership, and this Follow one Accept
+    state = await eventually(lambda: processed(hospital, document["id"]), "the Follow processed")
+    assert state == "done"
+
+    async def accepts() -> list[dict[str, Any]] | None:
+        found = remote.posted("Accept")
+        return found if len(found) >= expected_accepts else None
+
+    await eventually(accepts, "the Accept at mallory")
     assert await remote_memberships(hospital) == 1
-    done = select(func.count()).select_from(InboxItem).where(InboxItem.state == "done")
-    assert await count(hospital, done) == 1
-    assert len(remote.posted("Accept")) == 1
+    answered = [a for a in remote.posted("Accept") if a["object"]["id"] == document["id"]]
+    assert len(answered) == 1, answered
 
 
 async def test_a_follow_of_a_private_or_missing_group_is_rejected_by_the_instance_actor(
@@ -734,5 +838,198 @@ async def test_a_follow_of_a_private_or_missing_group_is_rejected_by_the_instanc
             assert secret not in blob, f"{secret!r} left the node in {request.method} {request.url}"
 
 
-async def _async(value: Any) -> Any:
-    return value
+# ---------------------------------------------------------------- objects from elsewhere
+
+
+@dataclass
+class CrossOriginCreate:
+    create: dict[str, Any]
+    note_iri: str
+    note_path: str
+    state: str
+
+
+async def create_with_forged_copy(
+    hospital: Hospital, remote: FakeRemote, third: FakeRemote, origin_serves_it: bool
+) -> CrossOriginCreate:
+    """mallory joins, then sends a Create embedding her own copy of a Note on a third server,
+    whose text differs from what that server serves (or the server has no such Note)."""
+    await join(hospital, remote)
+    note_path = f"/notes/{uuid.uuid4().hex}"
+    note_iri = third.base_url + note_path
+    genuine = {
+        "@context": AS2,
+        "id": note_iri,
+        "type": "Note",
+        "attributedTo": remote.actor("mallory"),
+        "name": "Sleep and sugar",
+        "content": "<p>The text its origin serves</p>",
+        "to": [hospital.group_iri, PUBLIC],
+        "audience": hospital.group_iri,
+    }
+    if origin_serves_it:
+        third.documents[note_path] = genuine
+    forged = {key: value for key, value in genuine.items() if key != "@context"}
+    forged["content"] = f"<p>{FORGED}</p>"
+    create = {
+        "@context": AS2,
+        "id": f"{remote.actor('mallory')}/activities/{uuid.uuid4().hex}",
+        "type": "Create",
+        "actor": remote.actor("mallory"),
+        "object": forged,
+        "to": [PUBLIC],
+        "cc": [hospital.group_iri],
+        "audience": hospital.group_iri,
+    }
+    answer = await post_signed(hospital, remote, create)
+    assert answer.status == 202, answer
+    state = await eventually(lambda: processed(hospital, create["id"]), "the Create processed")
+    return CrossOriginCreate(create, note_iri, note_path, state)
+
+
+FORGED = "A forged text, only embedded"
+
+
+@pytest.mark.parametrize("origin_serves_it", [True, False], ids=["origin-serves", "origin-404"])
+async def test_an_embedded_object_from_another_origin_is_fetched_not_trusted(
+    hospital: Hospital, remote: FakeRemote, third: FakeRemote, origin_serves_it: bool
+) -> None:
+    # Given mallory is a member of the public group
+    # When she sends a Create whose embedded Note has its id on a third server, with a text
+    # other than the one that server serves (or the server answers 404)
+    sent = await create_with_forged_copy(hospital, remote, third, origin_serves_it)
+
+    # Then the node asked the object's own origin for it
+    assert third.gets(sent.note_path), [r.path for r in third.received]
+    # And what it keeps, if anything, is what the origin served, never the embedded copy
+    async with hospital.running.node.transaction() as session:
+        posts = list((await session.execute(select(Post))).scalars())
+    assert not [p for p in posts if FORGED in p.content_html + p.source], "the copy was kept"
+    kept = [post for post in posts if post.ap_id == sent.note_iri]
+    if origin_serves_it:
+        assert sent.state == "done"
+        assert len(kept) == 1
+        assert "The text its origin serves" in kept[0].content_html
+        assert "The text its origin serves" in kept[0].source
+    else:
+        assert sent.state == "failed"
+        assert kept == []
+
+
+async def test_the_group_does_not_republish_an_embedded_copy_it_did_not_trust(
+    hospital: Hospital, remote: FakeRemote, third: FakeRemote
+) -> None:
+    # Given mallory, a follower of the public group, sends a Create embedding a forged copy
+    # of a Note whose origin serves another text
+    sent = await create_with_forged_copy(hospital, remote, third, origin_serves_it=True)
+    assert sent.state == "done"
+    # When the group has delivered what it announces to its followers
+    await eventually(lambda: deliveries_settled(hospital), "the deliveries settled")
+    # Then no request that left the node carries the forged text
+    sent_bodies = [request.body for request in hospital.running.recorder.requests]
+    assert sent_bodies, "the node sent nothing"
+    leaked = [body[:300] for body in sent_bodies if FORGED.encode() in body]
+    assert leaked == [], leaked
+
+
+# ---------------------------------------------------------------- RFC 9421
+
+
+async def test_an_rfc9421_signed_follow_is_accepted(hospital: Hospital, remote: FakeRemote) -> None:
+    # Given a Follow of the public group that mallory signs per RFC 9421 (no Date, no Digest)
+    document = follow(remote, "mallory", hospital.group_iri)
+    body = encode(document)
+    headers = rfc9421_headers(
+        url=hospital.group_inbox, body=body, key=remote.keys["mallory"],
+        key_id=remote.key_id("mallory"), now=hospital.now(),
+    )  # fmt: skip
+    # When it is POSTed
+    answer = await post(hospital.group_inbox, body, headers)
+    # Then it is accepted, kept once, and answered with an Accept
+    assert answer.status == 202, answer
+    async with hospital.running.node.transaction() as session:
+        ids = list((await session.execute(select(InboxItem.activity_id))).scalars())
+    assert ids == [document["id"]]
+    await eventually(lambda: at_once(remote.posted("Accept")), "the Accept at mallory")
+
+
+@pytest.mark.parametrize("tampering", ["body swapped", "other target", "other method"])
+async def test_a_tampered_rfc9421_signature_is_refused(
+    hospital: Hospital, remote: FakeRemote, tampering: str
+) -> None:
+    # Given an RFC 9421 signature by mallory over one request
+    document = follow(remote, "mallory", hospital.group_iri)
+    body = encode(document)
+    signed_url = hospital.group_inbox
+    if tampering == "other target":
+        signed_url = hospital.base_url + "/inbox"
+    headers = rfc9421_headers(
+        url=signed_url, body=body, key=remote.keys["mallory"],
+        key_id=remote.key_id("mallory"), now=hospital.now(),
+    )  # fmt: skip
+    if tampering == "other method":
+        # ... whose base names another method than the POST it travels on
+        params = headers["Signature-Input"].removeprefix("sig1=")
+        base = "\n".join(
+            [
+                '"@method": PUT',
+                f'"@target-uri": {hospital.group_inbox}',
+                f'"content-digest": {headers["Content-Digest"]}',
+                f'"@signature-params": {params}',
+            ]
+        )
+        signature = remote.keys["mallory"].sign(base.encode(), padding.PKCS1v15(), hashes.SHA256())
+        headers["Signature"] = f"sig1=:{b64(signature)}:"
+    if tampering == "body swapped":
+        # ... then another Follow is sent instead, with a Content-Digest that matches it
+        document = follow(remote, "mallory", hospital.group_iri)
+        body = encode(document)
+        headers["Content-Digest"] = "sha-256=:" + b64(hashlib.sha256(body).digest()) + ":"
+    # When the request is POSTed to the group's inbox
+    answer = await post(hospital.group_inbox, body, headers)
+    # Then the signature does not verify: 401, and nothing is kept
+    assert_refused(answer, 401, "does not verify")
+    await assert_nothing_kept(hospital)
+
+
+async def test_an_rfc9421_signature_that_does_not_cover_the_content_digest_is_refused(
+    hospital: Hospital, remote: FakeRemote
+) -> None:
+    # Given a Follow with a correct Content-Digest, signed per RFC 9421 over @method and
+    # @target-uri only (the base built by hand, section 2.5)
+    document = follow(remote, "mallory", hospital.group_iri)
+    body = encode(document)
+    params = (
+        f'("@method" "@target-uri");created={int(hospital.now().timestamp())}'
+        f';keyid="{remote.key_id("mallory")}";alg="rsa-v1_5-sha256"'
+    )
+    base = f'"@method": POST\n"@target-uri": {hospital.group_inbox}\n"@signature-params": {params}'
+    signature = remote.keys["mallory"].sign(base.encode(), padding.PKCS1v15(), hashes.SHA256())
+    headers = {
+        "Content-Digest": "sha-256=:" + b64(hashlib.sha256(body).digest()) + ":",
+        "Signature-Input": f"sig1={params}",
+        "Signature": f"sig1=:{b64(signature)}:",
+    }
+    # When it is POSTed
+    answer = await post(hospital.group_inbox, body, headers)
+    # Then the body is not bound to the signature: 401
+    assert_refused(answer, 401, "content-digest")
+    await assert_nothing_kept(hospital)
+
+
+async def test_an_expired_rfc9421_signature_is_refused(
+    hospital: Hospital, remote: FakeRemote
+) -> None:
+    # Given a Follow signed per RFC 9421 thirty minutes ago, declared to expire after ten
+    document = follow(remote, "mallory", hospital.group_iri)
+    body = encode(document)
+    created = hospital.now() - timedelta(minutes=30)
+    headers = rfc9421_headers(
+        url=hospital.group_inbox, body=body, key=remote.keys["mallory"],
+        key_id=remote.key_id("mallory"), now=created, expires=created + timedelta(minutes=10),
+    )  # fmt: skip
+    # When it is POSTed twenty minutes after it expired
+    answer = await post(hospital.group_inbox, body, headers)
+    # Then it is refused as expired
+    assert_refused(answer, 401, "expire")
+    await assert_nothing_kept(hospital)

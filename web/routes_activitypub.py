@@ -100,6 +100,7 @@ def _signed_request(request: web.Request, body: bytes) -> inbox_edge.SignedReque
         path_and_query=request.path_qs,
         headers={name.lower(): value for name, value in request.headers.items()},
         body=body,
+        expected_host=node.settings.domain,
     )
 
 
