@@ -27,6 +27,8 @@ from node.actor_keys import INSTANCE_ACTOR
 from node.storage.models import ActorKey, ConditionGroup, Member, RemoteKey
 
 KEY_FRESHNESS = timedelta(days=1)
+RECENT_KEYS = timedelta(minutes=5)
+RECENT_KEYS_MAX = 4096
 
 
 class UnknownKey(Exception):
@@ -73,6 +75,7 @@ class ActorDirectory:
         self.secret = secret
         self.instance_key_id = instance_key_id
         self._locks = _Locks()
+        self._recent: OrderedDict[str, RemoteKeyInfo] = OrderedDict()
 
     # ------------------------------------------------------------ our keys
 
@@ -157,14 +160,26 @@ class ActorDirectory:
     async def remote_key(
         self, session: AsyncSession, key_id: str, now: datetime, refresh: bool = False
     ) -> RemoteKeyInfo:
-        row = await session.get(RemoteKey, key_id)
-        if row is None or refresh or now - row.fetched_at > KEY_FRESHNESS:
-            row = await self._fetch_key(session, key_id, now)
-        try:
-            public_key = load_pem_public_key(row.public_pem.encode())
-        except ValueError:
-            raise UnknownKey(f"the key {key_id[:200]} is not a usable public key") from None
-        return RemoteKeyInfo(row.key_id, row.actor_iri, public_key, row.fetched_at)
+        """A remote key: from this process's memory, the database, or its server, in that
+        order. Concurrent look-ups of one key wait for one fetch; what a request fetched is
+        remembered in memory at once, before its transaction commits, so a burst of
+        activities from a new actor costs one fetch."""
+        async with self._locks.get("key " + key_id):
+            remembered = self._recent.get(key_id)
+            if not refresh and remembered and now - remembered.fetched_at <= RECENT_KEYS:
+                return remembered
+            row = await session.get(RemoteKey, key_id)
+            if row is None or refresh or now - row.fetched_at > KEY_FRESHNESS:
+                row = await self._fetch_key(session, key_id, now)
+            try:
+                public_key = load_pem_public_key(row.public_pem.encode())
+            except ValueError:
+                raise UnknownKey(f"the key {key_id[:200]} is not a usable public key") from None
+            info = RemoteKeyInfo(row.key_id, row.actor_iri, public_key, row.fetched_at)
+            self._recent[key_id] = info
+            while len(self._recent) > RECENT_KEYS_MAX:
+                self._recent.popitem(last=False)
+            return info
 
     async def _fetch_key(self, session: AsyncSession, key_id: str, now: datetime) -> RemoteKey:
         """The key lives in its actor's document (key id = actor#fragment) or in a key

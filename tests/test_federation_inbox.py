@@ -1033,3 +1033,22 @@ async def test_an_expired_rfc9421_signature_is_refused(
     # Then it is refused as expired
     assert_refused(answer, 401, "expire")
     await assert_nothing_kept(hospital)
+
+
+async def test_a_burst_from_a_new_actor_fetches_its_key_once(
+    hospital: Hospital, remote: FakeRemote
+) -> None:
+    # Given an actor the node has never seen
+    assert not remote.gets("/users/mallory")
+    # When twenty of her activities arrive at once
+    answers = await asyncio.gather(
+        *(
+            post_signed(
+                hospital, remote, {**follow(remote, "mallory", hospital.group_iri), "type": "Like"}
+            )
+            for _ in range(20)
+        )
+    )
+    # Then all are accepted, and her actor document was fetched once
+    assert [answer.status for answer in answers] == [202] * 20
+    assert len(remote.gets("/users/mallory")) == 1
