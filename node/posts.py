@@ -23,7 +23,7 @@ from node.events import (
 from node.groups import GroupView, group_view_by_id, unchecked_view
 from node.ids import new_object_id
 from node.policy import Action, Viewer, may_delete_post, may_edit_post
-from node.storage.models import LOCAL, ConditionGroup, Member, Post, Reaction, Thread
+from node.storage.models import LOCAL, ConditionGroup, Member, Membership, Post, Reaction, Thread
 from node.text import normalise_line_endings, render_markdown, sanitise_html
 from node.validation import collect, text_problem
 
@@ -410,3 +410,29 @@ async def threads_of_group(session: AsyncSession, view: GroupView) -> list[Threa
         .limit(200)
     )
     return [ThreadSummary(thread, author, count) for thread, author, count in rows.all()]
+
+
+@dataclass(frozen=True)
+class FeedItem:
+    thread: Thread
+    group: ConditionGroup
+    author: Member
+
+
+async def feed_for(session: AsyncSession, viewer: Viewer, limit: int = 20) -> list[FeedItem]:
+    """The latest threads in every group the viewer is an active member of, here or elsewhere."""
+    if viewer.member_id is None:
+        return []
+    rows = await session.execute(
+        select(Thread, ConditionGroup, Member)
+        .join(ConditionGroup, ConditionGroup.id == Thread.group_id)
+        .join(Member, Member.id == Thread.author_id)
+        .join(
+            Membership,
+            (Membership.group_id == ConditionGroup.id) & (Membership.member_id == viewer.member_id),
+        )
+        .where(Membership.state == "active")
+        .order_by(Thread.last_activity_at.desc())
+        .limit(limit)
+    )
+    return [FeedItem(thread, group, author) for thread, group, author in rows.all()]

@@ -144,6 +144,10 @@ async def test_remote_members_follow_post_reply_mark_edit_and_delete(
     assert "Every week, sadly." in outbox  # the reply is still there
     assert "anyone else" not in outbox and "Anyone **else**" not in outbox
 
+    # And the followers see it in their feed at home
+    home = await cal.get("/")
+    assert "Recent in your groups" in home.text and "Night hypos (edited)" in home.text
+
     # Then every node shows the same conversation
     for node, thread_id in (
         (hospital, hospital_thread),

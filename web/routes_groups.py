@@ -48,7 +48,8 @@ async def directory(request: web.Request) -> web.Response:
     tag = request.query.get("tag", "")[:40]
     entries = await groups.directory(db(request), viewer(request), query, tag)
     mine = await membership.groups_of_viewer(db(request), viewer(request))
-    context = {"entries": entries, "query": query, "tag": tag, "mine": mine}
+    feed = await posts.feed_for(db(request), viewer(request))
+    context = {"entries": entries, "query": query, "tag": tag, "mine": mine, "feed": feed}
     return render(request, "directory.html", context)
 
 
@@ -233,7 +234,8 @@ async def follow_remote_group(request: web.Request) -> web.StreamResponse:
     federation = request.app[FEDERATION]
     session, moment = db(request), now(request)
     try:
-        iri = await resolve_handle(federation.client, handle, moment)
+        signer = await federation.directory.instance_signer(session)
+        iri = await resolve_handle(federation.client, handle, moment, signer)
         local_path = federation.documents.iris.local_path(iri)
         if local_path is not None:
             raise see_other(local_path)
