@@ -24,6 +24,7 @@ from federation.vocab import ActorDoc, VocabError, parse_actor, same_origin
 from keys.pairs import open_private_key
 from node import remote
 from node.actor_keys import INSTANCE_ACTOR
+from node.html_text import html_to_text
 from node.storage.models import ActorKey, ConditionGroup, Member, RemoteKey
 
 KEY_FRESHNESS = timedelta(days=1)
@@ -124,7 +125,7 @@ class ActorDirectory:
             username=actor.preferred_username,
             domain=urlsplit(actor.id).netloc.lower(),
             display_name=actor.name,
-            summary=actor.summary,
+            summary=html_to_text(actor.summary),  # shown as text here, never as their HTML
             inbox=actor.inbox,
             shared_inbox=actor.shared_inbox,
             profile_url=actor.url,

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 from xml.sax.saxutils import quoteattr
 
-from federation.client import FederationClient, FetchError
+from federation.client import FederationClient, FetchError, Signer
 from node.config import Settings, is_loopback_domain, validate_domain
 from node.ids import GROUP_PATH, INSTANCE_ACTOR_PATH, MEMBER_PATH, Iris
 
@@ -275,14 +275,16 @@ def webfinger_url(handle: str, allow_loopback: bool) -> str:
     return f"{scheme}://{domain}/.well-known/webfinger?resource={resource}"
 
 
-async def resolve_handle(client: FederationClient, handle: str, now: datetime) -> str:
+async def resolve_handle(
+    client: FederationClient, handle: str, now: datetime, signer: Signer | None = None
+) -> str:
     """The actor IRI for a handle, found by an unsigned WebFinger query; a URL is returned as
     given, for the caller to fetch like any other actor."""
     text = handle.strip()
     if text.lower().startswith(("https://", "http://")):
         return text
     url = webfinger_url(text, client.allow_loopback)
-    jrd = await client.get_json(url, None, now, accept=WEBFINGER_ACCEPT)
+    jrd = await client.get_json(url, signer, now, accept=WEBFINGER_ACCEPT)
     found = actor_link(jrd)
     if found is None:
         raise FetchError("invalid", f"WebFinger for {handle[:200]!r} names no ActivityPub actor")

@@ -47,8 +47,10 @@ async def test_remote_members_follow_post_reply_mark_edit_and_delete(
     owner = await registered(hospital, "nurse")
     await owner.get("/groups/new")
     page = await owner.post(
-        "/groups/new", {"slug": "t1d", "name": "Type 1 diabetes", "visibility": "public"}
-    )
+        "/groups/new",
+        {"slug": "t1d", "name": "Type 1 diabetes", "visibility": "public",
+         "description": "Living with type 1"},
+    )  # fmt: skip
     assert page.path == "/g/t1d"
     group_handle = f"t1d@{hospital.domain}"
     remote_group_path = f"/g/{group_handle}"
@@ -144,9 +146,10 @@ async def test_remote_members_follow_post_reply_mark_edit_and_delete(
     assert "Every week, sadly." in outbox  # the reply is still there
     assert "anyone else" not in outbox and "Anyone **else**" not in outbox
 
-    # And the followers see it in their feed at home
+    # And the followers see it in their feed at home, with the group described in plain text
     home = await cal.get("/")
     assert "Recent in your groups" in home.text and "Night hypos (edited)" in home.text
+    assert "Living with type 1" in home.text and "&lt;p&gt;" not in home.html
 
     # Then every node shows the same conversation
     for node, thread_id in (
