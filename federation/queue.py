@@ -17,13 +17,15 @@ from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, delete, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.actors import ActorDirectory
 from federation.client import FederationClient, FetchError
 from federation.processing import Processor, Rejected, Retry
 from node.runtime import NodeContext
-from node.storage.models import Delivery, InboxItem, OutboxActivity
+from node.storage.models import Delivery, InboxItem, OutboxActivity, RemoteHost
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +166,12 @@ class InboxQueue:
                 item.state = "failed"
 
 
+CIRCUIT_THRESHOLD = 5  # consecutive failures before a host is skipped
+RETENTION = timedelta(days=7)  # finished deliveries and processed items are kept this long
+FAILED_RETENTION = timedelta(days=30)  # failed incoming items stay visible to admins longer
+PRUNE_EVERY = timedelta(minutes=10)
+
+
 class DeliveryQueue:
     def __init__(
         self,
@@ -183,52 +191,72 @@ class DeliveryQueue:
         self._hosts: defaultdict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(self.per_host)
         )
+        self._pruned_at: datetime | None = None
 
     async def drain(self) -> int:
+        """Claim due deliveries (and those whose worker died), skip hosts whose circuit is
+        open, and attempt the rest concurrently within the per-host and overall limits."""
         now = self.node.clock.now()
+        await self._prune(now)
         async with self.node.transaction() as session:
             statement = (
                 select(Delivery)
                 .where(
-                    Delivery.state == "queued",
-                    Delivery.next_attempt_at <= now,
-                    or_(Delivery.locked_until.is_(None), Delivery.locked_until < now),
+                    or_(
+                        and_(Delivery.state == "queued", Delivery.next_attempt_at <= now),
+                        and_(Delivery.state == "in_flight", Delivery.locked_until < now),
+                    )
                 )
-                .order_by(Delivery.id)
+                .order_by(Delivery.next_attempt_at, Delivery.id)
                 .limit(self.batch)
             )
             if self.node.engine.dialect.name == "postgresql":
                 statement = statement.with_for_update(skip_locked=True)
             claimed = list((await session.execute(statement)).scalars())
+            circuits = await self._circuits(session, {host_of(d.inbox_url) for d in claimed})
+            ids = []
             for delivery in claimed:
-                delivery.locked_until = now + LEASE
-            ids = [delivery.id for delivery in claimed]
+                host = circuits.get(host_of(delivery.inbox_url))
+                if host is not None and host.circuit_open_until is not None:
+                    if host.circuit_open_until > now:
+                        # Skipped until the probe: waiting costs no attempt.
+                        delivery.state, delivery.locked_until = "queued", None
+                        delivery.next_attempt_at = host.circuit_open_until
+                        continue
+                    # Half open: this one delivery is the probe; the others wait on it.
+                    host.circuit_open_until = now + LEASE
+                delivery.state, delivery.locked_until = "in_flight", now + LEASE
+                ids.append(delivery.id)
         await asyncio.gather(*(self._attempt(delivery_id) for delivery_id in ids))
-        return len(ids)
+        return len(claimed)
+
+    async def _circuits(self, session: AsyncSession, hosts: set[str]) -> dict[str, RemoteHost]:
+        if not hosts:
+            return {}
+        rows = await session.execute(select(RemoteHost).where(RemoteHost.host.in_(hosts)))
+        return {row.host: row for row in rows.scalars()}
 
     async def _attempt(self, delivery_id: int) -> None:
         async with self.node.transaction() as session:
             delivery = await session.get(Delivery, delivery_id)
-            if delivery is None or delivery.state != "queued":
+            if delivery is None or delivery.state != "in_flight":
                 return
             activity = await session.get(OutboxActivity, delivery.activity_id)
             assert activity is not None
-            key_id = self.directory_key_id(activity)
-            signer = await self.directory.signer(session, activity.signer, key_id)
+            signer = await self.directory.signer(
+                session, activity.signer, activity.actor_iri + "#main-key"
+            )
             inbox, body = delivery.inbox_url, activity.body.encode()
-        host = urlsplit(inbox).netloc
         status, text, headers, error, final = None, "", {}, "", False
-        async with self._overall, self._hosts[host]:
+        async with self._overall, self._hosts[host_of(inbox)]:
             try:
+                # Signed on each attempt: a fresh Date every time.
                 status, text, headers = await self.client.post_signed(
                     inbox, body, signer, self.node.clock.now()
                 )
             except FetchError as failure:
                 error, final = str(failure), failure.kind == "refused"
         await self._record(delivery_id, status, text, headers, error, final)
-
-    def directory_key_id(self, activity: OutboxActivity) -> str:
-        return activity.actor_iri + "#main-key"
 
     async def _record(
         self,
@@ -248,10 +276,23 @@ class DeliveryQueue:
             delivery.updated_at = now
             delivery.locked_until = None
             delivery.last_status = status
+            host = await self._host(session, host_of(delivery.inbox_url))
             if status is not None and 200 <= status < 300:
                 delivery.state, delivery.last_error = "delivered", ""
+                host.consecutive_failures, host.circuit_open_until = 0, None
+                host.last_success_at = now
                 return
             delivery.last_error = (error or f"HTTP {status}: {text[:500]}")[:2000]
+            host.last_error, host.last_error_at = delivery.last_error, now
+            unreachable = status is None or status >= 500 or status in (408, 429)
+            if unreachable and not final:
+                host.consecutive_failures += 1
+                if host.consecutive_failures >= CIRCUIT_THRESHOLD:
+                    host.circuit_open_until = now + retry_delay(
+                        host.consecutive_failures - CIRCUIT_THRESHOLD + 1
+                    )
+            else:
+                host.circuit_open_until = None  # it answered: the host itself is up
             if status == 410:
                 delivery.state = "abandoned"  # the recipient is gone
             elif final:
@@ -264,4 +305,45 @@ class DeliveryQueue:
                 wait = (
                     retry_after(headers.get("Retry-After"), now) if status in (429, 503) else None
                 )
+                delivery.state = "queued"
                 delivery.next_attempt_at = now + (wait or retry_delay(delivery.attempts))
+
+    async def _host(self, session: AsyncSession, host: str) -> RemoteHost:
+        row = await session.get(RemoteHost, host)
+        if row is None:
+            try:
+                async with session.begin_nested():
+                    row = RemoteHost(host=host, consecutive_failures=0, last_error="")
+                    session.add(row)
+            except IntegrityError:  # another worker recorded this host first
+                row = await session.get(RemoteHost, host)
+        assert row is not None
+        return row
+
+    async def _prune(self, now: datetime) -> None:
+        """Finished rows are kept for a retention period, then removed: the queue stays small."""
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY:
+            return
+        self._pruned_at = now
+        async with self.node.transaction() as session:
+            await session.execute(
+                delete(Delivery).where(
+                    Delivery.state.in_(("delivered", "failed", "abandoned")),
+                    Delivery.updated_at < now - RETENTION,
+                )
+            )
+            await session.execute(
+                delete(InboxItem).where(
+                    or_(
+                        and_(InboxItem.state == "done", InboxItem.received_at < now - RETENTION),
+                        and_(
+                            InboxItem.state == "failed",
+                            InboxItem.received_at < now - FAILED_RETENTION,
+                        ),
+                    )
+                )
+            )
+
+
+def host_of(url: str) -> str:
+    return urlsplit(url).netloc.lower()

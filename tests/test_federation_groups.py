@@ -195,7 +195,9 @@ async def settled(nodes: tuple[RunningNode, ...]) -> bool:
     for running in nodes:
         queued = await one(
             running,
-            select(func.count()).select_from(Delivery).where(Delivery.state == "queued"),
+            select(func.count())
+            .select_from(Delivery)
+            .where(Delivery.state.in_(("queued", "in_flight"))),
         )
         waiting = await one(
             running,

@@ -28,7 +28,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 
 from node.groups import create_group
 from node.members import create_member
@@ -240,7 +240,10 @@ async def quiet(hospital: Hospital) -> bool:
     due_items = due_items.where(InboxItem.state == "queued", InboxItem.next_attempt_at <= now)
     due_deliveries = select(func.count()).select_from(Delivery)
     due_deliveries = due_deliveries.where(
-        Delivery.state == "queued", Delivery.next_attempt_at <= now
+        or_(
+            and_(Delivery.state == "queued", Delivery.next_attempt_at <= now),
+            Delivery.state == "in_flight",
+        )
     )
     return await count(hospital, due_items) == 0 and await count(hospital, due_deliveries) == 0
 
@@ -441,7 +444,11 @@ async def processed(hospital: Hospital, activity_id: str) -> str | None:
 
 
 async def deliveries_settled(hospital: Hospital) -> bool:
-    queued = select(func.count()).select_from(Delivery).where(Delivery.state == "queued")
+    queued = (
+        select(func.count())
+        .select_from(Delivery)
+        .where(Delivery.state.in_(("queued", "in_flight")))
+    )
     return await count(hospital, queued) == 0
 
 

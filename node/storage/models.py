@@ -266,7 +266,12 @@ class OutboxActivity(Base):
 
 
 class Delivery(Base):
-    """One activity to one inbox (shared inboxes collapse recipients)."""
+    """One activity to one inbox (shared inboxes collapse recipients).
+
+    States: queued -> in_flight (claimed, with a lease) -> delivered | queued (to retry) |
+    failed (refused for good, reason kept) | abandoned (recipient gone, or retried too long).
+    An in_flight row whose lease expired is claimable again: its worker died.
+    """
 
     __tablename__ = "deliveries"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -281,7 +286,22 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     __table_args__ = (
-        CheckConstraint("state IN ('queued', 'delivered', 'failed', 'abandoned')", name="state"),
+        CheckConstraint(
+            "state IN ('queued', 'in_flight', 'delivered', 'failed', 'abandoned')", name="state"
+        ),
         UniqueConstraint("activity_id", "inbox_url", name="uq_deliveries_activity_inbox"),
         Index("ix_deliveries_state_next", "state", "next_attempt_at"),
     )
+
+
+class RemoteHost(Base):
+    """Delivery health per receiving server, and its circuit breaker."""
+
+    __tablename__ = "remote_hosts"
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    # While set and in the future, deliveries to this host wait; then one probe goes.
+    circuit_open_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
