@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -192,10 +192,14 @@ class DeliveryQueue:
             lambda: asyncio.Semaphore(self.per_host)
         )
         self._pruned_at: datetime | None = None
+        self._recovered = False
 
     async def drain(self) -> int:
         """Claim due deliveries (and those whose worker died), skip hosts whose circuit is
         open, and attempt the rest concurrently within the per-host and overall limits."""
+        if not self._recovered:
+            self._recovered = True
+            await self.recover()
         now = self.node.clock.now()
         await self._prune(now)
         async with self.node.transaction() as session:
@@ -229,6 +233,21 @@ class DeliveryQueue:
                 ids.append(delivery.id)
         await asyncio.gather(*(self._attempt(delivery_id) for delivery_id in ids))
         return len(claimed)
+
+    async def recover(self) -> int:
+        """At start-up on SQLite, which runs one worker process by design, nothing can still
+        be in flight: deliveries a killed process had claimed go back to the queue at once
+        instead of waiting for their leases. (On PostgreSQL other workers may be alive, so
+        leases expire instead.)"""
+        if self.node.engine.dialect.name != "sqlite":
+            return 0
+        async with self.node.transaction() as session:
+            result = await session.execute(
+                update(Delivery)
+                .where(Delivery.state == "in_flight")
+                .values(state="queued", locked_until=None)
+            )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def _circuits(self, session: AsyncSession, hosts: set[str]) -> dict[str, RemoteHost]:
         if not hosts:
