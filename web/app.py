@@ -13,6 +13,7 @@ from node.runtime import NodeContext
 from web import (
     routes_account,
     routes_activitypub,
+    routes_admin,
     routes_discovery,
     routes_groups,
     routes_threads,
@@ -60,5 +61,6 @@ def create_app(
     routes_account.register(app.router)
     routes_groups.register(app.router)
     routes_threads.register(app.router)
+    routes_admin.register(app.router)
     app.router.add_static("/static/", STATIC_DIR)
     return app
