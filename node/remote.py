@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -56,13 +56,33 @@ async def group_by_iri(session: AsyncSession, iri: str) -> ConditionGroup | None
     ).scalar_one_or_none()
 
 
-def _unique_name(base: str, taken: set[str]) -> str:
+async def _free_name(
+    session: AsyncSession, name_column: Any, domain_column: Any, facts: RemoteActorFacts
+) -> str:
     """Remote names are unique per domain; a clash (a renamed actor) gets a suffix."""
+    base = facts.username[:90]
+    taken = set(
+        (
+            await session.execute(
+                select(name_column).where(
+                    domain_column == facts.domain, name_column.startswith(base, autoescape=True)
+                )
+            )
+        ).scalars()
+    )
     name, counter = base, 1
     while name in taken:
         counter += 1
         name = f"{base}_{counter}"
     return name
+
+
+def _locate(row: Member | ConditionGroup, facts: RemoteActorFacts, now: datetime) -> None:
+    """Where a remote actor is reached, as its latest document says."""
+    row.inbox_url = facts.inbox
+    row.shared_inbox_url = facts.shared_inbox
+    row.profile_url = facts.profile_url
+    row.fetched_at = now
 
 
 async def _insert_once(session: AsyncSession, model: type[T], iri: str, make: Callable[[], T]) -> T:
@@ -86,17 +106,9 @@ async def upsert_remote_member(
         raise ValueError("a remote member needs a domain")
     member = await member_by_iri(session, facts.iri)
     if member is None:
-        taken = set(
-            (
-                await session.execute(
-                    select(Member.username).where(
-                        Member.domain == facts.domain, Member.username.like(f"{facts.username}%")
-                    )
-                )
-            ).scalars()
-        )
+        username = await _free_name(session, Member.username, Member.domain, facts)
         member = await _insert_once(session, Member, facts.iri, lambda: Member(
-            username=_unique_name(facts.username[:90], taken),
+            username=username,
             domain=facts.domain,
             actor_iri=facts.iri,
             password_hash="",  # remote people never sign in here
@@ -108,10 +120,7 @@ async def upsert_remote_member(
         ))  # fmt: skip
     member.display_name = facts.display_name[:60] or facts.username[:60]
     member.bio = facts.summary[:2000]
-    member.inbox_url = facts.inbox
-    member.shared_inbox_url = facts.shared_inbox
-    member.profile_url = facts.profile_url
-    member.fetched_at = now
+    _locate(member, facts, now)
     await session.flush()
     return member
 
@@ -123,18 +132,9 @@ async def upsert_remote_group(
         raise ValueError("a remote group needs a domain")
     group = await group_by_iri(session, facts.iri)
     if group is None:
-        taken = set(
-            (
-                await session.execute(
-                    select(ConditionGroup.slug).where(
-                        ConditionGroup.domain == facts.domain,
-                        ConditionGroup.slug.like(f"{facts.username}%"),
-                    )
-                )
-            ).scalars()
-        )
+        slug = await _free_name(session, ConditionGroup.slug, ConditionGroup.domain, facts)
         group = await _insert_once(session, ConditionGroup, facts.iri, lambda: ConditionGroup(
-            slug=_unique_name(facts.username[:90], taken),
+            slug=slug,
             domain=facts.domain,
             actor_iri=facts.iri,
             visibility="public",  # a remote group we can see is public by definition
@@ -149,10 +149,7 @@ async def upsert_remote_group(
         ))  # fmt: skip
     group.name = facts.display_name[:80] or facts.username[:80]
     group.description = facts.summary[:2000]
-    group.inbox_url = facts.inbox
-    group.shared_inbox_url = facts.shared_inbox
-    group.profile_url = facts.profile_url
-    group.fetched_at = now
+    _locate(group, facts, now)
     await session.flush()
     return group
 
