@@ -75,6 +75,7 @@ class ActorDirectory:
         self.client = client
         self.secret = secret
         self.instance_key_id = instance_key_id
+        self.local_base = instance_key_id.split("/actor", 1)[0]
         self._locks = _Locks()
         self._recent: OrderedDict[str, RemoteKeyInfo] = OrderedDict()
 
@@ -91,8 +92,15 @@ class ActorDirectory:
 
     # ------------------------------------------------------------ remote actors
 
+    def _is_ours(self, iri: str) -> bool:
+        return iri.startswith(self.local_base + "/") or iri == self.local_base
+
     async def fetch_actor(self, session: AsyncSession, iri: str, now: datetime) -> ActorDoc:
-        """Fetch an actor document (signed by our instance actor) and remember what it says."""
+        """Fetch an actor document (signed by our instance actor) and remember what it says.
+
+        Never one of this node's own actors: they are no one's to describe from outside."""
+        if self._is_ours(iri):
+            raise FetchError("refused", "this node's own actors are not fetched")
         async with self._locks.get(iri):
             document = await self.client.get_json(iri, await self.instance_signer(session), now)
             try:
@@ -186,6 +194,8 @@ class ActorDirectory:
         """The key lives in its actor's document (key id = actor#fragment) or in a key
         document whose owner must list it back."""
         document_url = key_id.split("#", 1)[0]
+        if self._is_ours(document_url):
+            raise UnknownKey("this node's own keys are not taken from outside")
         try:
             document = await self.client.get_json(
                 document_url, await self.instance_signer(session), now

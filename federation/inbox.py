@@ -9,7 +9,7 @@ Any failure answers 401 with a reason, malformed headers 400, and nothing is sto
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -58,7 +58,10 @@ class Refused(Exception):
 
 def _check_date(headers: Mapping[str, str], created: int | None, now: datetime) -> None:
     if created is not None:
-        moment = datetime.fromtimestamp(created, tz=now.tzinfo)
+        try:
+            moment = datetime.fromtimestamp(created, tz=now.tzinfo)
+        except (OverflowError, OSError, ValueError):
+            raise Refused(400, "the signature's created time is not a time") from None
     else:
         if "date" not in headers:
             raise Refused(401, "the request has no Date")
@@ -127,16 +130,19 @@ def signing_key_id(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-def claimed_actor_host(body: bytes) -> str:
-    """The host of the actor a body claims, read before anything is fetched (for blocks)."""
+def host_name(iri: str) -> str:
+    """The host an IRI names, as blocks compare it (no port, no trailing dot, lower case)."""
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        return (urlsplit(iri).hostname or "").rstrip(".").lower()
+    except ValueError:
         return ""
-    actor = document.get("actor") if isinstance(document, dict) else None
-    if isinstance(actor, dict):
-        actor = actor.get("id")
-    return urlsplit(actor).netloc.lower() if isinstance(actor, str) else ""
+
+
+def is_blocked(settings: Any, iri: str) -> bool:
+    host = host_name(iri)
+    return bool(host) and any(
+        host == blocked or host.endswith("." + blocked) for blocked in settings.blocked_domains
+    )
 
 
 def verify_with(signature: ParsedSignature, request: SignedRequest, public_key: Any) -> None:
@@ -164,8 +170,11 @@ async def authenticate(
     directory: ActorDirectory,
     request: SignedRequest,
     now: datetime,
+    blocked: Callable[[str], bool] | None = None,
 ) -> tuple[Activity, dict[str, Any]]:
-    """Everything short of storing: returns the parsed activity or raises Refused."""
+    """Everything short of storing: returns the parsed activity or raises Refused.
+
+    `blocked` is asked about the (normalised) actor and the key before any key is fetched."""
     try:
         document = json.loads(request.body)
     except (ValueError, UnicodeDecodeError):
@@ -197,6 +206,8 @@ async def authenticate(
         raise Refused(401, "the activity's id is not on its actor's server")
     if not same_origin(signature.key_id, activity.actor):
         raise Refused(401, "the signing key is not on the actor's server")
+    if blocked is not None and (blocked(activity.actor) or blocked(signature.key_id)):
+        raise Refused(403, "activities from this server are refused")
     await _verify_signer(session, directory, signature, request, activity, now)
     return activity, normalised
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -20,7 +21,7 @@ from federation.actors import ActorDirectory
 from federation.client import FetchError
 from federation.convert import Documents
 from federation.inbox import inbox_body
-from federation.jsonld import InvalidDocument, normalise
+from federation.jsonld import PUBLIC_ALIASES, InvalidDocument, normalise
 from federation.outbox import Outbox
 from federation.vocab import (
     Activity,
@@ -59,6 +60,7 @@ class Processor:
     directory: ActorDirectory
     outbox: Outbox
     limits: Limits
+    blocked: Callable[[str], bool] = lambda iri: False
 
     # ------------------------------------------------------------ entry
 
@@ -81,6 +83,12 @@ class Processor:
     # ------------------------------------------------------------ helpers
 
     async def _person(self, session: AsyncSession, iri: str, now: datetime) -> Member:
+        """A remote person, fetched if need be. Never one of ours: no other server may speak
+        for a member of this node."""
+        if self.documents.iris.local_path(iri) is not None:
+            raise Rejected("another server may not act as a member of this node")
+        if self.blocked(iri):
+            raise Rejected("this server is blocked")
         return await self.directory.remote_member(session, iri, now)
 
     def _local_group_slug(self, iri: str) -> str | None:
@@ -128,6 +136,8 @@ class Processor:
             raise VocabError("the activity has no object")
         if self.documents.iris.local_path(value) is not None:
             raise VocabError("our own objects are not taken from others")
+        if self.blocked(value):
+            raise Rejected("this server is blocked")
         signer = await self.directory.instance_signer(session)
         document = await self.directory.client.get_json(value, signer, now)
         normalised = normalise(document)
@@ -266,6 +276,9 @@ class Processor:
         now: datetime,
         announced: bool,
     ) -> None:
+        if not any(address in PUBLIC_ALIASES for address in doc.to + doc.cc):
+            # A direct or followers-only message must never become a public thread.
+            raise Rejected("only public posts are accepted into a group")
         viewer = Viewer(author.id)
         origin = Origin(activity.raw)
         if doc.in_reply_to and doc.type != "Page":

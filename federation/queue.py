@@ -48,7 +48,8 @@ def retry_after(value: str | None, now: datetime) -> timedelta | None:
     if not value:
         return None
     try:
-        delay = timedelta(seconds=int(value.strip()))
+        seconds = int(value.strip())
+        delay = timedelta(seconds=max(-1, min(seconds, int(LONGEST_RETRY.total_seconds()))))
     except ValueError:
         try:
             delay = parsedate_to_datetime(value) - now
@@ -311,7 +312,8 @@ class DeliveryQueue:
                         host.consecutive_failures - CIRCUIT_THRESHOLD + 1
                     )
             else:
-                host.circuit_open_until = None  # it answered: the host itself is up
+                # It answered: the host itself is up, whatever it thought of this delivery.
+                host.circuit_open_until, host.consecutive_failures = None, 0
             if status == 410:
                 delivery.state = "abandoned"  # the recipient is gone
             elif final:
@@ -328,14 +330,16 @@ class DeliveryQueue:
                 delivery.next_attempt_at = now + (wait or retry_delay(delivery.attempts))
 
     async def _host(self, session: AsyncSession, host: str) -> RemoteHost:
-        row = await session.get(RemoteHost, host)
+        """The host's row, locked until commit: concurrent attempts must not lose counts."""
+        locked = select(RemoteHost).where(RemoteHost.host == host).with_for_update()
+        row = (await session.execute(locked)).scalar_one_or_none()
         if row is None:
             try:
                 async with session.begin_nested():
                     row = RemoteHost(host=host, consecutive_failures=0, last_error="")
                     session.add(row)
             except IntegrityError:  # another worker recorded this host first
-                row = await session.get(RemoteHost, host)
+                row = (await session.execute(locked)).scalar_one_or_none()
         assert row is not None
         return row
 

@@ -9,6 +9,7 @@ import aiohttp
 from federation.actors import ActorDirectory
 from federation.client import FederationClient
 from federation.convert import Documents
+from federation.inbox import is_blocked
 from federation.outbox import Outbox
 from federation.processing import Processor
 from federation.queue import DeliveryQueue, InboxQueue, Worker
@@ -32,7 +33,13 @@ class Federation:
         self.delivery_queue = DeliveryQueue(node, self.client, self.directory)
         self.delivery_worker = Worker("deliveries", self.delivery_queue.drain)
         self.outbox = Outbox(self.documents, node.clock, self.delivery_worker.wake)
-        processor = Processor(self.documents, self.directory, self.outbox, node.settings.limits)
+        processor = Processor(
+            self.documents,
+            self.directory,
+            self.outbox,
+            node.settings.limits,
+            blocked=lambda iri: is_blocked(node.settings, iri),
+        )
         self.inbox_queue = InboxQueue(node, processor)
         self.inbox_worker = Worker("inbox", self.inbox_queue.drain)
         node.sinks.append(self.outbox)

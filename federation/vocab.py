@@ -27,7 +27,11 @@ def _iri(value: Any, what: str, required: bool = True) -> str | None:
         return None
     if not isinstance(value, str) or not value:
         raise VocabError(f"{what} must be an IRI")
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - a bad port raises here
+    except ValueError:
+        raise VocabError(f"{what} is not a valid IRI") from None
     if parts.scheme not in ("https", "http") or not parts.netloc or len(value) > MAX_ID_LENGTH:
         raise VocabError(f"{what} must be an http(s) IRI")
     return value
@@ -46,12 +50,16 @@ def iri_list(value: Any) -> list[str]:
 
 
 def origin(iri: str) -> str:
-    parts = urlsplit(iri)
+    try:
+        parts = urlsplit(iri)
+    except ValueError:
+        return ""
     return f"{parts.scheme}://{parts.netloc.lower()}"
 
 
 def same_origin(first: str, second: str) -> bool:
-    return origin(first) == origin(second)
+    mine = origin(first)
+    return bool(mine) and mine == origin(second)
 
 
 def _text(value: Any, limit: int) -> str:
@@ -59,7 +67,7 @@ def _text(value: Any, limit: int) -> str:
         value = next((v for v in value.values() if isinstance(v, str)), "")
     if not isinstance(value, str):
         return ""
-    return value[:limit]
+    return value[:limit].replace("\x00", "")  # PostgreSQL cannot store NUL in text
 
 
 def _first_type(value: Any) -> str:

@@ -27,8 +27,8 @@ async def claim_handle(session: AsyncSession, handle: str, kind: str, what: str)
         except IntegrityError:
             pass  # taken by a concurrent request between our read and our insert
         existing = await session.get(Handle, handle)
-    owner = "a member" if existing is not None and existing.kind == "member" else "a group"
-    raise Conflict(f"The {what} “{handle}” is already taken by {owner}.", field=what)
+    # Which kind holds the name is not said: a private group's name must not be confirmed.
+    raise Conflict(f"The {what} “{handle}” is not available. Choose another.", field=what)
 
 
 async def create_member(

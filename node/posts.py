@@ -28,6 +28,7 @@ from node.text import normalise_line_endings, render_markdown, sanitise_html
 from node.validation import collect, text_problem
 
 HELPFUL = "helpful"
+DELETED_TITLE = "(deleted)"
 THREAD_NOT_FOUND = "There is no thread at this address."
 POST_NOT_FOUND = "There is no post at this address."
 
@@ -275,6 +276,8 @@ async def delete_post(
         found.post.source = ""
         found.post.content_html = ""
         found.post.content_warning = ""
+        if found.post.parent_id is None:
+            found.thread.title = DELETED_TITLE  # a title can say as much as the text
         await session.execute(delete(Reaction).where(Reaction.post_id == found.post.id))
         await session.flush()
         assert viewer.member_id is not None

@@ -338,7 +338,9 @@ def test_duplicate_username_differing_in_case_is_one_line_and_writes_nothing(
     )
 
     assert result.returncode != 0
-    assert result.error_line() == "healthnode: The username “alice” is already taken by a member."
+    assert (
+        result.error_line() == "healthnode: The username “alice” is not available. Choose another."
+    )
     assert result.stdout == ""
     assert table_counts(with_admin) == before
     with database(with_admin) as connection:

@@ -122,13 +122,21 @@ async def test_signed_fetches_and_activities_from_a_blocked_server_are_refused(
         ) as response:
             assert response.status == 400
 
-        # And an activity claiming an actor there is refused before any key is fetched
-        body = json.dumps(
-            {"id": "https://evil.example/a/1", "type": "Follow",
-             "actor": "https://evil.example/u/m", "object": "https://hospital.example/g/t1d"}
-        ).encode()  # fmt: skip
-        async with client.post("/inbox", data=body) as response:
-            assert response.status == 403
-            assert "refused" in (await response.json())["error"]
+        # And an activity claiming an actor there (however its host is spelled) is refused
+        # before any key is fetched
+        for actor in ("https://evil.example/u/m", "https://EVIL.example.:443/u/m"):
+            body = json.dumps(
+                {"id": actor + "/a/1", "type": "Follow", "actor": actor,
+                 "object": "https://hospital.example/g/t1d"}
+            ).encode()  # fmt: skip
+            inbox_url = str(client.make_url("/inbox"))
+            headers = sign_cavage(
+                method="POST", url=inbox_url, body=body, key_id=actor + "#main-key",
+                private_key=key, now=node.clock.now(),
+            )  # fmt: skip
+            headers["Host"] = "hospital.example"
+            async with client.post("/inbox", data=body, headers=headers) as response:
+                assert response.status == 403, await response.text()
+                assert "refused" in (await response.json())["error"]
     finally:
         await client.close()

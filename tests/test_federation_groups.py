@@ -148,7 +148,8 @@ async def test_remote_members_follow_post_reply_mark_edit_and_delete(
 
     # And the followers see it in their feed at home, with the group described in plain text
     home = await cal.get("/")
-    assert "Recent in your groups" in home.text and "Night hypos (edited)" in home.text
+    assert "Recent in your groups" in home.text and "(deleted)" in home.text
+    assert "Night hypos" not in home.text  # a deleted opening post takes its title along
     assert "Living with type 1" in home.text and "&lt;p&gt;" not in home.html
 
     # Then every node shows the same conversation
@@ -160,7 +161,7 @@ async def test_remote_members_follow_post_reply_mark_edit_and_delete(
         reader = await node.browser()
         page = await reader.get(f"/t/{thread_id}")
         assert page.status == 200, (node.name, page.text[:300])
-        assert "Night hypos (edited)" in page.text, node.name
+        assert "(deleted)" in page.text and "Night hypos" not in page.text, node.name
         assert "This post was deleted." in page.text, node.name
         assert "Every week, sadly." in page.text, node.name
         assert "Helpful (1)" in page.text or "1 found this helpful" in page.text, node.name

@@ -191,7 +191,7 @@ async def test_duplicate_username_differing_only_in_case_is_refused(
 
         page = await browser.post("/register", GOOD_REGISTRATION | {"username": attempt})
 
-        assert_refused(page, 400, "The username “alice” is already taken by a member.")
+        assert_refused(page, 400, "The username “alice” is not available. Choose another.")
         assert 'action="/register"' in page.html
         assert await row_counts(node) == before
 
@@ -205,7 +205,7 @@ async def test_username_colliding_with_a_group_slug_is_refused(
 
     page = await browser.post("/register", GOOD_REGISTRATION | {"username": "T1D"})
 
-    assert_refused(page, 400, "The username “t1d” is already taken by a group.")
+    assert_refused(page, 400, "The username “t1d” is not available. Choose another.")
     assert await row_counts(node) == before
 
 
@@ -236,7 +236,7 @@ async def test_duplicate_group_slug_is_refused_whatever_its_case(
 
     page = await create_group(alice, "T1D", "Another diabetes group", description="Kept text")
 
-    assert_refused(page, 400, "The group address “t1d” is already taken by a group.")
+    assert_refused(page, 400, "The group address “t1d” is not available. Choose another.")
     assert 'action="/groups/new"' in page.html
     assert 'value="Another diabetes group"' in page.html
     assert "Kept text" in page.html
@@ -251,7 +251,7 @@ async def test_group_slug_colliding_with_a_username_is_refused(
 
     page = await create_group(alice, "Bob", "Bob's group")
 
-    assert_refused(page, 400, "The group address “bob” is already taken by a member.")
+    assert_refused(page, 400, "The group address “bob” is not available. Choose another.")
     assert 'action="/groups/new"' in page.html
     assert await row_counts(node) == before
 

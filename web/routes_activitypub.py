@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 from sqlalchemy import func, select
@@ -16,6 +15,7 @@ from sqlalchemy import func, select
 from federation import inbox as inbox_edge
 from federation.actors import group_key_owner, member_key_owner
 from federation.convert import AS2_MEDIA_TYPE
+from federation.inbox import is_blocked
 from federation.service import Federation
 from node import groups, members, posts
 from node.actor_keys import INSTANCE_ACTOR, public_pem_of
@@ -87,7 +87,7 @@ async def _check_fetch_signature(request: web.Request) -> None:
         raise web.HTTPBadRequest(text=str(refused)) from None
     if key_id is None:
         return
-    if urlsplit(key_id).netloc.lower() in request.app[NODE].settings.blocked_domains:
+    if is_blocked(request.app[NODE].settings, key_id):
         raise web.HTTPForbidden(text="requests from this server are refused")
 
 
@@ -203,7 +203,7 @@ def _page_number(request: web.Request) -> int | None:
     raw = request.query.get("page")
     if raw is None:
         return None
-    if not raw.isdigit() or not 0 < int(raw) < 100_000:
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) < 100_000:
         raise web.HTTPBadRequest(text="page must be a positive number")
     return int(raw)
 
@@ -348,11 +348,12 @@ async def _receive(request: web.Request) -> web.Response:
     signed = _signed_request(request, body)
     now = node.clock.now()
     try:
-        actor_host = inbox_edge.claimed_actor_host(body)
-        if actor_host in node.settings.blocked_domains:
-            return json_error(403, "activities from this server are refused")
         activity, document = await inbox_edge.authenticate(
-            db(request), federation.directory, signed, now
+            db(request),
+            federation.directory,
+            signed,
+            now,
+            blocked=lambda iri: inbox_edge.is_blocked(node.settings, iri),
         )
     except inbox_edge.Refused as refused:
         return json_error(refused.status, str(refused))
