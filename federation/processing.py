@@ -228,10 +228,16 @@ class Processor:
     async def _follow_answer(
         self, session: AsyncSession, activity: Activity, accepted: bool, now: datetime
     ) -> None:
+        inner = activity.embedded_object
         group = await remote.group_by_iri(session, activity.actor)
+        if group is None and inner is not None:
+            # A healthnode node answers refused Follows from its instance actor: the group
+            # is then the Follow's object, which must be on the answering server.
+            followed = _id_of(inner.get("object"))
+            if followed and same_origin(followed, activity.actor):
+                group = await remote.group_by_iri(session, followed)
         if group is None:
             return
-        inner = activity.embedded_object
         follower_iri = _id_of(inner.get("actor")) if inner else None
         member = None
         if follower_iri:
@@ -276,6 +282,8 @@ class Processor:
         now: datetime,
         announced: bool,
     ) -> None:
+        if await remote.was_deleted(session, doc.id):
+            return  # its author deleted it before it got here
         if not any(address in PUBLIC_ALIASES for address in doc.to + doc.cc):
             # A direct or followers-only message must never become a public thread.
             raise Rejected("only public posts are accepted into a group")
@@ -369,6 +377,10 @@ class Processor:
             return  # account deletion: not handled yet
         ref = await self._post_for(session, target)
         if ref is None:
+            if same_origin(target, activity.actor):
+                # Deleted before it arrived (its Create may be waiting for a retry): remember,
+                # so that it never appears afterwards.
+                await remote.remember_deleted(session, target, now)
             return
         announced = _check_announcer(ref, announced_by)
         member = await remote.member_by_iri(session, activity.actor)

@@ -141,8 +141,14 @@ class InboxQueue:
         retry = False
         try:
             async with self.node.transaction() as session:
-                item = await session.get(InboxItem, item_id)
-                if item is None or item.state != "queued":
+                # Locked for the whole processing: another worker skips it, never doubles it.
+                claim = (
+                    select(InboxItem)
+                    .where(InboxItem.id == item_id, InboxItem.state == "queued")
+                    .with_for_update(skip_locked=True)
+                )
+                item = (await session.execute(claim)).scalar_one_or_none()
+                if item is None:
                     return
                 await self.processor.process(session, json.loads(item.body), now)
                 item.state, item.processed_at = "done", now
@@ -232,7 +238,7 @@ class DeliveryQueue:
                     host.circuit_open_until = now + LEASE
                 delivery.state, delivery.locked_until = "in_flight", now + LEASE
                 ids.append(delivery.id)
-        await asyncio.gather(*(self._attempt(delivery_id) for delivery_id in ids))
+        await asyncio.gather(*(self._attempt(delivery_id, now + LEASE) for delivery_id in ids))
         return len(claimed)
 
     async def recover(self) -> int:
@@ -256,19 +262,36 @@ class DeliveryQueue:
         rows = await session.execute(select(RemoteHost).where(RemoteHost.host.in_(hosts)))
         return {row.host: row for row in rows.scalars()}
 
-    async def _attempt(self, delivery_id: int) -> None:
+    async def _attempt(self, delivery_id: int, claimed_until: datetime) -> None:
         async with self.node.transaction() as session:
             delivery = await session.get(Delivery, delivery_id)
             if delivery is None or delivery.state != "in_flight":
                 return
-            activity = await session.get(OutboxActivity, delivery.activity_id)
-            assert activity is not None
-            signer = await self.directory.signer(
-                session, activity.signer, activity.actor_iri + "#main-key"
-            )
-            inbox, body = delivery.inbox_url, activity.body.encode()
+            host = host_of(delivery.inbox_url)
         status, text, headers, error, final = None, "", {}, "", False
-        async with self._overall, self._hosts[host_of(inbox)]:
+        async with self._overall, self._hosts[host]:
+            # Waiting for a slot may outlast the lease: renew it, unless another worker
+            # has claimed the delivery meanwhile (then it is theirs to send).
+            async with self.node.transaction() as session:
+                renewed = await session.execute(
+                    update(Delivery)
+                    .where(
+                        Delivery.id == delivery_id,
+                        Delivery.state == "in_flight",
+                        Delivery.locked_until == claimed_until,
+                    )
+                    .values(locked_until=self.node.clock.now() + LEASE)
+                )
+                if not getattr(renewed, "rowcount", 0):
+                    return
+                delivery = await session.get(Delivery, delivery_id)
+                assert delivery is not None
+                activity = await session.get(OutboxActivity, delivery.activity_id)
+                assert activity is not None
+                signer = await self.directory.signer(
+                    session, activity.signer, activity.actor_iri + "#main-key"
+                )
+                inbox, body = delivery.inbox_url, activity.body.encode()
             try:
                 # Signed on each attempt: a fresh Date every time.
                 status, text, headers = await self.client.post_signed(
@@ -276,7 +299,7 @@ class DeliveryQueue:
                 )
             except FetchError as failure:
                 error, final = str(failure), failure.kind == "refused"
-        await self._record(delivery_id, status, text, headers, error, final)
+            await self._record(delivery_id, status, text, headers, error, final)
 
     async def _record(
         self,

@@ -7,7 +7,7 @@ members and groups with a domain, so that every service and policy applies to th
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -22,6 +22,7 @@ from node.groups import GROUP_NOT_FOUND
 from node.storage.models import (
     LOCAL,
     ConditionGroup,
+    DeletedObject,
     Member,
     Membership,
     Post,
@@ -85,18 +86,24 @@ def _locate(row: Member | ConditionGroup, facts: RemoteActorFacts, now: datetime
     row.fetched_at = now
 
 
-async def _insert_once(session: AsyncSession, model: type[T], iri: str, make: Callable[[], T]) -> T:
-    """Insert the row for a remote actor, or take the one a concurrent request just added."""
-    try:
-        async with session.begin_nested():
-            row = make()
-            session.add(row)
-        return row
-    except IntegrityError:
-        existing = (
-            await session.execute(select(model).where(model.actor_iri == iri))  # type: ignore[attr-defined]
-        ).scalar_one()
-        return existing
+async def _insert_once(
+    session: AsyncSession, model: type[T], iri: str, make: Callable[[], Awaitable[T]]
+) -> T:
+    """Insert the row for a remote actor, or take the one a concurrent request just added;
+    if another actor took the chosen name meanwhile, choose again."""
+    for _ in range(3):
+        try:
+            async with session.begin_nested():
+                row = await make()
+                session.add(row)
+            return row
+        except IntegrityError:
+            existing = (
+                await session.execute(select(model).where(model.actor_iri == iri))  # type: ignore[attr-defined]
+            ).scalar_one_or_none()
+            if existing is not None:
+                return existing
+    raise Conflict("a remote actor could not be stored: its name kept clashing")
 
 
 async def upsert_remote_member(
@@ -106,18 +113,21 @@ async def upsert_remote_member(
         raise ValueError("a remote member needs a domain")
     member = await member_by_iri(session, facts.iri)
     if member is None:
-        username = await _free_name(session, Member.username, Member.domain, facts)
-        member = await _insert_once(session, Member, facts.iri, lambda: Member(
-            username=username,
-            domain=facts.domain,
-            actor_iri=facts.iri,
-            password_hash="",  # remote people never sign in here
-            role="member",
-            created_at=now,
-            last_active_at=now,
-            bio="",
-            display_name="",
-        ))  # fmt: skip
+
+        async def make() -> Member:
+            return Member(
+                username=await _free_name(session, Member.username, Member.domain, facts),
+                domain=facts.domain,
+                actor_iri=facts.iri,
+                password_hash="",  # remote people never sign in here
+                role="member",
+                created_at=now,
+                last_active_at=now,
+                bio="",
+                display_name="",
+            )
+
+        member = await _insert_once(session, Member, facts.iri, make)
     member.display_name = facts.display_name[:60] or facts.username[:60]
     member.bio = facts.summary[:2000]
     _locate(member, facts, now)
@@ -132,21 +142,24 @@ async def upsert_remote_group(
         raise ValueError("a remote group needs a domain")
     group = await group_by_iri(session, facts.iri)
     if group is None:
-        slug = await _free_name(session, ConditionGroup.slug, ConditionGroup.domain, facts)
-        group = await _insert_once(session, ConditionGroup, facts.iri, lambda: ConditionGroup(
-            slug=slug,
-            domain=facts.domain,
-            actor_iri=facts.iri,
-            visibility="public",  # a remote group we can see is public by definition
-            join_policy="open",
-            join_code=secrets.token_urlsafe(16),
-            owner_id=None,
-            created_at=now,
-            last_activity_at=now,
-            name="",
-            description="",
-            rules="",
-        ))  # fmt: skip
+
+        async def make() -> ConditionGroup:
+            return ConditionGroup(
+                slug=await _free_name(session, ConditionGroup.slug, ConditionGroup.domain, facts),
+                domain=facts.domain,
+                actor_iri=facts.iri,
+                visibility="public",  # a remote group we can see is public by definition
+                join_policy="open",
+                join_code=secrets.token_urlsafe(16),
+                owner_id=None,
+                created_at=now,
+                last_activity_at=now,
+                name="",
+                description="",
+                rules="",
+            )
+
+        group = await _insert_once(session, ConditionGroup, facts.iri, make)
     group.name = facts.display_name[:80] or facts.username[:80]
     group.description = facts.summary[:2000]
     _locate(group, facts, now)
@@ -337,3 +350,16 @@ async def member_by_follow(session: AsyncSession, group_id: int, follow_id: str)
             .where(Membership.group_id == group_id, Membership.follow_activity_id == follow_id)
         )
     ).scalar_one_or_none()
+
+
+async def remember_deleted(session: AsyncSession, ap_id: str, now: datetime) -> None:
+    if await session.get(DeletedObject, ap_id) is None:
+        try:
+            async with session.begin_nested():
+                session.add(DeletedObject(ap_id=ap_id, deleted_at=now))
+        except IntegrityError:
+            pass  # remembered by a concurrent worker
+
+
+async def was_deleted(session: AsyncSession, ap_id: str) -> bool:
+    return await session.get(DeletedObject, ap_id) is not None

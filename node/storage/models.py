@@ -305,3 +305,12 @@ class RemoteHost(Base):
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_error: Mapped[str] = mapped_column(Text, default="")
     last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class DeletedObject(Base):
+    """A remote post deleted before it reached this node, so that a late Create of it is
+    not applied (its author wanted it gone)."""
+
+    __tablename__ = "deleted_objects"
+    ap_id: Mapped[str] = mapped_column(IRI, primary_key=True)
+    deleted_at: Mapped[datetime] = mapped_column(UTCDateTime)
