@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keys.pairs import KeyPair, generate_key_pair
@@ -48,12 +49,16 @@ async def ensure_key_pair(
     row = await session.get(ActorKey, owner)
     if row is None:
         pair = generate_key_pair(node_secret)
-        row = ActorKey(
-            owner=owner,
-            public_pem=pair.public_pem,
-            private_key_sealed=pair.private_sealed,
-            created_at=now,
-        )
-        session.add(row)
-        await session.flush()
+        try:
+            async with session.begin_nested():
+                row = ActorKey(
+                    owner=owner,
+                    public_pem=pair.public_pem,
+                    private_key_sealed=pair.private_sealed,
+                    created_at=now,
+                )
+                session.add(row)
+        except IntegrityError:  # another process starting at the same moment made it
+            row = await session.get(ActorKey, owner)
+            assert row is not None
     return KeyPair(row.public_pem, row.private_key_sealed)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -20,8 +21,18 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+MIGRATION_LOCK = 7_141_501  # any constant: serialises start-ups on one PostgreSQL database
+
+
 async def upgrade_to_head(engine: AsyncEngine) -> None:
+    """Bring the schema to the latest migration. Several processes starting at once on one
+    PostgreSQL database take turns (an advisory lock held until commit); the later ones find
+    nothing to do."""
     async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            await connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+            )
         await connection.run_sync(
             lambda sync_connection: command.upgrade(alembic_config(sync_connection), "head")
         )
