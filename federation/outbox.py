@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -100,7 +101,7 @@ class Outbox:
     ) -> None:
         activity_id = document["id"].rsplit("/", 1)[-1]
         now = self.clock.now()
-        for inbox in dict.fromkeys(inboxes):
+        for inbox in _interleaved_by_host(list(dict.fromkeys(inboxes))):
             session.add(
                 Delivery(
                     activity_id=activity_id,
@@ -403,3 +404,17 @@ def _carries(activity: dict[str, Any], object_iri: str) -> bool:
         if obj.get("type") in ("Create", "Update"):
             return _carries(obj, object_iri)
     return False
+
+
+def _interleaved_by_host(inboxes: list[str]) -> list[str]:
+    """Round-robin over hosts, so that workers claiming in order keep many hosts busy at once
+    instead of queueing behind one host's concurrency limit."""
+    by_host: dict[str, list[str]] = {}
+    for inbox in inboxes:
+        by_host.setdefault(urlsplit(inbox).netloc.lower(), []).append(inbox)
+    queues = list(by_host.values())
+    ordered: list[str] = []
+    while queues:
+        ordered.extend(queue.pop(0) for queue in queues)
+        queues = [queue for queue in queues if queue]
+    return ordered
