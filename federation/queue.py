@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from federation.actors import ActorDirectory
 from federation.client import FederationClient, FetchError
 from federation.processing import Processor, Rejected, Retry
+from node import remote
 from node.runtime import NodeContext
 from node.storage.models import Delivery, InboxItem, OutboxActivity, RemoteHost
 
@@ -339,6 +340,7 @@ class DeliveryQueue:
                 host.circuit_open_until, host.consecutive_failures = None, 0
             if status == 410:
                 delivery.state = "abandoned"  # the recipient is gone
+                await remote.inbox_gone(session, delivery.inbox_url)
             elif final:
                 delivery.state = "failed"  # an address this node never sends to
             elif status is not None and 400 <= status < 500 and status not in (408, 429):

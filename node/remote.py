@@ -363,3 +363,15 @@ async def remember_deleted(session: AsyncSession, ap_id: str, now: datetime) -> 
 
 async def was_deleted(session: AsyncSession, ap_id: str) -> bool:
     return await session.get(DeletedObject, ap_id) is not None
+
+
+async def inbox_gone(session: AsyncSession, inbox_url: str) -> None:
+    """An inbox answered 410 Gone: the people whose own inbox it was are gone, so they stop
+    belonging to our groups (and being sent to). A shared inbox says nothing about one person."""
+    gone = select(Member.id).where(Member.inbox_url == inbox_url, Member.domain != LOCAL)
+    rows = await session.execute(
+        select(Membership).where(Membership.member_id.in_(gone), Membership.state != "banned")
+    )
+    for row in rows.scalars():
+        await session.delete(row)
+    await session.flush()

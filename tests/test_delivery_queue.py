@@ -843,3 +843,42 @@ async def test_announces_go_once_per_shared_inbox(world: World) -> None:
         for server in (shared, plain)
         for request in server.received
     )
+
+
+async def test_a_410_from_a_persons_own_inbox_ends_their_memberships(world: World) -> None:
+    from node import groups, members
+    from node.storage.models import Member, Membership
+
+    # Given a remote person who follows a public group here, and whose inbox now says 410
+    receiver = await world.receiver(Answer(410, "gone"))
+    delivery_id = await world.queue_to(receiver.inbox())
+    async with world.node.transaction() as session:
+        owner = await members.create_member(
+            session, world.node.passwords, world.node.settings.limits, username="owner",
+            password="correct horse battery", display_name="Owner", now=world.now(),
+        )  # fmt: skip
+        group = await groups.create_group(
+            session, world.node.settings.limits, owner_id=owner.id, slug="t1d",
+            name="Type 1", now=world.now(),
+        )  # fmt: skip
+        person = (
+            await session.execute(select(Member).where(Member.inbox_url == receiver.inbox()))
+        ).scalar_one()
+        session.add(
+            Membership(
+                group_id=group.id, member_id=person.id, state="active", role="member",
+                created_at=world.now(), updated_at=world.now(),
+            )
+        )  # fmt: skip
+
+    # When a delivery to that inbox is answered 410
+    await world.drain()
+
+    # Then the delivery is abandoned and the person no longer belongs to the group
+    delivery = await world.delivery(delivery_id)
+    assert delivery.state == "abandoned"
+    async with world.node.transaction() as session:
+        remaining = (
+            await session.execute(select(Membership).where(Membership.member_id == person.id))
+        ).all()
+    assert remaining == []
