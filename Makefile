@@ -25,7 +25,7 @@ run: $(RUN_STAMP)
 # The suite runs on SQLite always, and on PostgreSQL when HEALTHNODE_TEST_PG_URL is set
 # (.ci/run sets it under CI=true).
 test: $(TEST_STAMP)
-	$(BIN)/ruff check node web keys federation tests
+	$(BIN)/ruff check node web keys federation tests bench
 	HEALTHNODE_TEST_DATABASE=sqlite $(BIN)/python -m pytest -q
 	@if [ -n "$$HEALTHNODE_TEST_PG_URL" ]; then \
 		echo "== the same suite on PostgreSQL =="; \
@@ -33,6 +33,11 @@ test: $(TEST_STAMP)
 	else \
 		echo "(PostgreSQL run skipped: HEALTHNODE_TEST_PG_URL is not set)"; \
 	fi
+
+# Speed and memory figures, as ratios against baselines measured in the same run (bench/README.md).
+bench: $(RUN_STAMP)
+	$(BIN)/python -m bench.fanout
+	$(BIN)/python -m bench.inbox
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check node web keys federation tests
