@@ -12,7 +12,7 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
@@ -174,6 +174,18 @@ class InboxQueue:
                 item.state = "failed"
 
 
+@dataclass
+class Outcome:
+    """What one delivery attempt got: an answer (status, text, headers) or an error."""
+
+    delivery_id: int
+    status: int | None = None
+    text: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    error: str = ""
+    final: bool = False
+
+
 CIRCUIT_THRESHOLD = 5  # consecutive failures before a host is skipped
 RETENTION = timedelta(days=7)  # finished deliveries and processed items are kept this long
 FAILED_RETENTION = timedelta(days=30)  # failed incoming items stay visible to admins longer
@@ -226,7 +238,7 @@ class DeliveryQueue:
                 statement = statement.with_for_update(skip_locked=True)
             claimed = list((await session.execute(statement)).scalars())
             circuits = await self._circuits(session, {host_of(d.inbox_url) for d in claimed})
-            ids = []
+            sending: list[tuple[int, str]] = []
             for delivery in claimed:
                 host = circuits.get(host_of(delivery.inbox_url))
                 if host is not None and host.circuit_open_until is not None:
@@ -238,8 +250,11 @@ class DeliveryQueue:
                     # Half open: this one delivery is the probe; the others wait on it.
                     host.circuit_open_until = now + LEASE
                 delivery.state, delivery.locked_until = "in_flight", now + LEASE
-                ids.append(delivery.id)
-        await asyncio.gather(*(self._attempt(delivery_id, now + LEASE) for delivery_id in ids))
+                sending.append((delivery.id, host_of(delivery.inbox_url)))
+        outcomes = await asyncio.gather(
+            *(self._attempt(delivery_id, now + LEASE, host) for delivery_id, host in sending)
+        )
+        await self._record_all([outcome for outcome in outcomes if outcome is not None])
         return len(claimed)
 
     async def recover(self) -> int:
@@ -263,96 +278,98 @@ class DeliveryQueue:
         rows = await session.execute(select(RemoteHost).where(RemoteHost.host.in_(hosts)))
         return {row.host: row for row in rows.scalars()}
 
-    async def _attempt(self, delivery_id: int, claimed_until: datetime) -> None:
-        async with self.node.transaction() as session:
-            delivery = await session.get(Delivery, delivery_id)
-            if delivery is None or delivery.state != "in_flight":
-                return
-            host = host_of(delivery.inbox_url)
-        status, text, headers, error, final = None, "", {}, "", False
+    async def _attempt(
+        self, delivery_id: int, claimed_until: datetime, host: str
+    ) -> Outcome | None:
+        """Send one claimed delivery; what happened is recorded with the batch's others."""
         async with self._overall, self._hosts[host]:
-            # Waiting for a slot may outlast the lease: renew it, unless another worker
-            # has claimed the delivery meanwhile (then it is theirs to send).
-            async with self.node.transaction() as session:
-                renewed = await session.execute(
-                    update(Delivery)
-                    .where(
-                        Delivery.id == delivery_id,
-                        Delivery.state == "in_flight",
-                        Delivery.locked_until == claimed_until,
+            # Waiting for a slot may have eaten into the lease: then renew it (a write);
+            # usually a read without the write lock is enough to check it is still ours.
+            waited_long = self.node.clock.now() > claimed_until - LEASE / 2
+            async with self.node.transaction(reading=not waited_long) as session:
+                if waited_long:
+                    renewed = await session.execute(
+                        update(Delivery)
+                        .where(
+                            Delivery.id == delivery_id,
+                            Delivery.state == "in_flight",
+                            Delivery.locked_until == claimed_until,
+                        )
+                        .values(locked_until=self.node.clock.now() + LEASE)
                     )
-                    .values(locked_until=self.node.clock.now() + LEASE)
-                )
-                if not getattr(renewed, "rowcount", 0):
-                    return
+                    if not getattr(renewed, "rowcount", 0):
+                        return None  # another worker has claimed it meanwhile
                 delivery = await session.get(Delivery, delivery_id)
-                assert delivery is not None
+                if delivery is None or delivery.state != "in_flight":
+                    return None
+                if not waited_long and delivery.locked_until != claimed_until:
+                    return None
                 activity = await session.get(OutboxActivity, delivery.activity_id)
                 assert activity is not None
                 signer = await self.directory.signer(
                     session, activity.signer, activity.actor_iri + "#main-key"
                 )
                 inbox, body = delivery.inbox_url, activity.body.encode()
+            outcome = Outcome(delivery_id)
             try:
                 # Signed on each attempt: a fresh Date every time.
-                status, text, headers = await self.client.post_signed(
+                outcome.status, outcome.text, outcome.headers = await self.client.post_signed(
                     inbox, body, signer, self.node.clock.now()
                 )
             except FetchError as failure:
-                error, final = str(failure), failure.kind == "refused"
-            await self._record(delivery_id, status, text, headers, error, final)
+                outcome.error, outcome.final = str(failure), failure.kind == "refused"
+            return outcome
 
-    async def _record(
-        self,
-        delivery_id: int,
-        status: int | None,
-        text: str,
-        headers: dict[str, str],
-        error: str,
-        final: bool = False,
-    ) -> None:
-        now = self.node.clock.now()
+    async def _record_all(self, outcomes: list[Outcome]) -> None:
+        """One transaction for a batch's results: group commit keeps the write lock brief."""
+        if not outcomes:
+            return
         async with self.node.transaction() as session:
-            delivery = await session.get(Delivery, delivery_id)
-            if delivery is None:
-                return
-            delivery.attempts += 1
-            delivery.updated_at = now
-            delivery.locked_until = None
-            delivery.last_status = status
-            host = await self._host(session, host_of(delivery.inbox_url))
-            if status is not None and 200 <= status < 300:
-                delivery.state, delivery.last_error = "delivered", ""
-                host.consecutive_failures, host.circuit_open_until = 0, None
-                host.last_success_at = now
-                return
-            delivery.last_error = (error or f"HTTP {status}: {text[:500]}")[:2000]
-            host.last_error, host.last_error_at = delivery.last_error, now
-            unreachable = status is None or status >= 500 or status in (408, 429)
-            if unreachable and not final:
-                host.consecutive_failures += 1
-                if host.consecutive_failures >= CIRCUIT_THRESHOLD:
-                    host.circuit_open_until = now + retry_delay(
-                        host.consecutive_failures - CIRCUIT_THRESHOLD + 1
-                    )
-            else:
-                # It answered: the host itself is up, whatever it thought of this delivery.
-                host.circuit_open_until, host.consecutive_failures = None, 0
-            if status == 410:
-                delivery.state = "abandoned"  # the recipient is gone
-                await remote.inbox_gone(session, delivery.inbox_url)
-            elif final:
-                delivery.state = "failed"  # an address this node never sends to
-            elif status is not None and 400 <= status < 500 and status not in (408, 429):
-                delivery.state = "failed"  # refused for good; the reason is kept
-            elif now - delivery.created_at >= GIVE_UP_AFTER:
-                delivery.state = "abandoned"
-            else:
-                wait = (
-                    retry_after(headers.get("Retry-After"), now) if status in (429, 503) else None
+            for outcome in sorted(outcomes, key=lambda item: item.delivery_id):
+                await self._record(session, outcome)
+
+    async def _record(self, session: AsyncSession, outcome: Outcome) -> None:
+        delivery_id, status, text = outcome.delivery_id, outcome.status, outcome.text
+        headers, error, final = outcome.headers, outcome.error, outcome.final
+        now = self.node.clock.now()
+        delivery = await session.get(Delivery, delivery_id)
+        if delivery is None:
+            return
+        delivery.attempts += 1
+        delivery.updated_at = now
+        delivery.locked_until = None
+        delivery.last_status = status
+        host = await self._host(session, host_of(delivery.inbox_url))
+        if status is not None and 200 <= status < 300:
+            delivery.state, delivery.last_error = "delivered", ""
+            host.consecutive_failures, host.circuit_open_until = 0, None
+            host.last_success_at = now
+            return
+        delivery.last_error = (error or f"HTTP {status}: {text[:500]}")[:2000]
+        host.last_error, host.last_error_at = delivery.last_error, now
+        unreachable = status is None or status >= 500 or status in (408, 429)
+        if unreachable and not final:
+            host.consecutive_failures += 1
+            if host.consecutive_failures >= CIRCUIT_THRESHOLD:
+                host.circuit_open_until = now + retry_delay(
+                    host.consecutive_failures - CIRCUIT_THRESHOLD + 1
                 )
-                delivery.state = "queued"
-                delivery.next_attempt_at = now + (wait or retry_delay(delivery.attempts))
+        else:
+            # It answered: the host itself is up, whatever it thought of this delivery.
+            host.circuit_open_until, host.consecutive_failures = None, 0
+        if status == 410:
+            delivery.state = "abandoned"  # the recipient is gone
+            await remote.inbox_gone(session, delivery.inbox_url)
+        elif final:
+            delivery.state = "failed"  # an address this node never sends to
+        elif status is not None and 400 <= status < 500 and status not in (408, 429):
+            delivery.state = "failed"  # refused for good; the reason is kept
+        elif now - delivery.created_at >= GIVE_UP_AFTER:
+            delivery.state = "abandoned"
+        else:
+            wait = retry_after(headers.get("Retry-After"), now) if status in (429, 503) else None
+            delivery.state = "queued"
+            delivery.next_attempt_at = now + (wait or retry_delay(delivery.attempts))
 
     async def _host(self, session: AsyncSession, host: str) -> RemoteHost:
         """The host's row, locked until commit: concurrent attempts must not lose counts."""

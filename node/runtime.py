@@ -14,7 +14,7 @@ from node.clock import Clock, SystemClock
 from node.config import Settings
 from node.events import EventSink, take_pending
 from node.passwords import Passwords
-from node.storage.engine import create_engine, session_factory
+from node.storage.engine import begin_for_reading, create_engine, session_factory
 from node.storage.migrate import upgrade_to_head
 
 
@@ -54,12 +54,15 @@ class NodeContext:
         return context
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
+    async def transaction(self, reading: bool = False) -> AsyncIterator[AsyncSession]:
         """One session and transaction: committed on success, rolled back on any error.
 
         Events the domain recorded are published into the same transaction before it commits.
+        `reading` starts it without SQLite's write lock, for work that only reads.
         """
         async with self.sessions() as session, session.begin():
+            if reading:
+                await begin_for_reading(session)
             yield session
             await self.publish_pending(session)
 
