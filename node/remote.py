@@ -266,24 +266,20 @@ class PostRef:
 
 async def post_by_ap_id(session: AsyncSession, ap_id: str) -> PostRef | None:
     """A post that another server created, by its id."""
-    row = (
-        await session.execute(
-            select(Post, Thread, ConditionGroup)
-            .join(Thread, Thread.id == Post.thread_id)
-            .join(ConditionGroup, ConditionGroup.id == Thread.group_id)
-            .where(Post.ap_id == ap_id)
-        )
-    ).first()
-    return PostRef(*row) if row else None
+    return await _post_ref_where(session, Post.ap_id == ap_id)
 
 
 async def post_ref(session: AsyncSession, post_id: str) -> PostRef | None:
+    return await _post_ref_where(session, Post.id == post_id)
+
+
+async def _post_ref_where(session: AsyncSession, condition: Any) -> PostRef | None:
     row = (
         await session.execute(
             select(Post, Thread, ConditionGroup)
             .join(Thread, Thread.id == Post.thread_id)
             .join(ConditionGroup, ConditionGroup.id == Thread.group_id)
-            .where(Post.id == post_id)
+            .where(condition)
         )
     ).first()
     return PostRef(*row) if row else None
