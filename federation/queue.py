@@ -18,7 +18,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 from sqlalchemy import and_, delete, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.actors import ActorDirectory
@@ -179,6 +179,7 @@ class Outcome:
     """What one delivery attempt got: an answer (status, text, headers) or an error."""
 
     delivery_id: int
+    host: str = ""
     status: int | None = None
     text: str = ""
     headers: dict[str, str] = field(default_factory=dict)
@@ -310,7 +311,7 @@ class DeliveryQueue:
                     session, activity.signer, activity.actor_iri + "#main-key"
                 )
                 inbox, body = delivery.inbox_url, activity.body.encode()
-            outcome = Outcome(delivery_id)
+            outcome = Outcome(delivery_id, host)
             try:
                 # Signed on each attempt: a fresh Date every time.
                 outcome.status, outcome.text, outcome.headers = await self.client.post_signed(
@@ -321,12 +322,23 @@ class DeliveryQueue:
             return outcome
 
     async def _record_all(self, outcomes: list[Outcome]) -> None:
-        """One transaction for a batch's results: group commit keeps the write lock brief."""
+        """One transaction for a batch's results: group commit keeps the write lock brief.
+
+        Host rows are locked in host order, so that workers recording at once never wait on
+        each other in a circle; should the database still refuse the batch (a deadlock or
+        serialisation failure), each result is recorded on its own."""
         if not outcomes:
             return
-        async with self.node.transaction() as session:
-            for outcome in sorted(outcomes, key=lambda item: item.delivery_id):
-                await self._record(session, outcome)
+        ordered = sorted(outcomes, key=lambda item: (item.host, item.delivery_id))
+        try:
+            async with self.node.transaction() as session:
+                for outcome in ordered:
+                    await self._record(session, outcome)
+        except DBAPIError:
+            log.warning("recording %d delivery results together failed; one by one", len(ordered))
+            for outcome in ordered:
+                async with self.node.transaction() as session:
+                    await self._record(session, outcome)
 
     async def _record(self, session: AsyncSession, outcome: Outcome) -> None:
         delivery_id, status, text = outcome.delivery_id, outcome.status, outcome.text
