@@ -8,14 +8,16 @@ from __future__ import annotations
 import asyncio
 import cProfile
 import io
+import logging
 import os
 import pstats
 import resource
 import socket
 import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -280,3 +282,33 @@ def say(text: str = "") -> None:
 
 def fail(text: str) -> None:
     print(f"FAILED: {text}", file=sys.stderr, flush=True)
+
+
+def run_benchmark(
+    name: str,
+    peer: Any,
+    peer_label: str,
+    bench: Callable[[Path], Coroutine[Any, Any, None]],
+    args: Any,
+) -> int:
+    """Start the peer process, pin the node to its core, run `bench` in a scratch directory,
+    and report; any fault fails the run loudly with a non-zero status."""
+    started = time.perf_counter()
+    try:
+        peer.start()
+        args.pinned = pin_to_core(NODE_CORE)
+        with tempfile.TemporaryDirectory(prefix=f"healthnode-bench-{name}-") as data_dir:
+            asyncio.run(bench(Path(data_dir)))
+    except BenchFailure as failure:
+        fail(str(failure))
+        return 1
+    except Exception as error:  # any other fault fails the run loudly
+        logging.exception("the benchmark crashed")
+        fail(f"{type(error).__name__}: {error}")
+        return 1
+    finally:
+        final = peer.stop()
+        if final is not None:
+            say(f"{peer_label} CPU: {final['cpu']:.2f} s")
+        say(f"total benchmark time: {time.perf_counter() - started:.1f} s")
+    return 0

@@ -29,7 +29,6 @@ import logging
 import multiprocessing
 import resource
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -42,18 +41,17 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from sqlalchemy import func, select
 
 from bench.common import (
-    NODE_CORE,
     PEER_CORE,
     BenchFailure,
     Observer,
     SqlStats,
     cpu_seconds,
-    fail,
     max_rss_kib,
     next_command,
     node_settings,
     pin_to_core,
     profile_report,
+    run_benchmark,
     say,
     unused_port,
     wait_until,
@@ -543,25 +541,13 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args.rss_before = max_rss_kib()
     receivers = Receivers(args.servers, args.shared)
-    started = time.perf_counter()
-    try:
-        receivers.start()
-        args.pinned = pin_to_core(NODE_CORE)
-        with tempfile.TemporaryDirectory(prefix="healthnode-bench-fanout-") as data_dir:
-            asyncio.run(bench(args, receivers, Path(data_dir)))
-    except BenchFailure as failure:
-        fail(str(failure))
-        return 1
-    except Exception as error:  # any other fault fails the run loudly
-        logging.exception("the benchmark crashed")
-        fail(f"{type(error).__name__}: {error}")
-        return 1
-    finally:
-        final = receivers.stop()
-        if final is not None:
-            say(f"receivers' CPU: {final['cpu']:.2f} s")
-        say(f"total benchmark time: {time.perf_counter() - started:.1f} s")
-    return 0
+    return run_benchmark(
+        "fanout",
+        receivers,
+        "receivers'",
+        lambda data_dir: bench(args, receivers, data_dir),
+        args,
+    )
 
 
 if __name__ == "__main__":

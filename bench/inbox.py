@@ -39,7 +39,6 @@ import multiprocessing
 import resource
 import sqlite3
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -57,19 +56,18 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from sqlalchemy import func, select
 
 from bench.common import (
-    NODE_CORE,
     PEER_CORE,
     BenchFailure,
     Observer,
     SqlStats,
     cpu_seconds,
-    fail,
     max_rss_kib,
     next_command,
     node_settings,
     pin_to_core,
     profile_report,
     reserve_port,
+    run_benchmark,
     say,
     wait_until,
 )
@@ -765,25 +763,13 @@ def main() -> int:
         parser.error("concurrency must be between 1 and 256")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     remote_server = Remote()
-    started = time.perf_counter()
-    try:
-        remote_server.start()
-        args.pinned = pin_to_core(NODE_CORE)
-        with tempfile.TemporaryDirectory(prefix="healthnode-bench-inbox-") as data_dir:
-            asyncio.run(bench(args, remote_server, Path(data_dir)))
-    except BenchFailure as failure:
-        fail(str(failure))
-        return 1
-    except Exception as error:  # any other fault fails the run loudly
-        logging.exception("the benchmark crashed")
-        fail(f"{type(error).__name__}: {error}")
-        return 1
-    finally:
-        final = remote_server.stop()
-        if final is not None:
-            say(f"remote server's CPU: {final['cpu']:.2f} s")
-        say(f"total benchmark time: {time.perf_counter() - started:.1f} s")
-    return 0
+    return run_benchmark(
+        "inbox",
+        remote_server,
+        "remote server's",
+        lambda data_dir: bench(args, remote_server, data_dir),
+        args,
+    )
 
 
 if __name__ == "__main__":

@@ -227,9 +227,9 @@ class Outbox:
         if ref.group.domain == LOCAL:
             inner: Any = event.origin.activity if event.origin else None
             if inner is None:
-                actor_iri, signer = self._actor_for(deleter, ref.group)
                 inner = await self._store(
-                    session, "Delete", actor_iri, signer,
+                    session, "Delete", self.documents.member_iri(deleter),
+                    member_key_owner(deleter.id),
                     {"id": object_iri, "type": "Tombstone"},
                     to=[PUBLIC], cc=[group_iri], audience=group_iri,
                 )  # fmt: skip
@@ -263,11 +263,6 @@ class Outbox:
                     .values(state="abandoned", last_error="the post was deleted")
                 )
         await session.flush()
-
-    def _actor_for(self, member: Member, group: ConditionGroup) -> tuple[str, str]:
-        """Who signs a moderation by a local member in a local group: the member, when their
-        key exists here (always, for local members)."""
-        return self.documents.member_iri(member), member_key_owner(member.id)
 
     async def _helpful_changed(self, session: AsyncSession, event: events.HelpfulChanged) -> None:
         found = await self._post_context(session, event.post_id)

@@ -14,16 +14,22 @@ INSTANCE_ACTOR = "instance"
 
 
 async def store_key_pair(session: AsyncSession, owner: str, pair: KeyPair, now: datetime) -> None:
-    if await session.get(ActorKey, owner) is None:
-        session.add(
-            ActorKey(
-                owner=owner,
-                public_pem=pair.public_pem,
-                private_key_sealed=pair.private_sealed,
-                created_at=now,
+    """Keep `pair` as the owner's key unless it has one already (perhaps made a moment ago by
+    another process starting at the same time)."""
+    if await session.get(ActorKey, owner) is not None:
+        return
+    try:
+        async with session.begin_nested():
+            session.add(
+                ActorKey(
+                    owner=owner,
+                    public_pem=pair.public_pem,
+                    private_key_sealed=pair.private_sealed,
+                    created_at=now,
+                )
             )
-        )
-        await session.flush()
+    except IntegrityError:
+        pass  # the other one stands
 
 
 async def replace_key_pair(session: AsyncSession, owner: str, pair: KeyPair, now: datetime) -> None:
@@ -46,19 +52,8 @@ async def public_pem_of(session: AsyncSession, owner: str) -> str | None:
 async def ensure_key_pair(
     session: AsyncSession, owner: str, node_secret: bytes, now: datetime
 ) -> KeyPair:
+    if await session.get(ActorKey, owner) is None:
+        await store_key_pair(session, owner, generate_key_pair(node_secret), now)
     row = await session.get(ActorKey, owner)
-    if row is None:
-        pair = generate_key_pair(node_secret)
-        try:
-            async with session.begin_nested():
-                row = ActorKey(
-                    owner=owner,
-                    public_pem=pair.public_pem,
-                    private_key_sealed=pair.private_sealed,
-                    created_at=now,
-                )
-                session.add(row)
-        except IntegrityError:  # another process starting at the same moment made it
-            row = await session.get(ActorKey, owner)
-            assert row is not None
+    assert row is not None
     return KeyPair(row.public_pem, row.private_key_sealed)

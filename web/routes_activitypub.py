@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 from sqlalchemy import func, select
+from sqlalchemy.exc import NoResultFound
 
 from federation import inbox as inbox_edge
 from federation.actors import group_key_owner, member_key_owner
@@ -182,7 +183,7 @@ async def post_document(request: web.Request, post_id: str) -> web.Response:
 async def thread_document(request: web.Request, thread_id: str) -> web.Response:
     try:
         first = await posts.first_post(db(request), thread_id)
-    except Exception:
+    except NoResultFound:
         raise web.HTTPNotFound() from None
     return await post_document(request, first.id)
 
