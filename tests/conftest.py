@@ -115,3 +115,7 @@ async def browser_factory(
 @pytest.fixture
 async def browser(browser_factory: BrowserFactory) -> Browser:
     return await browser_factory()
+
+
+# The fake remote server and node under test shared by the inbox-edge and interoperability tests.
+from tests.peers import hospital, keys, remote, third  # noqa: E402, F401
