@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.actors import group_key_owner, member_key_owner
@@ -101,21 +101,22 @@ class Outbox:
     ) -> None:
         activity_id = document["id"].rsplit("/", 1)[-1]
         now = self.clock.now()
-        for inbox in _interleaved_by_host(list(dict.fromkeys(inboxes))):
-            session.add(
-                Delivery(
-                    activity_id=activity_id,
-                    inbox_url=inbox,
-                    state="queued",
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
-                    updated_at=now,
-                    last_error="",
-                )
-            )
-        if inboxes:
-            await session.flush()
+        rows = [
+            {
+                "activity_id": activity_id,
+                "inbox_url": inbox,
+                "state": "queued",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+                "updated_at": now,
+                "last_error": "",
+            }
+            for inbox in _interleaved_by_host(list(dict.fromkeys(inboxes)))
+        ]
+        if rows:
+            # One executemany for a fan-out of any size, not one INSERT per follower's inbox.
+            await session.execute(insert(Delivery), rows)
             after_commit(session, self.wake_deliveries)
 
     async def _announce(

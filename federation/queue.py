@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.actors import ActorDirectory
-from federation.client import FederationClient, FetchError
+from federation.client import FederationClient, FetchError, Signer
 from federation.processing import Processor, Rejected, Retry
 from node import remote
 from node.runtime import NodeContext
@@ -174,6 +174,18 @@ class InboxQueue:
                 item.state = "failed"
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A delivery this worker holds until `claimed_until`, with what it is to send."""
+
+    delivery_id: int
+    host: str
+    inbox_url: str
+    body: bytes
+    signer: Signer
+    claimed_until: datetime
+
+
 @dataclass
 class Outcome:
     """What one delivery attempt got: an answer (status, text, headers) or an error."""
@@ -239,7 +251,8 @@ class DeliveryQueue:
                 statement = statement.with_for_update(skip_locked=True)
             claimed = list((await session.execute(statement)).scalars())
             circuits = await self._circuits(session, {host_of(d.inbox_url) for d in claimed})
-            sending: list[tuple[int, str]] = []
+            lease_end = now + LEASE
+            sending: list[Delivery] = []
             for delivery in claimed:
                 host = circuits.get(host_of(delivery.inbox_url))
                 if host is not None and host.circuit_open_until is not None:
@@ -249,14 +262,48 @@ class DeliveryQueue:
                         delivery.next_attempt_at = host.circuit_open_until
                         continue
                     # Half open: this one delivery is the probe; the others wait on it.
-                    host.circuit_open_until = now + LEASE
-                delivery.state, delivery.locked_until = "in_flight", now + LEASE
-                sending.append((delivery.id, host_of(delivery.inbox_url)))
-        outcomes = await asyncio.gather(
-            *(self._attempt(delivery_id, now + LEASE, host) for delivery_id, host in sending)
-        )
+                    host.circuit_open_until = lease_end
+                delivery.state, delivery.locked_until = "in_flight", lease_end
+                sending.append(delivery)
+            # What each claimed delivery sends is read here, once per activity and signer,
+            # not once per delivery: a batch usually holds one or two activities.
+            claims = await self._claims(session, sending, lease_end)
+        outcomes = await asyncio.gather(*(self._attempt(claim) for claim in claims))
         await self._record_all([outcome for outcome in outcomes if outcome is not None])
         return len(claimed)
+
+    async def _claims(
+        self, session: AsyncSession, deliveries: list[Delivery], claimed_until: datetime
+    ) -> list[Claim]:
+        if not deliveries:
+            return []
+        activity_ids = {delivery.activity_id for delivery in deliveries}
+        activities = {
+            activity.id: activity
+            for activity in (
+                await session.execute(
+                    select(OutboxActivity).where(OutboxActivity.id.in_(activity_ids))
+                )
+            ).scalars()
+        }
+        signers: dict[tuple[str, str], Signer] = {}
+        claims = []
+        for delivery in deliveries:
+            activity = activities[delivery.activity_id]
+            signed_by = (activity.signer, activity.actor_iri + "#main-key")
+            if signed_by not in signers:
+                signers[signed_by] = await self.directory.signer(session, *signed_by)
+            claims.append(
+                Claim(
+                    delivery_id=delivery.id,
+                    host=host_of(delivery.inbox_url),
+                    inbox_url=delivery.inbox_url,
+                    body=activity.body.encode(),
+                    signer=signers[signed_by],
+                    claimed_until=claimed_until,
+                )
+            )
+        return claims
 
     async def recover(self) -> int:
         """At start-up on SQLite, which runs one worker process by design, nothing can still
@@ -279,43 +326,29 @@ class DeliveryQueue:
         rows = await session.execute(select(RemoteHost).where(RemoteHost.host.in_(hosts)))
         return {row.host: row for row in rows.scalars()}
 
-    async def _attempt(
-        self, delivery_id: int, claimed_until: datetime, host: str
-    ) -> Outcome | None:
+    async def _attempt(self, claim: Claim) -> Outcome | None:
         """Send one claimed delivery; what happened is recorded with the batch's others."""
-        async with self._overall, self._hosts[host]:
-            # Waiting for a slot may have eaten into the lease: then renew it (a write);
-            # usually a read without the write lock is enough to check it is still ours.
-            waited_long = self.node.clock.now() > claimed_until - LEASE / 2
-            async with self.node.transaction(reading=not waited_long) as session:
-                if waited_long:
+        async with self._overall, self._hosts[claim.host]:
+            # Waiting for a slot may have eaten into the lease: then renew it, and send only
+            # if it is still ours. Within the first half of the lease no one else can hold it.
+            if self.node.clock.now() > claim.claimed_until - LEASE / 2:
+                async with self.node.transaction() as session:
                     renewed = await session.execute(
                         update(Delivery)
                         .where(
-                            Delivery.id == delivery_id,
+                            Delivery.id == claim.delivery_id,
                             Delivery.state == "in_flight",
-                            Delivery.locked_until == claimed_until,
+                            Delivery.locked_until == claim.claimed_until,
                         )
                         .values(locked_until=self.node.clock.now() + LEASE)
                     )
                     if not getattr(renewed, "rowcount", 0):
                         return None  # another worker has claimed it meanwhile
-                delivery = await session.get(Delivery, delivery_id)
-                if delivery is None or delivery.state != "in_flight":
-                    return None
-                if not waited_long and delivery.locked_until != claimed_until:
-                    return None
-                activity = await session.get(OutboxActivity, delivery.activity_id)
-                assert activity is not None
-                signer = await self.directory.signer(
-                    session, activity.signer, activity.actor_iri + "#main-key"
-                )
-                inbox, body = delivery.inbox_url, activity.body.encode()
-            outcome = Outcome(delivery_id, host)
+            outcome = Outcome(claim.delivery_id, claim.host)
             try:
                 # Signed on each attempt: a fresh Date every time.
                 outcome.status, outcome.text, outcome.headers = await self.client.post_signed(
-                    inbox, body, signer, self.node.clock.now()
+                    claim.inbox_url, claim.body, claim.signer, self.node.clock.now()
                 )
             except FetchError as failure:
                 outcome.error, outcome.final = str(failure), failure.kind == "refused"
@@ -329,29 +362,44 @@ class DeliveryQueue:
         serialisation failure), each result is recorded on its own."""
         if not outcomes:
             return
-        ordered = sorted(outcomes, key=lambda item: (item.host, item.delivery_id))
         try:
             async with self.node.transaction() as session:
-                for outcome in ordered:
-                    await self._record(session, outcome)
+                await self._record(session, outcomes)
         except DBAPIError:
-            log.warning("recording %d delivery results together failed; one by one", len(ordered))
-            for outcome in ordered:
+            log.warning("recording %d delivery results together failed; one by one", len(outcomes))
+            for outcome in outcomes:
                 async with self.node.transaction() as session:
-                    await self._record(session, outcome)
+                    await self._record(session, [outcome])
 
-    async def _record(self, session: AsyncSession, outcome: Outcome) -> None:
-        delivery_id, status, text = outcome.delivery_id, outcome.status, outcome.text
-        headers, error, final = outcome.headers, outcome.error, outcome.final
+    async def _record(self, session: AsyncSession, outcomes: list[Outcome]) -> None:
         now = self.node.clock.now()
-        delivery = await session.get(Delivery, delivery_id)
-        if delivery is None:
-            return
+        ids = [outcome.delivery_id for outcome in outcomes]
+        deliveries = {
+            delivery.id: delivery
+            for delivery in (
+                await session.execute(select(Delivery).where(Delivery.id.in_(ids)))
+            ).scalars()
+        }
+        hosts = await self._hosts_locked(session, {outcome.host for outcome in outcomes})
+        for outcome in sorted(outcomes, key=lambda item: (item.host, item.delivery_id)):
+            delivery = deliveries.get(outcome.delivery_id)
+            if delivery is not None:
+                await self._apply(session, delivery, hosts[outcome.host], outcome, now)
+
+    async def _apply(
+        self,
+        session: AsyncSession,
+        delivery: Delivery,
+        host: RemoteHost,
+        outcome: Outcome,
+        now: datetime,
+    ) -> None:
+        status, text, headers = outcome.status, outcome.text, outcome.headers
+        error, final = outcome.error, outcome.final
         delivery.attempts += 1
         delivery.updated_at = now
         delivery.locked_until = None
         delivery.last_status = status
-        host = await self._host(session, host_of(delivery.inbox_url))
         if status is not None and 200 <= status < 300:
             delivery.state, delivery.last_error = "delivered", ""
             host.consecutive_failures, host.circuit_open_until = 0, None
@@ -382,6 +430,20 @@ class DeliveryQueue:
             wait = retry_after(headers.get("Retry-After"), now) if status in (429, 503) else None
             delivery.state = "queued"
             delivery.next_attempt_at = now + (wait or retry_delay(delivery.attempts))
+
+    async def _hosts_locked(self, session: AsyncSession, names: set[str]) -> dict[str, RemoteHost]:
+        """The hosts' rows, locked in host order until commit: concurrent workers must not lose
+        counts, nor wait on each other in a circle. Rows are created on first contact."""
+        locked = (
+            select(RemoteHost)
+            .where(RemoteHost.host.in_(names))
+            .order_by(RemoteHost.host)
+            .with_for_update()
+        )
+        found = {row.host: row for row in (await session.execute(locked)).scalars()}
+        for name in sorted(names - found.keys()):
+            found[name] = await self._host(session, name)
+        return found
 
     async def _host(self, session: AsyncSession, host: str) -> RemoteHost:
         """The host's row, locked until commit: concurrent attempts must not lose counts."""
