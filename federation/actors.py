@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -71,8 +73,15 @@ class _Locks:
 
 
 class ActorDirectory:
-    def __init__(self, client: FederationClient, secret: bytes, instance_key_id: str) -> None:
+    def __init__(
+        self,
+        client: FederationClient,
+        secret: bytes,
+        instance_key_id: str,
+        transactions: Callable[..., AbstractAsyncContextManager[AsyncSession]],
+    ) -> None:
         self.client = client
+        self.transactions = transactions
         self.secret = secret
         self.instance_key_id = instance_key_id
         self.local_base = instance_key_id.split("/actor", 1)[0]
@@ -99,18 +108,22 @@ class ActorDirectory:
         """Fetch an actor document (signed by our instance actor) and remember what it says.
 
         Never one of this node's own actors: they are no one's to describe from outside."""
+        actor = await self._fetch_actor_document(await self.instance_signer(session), iri, now)
+        await self._remember(session, actor, now)
+        return actor
+
+    async def _fetch_actor_document(self, signer: Signer, iri: str, now: datetime) -> ActorDoc:
         if self._is_ours(iri):
             raise FetchError("refused", "this node's own actors are not fetched")
         async with self._locks.get(iri):
-            document = await self.client.get_json(iri, await self.instance_signer(session), now)
-            try:
-                actor = parse_actor(normalise(document))
-            except (VocabError, InvalidDocument) as error:
-                raise FetchError("invalid", f"{iri[:200]} is not a usable actor: {error}") from None
-            if actor.id != iri:
-                raise FetchError("invalid", f"{iri[:200]} answered with another actor's id")
-            await self._remember(session, actor, now)
-            return actor
+            document = await self.client.get_json(iri, signer, now)
+        try:
+            actor = parse_actor(normalise(document))
+        except (VocabError, InvalidDocument) as error:
+            raise FetchError("invalid", f"{iri[:200]} is not a usable actor: {error}") from None
+        if actor.id != iri:
+            raise FetchError("invalid", f"{iri[:200]} answered with another actor's id")
+        return actor
 
     async def _remember(self, session: AsyncSession, actor: ActorDoc, now: datetime) -> None:
         row = await session.get(RemoteKey, actor.key_id)
@@ -166,45 +179,49 @@ class ActorDirectory:
 
     # ------------------------------------------------------------ remote keys
 
-    async def remote_key(
-        self, session: AsyncSession, key_id: str, now: datetime, refresh: bool = False
-    ) -> RemoteKeyInfo:
+    async def remote_key(self, key_id: str, now: datetime, refresh: bool = False) -> RemoteKeyInfo:
         """A remote key: from this process's memory, the database, or its server, in that
         order. Concurrent look-ups of one key wait for one fetch; what a request fetched is
-        remembered in memory at once, before its transaction commits, so a burst of
-        activities from a new actor costs one fetch."""
+        remembered in memory at once, so a burst of activities from a new actor costs one fetch.
+
+        No database connection is held while waiting for the key or its server: the look-up
+        and the writing of a fetched key are short transactions of their own."""
         async with self._locks.get("key " + key_id):
             remembered = self._recent.get(key_id)
             if not refresh and remembered and now - remembered.fetched_at <= RECENT_KEYS:
                 return remembered
-            row = await session.get(RemoteKey, key_id)
-            if row is None or refresh or now - row.fetched_at > KEY_FRESHNESS:
-                row = await self._fetch_key(session, key_id, now)
+            async with self.transactions(reading=True) as session:
+                row = await session.get(RemoteKey, key_id)
+                stored = row and (row.actor_iri, row.public_pem, row.fetched_at)
+                signer = await self.instance_signer(session)
+            if stored is None or refresh or now - stored[2] > KEY_FRESHNESS:
+                stored = await self._fetch_key(signer, key_id, now)
+            actor_iri, public_pem, fetched_at = stored
             try:
-                public_key = load_pem_public_key(row.public_pem.encode())
+                public_key = load_pem_public_key(public_pem.encode())
             except ValueError:
                 raise UnknownKey(f"the key {key_id[:200]} is not a usable public key") from None
-            info = RemoteKeyInfo(row.key_id, row.actor_iri, public_key, row.fetched_at)
+            info = RemoteKeyInfo(key_id, actor_iri, public_key, fetched_at)
             self._recent[key_id] = info
             while len(self._recent) > RECENT_KEYS_MAX:
                 self._recent.popitem(last=False)
             return info
 
-    async def _fetch_key(self, session: AsyncSession, key_id: str, now: datetime) -> RemoteKey:
+    async def _fetch_key(
+        self, signer: Signer, key_id: str, now: datetime
+    ) -> tuple[str, str, datetime]:
         """The key lives in its actor's document (key id = actor#fragment) or in a key
-        document whose owner must list it back."""
+        document whose owner must list it back. Answers (owner, PEM, fetched at)."""
         document_url = key_id.split("#", 1)[0]
         if self._is_ours(document_url):
             raise UnknownKey("this node's own keys are not taken from outside")
         try:
-            document = await self.client.get_json(
-                document_url, await self.instance_signer(session), now
-            )
+            document = await self.client.get_json(document_url, signer, now)
             owner = document.get("owner") if isinstance(document, dict) else None
             if isinstance(owner, str) and document.get("type") != "Person":
                 if not same_origin(owner, key_id):
                     raise UnknownKey("the key's owner is on another server")
-                await self.fetch_actor(session, owner, now)
+                actor = await self._fetch_actor_document(signer, owner, now)
             else:
                 try:
                     actor = parse_actor(normalise(document))
@@ -212,10 +229,10 @@ class ActorDirectory:
                     raise UnknownKey(f"{document_url[:200]} is not an actor: {error}") from None
                 if actor.id != document_url:
                     raise UnknownKey(f"{document_url[:200]} answered with another actor's id")
-                await self._remember(session, actor, now)
         except FetchError as error:
             raise UnknownKey(f"cannot get the key {key_id[:200]}: {error}") from None
-        row = await session.get(RemoteKey, key_id)
-        if row is None:
+        if actor.key_id != key_id:
             raise UnknownKey(f"{key_id[:200]} is not the key its actor publishes")
-        return row
+        async with self.transactions() as writing:
+            await self._remember(writing, actor, now)
+        return actor.id, actor.public_key_pem, now

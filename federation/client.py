@@ -18,7 +18,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
+from aiohttp.resolver import ThreadedResolver
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from federation.httpsig import sign_cavage
@@ -73,7 +73,9 @@ class FilteringResolver(AbstractResolver):
     """Resolves names, then refuses when any address the name has is not allowed."""
 
     def __init__(self, allow_loopback: bool) -> None:
-        self._inner = DefaultResolver()
+        # The system resolver (getaddrinfo), whatever else is installed: aiodns, when present,
+        # would make aiohttp resolve names differently from the rest of the system.
+        self._inner = ThreadedResolver()
         self._allow_loopback = allow_loopback
 
     async def resolve(

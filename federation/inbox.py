@@ -8,8 +8,11 @@ Any failure answers 401 with a reason, malformed headers 400, and nothing is sto
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -17,15 +20,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation import httpsig
 from federation.actors import ActorDirectory, UnknownKey
 from federation.jsonld import InvalidDocument, normalise
 from federation.vocab import Activity, VocabError, parse_activity, same_origin
-from node.storage.engine import after_commit
 from node.storage.models import InboxItem
+
+log = logging.getLogger(__name__)
 
 DATE_WINDOW = timedelta(hours=1)
 HANDLED_TYPES = frozenset(
@@ -166,7 +171,6 @@ def verify_with(signature: ParsedSignature, request: SignedRequest, public_key: 
 
 
 async def authenticate(
-    session: AsyncSession,
     directory: ActorDirectory,
     request: SignedRequest,
     now: datetime,
@@ -208,12 +212,11 @@ async def authenticate(
         raise Refused(401, "the signing key is not on the actor's server")
     if blocked is not None and (blocked(activity.actor) or blocked(signature.key_id)):
         raise Refused(403, "activities from this server are refused")
-    await _verify_signer(session, directory, signature, request, activity, now)
+    await _verify_signer(directory, signature, request, activity, now)
     return activity, normalised
 
 
 async def _verify_signer(
-    session: AsyncSession,
     directory: ActorDirectory,
     signature: ParsedSignature,
     request: SignedRequest,
@@ -222,7 +225,7 @@ async def _verify_signer(
 ) -> None:
     for refresh in (False, True):
         try:
-            key = await directory.remote_key(session, signature.key_id, now, refresh=refresh)
+            key = await directory.remote_key(signature.key_id, now, refresh=refresh)
         except UnknownKey as error:
             raise Refused(401, str(error)) from None
         if key.actor_iri != activity.actor:
@@ -238,31 +241,95 @@ async def _verify_signer(
             # The actor may have rotated its key: fetch it again, once.
 
 
-async def store(
-    session: AsyncSession, activity: Activity, document: dict[str, Any], now: datetime, wake: Any
-) -> bool:
-    """Keep the activity for processing; False when it was here already (a redelivery)."""
-    exists = await session.execute(select(InboxItem.id).where(InboxItem.activity_id == activity.id))
-    if exists.first() is not None:
-        return False
-    try:
-        async with session.begin_nested():
-            session.add(
-                InboxItem(
-                    activity_id=activity.id,
-                    actor_iri=activity.actor,
-                    body=json.dumps(document, separators=(",", ":")),
-                    state="queued",
-                    attempts=0,
-                    next_attempt_at=now,
-                    received_at=now,
-                    error="",
+class StoreFailed(Exception):
+    """The activity could not be kept: the sender must be told to try again (not 202)."""
+
+
+@dataclass
+class _Pending:
+    row: dict[str, Any]
+    kept: asyncio.Future[bool]
+
+
+class InboxWriter:
+    """Keeps accepted activities for processing, many per transaction (group commit).
+
+    Each inbox POST waits for the transaction that holds its row, so a 202 still means
+    "stored"; but a burst of POSTs shares one write transaction instead of queueing for the
+    write lock one by one. Rows are written with ON CONFLICT DO NOTHING on the activity id:
+    an activity delivered twice, even at once or to two web processes, is kept once.
+    """
+
+    ROWS_PER_STATEMENT = 200
+
+    def __init__(
+        self,
+        transactions: Callable[[], AbstractAsyncContextManager[AsyncSession]],
+        dialect: str,
+        wake: Callable[[], None],
+    ) -> None:
+        self.transactions = transactions
+        self.dialect = dialect
+        self.wake = wake
+        self._pending: list[_Pending] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def store(self, activity: Activity, document: dict[str, Any], now: datetime) -> bool:
+        """True when kept, False when it was here already (a redelivery); StoreFailed when
+        the database refused it."""
+        row = {
+            "activity_id": activity.id,
+            "actor_iri": activity.actor,
+            "body": json.dumps(document, separators=(",", ":")),
+            "state": "queued",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "received_at": now,
+            "error": "",
+        }
+        pending = _Pending(row, asyncio.get_running_loop().create_future())
+        self._pending.append(pending)
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush())
+        return await asyncio.shield(pending.kept)
+
+    async def _flush(self) -> None:
+        # Whatever arrives while one batch is being written goes into the next.
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                kept = await self._write([pending.row for pending in batch])
+            except Exception as error:  # the senders get a 503 and deliver again later
+                log.exception("storing %d inbox items failed", len(batch))
+                for pending in batch:
+                    if not pending.kept.done():
+                        pending.kept.set_exception(StoreFailed(str(error)))
+                continue
+            if kept:
+                self.wake()
+            claimed: set[str] = set()
+            for pending in batch:
+                activity_id = pending.row["activity_id"]
+                first = activity_id in kept and activity_id not in claimed
+                claimed.add(activity_id)
+                if not pending.kept.done():
+                    pending.kept.set_result(first)
+
+    async def _write(self, rows: list[dict[str, Any]]) -> set[str]:
+        unique = list({row["activity_id"]: row for row in reversed(rows)}.values())
+        kept: set[str] = set()
+        insert = sqlite_insert if self.dialect == "sqlite" else postgresql_insert
+        async with self.transactions() as session:
+            for start in range(0, len(unique), self.ROWS_PER_STATEMENT):
+                chunk = unique[start : start + self.ROWS_PER_STATEMENT]
+                statement = (
+                    insert(InboxItem)
+                    .values(chunk)
+                    .on_conflict_do_nothing(index_elements=[InboxItem.activity_id])
+                    .returning(InboxItem.activity_id)
                 )
-            )
-    except IntegrityError:
-        return False  # the same activity, delivered twice at once
-    after_commit(session, wake)
-    return True
+                kept.update((await session.execute(statement)).scalars())
+        return kept
 
 
 def is_handled(activity: Activity) -> bool:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import Select, and_, delete, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,6 +25,7 @@ from federation.actors import ActorDirectory
 from federation.client import FederationClient, FetchError, Signer
 from federation.processing import Processor, Rejected, Retry
 from node import remote
+from node.events import PENDING_EVENTS
 from node.runtime import NodeContext
 from node.storage.models import Delivery, InboxItem, OutboxActivity, RemoteHost
 
@@ -119,22 +120,74 @@ class InboxQueue:
         self.batch = batch
 
     async def drain(self) -> int:
-        """Process the due items, oldest first; answers how many were handled."""
+        """Process due items, oldest first, a batch per transaction (each item in a savepoint
+        of its own); answers how many were handled. Should the batch's transaction itself
+        fail, its items are processed one per transaction instead."""
+        try:
+            return await self._process_batch()
+        except DBAPIError:
+            log.warning("processing a batch of inbox items together failed; one by one")
         now = self.node.clock.now()
-        async with self.node.transaction() as session:
+        async with self.node.transaction(reading=True) as session:
             ids = list(
-                (
-                    await session.execute(
-                        select(InboxItem.id)
-                        .where(InboxItem.state == "queued", InboxItem.next_attempt_at <= now)
-                        .order_by(InboxItem.id)
-                        .limit(self.batch)
-                    )
-                ).scalars()
+                (await session.execute(self._due(now).with_only_columns(InboxItem.id))).scalars()
             )
         for item_id in ids:
             await self.process_one(item_id)
         return len(ids)
+
+    def _due(self, now: datetime, locked: bool = True) -> Select[tuple[InboxItem]]:
+        statement = (
+            select(InboxItem)
+            .where(InboxItem.state == "queued", InboxItem.next_attempt_at <= now)
+            .order_by(InboxItem.id)
+            .limit(self.batch)
+        )
+        # Locked until the batch commits: another worker skips these, never doubles them.
+        return statement.with_for_update(skip_locked=True) if locked else statement
+
+    async def _process_batch(self) -> int:
+        now = self.node.clock.now()
+        async with self.node.transaction() as session:
+            items = list((await session.execute(self._due(now))).scalars())
+            for item in items:
+                error, retry = await self._process_in_savepoint(session, item, now)
+                if error is None:
+                    item.state, item.processed_at = "done", now
+                else:
+                    self._failed(item, error, retry, now)
+        return len(items)
+
+    async def _process_in_savepoint(
+        self, session: AsyncSession, item: InboxItem, now: datetime
+    ) -> tuple[str | None, bool]:
+        """(error, retry): what processing one item inside the batch came to. Its changes and
+        the events they recorded are kept only when it succeeds."""
+        events_before = list(session.info.get(PENDING_EVENTS, []))
+        try:
+            async with session.begin_nested():
+                await self.processor.process(session, json.loads(item.body), now)
+                await self.node.publish_pending(session)
+            return None, False
+        except Retry as reason:
+            error, retry = str(reason), True
+        except Rejected as reason:
+            error, retry = str(reason), False
+        except DBAPIError:
+            raise  # the batch's transaction may be unusable: the caller goes one by one
+        except Exception as unexpected:
+            log.exception("processing inbox item %s failed", item.id)
+            error, retry = f"{type(unexpected).__name__}: {unexpected}", True
+        session.info[PENDING_EVENTS] = events_before
+        return error, retry
+
+    def _failed(self, item: InboxItem, error: str, retry: bool, now: datetime) -> None:
+        item.attempts += 1
+        item.error = error[:2000]
+        if retry and now - item.received_at < GIVE_UP_AFTER:
+            item.next_attempt_at = now + retry_delay(item.attempts)
+        else:
+            item.state = "failed"
 
     async def process_one(self, item_id: int) -> None:
         now = self.node.clock.now()
@@ -142,7 +195,6 @@ class InboxQueue:
         retry = False
         try:
             async with self.node.transaction() as session:
-                # Locked for the whole processing: another worker skips it, never doubles it.
                 claim = (
                     select(InboxItem)
                     .where(InboxItem.id == item_id, InboxItem.state == "queued")
@@ -164,14 +216,8 @@ class InboxQueue:
             return
         async with self.node.transaction() as session:
             item = await session.get(InboxItem, item_id)
-            if item is None:
-                return
-            item.attempts += 1
-            item.error = error[:2000]
-            if retry and now - item.received_at < GIVE_UP_AFTER:
-                item.next_attempt_at = now + retry_delay(item.attempts)
-            else:
-                item.state = "failed"
+            if item is not None:
+                self._failed(item, error, retry, now)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import aiohttp
 from federation.actors import ActorDirectory
 from federation.client import FederationClient
 from federation.convert import Documents
-from federation.inbox import is_blocked
+from federation.inbox import InboxWriter, is_blocked
 from federation.outbox import Outbox
 from federation.processing import Processor
 from federation.queue import DeliveryQueue, InboxQueue, Worker
@@ -29,6 +29,7 @@ class Federation:
             self.client,
             node.secret,
             self.documents.key_id(self.documents.iris.instance_actor()),
+            node.transaction,
         )
         self.delivery_queue = DeliveryQueue(node, self.client, self.directory)
         self.delivery_worker = Worker("deliveries", self.delivery_queue.drain)
@@ -42,6 +43,9 @@ class Federation:
         )
         self.inbox_queue = InboxQueue(node, processor)
         self.inbox_worker = Worker("inbox", self.inbox_queue.drain)
+        self.inbox_writer = InboxWriter(
+            node.transaction, node.engine.dialect.name, self.inbox_worker.wake
+        )
         node.sinks.append(self.outbox)
         self.workers_running = False
 

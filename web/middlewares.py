@@ -113,8 +113,13 @@ async def address_hygiene(request: web.Request, handler: Handler) -> web.StreamR
 
 @web.middleware
 async def database_session(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """One session and transaction per request: committed when the answer is not an error."""
-    if request.path.startswith("/static/"):
+    """One session and transaction per request: committed when the answer is not an error.
+
+    Inboxes get none: they read in a short transaction of their own and keep what they accept
+    through the inbox writer, so a burst of them holds no pooled connection while it waits."""
+    if request.path.startswith("/static/") or getattr(
+        request.match_info.handler, "signed_not_cookied", False
+    ):
         return await handler(request)
     node = request.app[NODE]
     async with node.sessions() as session:

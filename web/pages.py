@@ -98,7 +98,8 @@ def rerenders_stale_forms(handler: Handler) -> Handler:
 
 def signed_not_cookied(handler: Handler) -> Handler:
     """Mark a handler that other servers call with HTTP signatures, never browsers with
-    cookies: CSRF does not apply, and its body is not a form."""
+    cookies: CSRF does not apply, its body is not a form, and it has no request session
+    (`db(request)`): it opens the transactions it needs itself."""
     handler.signed_not_cookied = True  # type: ignore[attr-defined]
     return handler
 

@@ -7,11 +7,13 @@ Private groups have no documents here at all: every AS2 request about them is "n
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy import func, select
 from sqlalchemy.exc import NoResultFound
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation import inbox as inbox_edge
 from federation.actors import group_key_owner, member_key_owner
@@ -138,15 +140,17 @@ async def group_document(request: web.Request, group: ConditionGroup) -> web.Res
     return as2(federation_of(request).documents.group(group, pem))
 
 
-async def _public_group(request: web.Request) -> ConditionGroup:
-    group = await groups.find_group(db(request), request.match_info["slug"])
+async def _public_group(
+    request: web.Request, session: AsyncSession | None = None
+) -> ConditionGroup:
+    group = await groups.find_group(session or db(request), request.match_info["slug"])
     if group is None or group.domain != LOCAL or not federates(group.visibility):
         raise web.HTTPNotFound()
     return group
 
 
-async def _local_member(request: web.Request) -> Member:
-    member = await members.find_member(db(request), request.match_info["username"])
+async def _local_member(request: web.Request, session: AsyncSession | None = None) -> Member:
+    member = await members.find_member(session or db(request), request.match_info["username"])
     if member is None:
         raise web.HTTPNotFound()
     return member
@@ -310,19 +314,17 @@ async def member_followers(request: web.Request) -> web.Response:
 
 @signed_not_cookied
 async def member_inbox(request: web.Request) -> web.Response:
-    await _local_member(request)
-    return await _receive(request)
+    return await _receive(request, lambda session: _local_member(request, session))
 
 
 @signed_not_cookied
 async def group_inbox(request: web.Request) -> web.Response:
-    await _public_group(request)
-    return await _receive(request)
+    return await _receive(request, lambda session: _public_group(request, session))
 
 
 @signed_not_cookied
 async def shared_inbox(request: web.Request) -> web.Response:
-    return await _receive(request)
+    return await _receive(request, None)
 
 
 async def _read_capped(request: web.Request) -> bytes:
@@ -339,7 +341,11 @@ async def _read_capped(request: web.Request) -> bytes:
     return b"".join(chunks)
 
 
-async def _receive(request: web.Request) -> web.Response:
+async def _receive(
+    request: web.Request, addressee: Callable[[AsyncSession], Awaitable[object]] | None
+) -> web.Response:
+    """Check the addressee exists, authenticate, keep. No connection is held while the
+    signer's key is looked up or fetched, and only the keeping writes (group-committed)."""
     node = request.app[NODE]
     federation = federation_of(request)
     try:
@@ -348,9 +354,11 @@ async def _receive(request: web.Request) -> web.Response:
         return json_error(413, f"the body is over {INBOX_BODY_MAX} bytes")
     signed = _signed_request(request, body)
     now = node.clock.now()
+    if addressee is not None:
+        async with node.transaction(reading=True) as session:
+            await addressee(session)
     try:
         activity, document = await inbox_edge.authenticate(
-            db(request),
             federation.directory,
             signed,
             now,
@@ -359,5 +367,10 @@ async def _receive(request: web.Request) -> web.Response:
     except inbox_edge.Refused as refused:
         return json_error(refused.status, str(refused))
     if inbox_edge.is_handled(activity):
-        await inbox_edge.store(db(request), activity, document, now, federation.inbox_worker.wake)
+        try:
+            await federation.inbox_writer.store(activity, document, now)
+        except inbox_edge.StoreFailed:
+            unavailable = json_error(503, "the activity could not be kept; please deliver it again")
+            unavailable.headers["Retry-After"] = "60"
+            return unavailable
     return web.Response(status=202, text="")
