@@ -89,6 +89,7 @@ class Outbox:
                 actor_iri=actor_iri,
                 signer=signer,
                 type=kind,
+                object_type=_type_of(obj),
                 body=json.dumps(document, separators=(",", ":")),
                 created_at=self.clock.now(),
             )
@@ -400,6 +401,11 @@ def _carries(activity: dict[str, Any], object_iri: str) -> bool:
         if obj.get("type") in ("Create", "Update"):
             return _carries(obj, object_iri)
     return False
+
+
+def _type_of(obj: Any) -> str:
+    kind = obj.get("type") if isinstance(obj, dict) else None
+    return kind[:40] if isinstance(kind, str) else ""
 
 
 def _interleaved_by_host(inboxes: list[str]) -> list[str]:

@@ -220,18 +220,21 @@ async def group_outbox(request: web.Request) -> web.Response:
     iri = documents.group_iri(group) + "/outbox"
     actor = documents.group_iri(group)
     session = db(request)
+    # Announces of activities only: Lemmy reads every item as an Announce of an activity,
+    # and one bare Announce{Page} (the boost sent for Mastodon) would spoil the whole page.
+    listed = (
+        OutboxActivity.actor_iri == actor,
+        OutboxActivity.type == "Announce",
+        OutboxActivity.object_type.not_in(("Page", "Note")),
+    )
     total = (
-        await session.execute(
-            select(func.count())
-            .select_from(OutboxActivity)
-            .where(OutboxActivity.actor_iri == actor, OutboxActivity.type == "Announce")
-        )
+        await session.execute(select(func.count()).select_from(OutboxActivity).where(*listed))
     ).scalar_one()
     page = _page_number(request)
     rows = (
         await session.execute(
             select(OutboxActivity.body)
-            .where(OutboxActivity.actor_iri == actor, OutboxActivity.type == "Announce")
+            .where(*listed)
             .order_by(OutboxActivity.created_at.desc(), OutboxActivity.id.desc())
             .offset(((page or 1) - 1) * PAGE_SIZE)
             .limit(PAGE_SIZE)

@@ -261,6 +261,9 @@ class OutboxActivity(Base):
     # ActorKey.owner of the key that signs its deliveries.
     signer: Mapped[str] = mapped_column(String(60))
     type: Mapped[str] = mapped_column(String(20))
+    # The type of an embedded object ("" for an IRI): the group outbox lists Announces of
+    # activities, not the bare Announce{Page} boosts sent for Mastodon's sake.
+    object_type: Mapped[str] = mapped_column(String(40), default="", server_default="")
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
