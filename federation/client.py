@@ -8,7 +8,6 @@ refused, except loopback on a development node (a loopback domain).
 from __future__ import annotations
 
 import ipaddress
-import json
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from aiohttp.resolver import ThreadedResolver
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from federation.httpsig import sign_cavage
+from federation.jsontext import load_json
 
 AS2_ACCEPT = 'application/activity+json, application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
 AS2_CONTENT_TYPE = 'application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
@@ -175,9 +175,10 @@ class FederationClient:
             except OSError as error:
                 raise FetchError("refused", str(error)) from None
             try:
-                return json.loads(body)
-            except (ValueError, UnicodeDecodeError):
-                raise FetchError("invalid", f"{url[:200]} did not answer with JSON") from None
+                return load_json(body)
+            except ValueError as error:
+                reason = f"{url[:200]} did not answer with usable JSON: {error}"
+                raise FetchError("invalid", reason) from None
         raise FetchError("refused", "too many redirects")
 
     async def post_signed(

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from federation import httpsig
 from federation.actors import ActorDirectory, UnknownKey
 from federation.jsonld import InvalidDocument, normalise
+from federation.jsontext import load_json
 from federation.vocab import Activity, VocabError, parse_activity, same_origin
 from node.storage.models import InboxItem
 
@@ -180,9 +181,9 @@ async def authenticate(
 
     `blocked` is asked about the (normalised) actor and the key before any key is fetched."""
     try:
-        document = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
-        raise Refused(400, "the body is not JSON") from None
+        document = load_json(request.body)
+    except ValueError as error:
+        raise Refused(400, str(error)) from None
     signature = parse_signature(request)
     if (
         signature.cavage is not None
@@ -299,12 +300,18 @@ class InboxWriter:
             batch, self._pending = self._pending, []
             try:
                 kept = await self._write([pending.row for pending in batch])
-            except Exception as error:  # the senders get a 503 and deliver again later
-                log.exception("storing %d inbox items failed", len(batch))
+            except Exception:
+                if len(batch) == 1:
+                    self._answer_failed(batch)
+                    continue
+                # One row the database refuses must not fail the others: each on its own.
+                log.warning("storing %d inbox items together failed; one by one", len(batch))
+                kept = set()
                 for pending in batch:
-                    if not pending.kept.done():
-                        pending.kept.set_exception(StoreFailed(str(error)))
-                continue
+                    try:
+                        kept |= await self._write([pending.row])
+                    except Exception:
+                        self._answer_failed([pending])
             if kept:
                 self.wake()
             claimed: set[str] = set()
@@ -314,6 +321,14 @@ class InboxWriter:
                 claimed.add(activity_id)
                 if not pending.kept.done():
                     pending.kept.set_result(first)
+
+    @staticmethod
+    def _answer_failed(batch: list[_Pending]) -> None:
+        """The senders get a 503 and deliver again later."""
+        log.exception("storing an inbox item failed")
+        for pending in batch:
+            if not pending.kept.done():
+                pending.kept.set_exception(StoreFailed("the database refused it"))
 
     async def _write(self, rows: list[dict[str, Any]]) -> set[str]:
         unique = list({row["activity_id"]: row for row in reversed(rows)}.values())

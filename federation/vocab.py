@@ -7,6 +7,7 @@ whose fields are plain strings and lists; an embedded object stays a dict only u
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +21,11 @@ class VocabError(Exception):
     """The document lacks what an activity or object needs; answered with 400."""
 
 
+# Controls, spaces and surrogates (RFC 3987 allows none of them unescaped).
+_NOT_IN_IRIS = re.compile("[\x00-\x20\x7f-\x9f\ud800-\udfff]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
 def _iri(value: Any, what: str, required: bool = True) -> str | None:
     if isinstance(value, dict):
         value = value.get("id")
@@ -27,6 +33,8 @@ def _iri(value: Any, what: str, required: bool = True) -> str | None:
         return None
     if not isinstance(value, str) or not value:
         raise VocabError(f"{what} must be an IRI")
+    if _NOT_IN_IRIS.search(value):
+        raise VocabError(f"{what} holds a character no IRI may hold")
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - a bad port raises here
@@ -67,7 +75,8 @@ def _text(value: Any, limit: int) -> str:
         value = next((v for v in value.values() if isinstance(v, str)), "")
     if not isinstance(value, str):
         return ""
-    return value[:limit].replace("\x00", "")  # PostgreSQL cannot store NUL in text
+    # PostgreSQL cannot store NUL in text; no encoder accepts a lone surrogate.
+    return _SURROGATES.sub("\ufffd", value[:limit].replace("\x00", ""))
 
 
 def _first_type(value: Any) -> str:
