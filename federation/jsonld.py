@@ -213,8 +213,25 @@ def normalise(document: dict[str, Any]) -> dict[str, Any]:
         raise InvalidDocument(f"cannot process JSON-LD: {_reason(error)}") from None
     except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as error:
         raise InvalidDocument(f"cannot process JSON-LD: {type(error).__name__}") from None
+    compacted = _without_language_tags(compacted)
     compacted["@context"] = CANONICAL_CONTEXT
     return compacted
+
+
+_LANGUAGE_TAGGED = frozenset({"@value", "@language", "@direction"})
+
+
+def _without_language_tags(value: Any) -> Any:
+    """Strings a context tagged with a default language (Pleroma's {"@language": "und"})
+    compact into {"@value": ..., "@language": ...}; our canonical context has no default
+    language, so they are read back as the strings they were."""
+    if isinstance(value, dict):
+        if "@value" in value and value.keys() <= _LANGUAGE_TAGGED:
+            return value["@value"]
+        return {key: _without_language_tags(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_language_tags(item) for item in value]
+    return value
 
 
 def _reason(error: Exception) -> str:
