@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from html import escape
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 
 MAX_ANCESTOR_FETCHES = 5
+SENSITIVE_WITHOUT_WARNING = "Marked sensitive by its author"
 
 
 class Retry(Exception):
@@ -146,13 +148,19 @@ class Processor:
         return normalised
 
     def _draft(self, doc: PostDoc) -> posts.Draft:
-        body = doc.source_markdown if doc.source_markdown is not None else html_to_text(
-            doc.content_html
-        )  # fmt: skip
-        warning = doc.summary if doc.sensitive or doc.summary else ""
-        return posts.Draft(
-            body, warning[: self.limits.content_warning_max], doc.content_html, doc.id
-        )
+        html = doc.content_html
+        body = doc.source_markdown if doc.source_markdown is not None else html_to_text(html)
+        if not body.strip():
+            # A link post, or a title alone (Lemmy, Mbin, PieFed): its text is what it has.
+            body = doc.link or doc.name
+            html = f"<p>{escape(body)}</p>" if not doc.link else (
+                f'<p><a href="{escape(doc.link)}">{escape(doc.link)}</a></p>'
+            )  # fmt: skip
+        # Warnings are shown as text; a post marked sensitive without one still gets one.
+        warning = html_to_text(doc.summary) if doc.summary else ""
+        if doc.sensitive and not warning.strip():
+            warning = SENSITIVE_WITHOUT_WARNING
+        return posts.Draft(body, warning[: self.limits.content_warning_max], html, doc.id)
 
     # ------------------------------------------------------------ follows
 

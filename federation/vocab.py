@@ -153,9 +153,36 @@ class PostDoc:
     context: str | None
     to: list[str]
     cc: list[str]
+    # What a link post (Lemmy, Mbin, PieFed) points at: its first Link, Image or Document.
+    link: str | None = None
 
 
 POST_TYPES = ("Page", "Note", "Article", "Question")
+LINKED_TYPES = ("Link", "Image", "Document", "Video", "Audio")
+
+
+def _author(value: Any) -> str | None:
+    """attributedTo is one actor, or (PeerTube) a list naming the person and the channel:
+    the first Person in the list, else its first entry."""
+    if isinstance(value, list):
+        people = [item for item in value if isinstance(item, dict) and item.get("type") == "Person"]
+        value = people[0] if people else (value[0] if value else None)
+    return _iri(value, "attributedTo")
+
+
+def _first_link(value: Any) -> str | None:
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, dict) and item.get("type") in LINKED_TYPES:
+            target = item.get("href") or item.get("url")
+            if isinstance(target, dict | list):
+                target = None
+            try:
+                link = _iri(target, "attachment", required=False)
+            except VocabError:
+                continue
+            if link:
+                return link
+    return None
 
 
 def parse_post(document: Any) -> PostDoc:
@@ -165,7 +192,7 @@ def parse_post(document: Any) -> PostDoc:
     if object_type not in POST_TYPES:
         raise VocabError(f"unsupported object type {object_type}")
     object_id = _iri(document.get("id"), "object id")
-    author = _iri(document.get("attributedTo"), "attributedTo")
+    author = _author(document.get("attributedTo"))
     assert object_id is not None and author is not None
     source = document.get("source")
     markdown = None
@@ -188,6 +215,7 @@ def parse_post(document: Any) -> PostDoc:
         else None,
         to=iri_list(document.get("to")),
         cc=iri_list(document.get("cc")),
+        link=_first_link(document.get("attachment")),
     )
 
 
