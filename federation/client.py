@@ -227,5 +227,8 @@ class FederationClient:
             raise FetchError("gone", f"{url[:200]} is gone", status)
         if status == 404:
             raise FetchError("not_found", f"{url[:200]} was not found", status)
-        if status >= 400:
+        if status >= 500 or status in (408, 429):
             raise FetchError("unavailable", f"{url[:200]} answered {status}", status)
+        if status >= 400:
+            # Refused for good (401, 403 ...): retrying would not change the answer.
+            raise FetchError("refused", f"{url[:200]} answered {status}", status)

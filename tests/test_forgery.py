@@ -468,13 +468,7 @@ def followers_only(circle: Circle, author: str, kind: str = "Page") -> dict[str,
         "embedded Page",
         "embedded Create{Note}",
         "by id, served followers-only",
-        pytest.param(
-            "by id, refused to us (403)",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: a fetch answered 401/403 is retried for 3 days instead of failing",
-            ),
-        ),
+        "by id, refused to us (403)",
     ],
 )
 async def test_a_followers_only_object_announced_by_a_followed_group_is_not_kept(

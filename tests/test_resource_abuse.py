@@ -26,7 +26,6 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import NodeFactory
-from tests.databases import BACKEND
 from tests.federation_harness import eventually, free_port
 from tests.peers import (
     AS2,
@@ -309,11 +308,6 @@ async def test_a_trickled_request_head_is_dropped_by_the_keep_alive_timer(
         await runner.cleanup()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: no read deadline on request bodies: a sender trickling bytes holds its "
-    "connection and handler forever (web/routes_activitypub.py _read_capped)",
-)
 async def test_a_trickled_inbox_body_is_dropped_within_a_bound(hospital: Hospital) -> None:
     # Given a sender that announces a 1 000-byte activity and sends it 4 bytes a second
     connection = await RawConnection.open(hospital)
@@ -330,12 +324,6 @@ async def test_a_trickled_inbox_body_is_dropped_within_a_bound(hospital: Hospita
         connection.close()
 
 
-@pytest.mark.xfail(
-    BACKEND == "sqlite",
-    strict=True,
-    reason="BUG: a POST with any session cookie takes SQLite's write lock before its body is "
-    "read, and holds it while the body trickles (web/middlewares.py database_session)",
-)
 async def test_a_slow_form_post_with_a_session_cookie_does_not_stop_writes(
     hospital: Hospital, remote: FakeRemote
 ) -> None:

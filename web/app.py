@@ -21,6 +21,7 @@ from web import (
 from web.appkeys import FEDERATION, NODE, TEMPLATES
 from web.middlewares import (
     address_hygiene,
+    body_first,
     csrf,
     database_session,
     error_pages,
@@ -40,7 +41,14 @@ def create_app(
     """The node's web app. Federation (its client and sink) lives as long as the app;
     `run_workers=False` serves web only, for deployments with separate worker processes."""
     app = web.Application(
-        middlewares=[security_headers, error_pages, address_hygiene, database_session, csrf],
+        middlewares=[
+            security_headers,
+            error_pages,
+            address_hygiene,
+            body_first,
+            database_session,
+            csrf,
+        ],
         client_max_size=node.settings.limits.form_body_max,
     )
     app[NODE] = node

@@ -111,3 +111,12 @@ def require_member(request: web.Request) -> Member:
         back = request.path_qs if request.method == "GET" else "/"
         raise web.HTTPSeeOther(f"/login?next={quote(back)}")
     return signed_in
+
+
+async def answer_and_hang_up(request: web.Request, response: web.Response) -> web.Response:
+    """Send `response`, then close the connection at once: the rest of a body that is
+    arriving too slowly is neither waited for nor read (aiohttp would otherwise linger)."""
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()
+    return response

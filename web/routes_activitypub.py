@@ -6,6 +6,7 @@ Private groups have no documents here at all: every AS2 request about them is "n
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,7 +34,8 @@ from node.storage.models import (
     Post,
 )
 from web.appkeys import FEDERATION, NODE
-from web.pages import db, signed_not_cookied
+from web.middlewares import BODY_READ_SECONDS
+from web.pages import answer_and_hang_up, db, signed_not_cookied
 
 INBOX_BODY_MAX = 1024 * 1024
 PAGE_SIZE = 20
@@ -336,11 +338,12 @@ async def _read_capped(request: web.Request) -> bytes:
             max_size=INBOX_BODY_MAX, actual_size=request.content_length
         )
     chunks, size = [], 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > INBOX_BODY_MAX:
-            raise web.HTTPRequestEntityTooLarge(max_size=INBOX_BODY_MAX, actual_size=size)
-        chunks.append(chunk)
+    async with asyncio.timeout(BODY_READ_SECONDS):  # TimeoutError: a sender trickling bytes
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > INBOX_BODY_MAX:
+                raise web.HTTPRequestEntityTooLarge(max_size=INBOX_BODY_MAX, actual_size=size)
+            chunks.append(chunk)
     return b"".join(chunks)
 
 
@@ -355,6 +358,9 @@ async def _receive(
         body = await _read_capped(request)
     except web.HTTPRequestEntityTooLarge:
         return json_error(413, f"the body is over {INBOX_BODY_MAX} bytes")
+    except TimeoutError:
+        too_slow = json_error(408, f"the body did not arrive within {BODY_READ_SECONDS:.0f} s")
+        return await answer_and_hang_up(request, too_slow)
     signed = _signed_request(request, body)
     now = node.clock.now()
     if addressee is not None:
