@@ -118,4 +118,4 @@ async def browser(browser_factory: BrowserFactory) -> Browser:
 
 
 # The fake remote server and node under test shared by the inbox-edge and interoperability tests.
-from tests.peers import hospital, keys, remote, third  # noqa: E402, F401
+from tests.peers import hospital, keys, remote, scripted, third  # noqa: E402, F401

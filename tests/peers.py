@@ -15,7 +15,7 @@ import base64
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
@@ -79,6 +79,10 @@ class FakeRemote:
     keys: dict[str, rsa.RSAPrivateKey] = field(default_factory=dict)
     documents: dict[str, dict[str, Any]] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
+    # Paths answered by a function of the test's instead (statuses, redirects, streams).
+    routes: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = field(
+        default_factory=dict
+    )
     server: TestServer | None = None
 
     @property
@@ -107,7 +111,13 @@ class FakeRemote:
             },
         }
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        answer = self.routes.get(request.path)
+        if answer is not None:
+            # A scripted answer (a status, a redirect, a stream): the body is left unread.
+            headers = {name.lower(): value for name, value in request.headers.items()}
+            self.received.append(Received(request.method, request.path_qs, headers, b""))
+            return await answer(request)
         body = await request.read()
         self.received.append(
             Received(
@@ -438,11 +448,8 @@ async def third(keys: dict[str, rsa.RSAPrivateKey]) -> AsyncIterator[FakeRemote]
     await server.close()
 
 
-@pytest.fixture
-async def hospital(
-    make_node: NodeFactory, remote: FakeRemote, third: FakeRemote
-) -> AsyncIterator[Hospital]:
-    """The node under test; it closes before the fake servers it may still be talking to."""
+async def open_hospital(make_node: NodeFactory) -> Hospital:
+    """A node serving over HTTP where nurse owns the public group "t1d"."""
     running = await start_node(make_node, "hospital")
     node = running.node
     async with node.transaction() as session:
@@ -455,7 +462,28 @@ async def hospital(
             name="Type 1 diabetes", now=node.clock.now(),
         )  # fmt: skip
     group_iri = running.base_url + "/g/t1d"
-    hospital = Hospital(running, group_iri, group_iri + "/inbox")
-    yield hospital
+    return Hospital(running, group_iri, group_iri + "/inbox")
+
+
+async def close_hospital(hospital: Hospital) -> None:
     await settle(hospital)
-    await running.close()
+    await hospital.running.close()
+
+
+@pytest.fixture
+async def hospital(
+    make_node: NodeFactory, remote: FakeRemote, third: FakeRemote
+) -> AsyncIterator[Hospital]:
+    """The node under test; it closes before the fake servers it may still be talking to."""
+    hospital = await open_hospital(make_node)
+    yield hospital
+    await close_hospital(hospital)
+
+
+@pytest.fixture
+async def scripted(keys: dict[str, rsa.RSAPrivateKey]) -> AsyncIterator[FakeRemote]:
+    """Another server, for tests that script some of its answers through `routes`."""
+    server = FakeRemote(free_port(), keys={"mallory": keys["mallory"]})
+    await server.start()
+    yield server
+    await server.close()

@@ -17,8 +17,8 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -41,7 +41,7 @@ from node.storage.models import (
     Reaction,
     Thread,
 )
-from tests.federation_harness import eventually, free_port
+from tests.federation_harness import eventually
 from tests.peers import (
     AS2,
     AS2_JSON,
@@ -50,7 +50,6 @@ from tests.peers import (
     Answer,
     FakeRemote,
     Hospital,
-    Received,
     assert_nothing_kept,
     assert_refused,
     at_once,
@@ -424,31 +423,6 @@ async def test_an_announce_of_our_private_groups_posts_reveals_and_accepts_nothi
 # ---------------------------------------------------------------- followers-only objects
 
 
-@dataclass
-class ScriptedRemote(FakeRemote):
-    """A FakeRemote that can also answer chosen paths with any response (status, redirect)."""
-
-    routes: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = field(
-        default_factory=dict
-    )
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        answer = self.routes.get(request.path)
-        if answer is None:
-            return await super().handle(request)
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        self.received.append(Received(request.method, request.path_qs, headers, b""))
-        return await answer(request)
-
-
-@pytest.fixture
-async def scripted(keys: dict[str, rsa.RSAPrivateKey]) -> AsyncIterator[ScriptedRemote]:
-    server = ScriptedRemote(free_port(), keys={"mallory": keys["mallory"]})
-    await server.start()
-    yield server
-    await server.close()
-
-
 def status_answer(status: int) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def answer(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": "sign in to see this"}, status=status)
@@ -472,7 +446,7 @@ def followers_only(circle: Circle, author: str, kind: str = "Page") -> dict[str,
     ],
 )
 async def test_a_followers_only_object_announced_by_a_followed_group_is_not_kept(
-    hospital: Hospital, remote: FakeRemote, scripted: ScriptedRemote, shape: str
+    hospital: Hospital, remote: FakeRemote, scripted: FakeRemote, shape: str
 ) -> None:
     # Given a remote group nurse follows
     circle = await followed_circle(hospital, remote)
@@ -690,7 +664,7 @@ PRIVATE_REDIRECTS = {
 
 @pytest.mark.parametrize("target", sorted(PRIVATE_REDIRECTS))
 async def test_an_actor_url_redirecting_to_a_private_address_is_not_followed(
-    hospital: Hospital, scripted: ScriptedRemote, target: str
+    hospital: Hospital, scripted: FakeRemote, target: str
 ) -> None:
     """Even a development node, which may reach loopback peers, never reaches private ranges."""
     location = PRIVATE_REDIRECTS[target]

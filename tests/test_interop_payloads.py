@@ -714,6 +714,7 @@ CONVERSATIONS = [
     )),
 ]  # fmt: skip
 
+
 def conversation_params() -> list[Any]:
     return [pytest.param(conversation, id=conversation.peer) for conversation in CONVERSATIONS]
 

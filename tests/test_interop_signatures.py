@@ -69,11 +69,9 @@ from hypothesis import strategies as st
 from federation import httpsig
 from node import groups, members, posts
 from node.clock import ManualClock
-from node.groups import create_group
-from node.members import create_member
 from node.policy import Viewer
 from tests.conftest import NodeFactory
-from tests.federation_harness import eventually, start_node
+from tests.federation_harness import eventually
 from tests.peers import (
     AS2,
     AS2_JSON,
@@ -84,14 +82,15 @@ from tests.peers import (
     assert_nothing_kept,
     assert_refused,
     at_once,
+    close_hospital,
     encode,
     follow,
     http_date,
     inbox_items,
     join,
+    open_hospital,
     post,
     remote_memberships,
-    settle,
 )
 
 # Mastodon's FetchRemoteActorService::SUPPORTED_TYPES: the types a keyId may resolve to.
@@ -116,22 +115,9 @@ async def hospital(make_node: NodeFactory, remote: FakeRemote) -> AsyncIterator[
     ManualClock starts at the wall-clock time: bovine and http-message-signatures check
     signature times against the wall clock and take no clock of ours."""
     clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
-    running = await start_node(functools.partial(make_node, clock=clock), "hospital")
-    node = running.node
-    async with node.transaction() as session:
-        owner = await create_member(
-            session, node.passwords, node.settings.limits, username="nurse",
-            password="correct horse battery", display_name="Nurse", now=node.clock.now(),
-        )  # fmt: skip
-        await create_group(
-            session, node.settings.limits, owner_id=owner.id, slug="t1d",
-            name="Type 1 diabetes", now=node.clock.now(),
-        )  # fmt: skip
-    group_iri = running.base_url + "/g/t1d"
-    hospital = Hospital(running, group_iri, group_iri + "/inbox")
+    hospital = await open_hospital(functools.partial(make_node, clock=clock))
     yield hospital
-    await settle(hospital)
-    await running.close()
+    await close_hospital(hospital)
 
 
 async def start_thread_as_nurse(hospital: Hospital) -> None:

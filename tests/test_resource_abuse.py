@@ -2,7 +2,7 @@
 
 Bounded means: refused early (before a huge body is read), in bounded memory and time, and the
 node keeps serving its pages to everyone else meanwhile. Hostile peers are FakeRemotes that can
-also answer with redirects, streams and hand-made JSON ("ScriptedRemote").
+also answer with redirects, streams and hand-made JSON (the `scripted` fixture).
 
 Already covered elsewhere, not repeated here: the 1 MiB inbox cap at exactly the limit
 (tests/test_federation_inbox.py); the outbound client's body cap, gzip bomb, redirect limit,
@@ -16,8 +16,8 @@ import json
 import time
 import tracemalloc
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -35,7 +35,6 @@ from tests.peers import (
     Answer,
     FakeRemote,
     Hospital,
-    Received,
     assert_nothing_kept,
     assert_refused,
     cavage_headers,
@@ -128,31 +127,6 @@ async def a_follow_is_accepted(hospital: Hospital, remote: FakeRemote, seconds: 
 
 
 # ---------------------------------------------------------------- a peer that answers anything
-
-
-@dataclass
-class ScriptedRemote(FakeRemote):
-    """A FakeRemote that can also answer chosen paths with any response."""
-
-    routes: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = field(
-        default_factory=dict
-    )
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        answer = self.routes.get(request.path)
-        if answer is None:
-            return await super().handle(request)
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        self.received.append(Received(request.method, request.path_qs, headers, b""))
-        return await answer(request)
-
-
-@pytest.fixture
-async def scripted(keys: dict[str, rsa.RSAPrivateKey]) -> AsyncIterator[ScriptedRemote]:
-    server = ScriptedRemote(free_port(), keys={"mallory": keys["mallory"]})
-    await server.start()
-    yield server
-    await server.close()
 
 
 async def post_as(
@@ -392,7 +366,7 @@ def streamed_actor(
 
 @pytest.mark.parametrize("declare_length", [True, False], ids=["length-declared", "chunked"])
 async def test_a_10_mb_actor_document_is_refused_in_bounded_memory(
-    hospital: Hospital, scripted: ScriptedRemote, keys: dict[str, rsa.RSAPrivateKey],
+    hospital: Hospital, scripted: FakeRemote, keys: dict[str, rsa.RSAPrivateKey],
     declare_length: bool,
 ) -> None:  # fmt: skip
     # Given a peer whose actor document (where the node finds the signing key) is 10 MB
@@ -422,7 +396,7 @@ async def test_a_10_mb_actor_document_is_refused_in_bounded_memory(
 
 @pytest.mark.parametrize("loop", ["to itself", "between two addresses"])
 async def test_an_actor_url_that_redirects_in_a_loop_costs_four_requests(
-    hospital: Hospital, scripted: ScriptedRemote, keys: dict[str, rsa.RSAPrivateKey], loop: str
+    hospital: Hospital, scripted: FakeRemote, keys: dict[str, rsa.RSAPrivateKey], loop: str
 ) -> None:
     # Given an actor URL that redirects forever
     if loop == "to itself":
@@ -449,7 +423,7 @@ async def test_an_actor_url_that_redirects_in_a_loop_costs_four_requests(
     ["self link to the WebFinger URL", "WebFinger redirects to itself", "actor redirects back"],
 )
 async def test_a_webfinger_that_points_at_itself_is_bounded(
-    hospital: Hospital, scripted: ScriptedRemote, shape: str
+    hospital: Hospital, scripted: FakeRemote, shape: str
 ) -> None:
     # Given a peer whose WebFinger answer leads back to itself
     domain = urlsplit(scripted.base_url).netloc
