@@ -294,6 +294,11 @@ class InboxWriter:
             self._flushing = asyncio.create_task(self._flush())
         return await asyncio.shield(pending.kept)
 
+    async def close(self) -> None:
+        """Let the batch being written finish: its senders are waiting for their answers."""
+        if self._flushing is not None:
+            await asyncio.shield(self._flushing)
+
     async def _flush(self) -> None:
         # Whatever arrives while one batch is being written goes into the next.
         while self._pending:

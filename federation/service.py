@@ -55,6 +55,7 @@ class Federation:
         self.workers_running = True
 
     async def close(self) -> None:
+        await self.inbox_writer.close()
         if self.workers_running:
             await self.inbox_worker.stop()
             await self.delivery_worker.stop()
