@@ -59,6 +59,8 @@ class Outbox:
                     await self._helpful_changed(session, event)
                 case events.MembershipChanged():
                     await self._membership_changed(session, event)
+                case events.AccountErased():
+                    await self._account_erased(session, event)
                 case events.MemberUpdated():
                     member = await session.get(Member, event.member_id)
                     if member is not None and member.domain == LOCAL:
@@ -309,6 +311,18 @@ class Outbox:
             await self._announce(session, ref.group, inner, [])
 
     # ------------------------------------------------------------ membership
+
+    async def _account_erased(self, session: AsyncSession, event: events.AccountErased) -> None:
+        """What we published of the person's posts becomes tombstones; each public group of
+        ours they wrote in or belonged to announces their Delete, verbatim, once."""
+        for post_id in event.post_ids:
+            ref = await remote.post_ref(session, post_id)
+            if ref is not None:
+                await self._forget_content(session, self.documents.object_iri(ref.post, ref.thread))
+        for group_id in event.group_ids:
+            group = await session.get(ConditionGroup, group_id)
+            if group is not None and group.domain == LOCAL and federates(group.visibility):
+                await self._announce(session, group, event.origin.activity, [])
 
     async def _membership_changed(
         self, session: AsyncSession, event: events.MembershipChanged

@@ -381,8 +381,16 @@ class Processor:
         announced_by: ConditionGroup | None,
     ) -> None:
         target = activity.object_id
-        if target is None or target == activity.actor:
-            return  # account deletion: not handled yet
+        if target is None:
+            return
+        if target == activity.actor:
+            # Only the person themselves, signed with their own key: a group's Announce may
+            # not erase anyone's account.
+            if announced_by is None:
+                member = await remote.member_by_iri(session, activity.actor)
+                if member is not None:
+                    await remote.erase_remote_account(session, member.id, now, Origin(activity.raw))
+            return
         ref = await self._post_for(session, target)
         if ref is None:
             if same_origin(target, activity.actor):

@@ -89,6 +89,17 @@ class MembershipChanged:
     follow_activity_id: str | None = None
 
 
+@dataclass(frozen=True)
+class AccountErased:
+    """A remote person deleted their account: their posts here became tombstones and they left
+    every group. `group_ids` are the groups where they had posts or memberships."""
+
+    member_id: int
+    post_ids: tuple[str, ...]
+    group_ids: tuple[int, ...]
+    origin: Origin
+
+
 Event = (
     MemberCreated
     | MemberUpdated
@@ -99,6 +110,7 @@ Event = (
     | PostDeleted
     | HelpfulChanged
     | MembershipChanged
+    | AccountErased
 )
 
 

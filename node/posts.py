@@ -272,17 +272,22 @@ async def delete_post(
     ):
         raise Forbidden("Only the author or a moderator can delete this post.")
     if found.post.deleted_at is None:
-        found.post.deleted_at = now
-        found.post.source = ""
-        found.post.content_html = ""
-        found.post.content_warning = ""
-        if found.post.parent_id is None:
-            found.thread.title = DELETED_TITLE  # a title can say as much as the text
-        await session.execute(delete(Reaction).where(Reaction.post_id == found.post.id))
-        await session.flush()
+        await tombstone(session, found.post, found.thread, now)
         assert viewer.member_id is not None
         record(session, PostDeleted(found.post.id, viewer.member_id, origin))
     return found
+
+
+async def tombstone(session: AsyncSession, post: Post, thread: Thread, now: datetime) -> None:
+    """Erase a post's text (and its marks); its place in the thread stays."""
+    post.deleted_at = now
+    post.source = ""
+    post.content_html = ""
+    post.content_warning = ""
+    if post.parent_id is None:
+        thread.title = DELETED_TITLE  # a title can say as much as the text
+    await session.execute(delete(Reaction).where(Reaction.post_id == post.id))
+    await session.flush()
 
 
 async def set_helpful(

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.errors import Conflict, Forbidden, NotFound
-from node.events import MembershipChanged, Origin, record
+from node.events import AccountErased, MembershipChanged, Origin, record
 from node.groups import GROUP_NOT_FOUND
 from node.storage.models import (
     LOCAL,
@@ -359,6 +359,41 @@ async def remember_deleted(session: AsyncSession, ap_id: str, now: datetime) -> 
 
 async def was_deleted(session: AsyncSession, ap_id: str) -> bool:
     return await session.get(DeletedObject, ap_id) is not None
+
+
+async def erase_remote_account(
+    session: AsyncSession, member_id: int, now: datetime, origin: Origin
+) -> None:
+    """The person deleted their account on their own server: what they wrote here becomes
+    tombstones, their marks go, they leave every group (a ban stays, so that it still holds
+    should the address come back), and what we kept of their profile is emptied."""
+    from node.posts import tombstone  # posts imports this module
+
+    member = await session.get(Member, member_id)
+    if member is None or member.domain == LOCAL:
+        return
+    written = await session.execute(
+        select(Post, Thread)
+        .join(Thread, Thread.id == Post.thread_id)
+        .where(Post.author_id == member_id, Post.deleted_at.is_(None))
+    )
+    post_ids: list[str] = []
+    group_ids: set[int] = set()
+    for post, thread in written.all():
+        await tombstone(session, post, thread, now)
+        post_ids.append(post.id)
+        group_ids.add(thread.group_id)
+    await session.execute(delete(Reaction).where(Reaction.member_id == member_id))
+    memberships = await session.execute(
+        select(Membership).where(Membership.member_id == member_id, Membership.state != "banned")
+    )
+    for row in memberships.scalars():
+        group_ids.add(row.group_id)
+        await session.delete(row)
+    member.display_name, member.bio = member.username[:60], ""
+    member.profile_url, member.fetched_at = None, None
+    await session.flush()
+    record(session, AccountErased(member_id, tuple(post_ids), tuple(sorted(group_ids)), origin))
 
 
 async def inbox_gone(session: AsyncSession, inbox_url: str) -> None:

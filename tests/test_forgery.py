@@ -734,3 +734,35 @@ async def test_a_body_changed_after_signing_with_a_digest_to_match_is_refused(
     else:
         assert_refused(answer, 401, "digest does not match")
     await assert_nothing_kept(hospital)
+
+
+# ---------------------------------------------------------------- account deletion by proxy
+
+
+async def test_a_group_announcing_a_persons_account_deletion_erases_nothing(
+    hospital: Hospital, remote: FakeRemote
+) -> None:
+    # Given mallory, a member of our public group, and a remote group nurse follows
+    await join(hospital, remote)
+    circle = await followed_circle(hospital, remote)
+    await eventually(lambda: quiet_deliveries(hospital), "the Follow and Accept delivered")
+    before = await snapshot(hospital)
+    # When that group announces "mallory deleted her account" (only she may say so, signed)
+    mallory = remote.actor("mallory")
+    document = circle.announce(circle.inner("Delete", mallory, mallory))
+    answer = await post_as_circle(hospital, circle, document)
+    assert answer.status == 202, answer
+    state, error = await tried(hospital, document["id"])
+    assert state == "done", (state, error)
+    # Then mallory still belongs to the group, and nothing else changed
+    after = await snapshot(hospital)
+    assert after == replace(before, inbox_items=before.inbox_items + 1)
+    async with hospital.running.node.transaction() as session:
+        states = (
+            await session.execute(
+                select(Membership.state)
+                .join(Member, Member.id == Membership.member_id)
+                .where(Member.actor_iri == mallory)
+            )
+        ).scalars()
+        assert list(states) == ["active"]

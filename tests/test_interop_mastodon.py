@@ -290,6 +290,19 @@ class MastodonServer(FakeRemote):
             "signature": self.ld_signature(name, now),
         }
 
+    def delete_account(self, name: str, now: datetime) -> dict[str, Any]:
+        # delete_actor_serializer.rb: the actor deletes itself, `#delete` on its IRI.
+        actor = self.actor(name)
+        return {
+            "@context": TOMBSTONE_CONTEXT,
+            "id": actor + "#delete",
+            "type": "Delete",
+            "actor": actor,
+            "to": [PUBLIC],
+            "object": actor,
+            "signature": self.ld_signature(name, now),
+        }
+
     def like(self, name: str, target: str) -> dict[str, Any]:
         return {
             "@context": AS2,
@@ -630,6 +643,26 @@ async def test_a_mastodon_delete_makes_the_reply_a_tombstone(scene: Scene) -> No
     ):
         assert response.status == 410
         assert (await response.json(content_type=None))["type"] == "Tombstone"
+
+
+async def test_a_mastodon_account_deletion_erases_what_it_wrote_here(scene: Scene) -> None:
+    hospital, mastodon = scene.hospital, scene.mastodon
+    # Given mallory's reply (with its content warning) in nurse's thread, and her mark on it
+    create = await reply_with_warning(scene)
+    like = mastodon.like("mallory", scene.page_iri)
+    await delivered_and_done(hospital, mastodon, like, hospital.group_inbox)
+    assert await helpful_marks(hospital) == 1
+    # When she deletes her account on Mastodon, which tells every server it knows
+    delete = mastodon.delete_account("mallory", hospital.now())
+    await delivered_and_done(hospital, mastodon, delete, hospital.base_url + "/inbox")
+    # Then her reply is a tombstone, her mark is gone and she belongs to no group here
+    reply = await post_by_ap_id(hospital, create["object"]["id"])
+    assert reply is not None and reply.deleted_at is not None and reply.source == ""
+    assert await helpful_marks(hospital) == 0
+    assert await count(hospital, select(func.count()).select_from(Membership)) == 1  # nurse
+    text = await page_text(scene.thread_url)
+    assert "glucose tablets" not in text and "mentions a severe hypo" not in text
+    assert "This post was deleted." in text
 
 
 # ---------------------------------------------------------------- favourites and boosts

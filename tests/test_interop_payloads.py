@@ -437,6 +437,21 @@ class Deleted:
 
 
 @dataclass(frozen=True)
+class Erased:
+    """The actor deleted their account: nothing they wrote here keeps its text, and they
+    belong to no group here any more."""
+
+    async def check(self, scene: Scene, payload: dict[str, Any]) -> None:
+        member = await member_id_of(scene, payload["actor"])
+        mine = select(Post.deleted_at, Post.source).where(Post.author_id == member)
+        written = await scene.db(mine)
+        assert written, "the account had written nothing here: the check would prove nothing"
+        assert all(deleted is not None and source == "" for deleted, source in written), written
+        rows = await scene.db(select(Membership.state).where(Membership.member_id == member))
+        assert [state for (state,) in rows] == [], rows
+
+
+@dataclass(frozen=True)
 class BannedThere:
     """The node's member is banned from the remote group (at this path on the peer)."""
 
@@ -563,8 +578,9 @@ CONVERSATIONS = [
              (Deleted(),))),
         Step("lemmy_undo_delete_page.json", Ignored(
             "restoring a deleted post is not supported: it stays deleted", "done")),
-        Step("lemmy_delete_user.json", Ignored(
-            "Delete{actor} (account deletion) is not handled yet", "done")),
+        Step("lemmy_delete_user.json", Applied(
+            "Delete{actor}, signed by the person: an account deleted at home is erased here "
+            "(posts tombstoned, memberships ended)", (Erased(),))),
         Step("lemmy_undo_follow.json", Applied("Undo{Follow} ends the membership",
              (Joined(active=False),))),
         Step("lemmy_update_community.json", Ignored(
