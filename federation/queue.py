@@ -17,9 +17,10 @@ from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
-from sqlalchemy import Select, and_, delete, or_, select, update
+from sqlalchemy import Select, and_, delete, event, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from federation.actors import ActorDirectory
 from federation.client import FederationClient, FetchError, Signer
@@ -149,6 +150,7 @@ class InboxQueue:
     async def _process_batch(self) -> int:
         now = self.node.clock.now()
         async with self.node.transaction() as session:
+            _keep_loaded_rows(session)
             items = list((await session.execute(self._due(now))).scalars())
             for item in items:
                 error, retry = await self._process_in_savepoint(session, item, now)
@@ -218,6 +220,21 @@ class InboxQueue:
             item = await session.get(InboxItem, item_id)
             if item is not None:
                 self._failed(item, error, retry, now)
+
+
+def _keep_loaded_rows(session: AsyncSession) -> None:
+    """Hold every row the batch loads until the batch ends. The session's identity map only
+    holds rows weakly, and the items of a batch keep asking for the same group, thread and
+    authors by key: held, those are answered from memory instead of by a query each."""
+    held: list[object] = session.info.setdefault(HELD_ROWS, [])
+
+    def hold(_session: Session, instance: object) -> None:
+        held.append(instance)
+
+    event.listen(session.sync_session, "loaded_as_persistent", hold)
+
+
+HELD_ROWS = "healthnode.held_rows"
 
 
 @dataclass(frozen=True)
