@@ -39,7 +39,7 @@ from node.events import Origin
 from node.html_text import html_to_text
 from node.members import find_member
 from node.policy import Viewer
-from node.storage.models import LOCAL, ConditionGroup, Member, Membership, Thread
+from node.storage.models import LOCAL, ConditionGroup, Member, Thread
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +189,9 @@ class Processor:
             member = await remote.member_by_iri(session, activity.actor)
             if group is not None and member is not None:
                 await remote.end_remote_follow(session, group, member, Origin(activity.raw))
+            return
+        if inner_type == "Block" and inner is not None:
+            await self._block_lifted(session, activity, inner)
             return
         if inner_type == "Like" or inner is None:
             await self._undo_like(session, activity, inner, now)
@@ -465,7 +468,13 @@ class Processor:
             case "Like":
                 await self._like(session, inner, now, announced_by=group)
             case "Undo":
-                if (inner.embedded_object or {}).get("type") in ("Like", None):
+                undone = inner.embedded_object or {}
+                if undone.get("type") == "Block":
+                    # The group vouches for its moderator lifting a ban in it.
+                    member = await self._local_member_named(session, undone.get("object"))
+                    if member is not None:
+                        await remote.unbanned_by_remote_group(session, group.id, member.id)
+                elif undone.get("type") in ("Like", None):
                     await self._undo_like(
                         session, inner, inner.embedded_object, now, announced_by=group
                     )
@@ -492,23 +501,29 @@ class Processor:
     async def _blocked(
         self, session: AsyncSession, group: ConditionGroup, block: Activity, now: datetime
     ) -> None:
-        target = _id_of(block.object)
-        path = self.documents.iris.local_path(target or "")
+        member = await self._local_member_named(session, block.object)
+        if member is not None:
+            await remote.banned_by_remote_group(session, group.id, member.id, now)
+
+    async def _local_member_named(self, session: AsyncSession, value: Any) -> Member | None:
+        path = self.documents.iris.local_path(_id_of(value) or "")
         if not path or not path.startswith("/u/"):
+            return None
+        return await find_member(session, path[3:])
+
+    async def _block_lifted(
+        self, session: AsyncSession, undo: Activity, block: dict[str, Any]
+    ) -> None:
+        """Undo{Block} from the group that banned one of ours (Lemmy's unban)."""
+        if block.get("actor") not in (None, undo.actor):
+            raise Rejected("one cannot undo another's block")
+        group_iri = _id_of(block.get("target")) or undo.actor
+        group = await remote.group_by_iri(session, group_iri)
+        if group is None or not same_origin(group_iri, undo.actor):
             return
-        member = await find_member(session, path[3:])
-        if member is None:
-            return
-        row = await session.get(Membership, (group.id, member.id))
-        if row is None:
-            row = Membership(
-                group_id=group.id, member_id=member.id, state="banned", role="member",
-                created_at=now, updated_at=now,
-            )  # fmt: skip
-            session.add(row)
-        row.state = "banned"
-        row.updated_at = now
-        await session.flush()
+        member = await self._local_member_named(session, block.get("object"))
+        if member is not None:
+            await remote.unbanned_by_remote_group(session, group.id, member.id)
 
     async def _on_block(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
         group_iri = activity.target or activity.actor

@@ -361,6 +361,29 @@ async def was_deleted(session: AsyncSession, ap_id: str) -> bool:
     return await session.get(DeletedObject, ap_id) is not None
 
 
+async def banned_by_remote_group(
+    session: AsyncSession, group_id: int, member_id: int, now: datetime
+) -> None:
+    """A remote group banned one of our members: what it says about itself is its to say."""
+    row = await session.get(Membership, (group_id, member_id))
+    if row is None:
+        row = Membership(
+            group_id=group_id, member_id=member_id, state="banned", role="member",
+            created_at=now, updated_at=now,
+        )  # fmt: skip
+        session.add(row)
+    row.state, row.updated_at = "banned", now
+    await session.flush()
+
+
+async def unbanned_by_remote_group(session: AsyncSession, group_id: int, member_id: int) -> None:
+    """The remote group lifted its ban: the member may follow it again (nothing is resent)."""
+    row = await session.get(Membership, (group_id, member_id))
+    if row is not None and row.state == "banned":
+        await session.delete(row)
+        await session.flush()
+
+
 async def erase_remote_account(
     session: AsyncSession, member_id: int, now: datetime, origin: Origin
 ) -> None:

@@ -456,6 +456,7 @@ class BannedThere:
     """The node's member is banned from the remote group (at this path on the peer)."""
 
     group_path: str
+    banned: bool = True  # False: the ban was lifted, and nothing else took its place
 
     async def check(self, scene: Scene, payload: dict[str, Any]) -> None:
         rows = await scene.db(
@@ -466,7 +467,7 @@ class BannedThere:
                 Membership.member_id == scene.nurse_id,
             )
         )
-        assert [state for (state,) in rows] == ["banned"], rows
+        assert [state for (state,) in rows] == (["banned"] if self.banned else []), rows
 
 
 @dataclass(frozen=True)
@@ -592,6 +593,9 @@ CONVERSATIONS = [
         Step("lemmy_block_user.json", Applied(
             "a community moderator's Block (target: the community) bans the member there",
             (BannedThere("/c/main"),)), inbox="nurse"),
+        Step("lemmy_undo_block_user.json", Applied(
+            "the moderator's Undo{Block} lifts the ban: the member may follow it again",
+            (BannedThere("/c/main", banned=False),)), inbox="nurse"),
     )),
     Conversation("mastodon", ("mastodon_person.json",), (
         join("mastodon_follow.json"),
