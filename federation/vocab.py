@@ -170,6 +170,15 @@ def _author(value: Any) -> str | None:
     return _iri(value, "attributedTo")
 
 
+def _reply_target(value: Any) -> Any:
+    """inReplyTo as an IRI, an object, a Link (its href) or a one-entry list of those."""
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, dict) and value.get("type") == "Link" and "id" not in value:
+        return value.get("href")
+    return value
+
+
 def _first_link(value: Any) -> str | None:
     for item in value if isinstance(value, list) else [value]:
         if isinstance(item, dict) and item.get("type") in LINKED_TYPES:
@@ -208,7 +217,7 @@ def parse_post(document: Any) -> PostDoc:
         source_markdown=markdown,
         summary=_text(document.get("summary") or document.get("summaryMap"), 1000),
         sensitive=document.get("sensitive") is True,
-        in_reply_to=_iri(document.get("inReplyTo"), "inReplyTo", required=False),
+        in_reply_to=_iri(_reply_target(document.get("inReplyTo")), "inReplyTo", required=False),
         audience=iri_list(document.get("audience")),
         context=_iri(document.get("context"), "context", required=False)
         if isinstance(document.get("context"), str | dict)

@@ -1220,6 +1220,31 @@ def test_parse_post_reads_a_mastodon_note() -> None:
 
 
 @pytest.mark.parametrize(
+    "in_reply_to",
+    [
+        "https://lemmy.example/comment/7",
+        {"type": "Link", "href": "https://lemmy.example/comment/7"},
+        ["https://lemmy.example/comment/7"],
+        [{"type": "Link", "href": "https://lemmy.example/comment/7"}],
+    ],
+)
+def test_parse_post_reads_in_reply_to_as_an_iri_a_link_or_a_list_of_one(in_reply_to: Any) -> None:
+    # fediverse-pasture-inputs' in_reply_to shapes: a Link or a one-entry list is still a reply
+    note = {"id": "https://mastodon.example/notes/2", "type": "Note", "content": "<p>Yes</p>",
+            "attributedTo": "https://mastodon.example/users/alice", "to": [PUBLIC],
+            "inReplyTo": in_reply_to}  # fmt: skip
+    assert parse_post(note).in_reply_to == "https://lemmy.example/comment/7"
+
+
+def test_parse_post_refuses_two_parents() -> None:
+    note = {"id": "https://mastodon.example/notes/3", "type": "Note", "content": "<p>Yes</p>",
+            "attributedTo": "https://mastodon.example/users/alice", "to": [PUBLIC],
+            "inReplyTo": ["https://a.example/1", "https://b.example/2"]}  # fmt: skip
+    with pytest.raises(VocabError):
+        parse_post(note)
+
+
+@pytest.mark.parametrize(
     ("changes", "expected_markdown", "expected_sensitive"),
     [
         ({"source": {"content": "x", "mediaType": "text/plain"}}, None, False),
