@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
-from sqlalchemy import Select, and_, delete, event, or_, select, update
+from sqlalchemy import Row, Select, and_, delete, event, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -300,7 +300,7 @@ class DeliveryQueue:
         await self._prune(now)
         async with self.node.transaction() as session:
             statement = (
-                select(Delivery)
+                select(Delivery.id, Delivery.inbox_url, Delivery.activity_id)
                 .where(
                     or_(
                         and_(Delivery.state == "queued", Delivery.next_attempt_at <= now),
@@ -312,22 +312,33 @@ class DeliveryQueue:
             )
             if self.node.engine.dialect.name == "postgresql":
                 statement = statement.with_for_update(skip_locked=True)
-            claimed = list((await session.execute(statement)).scalars())
+            claimed = list((await session.execute(statement)).all())
             circuits = await self._circuits(session, {host_of(d.inbox_url) for d in claimed})
             lease_end = now + LEASE
-            sending: list[Delivery] = []
+            sending: list[Row[tuple[int, str, str]]] = []
+            waiting: defaultdict[datetime, list[int]] = defaultdict(list)
             for delivery in claimed:
                 host = circuits.get(host_of(delivery.inbox_url))
                 if host is not None and host.circuit_open_until is not None:
                     if host.circuit_open_until > now:
                         # Skipped until the probe: waiting costs no attempt.
-                        delivery.state, delivery.locked_until = "queued", None
-                        delivery.next_attempt_at = host.circuit_open_until
+                        waiting[host.circuit_open_until].append(delivery.id)
                         continue
                     # Half open: this one delivery is the probe; the others wait on it.
                     host.circuit_open_until = lease_end
-                delivery.state, delivery.locked_until = "in_flight", lease_end
                 sending.append(delivery)
+            for until, ids in waiting.items():
+                await session.execute(
+                    update(Delivery)
+                    .where(Delivery.id.in_(ids))
+                    .values(state="queued", locked_until=None, next_attempt_at=until)
+                )
+            if sending:
+                await session.execute(
+                    update(Delivery)
+                    .where(Delivery.id.in_([delivery.id for delivery in sending]))
+                    .values(state="in_flight", locked_until=lease_end)
+                )
             # What each claimed delivery sends is read here, once per activity and signer,
             # not once per delivery: a batch usually holds one or two activities.
             claims = await self._claims(session, sending, lease_end)
@@ -336,7 +347,10 @@ class DeliveryQueue:
         return len(claimed)
 
     async def _claims(
-        self, session: AsyncSession, deliveries: list[Delivery], claimed_until: datetime
+        self,
+        session: AsyncSession,
+        deliveries: list[Row[tuple[int, str, str]]],
+        claimed_until: datetime,
     ) -> list[Claim]:
         if not deliveries:
             return []
@@ -436,15 +450,33 @@ class DeliveryQueue:
 
     async def _record(self, session: AsyncSession, outcomes: list[Outcome]) -> None:
         now = self.node.clock.now()
-        ids = [outcome.delivery_id for outcome in outcomes]
+        hosts = await self._hosts_locked(session, {outcome.host for outcome in outcomes})
+        delivered = [outcome for outcome in outcomes if _succeeded(outcome)]
+        for outcome in delivered:
+            host = hosts[outcome.host]
+            host.consecutive_failures, host.circuit_open_until = 0, None
+            host.last_success_at = now
+        # Most attempts succeed: one statement per answer status for all of them.
+        for status in sorted({outcome.status for outcome in delivered if outcome.status}):
+            ids = [outcome.delivery_id for outcome in delivered if outcome.status == status]
+            done = dict(state="delivered", updated_at=now, locked_until=None, last_error="")
+            await session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(ids))
+                .values(attempts=Delivery.attempts + 1, last_status=status, **done)
+                .execution_options(synchronize_session=False)
+            )
+        failed = [outcome for outcome in outcomes if not _succeeded(outcome)]
+        if not failed:
+            return
+        ids = [outcome.delivery_id for outcome in failed]
         deliveries = {
             delivery.id: delivery
             for delivery in (
                 await session.execute(select(Delivery).where(Delivery.id.in_(ids)))
             ).scalars()
         }
-        hosts = await self._hosts_locked(session, {outcome.host for outcome in outcomes})
-        for outcome in sorted(outcomes, key=lambda item: (item.host, item.delivery_id)):
+        for outcome in sorted(failed, key=lambda item: (item.host, item.delivery_id)):
             delivery = deliveries.get(outcome.delivery_id)
             if delivery is not None:
                 await self._apply(session, delivery, hosts[outcome.host], outcome, now)
@@ -463,11 +495,6 @@ class DeliveryQueue:
         delivery.updated_at = now
         delivery.locked_until = None
         delivery.last_status = status
-        if status is not None and 200 <= status < 300:
-            delivery.state, delivery.last_error = "delivered", ""
-            host.consecutive_failures, host.circuit_open_until = 0, None
-            host.last_success_at = now
-            return
         delivery.last_error = (error or f"HTTP {status}: {text[:500]}")[:2000]
         host.last_error, host.last_error_at = delivery.last_error, now
         unreachable = status is None or status >= 500 or status in (408, 429)
@@ -545,6 +572,10 @@ class DeliveryQueue:
                     )
                 )
             )
+
+
+def _succeeded(outcome: Outcome) -> bool:
+    return outcome.status is not None and 200 <= outcome.status < 300
 
 
 def host_of(url: str) -> str:
