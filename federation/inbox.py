@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation import httpsig
@@ -305,6 +306,11 @@ class InboxWriter:
             batch, self._pending = self._pending, []
             try:
                 kept = await self._write([pending.row for pending in batch])
+            except OperationalError:
+                # Busy or unreachable (SQLite's lock timeout, a lost connection): every row
+                # would wait as long again, so all senders are answered 503 at once.
+                self._answer_failed(batch)
+                continue
             except Exception:
                 if len(batch) == 1:
                     self._answer_failed(batch)

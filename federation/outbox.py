@@ -314,7 +314,7 @@ class Outbox:
 
     async def _account_erased(self, session: AsyncSession, event: events.AccountErased) -> None:
         """What we published of the person's posts becomes tombstones; each public group of
-        ours they wrote in or belonged to announces their Delete, verbatim, once."""
+        ours they wrote in announces their Delete, verbatim, once."""
         for post_id in event.post_ids:
             ref = await remote.post_ref(session, post_id)
             if ref is not None:

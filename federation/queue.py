@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from sqlalchemy.orm import Session
 from federation.actors import ActorDirectory
 from federation.client import FederationClient, FetchError, Signer
 from federation.processing import Processor, Rejected, Retry
+from keys.pairs import SealedKeyError
 from node import remote
 from node.events import PENDING_EVENTS
 from node.runtime import NodeContext
@@ -244,9 +246,11 @@ class Claim:
     delivery_id: int
     host: str
     inbox_url: str
+    activity_id: str
     body: bytes
     signer: Signer
     claimed_until: datetime
+    read_at: float  # time.monotonic() when `body` was read
 
 
 @dataclass
@@ -260,8 +264,10 @@ class Outcome:
     headers: dict[str, str] = field(default_factory=dict)
     error: str = ""
     final: bool = False
+    abandoned: str = ""  # not sent, for this reason (no answer to record)
 
 
+DELETED_MEANWHILE = "the post was deleted"  # as Outbox._forget_content says it
 CIRCUIT_THRESHOLD = 5  # consecutive failures before a host is skipped
 RETENTION = timedelta(days=7)  # finished deliveries and processed items are kept this long
 FAILED_RETENTION = timedelta(days=30)  # failed incoming items stay visible to admins longer
@@ -277,8 +283,12 @@ class DeliveryQueue:
         batch: int = 64,
         per_host: int = 4,
         overall: int = 32,
+        body_fresh_seconds: float = 1.0,
     ) -> None:
         self.node = node
+        # A claimed delivery that waits longer than this for a send slot reads its activity
+        # again: a post deleted meanwhile then goes out as its tombstone, not its text.
+        self.body_fresh_seconds = body_fresh_seconds
         self.client = client
         self.directory = directory
         self.batch = batch
@@ -363,21 +373,43 @@ class DeliveryQueue:
                 )
             ).scalars()
         }
-        signers: dict[tuple[str, str], Signer] = {}
-        claims = []
+        signers: dict[tuple[str, str], Signer | str] = {}
+        claims, unsignable = [], []
+        read_at = time.monotonic()
         for delivery in deliveries:
             activity = activities[delivery.activity_id]
             signed_by = (activity.signer, activity.actor_iri + "#main-key")
             if signed_by not in signers:
-                signers[signed_by] = await self.directory.signer(session, *signed_by)
+                try:
+                    signers[signed_by] = await self.directory.signer(session, *signed_by)
+                except (LookupError, SealedKeyError) as error:
+                    signers[signed_by] = f"no key to sign with: {error}"
+            signer = signers[signed_by]
+            if isinstance(signer, str):
+                unsignable.append((delivery.id, signer))
+                continue
             claims.append(
                 Claim(
                     delivery_id=delivery.id,
                     host=host_of(delivery.inbox_url),
                     inbox_url=delivery.inbox_url,
+                    activity_id=delivery.activity_id,
                     body=activity.body.encode(),
-                    signer=signers[signed_by],
+                    signer=signer,
                     claimed_until=claimed_until,
+                    read_at=read_at,
+                )
+            )
+        # A delivery nothing here can sign fails for good with its reason; the rest go on.
+        for delivery_id, reason in unsignable:
+            await session.execute(
+                update(Delivery)
+                .where(Delivery.id == delivery_id)
+                .values(
+                    state="failed",
+                    locked_until=None,
+                    last_error=reason[:2000],
+                    updated_at=claimed_until - LEASE,  # the claim's time
                 )
             )
         return claims
@@ -406,30 +438,41 @@ class DeliveryQueue:
     async def _attempt(self, claim: Claim) -> Outcome | None:
         """Send one claimed delivery; what happened is recorded with the batch's others."""
         async with self._overall, self._hosts[claim.host]:
+            body = claim.body
             # Waiting for a slot may have eaten into the lease: then renew it, and send only
             # if it is still ours. Within the first half of the lease no one else can hold it.
-            if self.node.clock.now() > claim.claimed_until - LEASE / 2:
-                async with self.node.transaction() as session:
-                    renewed = await session.execute(
-                        update(Delivery)
-                        .where(
-                            Delivery.id == claim.delivery_id,
-                            Delivery.state == "in_flight",
-                            Delivery.locked_until == claim.claimed_until,
-                        )
-                        .values(locked_until=self.node.clock.now() + LEASE)
-                    )
-                    if not getattr(renewed, "rowcount", 0):
+            waited_long = self.node.clock.now() > claim.claimed_until - LEASE / 2
+            if waited_long or time.monotonic() - claim.read_at > self.body_fresh_seconds:
+                # Read what is sent again: a post may have been deleted meanwhile.
+                async with self.node.transaction(reading=not waited_long) as session:
+                    if waited_long and not await self._renew(session, claim):
                         return None  # another worker has claimed it meanwhile
+                    current = await session.get(OutboxActivity, claim.activity_id)
+                    if current is None or current.type == "Tombstone":
+                        # Its post was deleted meanwhile: nothing of it is sent any more.
+                        return Outcome(claim.delivery_id, claim.host, abandoned=DELETED_MEANWHILE)
+                    body = current.body.encode()
             outcome = Outcome(claim.delivery_id, claim.host)
             try:
                 # Signed on each attempt: a fresh Date every time.
                 outcome.status, outcome.text, outcome.headers = await self.client.post_signed(
-                    claim.inbox_url, claim.body, claim.signer, self.node.clock.now()
+                    claim.inbox_url, body, claim.signer, self.node.clock.now()
                 )
             except FetchError as failure:
                 outcome.error, outcome.final = str(failure), failure.kind == "refused"
             return outcome
+
+    async def _renew(self, session: AsyncSession, claim: Claim) -> bool:
+        renewed = await session.execute(
+            update(Delivery)
+            .where(
+                Delivery.id == claim.delivery_id,
+                Delivery.state == "in_flight",
+                Delivery.locked_until == claim.claimed_until,
+            )
+            .values(locked_until=self.node.clock.now() + LEASE)
+        )
+        return bool(getattr(renewed, "rowcount", 0))
 
     async def _record_all(self, outcomes: list[Outcome]) -> None:
         """One transaction for a batch's results: group commit keeps the write lock brief.
@@ -489,11 +532,13 @@ class DeliveryQueue:
         outcome: Outcome,
         now: datetime,
     ) -> None:
+        delivery.updated_at, delivery.locked_until = now, None
+        if outcome.abandoned:
+            delivery.state, delivery.last_error = "abandoned", outcome.abandoned
+            return
         status, text, headers = outcome.status, outcome.text, outcome.headers
         error, final = outcome.error, outcome.final
         delivery.attempts += 1
-        delivery.updated_at = now
-        delivery.locked_until = None
         delivery.last_status = status
         delivery.last_error = (error or f"HTTP {status}: {text[:500]}")[:2000]
         host.last_error, host.last_error_at = delivery.last_error, now

@@ -92,7 +92,8 @@ class MembershipChanged:
 @dataclass(frozen=True)
 class AccountErased:
     """A remote person deleted their account: their posts here became tombstones and they left
-    every group. `group_ids` are the groups where they had posts or memberships."""
+    every group. `group_ids` are the groups they wrote in (never those they only belonged
+    to: announcing there would publish who belonged)."""
 
     member_id: int
     post_ids: tuple[str, ...]

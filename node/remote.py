@@ -389,7 +389,10 @@ async def erase_remote_account(
 ) -> None:
     """The person deleted their account on their own server: what they wrote here becomes
     tombstones, their marks go, they leave every group (a ban stays, so that it still holds
-    should the address come back), and what we kept of their profile is emptied."""
+    should the address come back), and what we kept of their profile is emptied.
+
+    The event names only the groups they wrote in: those announce the deletion. A group they
+    merely belonged to says nothing, since that would publish who belonged to it."""
     from node.posts import tombstone  # posts imports this module
 
     member = await session.get(Member, member_id)
@@ -411,7 +414,6 @@ async def erase_remote_account(
         select(Membership).where(Membership.member_id == member_id, Membership.state != "banned")
     )
     for row in memberships.scalars():
-        group_ids.add(row.group_id)
         await session.delete(row)
     member.display_name, member.bio = member.username[:60], ""
     member.profile_url, member.fetched_at = None, None

@@ -47,7 +47,7 @@ from node.runtime import NodeContext
 from node.storage.models import ActorKey, Delivery, OutboxActivity, RemoteHost
 from tests.conftest import NodeFactory
 from tests.databases import BACKEND
-from tests.federation_harness import free_port
+from tests.federation_harness import eventually, free_port
 
 MINUTE = timedelta(minutes=1)
 SECOND = timedelta(seconds=1)
@@ -882,3 +882,53 @@ async def test_a_410_from_a_persons_own_inbox_ends_their_memberships(world: Worl
             await session.execute(select(Membership).where(Membership.member_id == person.id))
         ).all()
     assert remaining == []
+
+
+# ---------------------------------------------------------------- claimed, then deleted
+
+
+async def at_least(receiver: Receiver, count: int) -> bool:
+    return receiver.count >= count
+
+
+async def test_a_delivery_claimed_before_its_post_was_deleted_is_not_sent(world: World) -> None:
+    # Given two deliveries to one host that takes one at a time, the first answer held back
+    receiver = await world.receiver(Answer(202))
+    receiver.script = [Answer(202, hang=True)]
+    await world.queue_to(receiver.inbox("a"))
+    second = await world.queue_to(receiver.inbox("b"))
+    queue = world.federation.delivery_queue
+    queue.per_host, queue.body_fresh_seconds = 1, 0.0
+    draining = asyncio.create_task(world.drain())
+    await eventually(lambda: at_least(receiver, 1), "the first delivery under way")
+    # When what the second one carries is deleted meanwhile (as Outbox._forget_content
+    # leaves an activity whose post was deleted: a tombstone)
+    async with world.node.transaction() as session:
+        delivery = await session.get(Delivery, second)
+        assert delivery is not None and delivery.state == "in_flight"
+        activity = await session.get(OutboxActivity, delivery.activity_id)
+        assert activity is not None
+        activity.type, activity.body = "Tombstone", '{"type":"Tombstone"}'
+    receiver.release.set()
+    await draining
+    # Then it was never sent, and it is abandoned with the reason
+    assert receiver.count == 1
+    row = await world.delivery(second)
+    assert (row.state, row.last_error, row.attempts) == ("abandoned", "the post was deleted", 0)
+
+
+async def test_a_delivery_nothing_here_can_sign_fails_alone(world: World) -> None:
+    # Given a delivery signed by the instance actor, and its key gone from the database
+    receiver = await world.receiver(Answer(202))
+    first = await world.queue_to(receiver.inbox("a"))
+    async with world.node.transaction() as session:
+        key = await session.get(ActorKey, INSTANCE_ACTOR)
+        assert key is not None
+        await session.delete(key)
+    # When the queue drains
+    await world.drain()
+    # Then that delivery fails for good with the reason, and the queue is not stuck on it
+    row = await world.delivery(first)
+    assert row.state == "failed" and "no key to sign with" in row.last_error
+    assert receiver.count == 0
+    assert await world.drain() == 0

@@ -665,6 +665,27 @@ async def test_a_mastodon_account_deletion_erases_what_it_wrote_here(scene: Scen
     assert "This post was deleted." in text
 
 
+async def test_an_account_deletion_does_not_publish_who_belonged_to_the_group(
+    scene: Scene,
+) -> None:
+    hospital, mastodon = scene.hospital, scene.mastodon
+    # Given mallory follows the group and never wrote in it
+    # When she deletes her account
+    delete = mastodon.delete_account("mallory", hospital.now())
+    await delivered_and_done(hospital, mastodon, delete, hospital.base_url + "/inbox")
+    # Then she has left, and the group's public outbox says nothing of her: announcing her
+    # Delete there would tell anyone that she was in a health group
+    assert await count(hospital, select(func.count()).select_from(Membership)) == 1  # nurse
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            hospital.group_iri + "/outbox", headers={"Accept": "application/activity+json"}
+        ) as response,
+    ):
+        outbox = await response.json(content_type=None)
+    assert mastodon.actor("mallory") not in json.dumps(outbox)
+
+
 # ---------------------------------------------------------------- favourites and boosts
 
 

@@ -25,6 +25,7 @@ from web.appkeys import (
 )
 from web.csrf import CSRF_FIELD, SEED_COOKIE, new_seed, token_matches
 from web.pages import Handler, answer_and_hang_up, render
+from web.security_headers import SECURITY_HEADERS
 from web.signed_in import SignedIn
 
 log = logging.getLogger(__name__)
@@ -33,19 +34,6 @@ SESSION_COOKIE = "hn_session"
 # A request body must arrive within this: a sender trickling bytes holds nothing for longer.
 BODY_READ_SECONDS = 10.0
 
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    # The same addresses answer people with HTML and servers with ActivityStreams.
-    "Vary": "Accept",
-}
 
 STATUS_OF = {NotFound: 404, Forbidden: 403, Conflict: 409, Invalid: 400}
 TITLE_OF = {

@@ -16,6 +16,7 @@ from node.runtime import NodeContext
 from node.storage.models import Member
 from web.appkeys import CSRF_BASIS, CSRF_FAILED, DB, ME, MEMBER, NODE, TEMPLATES, VIEWER
 from web.csrf import token_for
+from web.security_headers import SECURITY_HEADERS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -116,6 +117,8 @@ def require_member(request: web.Request) -> Member:
 async def answer_and_hang_up(request: web.Request, response: web.Response) -> web.Response:
     """Send `response`, then close the connection at once: the rest of a body that is
     arriving too slowly is neither waited for nor read (aiohttp would otherwise linger)."""
+    # Sent here, before the security middleware sees it: it gets those headers now.
+    response.headers.update(SECURITY_HEADERS)
     await response.prepare(request)
     await response.write_eof()
     request.protocol.force_close()
