@@ -34,6 +34,9 @@ from node.storage.models import (
     Reaction,
 )
 
+# Why the unsent deliveries of something whose post was deleted are abandoned.
+POST_DELETED = "the post was deleted"
+
 
 class Outbox:
     """The event sink that federation registers with the node."""
@@ -264,7 +267,7 @@ class Outbox:
                 await session.execute(
                     update(Delivery)
                     .where(Delivery.activity_id == row.id, Delivery.state == "queued")
-                    .values(state="abandoned", last_error="the post was deleted")
+                    .values(state="abandoned", last_error=POST_DELETED)
                 )
         await session.flush()
 

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from federation.actors import ActorDirectory
 from federation.client import FederationClient, FetchError, Signer
+from federation.outbox import POST_DELETED
 from federation.processing import Processor, Rejected, Retry
 from keys.pairs import SealedKeyError
 from node import remote
@@ -267,7 +268,6 @@ class Outcome:
     abandoned: str = ""  # not sent, for this reason (no answer to record)
 
 
-DELETED_MEANWHILE = "the post was deleted"  # as Outbox._forget_content says it
 CIRCUIT_THRESHOLD = 5  # consecutive failures before a host is skipped
 RETENTION = timedelta(days=7)  # finished deliveries and processed items are kept this long
 FAILED_RETENTION = timedelta(days=30)  # failed incoming items stay visible to admins longer
@@ -287,7 +287,7 @@ class DeliveryQueue:
     ) -> None:
         self.node = node
         # A claimed delivery that waits longer than this for a send slot reads its activity
-        # again: a post deleted meanwhile then goes out as its tombstone, not its text.
+        # again: if its post was deleted meanwhile, it is abandoned instead of sent.
         self.body_fresh_seconds = body_fresh_seconds
         self.client = client
         self.directory = directory
@@ -450,7 +450,7 @@ class DeliveryQueue:
                     current = await session.get(OutboxActivity, claim.activity_id)
                     if current is None or current.type == "Tombstone":
                         # Its post was deleted meanwhile: nothing of it is sent any more.
-                        return Outcome(claim.delivery_id, claim.host, abandoned=DELETED_MEANWHILE)
+                        return Outcome(claim.delivery_id, claim.host, abandoned=POST_DELETED)
                     body = current.body.encode()
             outcome = Outcome(claim.delivery_id, claim.host)
             try:

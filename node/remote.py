@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from node.errors import Conflict, Forbidden, NotFound
 from node.events import AccountErased, MembershipChanged, Origin, record
 from node.groups import GROUP_NOT_FOUND
+from node.posts import tombstone
 from node.storage.models import (
     LOCAL,
     ConditionGroup,
@@ -393,8 +394,6 @@ async def erase_remote_account(
 
     The event names only the groups they wrote in: those announce the deletion. A group they
     merely belonged to says nothing, since that would publish who belonged to it."""
-    from node.posts import tombstone  # posts imports this module
-
     member = await session.get(Member, member_id)
     if member is None or member.domain == LOCAL:
         return

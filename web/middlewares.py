@@ -24,7 +24,7 @@ from web.appkeys import (
     VIEWER,
 )
 from web.csrf import CSRF_FIELD, SEED_COOKIE, new_seed, token_matches
-from web.pages import Handler, answer_and_hang_up, render
+from web.pages import Handler, answer_and_hang_up, is_signed_not_cookied, render
 from web.security_headers import SECURITY_HEADERS
 from web.signed_in import SignedIn
 
@@ -108,9 +108,7 @@ async def body_first(request: web.Request, handler: Handler) -> web.StreamRespon
     """Read a form's body, within a deadline, before any database work: a slow sender then
     never holds a transaction (on SQLite, the write lock) while its bytes trickle in.
     Inboxes read their own, larger bodies, under the same deadline."""
-    if request.method == "POST" and not getattr(
-        request.match_info.handler, "signed_not_cookied", False
-    ):
+    if request.method == "POST" and not is_signed_not_cookied(request):
         try:
             async with asyncio.timeout(BODY_READ_SECONDS):
                 await request.read()  # kept by aiohttp for request.post()
@@ -126,9 +124,7 @@ async def database_session(request: web.Request, handler: Handler) -> web.Stream
 
     Inboxes get none: they read in a short transaction of their own and keep what they accept
     through the inbox writer, so a burst of them holds no pooled connection while it waits."""
-    if request.path.startswith("/static/") or getattr(
-        request.match_info.handler, "signed_not_cookied", False
-    ):
+    if request.path.startswith("/static/") or is_signed_not_cookied(request):
         return await handler(request)
     node = request.app[NODE]
     async with node.sessions() as session:
@@ -195,7 +191,7 @@ def _set_csrf_seed_cookie(request: web.Request, response: web.StreamResponse) ->
 @web.middleware
 async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every POST form must carry the token; handlers that keep typed text re-render instead."""
-    if request.method != "POST" or getattr(handler, "signed_not_cookied", False):
+    if request.method != "POST" or is_signed_not_cookied(request):
         return await handler(request)
     data = await request.post()
     offered = data.get(CSRF_FIELD)

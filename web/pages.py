@@ -105,6 +105,11 @@ def signed_not_cookied(handler: Handler) -> Handler:
     return handler
 
 
+def is_signed_not_cookied(request: web.Request) -> bool:
+    """Whether the route the request matched was marked with `signed_not_cookied`."""
+    return bool(getattr(request.match_info.handler, "signed_not_cookied", False))
+
+
 def require_member(request: web.Request) -> Member:
     signed_in = member(request)
     if signed_in is None:
