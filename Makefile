@@ -37,6 +37,7 @@ test: $(TEST_STAMP)
 # Speed and memory figures, as ratios against baselines measured in the same run (bench/README.md).
 bench: $(RUN_STAMP)
 	$(BIN)/python -m bench.fanout
+	$(BIN)/python -m bench.fanout --servers 1 --shared 0 --latency 0.2
 	$(BIN)/python -m bench.inbox
 
 lint: $(TEST_STAMP)

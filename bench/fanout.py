@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
@@ -58,13 +59,12 @@ from bench.common import (
 )
 from federation import httpsig
 from federation.keysink import attach_actor_keys
-from federation.queue import host_of
 from federation.service import Federation
 from node import groups, posts, remote
 from node.members import create_member
 from node.policy import Action, Viewer
 from node.runtime import NodeContext
-from node.storage.models import Delivery, Membership, OutboxActivity
+from node.storage.models import Delivery, Membership, OutboxActivity, inbox_host
 
 DELIVERY_DEADLINE_SECONDS = 60.0
 POLL_SECONDS = 0.02
@@ -81,13 +81,15 @@ POST_BODY = (
 # ---------------------------------------------------------------- the receiving servers
 
 
-def run_receivers(conn: Any, servers: int, shared: int) -> None:
+def run_receivers(conn: Any, servers: int, shared: int, latency: float) -> None:
     """Child process: `servers` receivers on loopback; answers commands on `conn`."""
     pinned = pin_to_core(PEER_CORE)
-    asyncio.run(_receivers_main(conn, servers, shared, pinned))
+    asyncio.run(_receivers_main(conn, servers, shared, latency, pinned))
 
 
-async def _receivers_main(conn: Any, servers: int, shared: int, pinned: str) -> None:
+async def _receivers_main(
+    conn: Any, servers: int, shared: int, latency: float, pinned: str
+) -> None:
     counts: Counter[str] = Counter()  # "port path" -> activities received
     bad: Counter[str] = Counter()
 
@@ -105,9 +107,17 @@ async def _receivers_main(conn: Any, servers: int, shared: int, pinned: str) -> 
                 bad[key + f" {kind}"] += 1
             else:
                 counts[key] += 1
+            if latency:  # a far server: its answer takes a round trip of `latency`
+                await asyncio.sleep(latency)
             return web.Response(status=202)
 
         return receive
+
+    async def answer_late(request: web.Request) -> web.Response:
+        await request.read()
+        if latency:
+            await asyncio.sleep(latency)
+        return web.Response(status=204)
 
     runners: list[web.AppRunner] = []
     ports: list[int] = []
@@ -116,6 +126,7 @@ async def _receivers_main(conn: Any, servers: int, shared: int, pinned: str) -> 
         port_box = [0]
         handler = make_handler(port_box)
         app.router.add_post("/users/{name}/inbox", handler)
+        app.router.add_post("/round-trip", answer_late)
         if index < shared:
             app.router.add_post("/inbox", handler)
         runner = web.AppRunner(app, access_log=None)
@@ -148,11 +159,11 @@ async def _receivers_main(conn: Any, servers: int, shared: int, pinned: str) -> 
 class Receivers:
     """The parent's handle on the child process."""
 
-    def __init__(self, servers: int, shared: int) -> None:
+    def __init__(self, servers: int, shared: int, latency: float = 0.0) -> None:
         context = multiprocessing.get_context("spawn")
         self.conn, child_conn = context.Pipe()
         self.process = context.Process(
-            target=run_receivers, args=(child_conn, servers, shared), daemon=True
+            target=run_receivers, args=(child_conn, servers, shared, latency), daemon=True
         )
         self.ports: list[int] = []
         self.pinned = ""
@@ -280,7 +291,12 @@ class FanOut:
 
 
 async def post_and_deliver(
-    node: NodeContext, observer: Observer, seeded: Seeded, title: str, before: int
+    node: NodeContext,
+    observer: Observer,
+    seeded: Seeded,
+    title: str,
+    before: int,
+    deadline: float = DELIVERY_DEADLINE_SECONDS,
 ) -> FanOut:
     """Start a thread, then wait until every delivery it queued is delivered (timed)."""
     cpu0 = cpu_seconds()
@@ -311,7 +327,7 @@ async def post_and_deliver(
     await wait_until(
         all_delivered,
         "every delivery to be delivered",
-        DELIVERY_DEADLINE_SECONDS,
+        deadline,
         POLL_SECONDS,
         asyncio.sleep,
     )
@@ -347,7 +363,7 @@ async def hosts_per_batch(node: NodeContext, batch: int) -> float:
             ).scalars()
         )
     windows = [inboxes[i : i + batch] for i in range(0, len(inboxes), batch)]
-    return sum(len({host_of(url) for url in window}) for window in windows) / len(windows)
+    return sum(len({inbox_host(url) for url in window}) for window in windows) / len(windows)
 
 
 async def retried(node: NodeContext) -> int:
@@ -420,6 +436,19 @@ def check_received(
     return sum(counts.values()) - sum(previous.values())
 
 
+async def round_trip(port: int, tries: int = 5) -> float:
+    """The shortest of a few POSTs to a receiver that answers as late as its inboxes do: the
+    round trip as this process sees it, the delivery's own work aside."""
+    best = float("inf")
+    async with aiohttp.ClientSession() as http:
+        for _ in range(tries):
+            start = time.perf_counter()
+            async with http.post(f"http://127.0.0.1:{port}/round-trip", data=b"{}") as response:
+                await response.read()
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
 async def bench(args: argparse.Namespace, receivers: Receivers, data_dir: Path) -> None:
     node_port = unused_port()  # the node does not serve here; its domain only needs a port
     node = await NodeContext.open(node_settings(data_dir, node_port))
@@ -442,7 +471,13 @@ async def bench(args: argparse.Namespace, receivers: Receivers, data_dir: Path) 
         federation.start_workers()
 
         # ---- the timed run
-        first = await post_and_deliver(node, observer, seeded, "Night-time lows on a new pump", 0)
+        deadline = DELIVERY_DEADLINE_SECONDS
+        if args.latency:  # a far server: at least a round trip per `per_host` deliveries
+            rtt = await round_trip(receivers.ports[0])
+            deadline += 4 * len(seeded.inboxes) * rtt / queue.per_host
+        first = await post_and_deliver(
+            node, observer, seeded, "Night-time lows on a new pump", 0, deadline
+        )
         if first.deliveries != first.announces * len(seeded.inboxes):
             raise BenchFailure(
                 f"{first.deliveries} deliveries queued for {first.announces} Announces to "
@@ -459,16 +494,19 @@ async def bench(args: argparse.Namespace, receivers: Receivers, data_dir: Path) 
         # ---- the signing baseline, same process, same core
         signs_per_second, body_bytes = await signing_rate(node, federation, receivers.ports[0])
 
-        # ---- the profiled run (diagnostics only)
+        # ---- the profiled run (diagnostics only; a far server's run is bound by its latency)
         profile = cProfile.Profile()
         with SqlStats(node.engine) as sql:
-            profile.enable()
-            second = await post_and_deliver(
-                node, observer, seeded, "Morning highs: basal or bolus?", first.deliveries
-            )
-            profile.disable()
-        snapshot2 = receivers.snapshot()
-        check_received(seeded, second.announces - first.announces, snapshot2, snapshot["counts"])
+            if not args.latency:
+                profile.enable()
+                second = await post_and_deliver(
+                    node, observer, seeded, "Morning highs: basal or bolus?", first.deliveries
+                )
+                profile.disable()
+                snapshot2 = receivers.snapshot()
+                check_received(
+                    seeded, second.announces - first.announces, snapshot2, snapshot["counts"]
+                )
     finally:
         if federation is not None:
             await federation.close()
@@ -510,6 +548,15 @@ async def bench(args: argparse.Namespace, receivers: Receivers, data_dir: Path) 
         f"(delta {(rss_after - args.rss_before) / 1024:+.1f} MiB)"
     )
     say(f"processes                  node {args.pinned}; receivers {receivers.pinned}")
+    if args.latency:
+        bound = queue.per_host / rtt
+        say()
+        say(f"== a far server: every answer takes {1000 * args.latency:.0f} ms ==")
+        say(f"round trip measured        {1000 * rtt:.0f} ms (one POST, this run)")
+        say(f"in flight per server       {queue.per_host}")
+        say(f"in-flight / round trip     {bound:.1f} deliveries/s (the latency's bound)")
+        say(f"deliveries/s / that bound  {rate / bound:.3f} (goal >= 0.9)")
+        return
     say()
     say("== profiled run (a second thread, same followers; cProfile inflates the time) ==")
     say(
@@ -531,6 +578,12 @@ def main() -> int:
         default=0,
         help="experiment: set DeliveryQueue.batch (default: leave the code's value)",
     )
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        help="seconds each receiver takes to answer (a far server); skips the profiled run",
+    )
     args = parser.parse_args()
     if not (0 < args.servers <= 200 and 0 <= args.shared <= args.servers):
         parser.error("need 0 < servers <= 200 and 0 <= shared <= servers")
@@ -540,7 +593,9 @@ def main() -> int:
         parser.error("need 0 <= delivery-batch <= 10000")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args.rss_before = max_rss_kib()
-    receivers = Receivers(args.servers, args.shared)
+    if not 0 <= args.latency <= 5:
+        parser.error("need 0 <= latency <= 5")
+    receivers = Receivers(args.servers, args.shared, args.latency)
     return run_benchmark(
         "fanout",
         receivers,

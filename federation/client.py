@@ -26,6 +26,10 @@ from federation.jsontext import load_json
 AS2_ACCEPT = 'application/activity+json, application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
 AS2_CONTENT_TYPE = 'application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
 MAX_REDIRECTS = 3
+# Above the delivery queue's own limits (8 per host, 64 overall), so that fetches of actors
+# and objects never wait behind a host's deliveries for a connection.
+CONNECTIONS_PER_HOST = 16
+CONNECTIONS = 128
 
 
 class FetchError(Exception):
@@ -130,7 +134,9 @@ class FederationClient:
         self.allow_loopback = allow_loopback
         self.limits = limits or ClientLimits()
         connector = aiohttp.TCPConnector(
-            resolver=FilteringResolver(allow_loopback), limit=100, limit_per_host=8
+            resolver=FilteringResolver(allow_loopback),
+            limit=CONNECTIONS,
+            limit_per_host=CONNECTIONS_PER_HOST,
         )
         self.session = aiohttp.ClientSession(
             connector=connector,

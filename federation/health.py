@@ -9,8 +9,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from federation.queue import host_of
-from node.storage.models import Delivery, InboxItem, RemoteHost
+from node.storage.models import Delivery, InboxItem, RemoteHost, inbox_host
 
 
 @dataclass
@@ -43,7 +42,7 @@ async def hosts_health(session: AsyncSession) -> list[HostHealth]:
         )
     )
     for inbox, state, count in rows.all():
-        host = host_of(inbox)
+        host = inbox_host(inbox)
         hosts.setdefault(host, HostHealth(host)).counts[state] += count
     for row in (await session.execute(select(RemoteHost))).scalars():
         health = hosts.setdefault(row.host, HostHealth(row.host))

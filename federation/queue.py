@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
-from urllib.parse import urlsplit
 
 from sqlalchemy import Row, Select, and_, delete, event, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -252,6 +251,11 @@ class Claim:
     signer: Signer
     claimed_until: datetime
     read_at: float  # time.monotonic() when `body` was read
+    failures_seen: int = 0  # the host's consecutive_failures when this was claimed
+    probe: bool = False  # sent through a half-open circuit
+
+
+ClaimedRow = Row[tuple[int, str, str, str]]  # Delivery (id, host, inbox_url, activity_id)
 
 
 @dataclass
@@ -266,9 +270,13 @@ class Outcome:
     error: str = ""
     final: bool = False
     abandoned: str = ""  # not sent, for this reason (no answer to record)
+    failures_seen: int = 0
+    probe: bool = False
 
 
-CIRCUIT_THRESHOLD = 5  # consecutive failures before a host is skipped
+CIRCUIT_THRESHOLD = 3  # failures in a row, each after the last was recorded, open the circuit
+PROBE_STEP = timedelta(seconds=15)
+LONGEST_PROBE = timedelta(minutes=30)
 RETENTION = timedelta(days=7)  # finished deliveries and processed items are kept this long
 FAILED_RETENTION = timedelta(days=30)  # failed incoming items stay visible to admins longer
 PRUNE_EVERY = timedelta(minutes=10)
@@ -281,8 +289,8 @@ class DeliveryQueue:
         client: FederationClient,
         directory: ActorDirectory,
         batch: int = 64,
-        per_host: int = 4,
-        overall: int = 32,
+        per_host: int = 8,
+        overall: int = 64,
         body_fresh_seconds: float = 1.0,
     ) -> None:
         self.node = node
@@ -301,47 +309,33 @@ class DeliveryQueue:
         self._recovered = False
 
     async def drain(self) -> int:
-        """Claim due deliveries (and those whose worker died), skip hosts whose circuit is
-        open, and attempt the rest concurrently within the per-host and overall limits."""
+        """Claim due deliveries (and those whose worker died) of hosts whose circuit is
+        closed, plus one probe for each host whose circuit has half opened, and attempt them
+        concurrently within the per-host and overall limits."""
         if not self._recovered:
             self._recovered = True
             await self.recover()
         now = self.node.clock.now()
         await self._prune(now)
         async with self.node.transaction() as session:
-            statement = (
-                select(Delivery.id, Delivery.inbox_url, Delivery.activity_id)
-                .where(
-                    or_(
-                        and_(Delivery.state == "queued", Delivery.next_attempt_at <= now),
-                        and_(Delivery.state == "in_flight", Delivery.locked_until < now),
-                    )
-                )
-                .order_by(Delivery.next_attempt_at, Delivery.id)
-                .limit(self.batch)
-            )
-            if self.node.engine.dialect.name == "postgresql":
-                statement = statement.with_for_update(skip_locked=True)
-            claimed = list((await session.execute(statement)).all())
-            circuits = await self._circuits(session, {host_of(d.inbox_url) for d in claimed})
             lease_end = now + LEASE
-            sending: list[Row[tuple[int, str, str]]] = []
-            waiting: defaultdict[datetime, list[int]] = defaultdict(list)
-            for delivery in claimed:
-                host = circuits.get(host_of(delivery.inbox_url))
-                if host is not None and host.circuit_open_until is not None:
-                    if host.circuit_open_until > now:
-                        # Skipped until the probe: waiting costs no attempt.
-                        waiting[host.circuit_open_until].append(delivery.id)
-                        continue
-                    # Half open: this one delivery is the probe; the others wait on it.
-                    host.circuit_open_until = lease_end
-                sending.append(delivery)
-            for until, ids in waiting.items():
+            claimed = await self._due(session, now)
+            circuits = await self._circuits(session, {delivery.host for delivery in claimed})
+            # Read before a probe is chosen: a failure counts only if none was recorded
+            # since its attempt was claimed.
+            evidence = {name: row.consecutive_failures for name, row in circuits.items()}
+            probes = await self._probes(session, now, lease_end)
+            probe_ids = {probe.id for probe in probes}
+            # Due deliveries to a half-open host wait for its probe, keeping their schedule.
+            half_open = {name for name, row in circuits.items() if row.circuit_open_until}
+            held_back = [d.id for d in claimed if d.host in half_open and d.id not in probe_ids]
+            sending = [d for d in claimed if d.host not in half_open and d.id not in probe_ids]
+            sending.extend(probes)
+            if held_back:
                 await session.execute(
                     update(Delivery)
-                    .where(Delivery.id.in_(ids))
-                    .values(state="queued", locked_until=None, next_attempt_at=until)
+                    .where(Delivery.id.in_(held_back), Delivery.state == "in_flight")
+                    .values(state="queued", locked_until=None)
                 )
             if sending:
                 await session.execute(
@@ -351,16 +345,65 @@ class DeliveryQueue:
                 )
             # What each claimed delivery sends is read here, once per activity and signer,
             # not once per delivery: a batch usually holds one or two activities.
-            claims = await self._claims(session, sending, lease_end)
+            claims = await self._claims(session, sending, lease_end, evidence, probe_ids)
         outcomes = await asyncio.gather(*(self._attempt(claim) for claim in claims))
         await self._record_all([outcome for outcome in outcomes if outcome is not None])
-        return len(claimed)
+        return len(sending)
+
+    async def _due(self, session: AsyncSession, now: datetime) -> list[ClaimedRow]:
+        """Due deliveries, earliest schedule first, except to hosts whose circuit is open:
+        those wait untouched, each keeping its own schedule. Deliveries whose worker died
+        (their lease expired) are due again."""
+        circuit_open = select(RemoteHost.host).where(RemoteHost.circuit_open_until > now)
+        statement = (
+            select(Delivery.id, Delivery.host, Delivery.inbox_url, Delivery.activity_id)
+            .where(
+                or_(
+                    and_(Delivery.state == "queued", Delivery.next_attempt_at <= now),
+                    and_(Delivery.state == "in_flight", Delivery.locked_until < now),
+                ),
+                Delivery.host.not_in(circuit_open),
+            )
+            .order_by(Delivery.next_attempt_at, Delivery.id)
+            .limit(self.batch)
+        )
+        if self.node.engine.dialect.name == "postgresql":
+            statement = statement.with_for_update(skip_locked=True)
+        return list((await session.execute(statement)).all())
+
+    async def _probes(
+        self, session: AsyncSession, now: datetime, lease_end: datetime
+    ) -> list[ClaimedRow]:
+        """For each host whose circuit has half opened, the one delivery that probes it: the
+        queued delivery with the earliest schedule, due or not (a recovered host should not
+        wait for some delivery's own back-off to find out). The circuit stays shut to every
+        other delivery until the probe's lease ends."""
+        half_open = select(RemoteHost).where(RemoteHost.circuit_open_until <= now)
+        if self.node.engine.dialect.name == "postgresql":
+            half_open = half_open.with_for_update(skip_locked=True)
+        probes = []
+        for host in (await session.execute(half_open)).scalars():
+            first = (
+                select(Delivery.id, Delivery.host, Delivery.inbox_url, Delivery.activity_id)
+                .where(Delivery.host == host.host, Delivery.state == "queued")
+                .order_by(Delivery.next_attempt_at, Delivery.id)
+                .limit(1)
+            )
+            if self.node.engine.dialect.name == "postgresql":
+                first = first.with_for_update(skip_locked=True)
+            probe = (await session.execute(first)).first()
+            if probe is not None:
+                host.circuit_open_until = lease_end
+                probes.append(probe)
+        return probes
 
     async def _claims(
         self,
         session: AsyncSession,
-        deliveries: list[Row[tuple[int, str, str]]],
+        deliveries: list[ClaimedRow],
         claimed_until: datetime,
+        evidence: dict[str, int],
+        probe_ids: set[int],
     ) -> list[Claim]:
         if not deliveries:
             return []
@@ -391,13 +434,15 @@ class DeliveryQueue:
             claims.append(
                 Claim(
                     delivery_id=delivery.id,
-                    host=host_of(delivery.inbox_url),
+                    host=delivery.host,
                     inbox_url=delivery.inbox_url,
                     activity_id=delivery.activity_id,
                     body=activity.body.encode(),
                     signer=signer,
                     claimed_until=claimed_until,
                     read_at=read_at,
+                    failures_seen=evidence.get(delivery.host, 0),
+                    probe=delivery.id in probe_ids,
                 )
             )
         # A delivery nothing here can sign fails for good with its reason; the rest go on.
@@ -452,7 +497,9 @@ class DeliveryQueue:
                         # Its post was deleted meanwhile: nothing of it is sent any more.
                         return Outcome(claim.delivery_id, claim.host, abandoned=POST_DELETED)
                     body = current.body.encode()
-            outcome = Outcome(claim.delivery_id, claim.host)
+            outcome = Outcome(
+                claim.delivery_id, claim.host, failures_seen=claim.failures_seen, probe=claim.probe
+            )
             try:
                 # Signed on each attempt: a fresh Date every time.
                 outcome.status, outcome.text, outcome.headers = await self.client.post_signed(
@@ -497,7 +544,7 @@ class DeliveryQueue:
         delivered = [outcome for outcome in outcomes if _succeeded(outcome)]
         for outcome in delivered:
             host = hosts[outcome.host]
-            host.consecutive_failures, host.circuit_open_until = 0, None
+            await self._host_answered(session, host, now)
             host.last_success_at = now
         # Most attempts succeed: one statement per answer status for all of them.
         for status in sorted({outcome.status for outcome in delivered if outcome.status}):
@@ -544,14 +591,11 @@ class DeliveryQueue:
         host.last_error, host.last_error_at = delivery.last_error, now
         unreachable = status is None or status >= 500 or status in (408, 429)
         if unreachable and not final:
-            host.consecutive_failures += 1
-            if host.consecutive_failures >= CIRCUIT_THRESHOLD:
-                host.circuit_open_until = now + retry_delay(
-                    host.consecutive_failures - CIRCUIT_THRESHOLD + 1
-                )
+            asked = retry_after(headers.get("Retry-After"), now) if status in (429, 503) else None
+            _host_failed(host, outcome, now, asked)
         else:
             # It answered: the host itself is up, whatever it thought of this delivery.
-            host.circuit_open_until, host.consecutive_failures = None, 0
+            await self._host_answered(session, host, now)
         if status == 410:
             delivery.state = "abandoned"  # the recipient is gone
             await remote.inbox_gone(session, delivery.inbox_url)
@@ -565,6 +609,22 @@ class DeliveryQueue:
             wait = retry_after(headers.get("Retry-After"), now) if status in (429, 503) else None
             delivery.state = "queued"
             delivery.next_attempt_at = now + (wait or retry_delay(delivery.attempts))
+
+    async def _host_answered(self, session: AsyncSession, host: RemoteHost, now: datetime) -> None:
+        """The host is up. If its circuit was open, every delivery waiting for it is due at
+        once: a recovered server gets its backlog now, not at each delivery's own back-off."""
+        if host.circuit_open_until is not None:
+            await session.execute(
+                update(Delivery)
+                .where(
+                    Delivery.host == host.host,
+                    Delivery.state == "queued",
+                    Delivery.next_attempt_at > now,
+                )
+                .values(next_attempt_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        host.consecutive_failures, host.circuit_open_until = 0, None
 
     async def _hosts_locked(self, session: AsyncSession, names: set[str]) -> dict[str, RemoteHost]:
         """The hosts' rows, locked in host order until commit: concurrent workers must not lose
@@ -619,9 +679,28 @@ class DeliveryQueue:
             )
 
 
+def _host_failed(
+    host: RemoteHost, outcome: Outcome, now: datetime, asked: timedelta | None
+) -> None:
+    """One failed attempt as evidence about its host. Attempts that were in flight together
+    are one piece of evidence: a failure counts only if no other was counted since this
+    attempt was claimed. While the circuit is open only its probe is sent, so the back-off
+    grows per failed probe, never per delivery in flight."""
+    if outcome.failures_seen != host.consecutive_failures and not outcome.probe:
+        return
+    host.consecutive_failures += 1
+    if host.consecutive_failures >= CIRCUIT_THRESHOLD:
+        wait = probe_interval(host.consecutive_failures - CIRCUIT_THRESHOLD)
+        host.circuit_open_until = now + max(wait, min(asked or wait, LONGEST_PROBE))
+
+
+def probe_interval(failed_probes: int, rng: random.Random | None = None) -> timedelta:
+    """How long an open circuit waits before its next probe: 15 s, 30 s, 45 s ... growing by
+    a step per failed probe up to half an hour, +/-10% jitter. An outage of five minutes is
+    noticed over within about two; one of a day within half an hour."""
+    base = min(PROBE_STEP * (failed_probes + 1), LONGEST_PROBE)
+    return base * (rng or random).uniform(0.9, 1.1)
+
+
 def _succeeded(outcome: Outcome) -> bool:
     return outcome.status is not None and 200 <= outcome.status < 300
-
-
-def host_of(url: str) -> str:
-    return urlsplit(url).netloc.lower()

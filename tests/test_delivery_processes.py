@@ -58,7 +58,7 @@ from tests.conftest import CHEAP_PASSWORDS, NodeFactory
 from tests.federation_harness import Recorder, RunningNode, free_port, start_node
 from tests.keypool import pooled_key_pair
 from web.app import create_app
-from web.cli import DATABASE_URL_ENV
+from web.cli import CLOCK_RATE_ENV, DATABASE_URL_ENV
 
 T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +138,9 @@ class Command:
         return await asyncio.wait_for(self.process.wait(), seconds)
 
 
-async def spawn(name: str, work_dir: Path, *args: str | Path) -> Command:
+async def spawn(
+    name: str, work_dir: Path, *args: str | Path, env: dict[str, str] | None = None
+) -> Command:
     log = work_dir / f"{name}.log"
     with _log_file(log) as output:
         process = await asyncio.create_subprocess_exec(
@@ -147,7 +149,7 @@ async def spawn(name: str, work_dir: Path, *args: str | Path) -> Command:
             "web.cli",
             *map(str, args),
             cwd=work_dir,
-            env=command_env(),
+            env={**command_env(), **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -768,3 +770,103 @@ async def test_a_receiver_that_was_down_gets_everything_in_causal_order(
             select(func.count()).select_from(InboxItem).where(InboxItem.state != "done"),
         )
         assert unfinished == 0
+
+
+# --- 4. a receiver down for minutes ------------------------------------------------------------
+
+
+class Switchable:
+    """A receiving server on a fixed port that can be stopped (connections refused) and
+    started again; records (inbox path, activity id) of what it is sent."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.received: set[tuple[str, str]] = set()
+        self.server: TestServer | None = None
+
+    async def _inbox(self, request: web.Request) -> web.Response:
+        document = json.loads(await request.read())
+        self.received.add((request.path, str(document.get("id"))))
+        return web.Response(status=202)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._inbox)
+        self.server = TestServer(app, host="127.0.0.1", port=self.port)
+        await self.server.start_server()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.close()
+            self.server = None
+
+
+async def test_a_receiver_down_for_four_minutes_gets_its_backlog_within_two_of_returning(
+    test_databases: databases.TestDatabases, tmp_path: Path
+) -> None:
+    # Given a hospital whose group has 15 followers on one server, and a `healthnode worker`
+    # process whose clock runs 20 times faster than the wall clock (a minute in 3 s)
+    rate = 20.0
+    data_dir = tmp_path / "hospital-data"
+    data_dir.mkdir()
+    url = await test_databases.fresh("hospital_outage", data_dir)
+    domain = f"127.0.0.1:{free_port()}"
+    settings = Settings(
+        domain=domain, data_dir=data_dir, database_url=url, password_cost=CHEAP_PASSWORDS
+    )
+    await prepare_hospital(settings)
+    receiver = Switchable(free_port())
+    async with AsyncExitStack() as cleanup:
+        cleanup.push_async_callback(receiver.stop)
+        hospital = await NodeContext.open(settings, clock=SystemClock(), migrate=False)
+        cleanup.push_async_callback(hospital.close)
+        inboxes = await add_remote_followers(hospital, "t1d", [receiver.port], per_server=15)
+        commands: list[Command] = []
+        cleanup.push_async_callback(stop_all, commands)
+        worker_args = ("worker", "--domain", domain, "--database-url", url, "--data-dir", data_dir)
+        commands.append(
+            await spawn("worker", tmp_path, *worker_args, env={CLOCK_RATE_ENV: str(rate)})
+        )
+
+        # When the receiving server is down and a thread is started (30 deliveries for it)
+        hospital.sinks.append(Outbox(Documents(settings), hospital.clock, lambda: None))
+        await start_thread(hospital, "nurse", "t1d", "While the server was down", "Hello?")
+        announces = await announces_of(hospital, set())
+        expected = {
+            ("/" + inbox.split("/", 1)[1], iri)
+            for inbox in inboxes
+            for iri in announces.values()
+        }
+        assert len(expected) == 30
+
+        # And it stays down for four minutes of the worker's time, every attempt failing
+        async def all_failed_once() -> bool:
+            if commands[0].process.returncode is not None:
+                raise AssertionError(f"the worker exited:\n{commands[0].tail()}")
+            tried = await count(
+                hospital,
+                select(func.count()).select_from(Delivery).where(Delivery.attempts >= 1),
+            )
+            return tried == 30
+
+        await poll(all_failed_once, "the first attempts to fail", seconds=30)
+        await asyncio.sleep(4 * 60 / rate)  # the outage itself: wall-clock time by design
+        assert not receiver.received
+
+        # And then it comes back
+        await receiver.start()
+        back_at = time.monotonic()
+
+        # Then within about two minutes of the worker's time it has received everything
+        async def everything_arrived() -> bool:
+            return expected <= receiver.received
+
+        try:
+            await poll(everything_arrived, "the backlog to arrive", seconds=12 * 60 / rate)
+        except AssertionError:
+            pytest.fail(
+                f"{len(expected - receiver.received)} of 30 never arrived; queue: "
+                f"{await states(hospital, list(announces))}\n{commands[0].tail()}"
+            )
+        healed_after = (time.monotonic() - back_at) * rate
+        assert healed_after <= 150, f"the backlog took {healed_after:.0f} s of the node's time"

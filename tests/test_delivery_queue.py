@@ -33,6 +33,7 @@ from federation.queue import (
     GIVE_UP_AFTER,
     LEASE,
     LONGEST_RETRY,
+    PROBE_STEP,
     PRUNE_EVERY,
     RETENTION,
     DeliveryQueue,
@@ -264,6 +265,11 @@ def assert_signed(request: Received, public_pem: str, key_id: str) -> None:
     key.verify(  # raises InvalidSignature on any mismatch
         base64.b64decode(params["signature"]), text.encode(), padding.PKCS1v15(), hashes.SHA256()
     )
+
+
+def assert_probe_wait(actual: timedelta, base: timedelta) -> None:
+    """The circuit's probe interval: +/-10% jitter around `base`."""
+    assert base * 0.9 <= actual <= base * 1.1, f"{actual} is not {base} +/- 10%"
 
 
 def assert_jittered(actual: timedelta, base: timedelta) -> None:
@@ -586,8 +592,9 @@ async def test_a_host_that_refuses_connections_is_retried_later(world: World) ->
 # ---------------------------------------------------------------- circuit breaker
 
 
-async def test_the_circuit_opens_after_five_failures_and_a_probe_closes_it(world: World) -> None:
-    # Given a failing host that has failed five times in a row (one delivery per drain)
+async def test_the_circuit_opens_after_three_failures_and_a_probe_closes_it(world: World) -> None:
+    # Given a failing host that has failed three times in a row, each attempt made after the
+    # last failure was recorded (one delivery per drain)
     sick = await world.receiver(Answer(500, "overloaded"))
     healthy = await world.receiver(Answer(202))
     failed = []
@@ -599,76 +606,112 @@ async def test_the_circuit_opens_after_five_failures_and_a_probe_closes_it(world
     assert host.consecutive_failures == CIRCUIT_THRESHOLD
     assert host.circuit_open_until is not None
     open_until = host.circuit_open_until
-    assert_jittered(open_until - world.now(), MINUTE)
+    assert_probe_wait(open_until - world.now(), PROBE_STEP)
 
     # When a delivery to it and one to a healthy host are due in the same drain
     waiting = await world.queue_to(sick.inbox())
+    queued_at = world.now()
     other = await world.queue_to(healthy.inbox())
     await world.drain()
 
     # Then the sick host is not contacted: its delivery waits for the circuit, costing nothing
+    # and keeping its own schedule
     assert sick.count == CIRCUIT_THRESHOLD
     delivery = await world.delivery(waiting)
     assert (delivery.state, delivery.attempts, delivery.last_status) == ("queued", 0, None)
-    assert delivery.next_attempt_at == open_until
+    assert delivery.next_attempt_at == queued_at
     assert delivery.locked_until is None
     # And the healthy host got its delivery
     assert healthy.count == 1
     assert (await world.delivery(other)).state == "delivered"
 
-    # When the open period ends, all six are due, and the probe fails again
-    rows = [await world.delivery(d) for d in [*failed, waiting]]
-    world.advance(max(row.next_attempt_at for row in rows) - world.now())
-    assert world.now() >= open_until
+    # When the circuit half opens and the host still fails
+    schedules = {d: (await world.delivery(d)).next_attempt_at for d in failed}
+    world.advance(open_until - world.now())
     await world.drain()
 
-    # Then exactly one probe went, and the circuit opened again for about two minutes
+    # Then exactly one probe went: the delivery with the earliest schedule, due or not
     assert sick.count == CIRCUIT_THRESHOLD + 1
+    assert (await world.delivery(waiting)).attempts == 1
+    # And the circuit opened again for the next probe interval, the others' schedules untouched
     host = await world.host(sick)
     assert host.consecutive_failures == CIRCUIT_THRESHOLD + 1
     assert host.circuit_open_until is not None
-    assert_jittered(host.circuit_open_until - world.now(), 2 * MINUTE)
+    assert_probe_wait(host.circuit_open_until - world.now(), 2 * PROBE_STEP)
+    assert {d: (await world.delivery(d)).next_attempt_at for d in failed} == schedules
     rows = [await world.delivery(d) for d in [*failed, waiting]]
-    assert sum(row.attempts for row in rows) == CIRCUIT_THRESHOLD + 1
     assert all(row.state == "queued" for row in rows)
 
-    # When the host recovers and the circuit's time is up: one probe goes and succeeds
+    # When the host recovers and the circuit half opens: one probe goes and succeeds
     sick.default = Answer(202)
-    reopened_until = host.circuit_open_until
-    world.advance(max(reopened_until, *(row.next_attempt_at for row in rows)) - world.now())
-    await world.drain()
+    world.advance(host.circuit_open_until - world.now())
+    assert world.now() < min(schedules.values()), "the test needs the others not yet due"
+    assert await world.drain() == 1
     assert sick.count == CIRCUIT_THRESHOLD + 2
     host = await world.host(sick)
     assert (host.consecutive_failures, host.circuit_open_until) == (0, None)
+
+    # Then every delivery that waited is released at once: due now, and sent at the next drain
     rows = [await world.delivery(d) for d in [*failed, waiting]]
     assert [row.state for row in rows].count("delivered") == 1
-
-    # Then the rest go at the next drain after they were held back (one lease at most)
-    world.advance(LEASE)
+    assert all(row.next_attempt_at <= world.now() for row in rows if row.state == "queued")
     await world.drain()
     rows = [await world.delivery(d) for d in [*failed, waiting]]
     assert all(row.state == "delivered" for row in rows), [row.state for row in rows]
     assert sick.count == CIRCUIT_THRESHOLD + 2 + len(rows) - 1
 
 
-async def test_failures_in_one_concurrent_drain_all_count_and_open_the_circuit(
-    world: World,
-) -> None:
-    # Given more deliveries due to one failing host than the circuit's threshold
-    sick = await world.receiver(Answer(503, "overloaded"))
-    many = CIRCUIT_THRESHOLD + 3
-    ids = [await world.queue_to(sick.inbox(f"p{n}")) for n in range(many)]
+async def test_a_burst_of_concurrent_failures_is_one_piece_of_evidence(world: World) -> None:
+    # Given 19 deliveries due to one host that answers 503 for a moment
+    sick = await world.receiver(Answer(503, "restarting"))
+    ids = [await world.queue_to(sick.inbox(f"p{n}")) for n in range(19)]
 
     # When one drain attempts them all concurrently
     await world.drain()
 
-    # Then every failure is counted and the circuit is open
-    assert sick.count == many
-    assert [(await world.delivery(d)).attempts for d in ids] == [1] * many
+    # Then each delivery failed once, and the host counts a single failure: its circuit stays
+    # closed, and each delivery retries on its own schedule in about a minute
+    assert sick.count == 19
+    rows = [await world.delivery(d) for d in ids]
+    assert [row.attempts for row in rows] == [1] * 19
+    for row in rows:
+        assert_jittered(row.next_attempt_at - world.now(), MINUTE)
     host = await world.host(sick)
-    assert host.consecutive_failures == many
-    assert host.circuit_open_until is not None
-    assert host.circuit_open_until > world.now()
+    assert (host.consecutive_failures, host.circuit_open_until) == (1, None)
+
+
+@pytest.mark.parametrize("outage", [timedelta(seconds=20), 3 * MINUTE, timedelta(seconds=290)])
+async def test_a_short_outage_heals_within_two_minutes_of_recovery(
+    world: World, outage: timedelta
+) -> None:
+    # Given a server with 19 deliveries queued for it, which then answers 503 for `outage`
+    server = await world.receiver(Answer(503, "down for maintenance"))
+    ids = [await world.queue_to(server.inbox(f"p{n}")) for n in range(19)]
+    down_since = world.now()
+    step = timedelta(seconds=5)
+    ever_open_until: list[timedelta] = []
+    recovered_at: datetime | None = None
+
+    # When the worker drains every few seconds, as it does, until everything is delivered
+    for _ in range(int(timedelta(hours=1) / step)):
+        if recovered_at is None and world.now() - down_since >= outage:
+            server.default, recovered_at = Answer(202), world.now()
+        while await world.drain():
+            pass
+        rows = [await world.delivery(d) for d in ids]
+        host = await world.host(server)
+        if host.circuit_open_until is not None:
+            ever_open_until.append(host.circuit_open_until - world.now())
+        if all(row.state == "delivered" for row in rows):
+            break
+        world.advance(step)
+
+    # Then everything arrived within two minutes of the server coming back
+    assert recovered_at is not None
+    assert all(row.state == "delivered" for row in rows), [row.state for row in rows]
+    assert world.now() - recovered_at <= 2 * MINUTE, world.now() - recovered_at
+    # And the circuit never shut the server out for longer than its probe intervals
+    assert all(wait <= 10 * PROBE_STEP for wait in ever_open_until), ever_open_until
 
 
 # ---------------------------------------------------------------- leases

@@ -23,6 +23,7 @@ from federation.service import Federation
 from keys.pairs import generate_key_pair
 from keys.secret import SecretError
 from node import groups, members
+from node.clock import Clock, ScaledClock, SystemClock
 from node.config import Settings, validate_domain
 from node.errors import DomainError, Invalid
 from node.runtime import NodeContext
@@ -31,6 +32,7 @@ from web.app import create_app
 from web.demo import run_demo
 
 DATABASE_URL_ENV = "HEALTHNODE_DATABASE_URL"
+CLOCK_RATE_ENV = "HEALTHNODE_CLOCK_RATE"
 BLOCKED_DOMAINS_ENV = "HEALTHNODE_BLOCKED_DOMAINS"
 
 
@@ -126,6 +128,23 @@ def settings_from(args: argparse.Namespace) -> Settings:
         database_url=args.database_url,
         blocked_domains=blocked,
     )
+
+
+def clock_for(settings: Settings) -> Clock:
+    """The wall clock; on a development node, one that runs HEALTHNODE_CLOCK_RATE times
+    faster if that is set (to watch retries and circuits over minutes in seconds)."""
+    rate_text = os.environ.get(CLOCK_RATE_ENV, "").strip()
+    if not rate_text:
+        return SystemClock()
+    if not settings.is_development:
+        raise CommandError(f"{CLOCK_RATE_ENV} is for development nodes only (a loopback domain)")
+    try:
+        rate = float(rate_text)
+    except ValueError:
+        rate = 0.0
+    if not 1 <= rate <= 1000:
+        raise CommandError(f"{CLOCK_RATE_ENV} must be a number from 1 to 1000")
+    return ScaledClock(rate)
 
 
 async def _with_node(settings: Settings, work: Callable[[NodeContext], Awaitable[str]]) -> str:
@@ -225,8 +244,10 @@ def _keys_rotate(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable[
 
 
 def _serve(settings: Settings, host: str, port: int, workers: bool) -> None:
+    clock = clock_for(settings)
+
     async def app_factory() -> web.Application:
-        node = await NodeContext.open(settings)
+        node = await NodeContext.open(settings, clock=clock)
         attach_actor_keys(node)
         app = create_app(node, run_workers=workers)
 
@@ -242,7 +263,7 @@ def _serve(settings: Settings, host: str, port: int, workers: bool) -> None:
 
 async def _work(settings: Settings) -> None:
     """Workers without a web server: several of these may share one PostgreSQL database."""
-    node = await NodeContext.open(settings)
+    node = await NodeContext.open(settings, clock=clock_for(settings))
     attach_actor_keys(node)
     federation = Federation(node)
     federation.start_workers()

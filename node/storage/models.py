@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from sqlalchemy import (
     CheckConstraint,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -268,6 +270,16 @@ class OutboxActivity(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+def inbox_host(url: str) -> str:
+    """The server an inbox belongs to (`host[:port]`, lower case): deliveries are paced,
+    and their circuit kept, per server."""
+    return urlsplit(url).netloc.lower()
+
+
+def _host_of_inbox(context: DefaultExecutionContext) -> str:
+    return inbox_host(context.get_current_parameters()["inbox_url"])
+
+
 class Delivery(Base):
     """One activity to one inbox (shared inboxes collapse recipients).
 
@@ -280,6 +292,8 @@ class Delivery(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     activity_id: Mapped[str] = mapped_column(ForeignKey("outbox_activities.id", ondelete="CASCADE"))
     inbox_url: Mapped[str] = mapped_column(IRI)
+    # inbox_host(inbox_url), filled in on insert: the claim skips servers whose circuit is open.
+    host: Mapped[str] = mapped_column(String(255), default=_host_of_inbox, server_default="")
     state: Mapped[str] = mapped_column(String(10), default="queued")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -294,16 +308,22 @@ class Delivery(Base):
         ),
         UniqueConstraint("activity_id", "inbox_url", name="uq_deliveries_activity_inbox"),
         Index("ix_deliveries_state_next", "state", "next_attempt_at"),
+        Index("ix_deliveries_host_state", "host", "state"),
     )
 
 
 class RemoteHost(Base):
-    """Delivery health per receiving server, and its circuit breaker."""
+    """Delivery health per receiving server, and its circuit breaker (federation/queue.py).
+
+    `consecutive_failures` counts pieces of evidence, not failed deliveries: attempts that
+    were in flight together count once. While `circuit_open_until` is in the future nothing
+    is sent to the host (a probe in flight holds it there); once it has passed, the circuit
+    is half open and one probe delivery goes.
+    """
 
     __tablename__ = "remote_hosts"
     host: Mapped[str] = mapped_column(String(255), primary_key=True)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
-    # While set and in the future, deliveries to this host wait; then one probe goes.
     circuit_open_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_error: Mapped[str] = mapped_column(Text, default="")
