@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.storage.models import Delivery, InboxItem, RemoteHost, inbox_host
+from node.storage.states import InboxItemState
 
 
 @dataclass
@@ -68,6 +69,6 @@ async def retry_inbox_item(session: AsyncSession, item_id: int, now: datetime) -
     item = await session.get(InboxItem, item_id)
     if item is None or item.state != "failed":
         return False
-    item.state, item.next_attempt_at, item.error = "queued", now, ""
+    item.state, item.next_attempt_at, item.error = InboxItemState.QUEUED, now, ""
     await session.flush()
     return True

@@ -31,6 +31,7 @@ from federation.jsonld import InvalidDocument, normalise
 from federation.jsontext import load_json
 from federation.vocab import Activity, VocabError, parse_activity, same_origin
 from node.storage.models import InboxItem
+from node.storage.states import InboxItemState
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +284,7 @@ class InboxWriter:
             "activity_id": activity.id,
             "actor_iri": activity.actor,
             "body": json.dumps(document, separators=(",", ":")),
-            "state": "queued",
+            "state": InboxItemState.QUEUED.value,
             "attempts": 0,
             "next_attempt_at": now,
             "received_at": now,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.actors import group_key_owner, member_key_owner
@@ -33,6 +33,7 @@ from node.storage.models import (
     Post,
     Reaction,
 )
+from node.storage.states import DELIVERY, DeliveryState
 
 # Why the unsent deliveries of something whose post was deleted are abandoned.
 POST_DELETED = "the post was deleted"
@@ -111,7 +112,7 @@ class Outbox:
             {
                 "activity_id": activity_id,
                 "inbox_url": inbox,
-                "state": "queued",
+                "state": DeliveryState.QUEUED.value,
                 "attempts": 0,
                 "next_attempt_at": now,
                 "created_at": now,
@@ -265,9 +266,12 @@ class Outbox:
                 )
                 row.type = "Tombstone"
                 await session.execute(
-                    update(Delivery)
-                    .where(Delivery.activity_id == row.id, Delivery.state == "queued")
-                    .values(state="abandoned", last_error=POST_DELETED)
+                    DELIVERY.update(
+                        Delivery,
+                        [DeliveryState.QUEUED],
+                        DeliveryState.ABANDONED,
+                        last_error=POST_DELETED,
+                    ).where(Delivery.activity_id == row.id)
                 )
         await session.flush()
 

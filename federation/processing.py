@@ -473,7 +473,9 @@ class Processor:
                     # The group vouches for its moderator lifting a ban in it.
                     member = await self._local_member_named(session, undone.get("object"))
                     if member is not None:
-                        await remote.unbanned_by_remote_group(session, group.id, member.id)
+                        await remote.unbanned_by_remote_group(
+                            session, group.id, member.id, Origin(inner.raw)
+                        )
                 elif undone.get("type") in ("Like", None):
                     await self._undo_like(
                         session, inner, inner.embedded_object, now, announced_by=group
@@ -503,7 +505,9 @@ class Processor:
     ) -> None:
         member = await self._local_member_named(session, block.object)
         if member is not None:
-            await remote.banned_by_remote_group(session, group.id, member.id, now)
+            await remote.banned_by_remote_group(
+                session, group.id, member.id, Origin(block.raw), now
+            )
 
     async def _local_member_named(self, session: AsyncSession, value: Any) -> Member | None:
         path = self.documents.iris.local_path(_id_of(value) or "")
@@ -523,7 +527,7 @@ class Processor:
             return
         member = await self._local_member_named(session, block.get("object"))
         if member is not None:
-            await remote.unbanned_by_remote_group(session, group.id, member.id)
+            await remote.unbanned_by_remote_group(session, group.id, member.id, Origin(undo.raw))
 
     async def _on_block(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
         group_iri = activity.target or activity.actor

@@ -16,11 +16,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
+from typing import Any
 
-from sqlalchemy import Row, Select, and_, delete, event, or_, select, update
+from sqlalchemy import Row, Select, and_, event, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from federation.actors import ActorDirectory
 from federation.client import FederationClient, FetchError, Signer
@@ -31,14 +32,25 @@ from node import remote
 from node.events import PENDING_EVENTS
 from node.runtime import NodeContext
 from node.storage.models import Delivery, InboxItem, OutboxActivity, RemoteHost
+from node.storage.states import (
+    DELIVERY,
+    INBOX_ITEM,
+    RETRIES,
+    DeliveryState,
+    InboxItemState,
+    StateGraph,
+)
 
 log = logging.getLogger(__name__)
 
-FIRST_RETRY = timedelta(minutes=1)
-LONGEST_RETRY = timedelta(days=1)
-GIVE_UP_AFTER = timedelta(days=3)
-LEASE = timedelta(minutes=2)
+FIRST_RETRY = RETRIES.first
+LONGEST_RETRY = RETRIES.longest
+GIVE_UP_AFTER = RETRIES.give_up_after
+LEASE = DELIVERY.lease[DeliveryState.IN_FLIGHT]
 POLL_SECONDS = 1.0
+PRUNE_EVERY = timedelta(minutes=10)
+QUEUED, IN_FLIGHT = DeliveryState.QUEUED, DeliveryState.IN_FLIGHT
+QUEUED_ITEM = InboxItemState.QUEUED
 
 
 def retry_delay(attempts: int, rng: random.Random | None = None) -> timedelta:
@@ -116,16 +128,44 @@ class Worker:
             self.wake.event.clear()
 
 
+class Pruner:
+    """Removes a table's finished rows once their state's retention (its state graph) has
+    passed, at most every PRUNE_EVERY: the queue stays small."""
+
+    def __init__(
+        self,
+        node: NodeContext,
+        graph: StateGraph[Any],
+        model: Any,
+        finished_at: InstrumentedAttribute[datetime],
+    ) -> None:
+        self.node = node
+        self.graph = graph
+        self.model = model
+        self.finished_at = finished_at
+        self._pruned_at: datetime | None = None
+
+    async def __call__(self, now: datetime) -> None:
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY:
+            return
+        self._pruned_at = now
+        async with self.node.transaction() as session:
+            await session.execute(self.graph.prune(self.model, self.finished_at, now))
+
+
 class InboxQueue:
     def __init__(self, node: NodeContext, processor: Processor, batch: int = 20) -> None:
         self.node = node
         self.processor = processor
         self.batch = batch
+        # Processed items are kept a while (failed ones longer, for admins), then removed.
+        self._prune = Pruner(node, INBOX_ITEM, InboxItem, InboxItem.received_at)
 
     async def drain(self) -> int:
         """Process due items, oldest first, a batch per transaction (each item in a savepoint
         of its own); answers how many were handled. Should the batch's transaction itself
         fail, its items are processed one per transaction instead."""
+        await self._prune(self.node.clock.now())
         try:
             return await self._process_batch()
         except DBAPIError:
@@ -142,7 +182,7 @@ class InboxQueue:
     def _due(self, now: datetime, locked: bool = True) -> Select[tuple[InboxItem]]:
         statement = (
             select(InboxItem)
-            .where(InboxItem.state == "queued", InboxItem.next_attempt_at <= now)
+            .where(InboxItem.state == QUEUED_ITEM, InboxItem.next_attempt_at <= now)
             .order_by(InboxItem.id)
             .limit(self.batch)
         )
@@ -157,7 +197,7 @@ class InboxQueue:
             for item in items:
                 error, retry = await self._process_in_savepoint(session, item, now)
                 if error is None:
-                    item.state, item.processed_at = "done", now
+                    item.state, item.processed_at = InboxItemState.DONE, now
                 else:
                     self._failed(item, error, retry, now)
         return len(items)
@@ -191,7 +231,7 @@ class InboxQueue:
         if retry and now - item.received_at < GIVE_UP_AFTER:
             item.next_attempt_at = now + retry_delay(item.attempts)
         else:
-            item.state = "failed"
+            item.state = InboxItemState.FAILED
 
     async def process_one(self, item_id: int) -> None:
         now = self.node.clock.now()
@@ -201,14 +241,14 @@ class InboxQueue:
             async with self.node.transaction() as session:
                 claim = (
                     select(InboxItem)
-                    .where(InboxItem.id == item_id, InboxItem.state == "queued")
+                    .where(InboxItem.id == item_id, InboxItem.state == QUEUED_ITEM)
                     .with_for_update(skip_locked=True)
                 )
                 item = (await session.execute(claim)).scalar_one_or_none()
                 if item is None:
                     return
                 await self.processor.process(session, json.loads(item.body), now)
-                item.state, item.processed_at = "done", now
+                item.state, item.processed_at = InboxItemState.DONE, now
         except Retry as reason:
             error, retry = str(reason), True
         except Rejected as reason:
@@ -277,9 +317,7 @@ class Outcome:
 CIRCUIT_THRESHOLD = 3  # failures in a row, each after the last was recorded, open the circuit
 PROBE_STEP = timedelta(seconds=15)
 LONGEST_PROBE = timedelta(minutes=30)
-RETENTION = timedelta(days=7)  # finished deliveries and processed items are kept this long
-FAILED_RETENTION = timedelta(days=30)  # failed incoming items stay visible to admins longer
-PRUNE_EVERY = timedelta(minutes=10)
+RETENTION = DELIVERY.retention[DeliveryState.DELIVERED]
 
 
 class DeliveryQueue:
@@ -305,7 +343,8 @@ class DeliveryQueue:
         self._hosts: defaultdict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(self.per_host)
         )
-        self._pruned_at: datetime | None = None
+        # Finished deliveries are kept a while, then removed.
+        self._prune = Pruner(node, DELIVERY, Delivery, Delivery.updated_at)
         self._recovered = False
 
     async def drain(self) -> int:
@@ -333,15 +372,15 @@ class DeliveryQueue:
             sending.extend(probes)
             if held_back:
                 await session.execute(
-                    update(Delivery)
-                    .where(Delivery.id.in_(held_back), Delivery.state == "in_flight")
-                    .values(state="queued", locked_until=None)
+                    DELIVERY.update(Delivery, [IN_FLIGHT], QUEUED, locked_until=None).where(
+                        Delivery.id.in_(held_back)
+                    )
                 )
             if sending:
                 await session.execute(
-                    update(Delivery)
-                    .where(Delivery.id.in_([delivery.id for delivery in sending]))
-                    .values(state="in_flight", locked_until=lease_end)
+                    DELIVERY.update(
+                        Delivery, [QUEUED, IN_FLIGHT], IN_FLIGHT, locked_until=lease_end
+                    ).where(Delivery.id.in_([delivery.id for delivery in sending]))
                 )
             # What each claimed delivery sends is read here, once per activity and signer,
             # not once per delivery: a batch usually holds one or two activities.
@@ -359,8 +398,8 @@ class DeliveryQueue:
             select(Delivery.id, Delivery.host, Delivery.inbox_url, Delivery.activity_id)
             .where(
                 or_(
-                    and_(Delivery.state == "queued", Delivery.next_attempt_at <= now),
-                    and_(Delivery.state == "in_flight", Delivery.locked_until < now),
+                    and_(Delivery.state == QUEUED, Delivery.next_attempt_at <= now),
+                    and_(Delivery.state == IN_FLIGHT, Delivery.locked_until < now),
                 ),
                 Delivery.host.not_in(circuit_open),
             )
@@ -385,7 +424,7 @@ class DeliveryQueue:
         for host in (await session.execute(half_open)).scalars():
             first = (
                 select(Delivery.id, Delivery.host, Delivery.inbox_url, Delivery.activity_id)
-                .where(Delivery.host == host.host, Delivery.state == "queued")
+                .where(Delivery.host == host.host, Delivery.state == QUEUED)
                 .order_by(Delivery.next_attempt_at, Delivery.id)
                 .limit(1)
             )
@@ -448,14 +487,14 @@ class DeliveryQueue:
         # A delivery nothing here can sign fails for good with its reason; the rest go on.
         for delivery_id, reason in unsignable:
             await session.execute(
-                update(Delivery)
-                .where(Delivery.id == delivery_id)
-                .values(
-                    state="failed",
+                DELIVERY.update(
+                    Delivery,
+                    [IN_FLIGHT],
+                    DeliveryState.FAILED,
                     locked_until=None,
                     last_error=reason[:2000],
                     updated_at=claimed_until - LEASE,  # the claim's time
-                )
+                ).where(Delivery.id == delivery_id)
             )
         return claims
 
@@ -468,9 +507,7 @@ class DeliveryQueue:
             return 0
         async with self.node.transaction() as session:
             result = await session.execute(
-                update(Delivery)
-                .where(Delivery.state == "in_flight")
-                .values(state="queued", locked_until=None)
+                DELIVERY.update(Delivery, [IN_FLIGHT], QUEUED, locked_until=None)
             )
         return int(getattr(result, "rowcount", 0) or 0)
 
@@ -514,7 +551,7 @@ class DeliveryQueue:
             update(Delivery)
             .where(
                 Delivery.id == claim.delivery_id,
-                Delivery.state == "in_flight",
+                Delivery.state == IN_FLIGHT,
                 Delivery.locked_until == claim.claimed_until,
             )
             .values(locked_until=self.node.clock.now() + LEASE)
@@ -549,11 +586,11 @@ class DeliveryQueue:
         # Most attempts succeed: one statement per answer status for all of them.
         for status in sorted({outcome.status for outcome in delivered if outcome.status}):
             ids = [outcome.delivery_id for outcome in delivered if outcome.status == status]
-            done = dict(state="delivered", updated_at=now, locked_until=None, last_error="")
+            done = dict(updated_at=now, locked_until=None, last_error="")
             await session.execute(
-                update(Delivery)
+                DELIVERY.update(Delivery, [IN_FLIGHT], DeliveryState.DELIVERED, **done)
                 .where(Delivery.id.in_(ids))
-                .values(attempts=Delivery.attempts + 1, last_status=status, **done)
+                .values(attempts=Delivery.attempts + 1, last_status=status)
                 .execution_options(synchronize_session=False)
             )
         failed = [outcome for outcome in outcomes if not _succeeded(outcome)]
@@ -581,7 +618,7 @@ class DeliveryQueue:
     ) -> None:
         delivery.updated_at, delivery.locked_until = now, None
         if outcome.abandoned:
-            delivery.state, delivery.last_error = "abandoned", outcome.abandoned
+            delivery.state, delivery.last_error = DeliveryState.ABANDONED, outcome.abandoned
             return
         status, text, headers = outcome.status, outcome.text, outcome.headers
         error, final = outcome.error, outcome.final
@@ -597,17 +634,17 @@ class DeliveryQueue:
             # It answered: the host itself is up, whatever it thought of this delivery.
             await self._host_answered(session, host, now)
         if status == 410:
-            delivery.state = "abandoned"  # the recipient is gone
+            delivery.state = DeliveryState.ABANDONED  # the recipient is gone
             await remote.inbox_gone(session, delivery.inbox_url)
         elif final:
-            delivery.state = "failed"  # an address this node never sends to
+            delivery.state = DeliveryState.FAILED  # an address this node never sends to
         elif status is not None and 400 <= status < 500 and status not in (408, 429):
-            delivery.state = "failed"  # refused for good; the reason is kept
+            delivery.state = DeliveryState.FAILED  # refused for good; the reason is kept
         elif now - delivery.created_at >= GIVE_UP_AFTER:
-            delivery.state = "abandoned"
+            delivery.state = DeliveryState.ABANDONED
         else:
             wait = retry_after(headers.get("Retry-After"), now) if status in (429, 503) else None
-            delivery.state = "queued"
+            delivery.state = QUEUED
             delivery.next_attempt_at = now + (wait or retry_delay(delivery.attempts))
 
     async def _host_answered(self, session: AsyncSession, host: RemoteHost, now: datetime) -> None:
@@ -618,7 +655,7 @@ class DeliveryQueue:
                 update(Delivery)
                 .where(
                     Delivery.host == host.host,
-                    Delivery.state == "queued",
+                    Delivery.state == QUEUED,
                     Delivery.next_attempt_at > now,
                 )
                 .values(next_attempt_at=now)
@@ -653,30 +690,6 @@ class DeliveryQueue:
                 row = (await session.execute(locked)).scalar_one_or_none()
         assert row is not None
         return row
-
-    async def _prune(self, now: datetime) -> None:
-        """Finished rows are kept for a retention period, then removed: the queue stays small."""
-        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY:
-            return
-        self._pruned_at = now
-        async with self.node.transaction() as session:
-            await session.execute(
-                delete(Delivery).where(
-                    Delivery.state.in_(("delivered", "failed", "abandoned")),
-                    Delivery.updated_at < now - RETENTION,
-                )
-            )
-            await session.execute(
-                delete(InboxItem).where(
-                    or_(
-                        and_(InboxItem.state == "done", InboxItem.received_at < now - RETENTION),
-                        and_(
-                            InboxItem.state == "failed",
-                            InboxItem.received_at < now - FAILED_RETENTION,
-                        ),
-                    )
-                )
-            )
 
 
 def _host_failed(

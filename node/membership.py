@@ -15,6 +15,7 @@ from node.groups import GROUP_NOT_FOUND, GroupView, find_group
 from node.members import find_member_by_handle
 from node.policy import Action, Viewer
 from node.storage.models import LOCAL, ConditionGroup, Member, Membership
+from node.storage.states import MEMBERSHIP
 
 
 def _require(view: GroupView, action: Action, message: str) -> None:
@@ -26,7 +27,12 @@ async def _row(session: AsyncSession, group_id: int, member_id: int) -> Membersh
     return await session.get(Membership, (group_id, member_id))
 
 
-async def _remove(session: AsyncSession, row: Membership, origin: Origin | None = None) -> None:
+async def remove_membership(
+    session: AsyncSession, row: Membership, origin: Origin | None = None
+) -> None:
+    """The one way a membership ends (leaving, a declined request, an unfollow, a lifted ban,
+    a gone account): checked against its state graph and recorded as an event."""
+    MEMBERSHIP.check_delete(row.state)
     record(
         session,
         MembershipChanged(
@@ -37,7 +43,7 @@ async def _remove(session: AsyncSession, row: Membership, origin: Origin | None 
     await session.flush()
 
 
-def _put(
+def put_membership(
     session: AsyncSession,
     row: Membership | None,
     group_id: int,
@@ -45,9 +51,14 @@ def _put(
     state: str,
     now: datetime,
     origin: Origin | None = None,
+    record_unchanged: bool = False,
 ) -> Membership:
+    """The one way a membership starts or changes state, local or remote: the state graph
+    checks the transition (models.py) and the change is recorded as an event.
+    `record_unchanged` records it even when the state stays (a repeated Follow is answered
+    again)."""
     previous = row.state if row is not None else None
-    if previous != state:
+    if previous != state or record_unchanged:
         record(session, MembershipChanged(group_id, member_id, state, previous, origin))
     if row is None:
         row = Membership(
@@ -77,7 +88,7 @@ async def join(session: AsyncSession, view: GroupView, now: datetime) -> Members
     row = await _row(session, view.group.id, view.viewer.member_id)
     # A group on another server answers our Follow; until then the membership waits.
     state = "active" if view.group.domain == LOCAL else "pending"
-    row = _put(session, row, view.group.id, view.viewer.member_id, state, now)
+    row = put_membership(session, row, view.group.id, view.viewer.member_id, state, now)
     await session.flush()
     return row
 
@@ -108,7 +119,7 @@ async def request_to_join(
     if row is not None and row.state in ("active", "pending"):
         return row
     state = "active" if row is not None and row.state == "invited" else "pending"
-    row = _put(session, row, group.id, viewer.member_id, state, now)
+    row = put_membership(session, row, group.id, viewer.member_id, state, now)
     await session.flush()
     return row
 
@@ -123,7 +134,7 @@ async def leave(session: AsyncSession, view: GroupView) -> None:
         raise Conflict("The owner cannot leave; ask an admin to hand the group over first.")
     row = await _row(session, view.group.id, view.viewer.member_id)
     if row is not None:
-        await _remove(session, row)
+        await remove_membership(session, row)
 
 
 async def _target(session: AsyncSession, username: str) -> Member:
@@ -145,7 +156,7 @@ async def invite(
         raise Conflict(f"{member.username} is banned; lift the ban first.", field="username")
     # Inviting someone who already asked to join is the same as approving them.
     state = "active" if row is not None and row.state == "pending" else "invited"
-    row = _put(session, row, view.group.id, member.id, state, now)
+    row = put_membership(session, row, view.group.id, member.id, state, now)
     await session.flush()
     return row
 
@@ -159,10 +170,10 @@ async def decide_request(
     if row is None or row.state != "pending":
         raise Conflict(f"{member.username} has no open request to join.")
     if approve:
-        _put(session, row, view.group.id, member.id, "active", now)
+        put_membership(session, row, view.group.id, member.id, "active", now)
         await session.flush()
     else:
-        await _remove(session, row)
+        await remove_membership(session, row)
 
 
 async def ban(session: AsyncSession, view: GroupView, username: str, now: datetime) -> None:
@@ -175,7 +186,7 @@ async def ban(session: AsyncSession, view: GroupView, username: str, now: dateti
         raise Conflict("The group's owner cannot be banned.")
     if row is not None and row.role == "moderator" and not view.may(Action.APPOINT_MODERATORS):
         raise Forbidden("Only the owner or an admin can ban a moderator.")
-    row = _put(session, row, view.group.id, member.id, "banned", now)
+    row = put_membership(session, row, view.group.id, member.id, "banned", now)
     row.role = "member"
     await session.flush()
 
@@ -186,7 +197,7 @@ async def unban(session: AsyncSession, view: GroupView, username: str) -> None:
     row = await _row(session, view.group.id, member.id)
     if row is None or row.state != "banned":
         raise Conflict(f"{member.username} is not banned.")
-    await _remove(session, row)
+    await remove_membership(session, row)
 
 
 async def set_role(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from node import members
 from node.runtime import NodeContext
@@ -29,13 +29,14 @@ async def seed(node: NodeContext) -> int:
             )
         )  # fmt: skip
         await session.flush()
+        # Rows as the queue leaves them, written directly (not through their state graphs)
         for inbox, state in (
             ("https://up.example/inbox", "delivered"),
             ("https://down.example/inbox", "queued"),
             ("https://down.example/users/x/inbox", "failed"),
         ):
-            session.add(
-                Delivery(
+            await session.execute(
+                insert(Delivery).values(
                     activity_id="a1", inbox_url=inbox, state=state, attempts=1,
                     next_attempt_at=now + timedelta(hours=1), created_at=now, updated_at=now,
                     last_error="",
@@ -52,14 +53,17 @@ async def seed(node: NodeContext) -> int:
             "id": "https://peer.example/likes/1", "type": "Like",
             "actor": "https://peer.example/u/p", "object": "https://nowhere.example/x",
         }  # fmt: skip
-        item = InboxItem(
-            activity_id=like["id"], actor_iri=like["actor"], body=json.dumps(like),
-            state="failed", attempts=3, next_attempt_at=now, received_at=now,
-            error="TimeoutError: the peer was slow",
-        )  # fmt: skip
-        session.add(item)
-        await session.flush()
-        return item.id
+        return (
+            await session.execute(
+                insert(InboxItem)
+                .values(
+                    activity_id=like["id"], actor_iri=like["actor"], body=json.dumps(like),
+                    state="failed", attempts=3, next_attempt_at=now, received_at=now,
+                    error="TimeoutError: the peer was slow",
+                )
+                .returning(InboxItem.id)
+            )
+        ).scalar_one()  # fmt: skip
 
 
 async def test_admins_see_each_hosts_deliveries_and_can_retry_a_failed_item(

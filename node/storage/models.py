@@ -19,7 +19,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.engine.default import DefaultExecutionContext
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
+
+from node.storage.states import (
+    DELIVERY,
+    INBOX_ITEM,
+    MEMBERSHIP,
+    DeliveryState,
+    InboxItemState,
+)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -147,9 +155,13 @@ class Membership(Base):
     # The Follow we sent for a local member joining a remote group, to match its Accept.
     follow_activity_id: Mapped[str | None] = mapped_column(IRI, nullable=True)
     __table_args__ = (
-        CheckConstraint("state IN ('invited', 'pending', 'active', 'banned')", name="state"),
+        CheckConstraint(MEMBERSHIP.check_constraint(), name="state"),
         CheckConstraint("role IN ('member', 'moderator', 'owner')", name="role"),
     )
+
+    @validates("state")
+    def _transition(self, _key: str, state: str) -> str:
+        return MEMBERSHIP.check(self.state, state)
 
 
 class Thread(Base):
@@ -242,16 +254,20 @@ class InboxItem(Base):
     activity_id: Mapped[str] = mapped_column(IRI, unique=True)
     actor_iri: Mapped[str] = mapped_column(IRI)
     body: Mapped[str] = mapped_column(Text)
-    state: Mapped[str] = mapped_column(String(10), default="queued")
+    state: Mapped[str] = mapped_column(String(10), default=InboxItemState.QUEUED.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     error: Mapped[str] = mapped_column(Text, default="")
     __table_args__ = (
-        CheckConstraint("state IN ('queued', 'done', 'failed')", name="state"),
+        CheckConstraint(INBOX_ITEM.check_constraint(), name="state"),
         Index("ix_inbox_items_state_next", "state", "next_attempt_at"),
     )
+
+    @validates("state")
+    def _transition(self, _key: str, state: str) -> str:
+        return INBOX_ITEM.check(self.state, state)
 
 
 class OutboxActivity(Base):
@@ -281,12 +297,10 @@ def _host_of_inbox(context: DefaultExecutionContext) -> str:
 
 
 class Delivery(Base):
-    """One activity to one inbox (shared inboxes collapse recipients).
-
-    States: queued -> in_flight (claimed, with a lease) -> delivered | queued (to retry) |
-    failed (refused for good, reason kept) | abandoned (recipient gone, or retried too long).
-    An in_flight row whose lease expired is claimable again: its worker died.
-    """
+    """One activity to one inbox (shared inboxes collapse recipients). Its states are
+    declared in states.DELIVERY: queued -> in_flight (claimed, with a lease) -> delivered |
+    queued (to retry) | failed | abandoned. An in_flight row whose lease expired is claimable
+    again: its worker died."""
 
     __tablename__ = "deliveries"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -294,7 +308,7 @@ class Delivery(Base):
     inbox_url: Mapped[str] = mapped_column(IRI)
     # inbox_host(inbox_url), filled in on insert: the claim skips servers whose circuit is open.
     host: Mapped[str] = mapped_column(String(255), default=_host_of_inbox, server_default="")
-    state: Mapped[str] = mapped_column(String(10), default="queued")
+    state: Mapped[str] = mapped_column(String(10), default=DeliveryState.QUEUED.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -303,13 +317,15 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     __table_args__ = (
-        CheckConstraint(
-            "state IN ('queued', 'in_flight', 'delivered', 'failed', 'abandoned')", name="state"
-        ),
+        CheckConstraint(DELIVERY.check_constraint(), name="state"),
         UniqueConstraint("activity_id", "inbox_url", name="uq_deliveries_activity_inbox"),
         Index("ix_deliveries_state_next", "state", "next_attempt_at"),
         Index("ix_deliveries_host_state", "host", "state"),
     )
+
+    @validates("state")
+    def _transition(self, _key: str, state: str) -> str:
+        return DELIVERY.check(self.state, state)
 
 
 class RemoteHost(Base):

@@ -1,0 +1,55 @@
+"""Who a change federates to: the inboxes of a group's remote followers, of a member's
+remote groups, and whether anyone here follows a remote group."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from node.storage.models import LOCAL, ConditionGroup, Member, Membership
+
+
+async def remote_followers_inboxes(session: AsyncSession, group_id: int) -> list[str]:
+    """Where a local group's announces go: each remote member's shared inbox, else inbox."""
+    rows = await session.execute(
+        select(Member.shared_inbox_url, Member.inbox_url)
+        .join(Membership, Membership.member_id == Member.id)
+        .where(
+            Membership.group_id == group_id,
+            Membership.state == "active",
+            Member.domain != LOCAL,
+        )
+    )
+    inboxes = {shared or inbox for shared, inbox in rows.all() if shared or inbox}
+    return sorted(inboxes)
+
+
+async def has_local_members(session: AsyncSession, group_id: int) -> bool:
+    """Whether a remote group has anyone here who follows it (else its announces are unwanted)."""
+    row = (
+        await session.execute(
+            select(Membership.member_id)
+            .join(Member, Member.id == Membership.member_id)
+            .where(
+                Membership.group_id == group_id,
+                Membership.state.in_(("active", "pending")),
+                Member.domain == LOCAL,
+            )
+            .limit(1)
+        )
+    ).first()
+    return row is not None
+
+
+async def remote_group_inboxes_of(session: AsyncSession, member_id: int) -> list[str]:
+    """The inboxes of the remote groups a local member belongs to."""
+    rows = await session.execute(
+        select(ConditionGroup.shared_inbox_url, ConditionGroup.inbox_url)
+        .join(Membership, Membership.group_id == ConditionGroup.id)
+        .where(
+            Membership.member_id == member_id,
+            Membership.state == "active",
+            ConditionGroup.domain != LOCAL,
+        )
+    )
+    return sorted({shared or inbox for shared, inbox in rows.all() if shared or inbox})

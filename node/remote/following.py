@@ -1,0 +1,125 @@
+"""Remote people following our groups, and our members following remote groups: every
+change goes through node.membership's one way of writing a membership, and is recorded."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from node.errors import Conflict, Forbidden, NotFound
+from node.events import Origin
+from node.groups import GROUP_NOT_FOUND
+from node.membership import put_membership, remove_membership
+from node.storage.models import LOCAL, ConditionGroup, Member, Membership
+
+
+async def local_group_by_iri_path(session: AsyncSession, slug: str) -> ConditionGroup:
+    """The local group a Follow names; private and missing groups are the same: not found."""
+    group = (
+        await session.execute(
+            select(ConditionGroup).where(
+                ConditionGroup.slug == slug.lower(), ConditionGroup.domain == LOCAL
+            )
+        )
+    ).scalar_one_or_none()
+    if group is None or group.visibility != "public":
+        raise NotFound(GROUP_NOT_FOUND)
+    return group
+
+
+async def accept_remote_follow(
+    session: AsyncSession, group: ConditionGroup, member: Member, origin: Origin, now: datetime
+) -> Membership:
+    """A remote person follows a local public group: they become an active member."""
+    if group.domain != LOCAL or group.visibility != "public":
+        raise NotFound(GROUP_NOT_FOUND)
+    row = await session.get(Membership, (group.id, member.id))
+    if row is not None and row.state == "banned":
+        raise Forbidden("This person is banned from the group.")
+    # Recorded even when already active: a repeated Follow is answered with a fresh Accept.
+    row = put_membership(
+        session, row, group.id, member.id, "active", now, origin, record_unchanged=True
+    )
+    await session.flush()
+    return row
+
+
+async def end_remote_follow(
+    session: AsyncSession, group: ConditionGroup, member: Member, origin: Origin
+) -> None:
+    row = await session.get(Membership, (group.id, member.id))
+    if row is None or row.state == "banned":
+        return
+    await remove_membership(session, row, origin)
+
+
+async def follow_answered(
+    session: AsyncSession,
+    group: ConditionGroup,
+    member: Member,
+    accepted: bool,
+    origin: Origin,
+    now: datetime,
+) -> None:
+    """A remote group answered a local member's Follow."""
+    row = await session.get(Membership, (group.id, member.id))
+    if row is None or row.state not in ("pending", "active"):
+        raise Conflict("No follow of this group is waiting for an answer.")
+    if accepted:
+        put_membership(session, row, group.id, member.id, "active", now, origin)
+        await session.flush()
+    else:
+        await remove_membership(session, row, origin)
+
+
+async def set_follow_activity(
+    session: AsyncSession, group_id: int, member_id: int, follow_id: str
+) -> None:
+    row = await session.get(Membership, (group_id, member_id))
+    if row is not None:
+        row.follow_activity_id = follow_id
+        await session.flush()
+
+
+async def member_by_follow(session: AsyncSession, group_id: int, follow_id: str) -> Member | None:
+    """The local member whose Follow of a remote group had this id."""
+    return (
+        await session.execute(
+            select(Member)
+            .join(Membership, Membership.member_id == Member.id)
+            .where(Membership.group_id == group_id, Membership.follow_activity_id == follow_id)
+        )
+    ).scalar_one_or_none()
+
+
+async def banned_by_remote_group(
+    session: AsyncSession, group_id: int, member_id: int, origin: Origin, now: datetime
+) -> None:
+    """A remote group banned one of our members: what it says about itself is its to say."""
+    row = await session.get(Membership, (group_id, member_id))
+    row = put_membership(session, row, group_id, member_id, "banned", now, origin)
+    row.role = "member"
+    await session.flush()
+
+
+async def unbanned_by_remote_group(
+    session: AsyncSession, group_id: int, member_id: int, origin: Origin
+) -> None:
+    """The remote group lifted its ban: the member may follow it again (nothing is resent)."""
+    row = await session.get(Membership, (group_id, member_id))
+    if row is not None and row.state == "banned":
+        await remove_membership(session, row, origin)
+
+
+async def inbox_gone(session: AsyncSession, inbox_url: str) -> None:
+    """An inbox answered 410 Gone: the people whose own inbox it was are gone, so they stop
+    belonging to our groups (and being sent to). A shared inbox says nothing about one person."""
+    gone = select(Member.id).where(Member.inbox_url == inbox_url, Member.domain != LOCAL)
+    rows = await session.execute(
+        select(Membership).where(Membership.member_id.in_(gone), Membership.state != "banned")
+    )
+    for row in rows.scalars():
+        await remove_membership(session, row)
+    await session.flush()
