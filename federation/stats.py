@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from node.policy import OPEN_VISIBILITIES
 from node.storage.models import LOCAL, ConditionGroup, Member, Post, Thread
 
 ACTIVE_MONTH = timedelta(days=30)
@@ -30,7 +31,7 @@ async def usage_counts(session: AsyncSession, now: datetime) -> dict[str, int]:
             Post.deleted_at.is_(None),
             Member.domain == LOCAL,
             ConditionGroup.domain == LOCAL,
-            ConditionGroup.visibility == "public",
+            ConditionGroup.visibility.in_(OPEN_VISIBILITIES),
         )
     )
     row = (

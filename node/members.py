@@ -12,6 +12,7 @@ from node.config import Limits
 from node.errors import Conflict, Invalid, NotFound
 from node.events import MemberCreated, MemberUpdated, record
 from node.passwords import Passwords
+from node.policy import ADMIN_ROLE, OPEN_VISIBILITIES
 from node.storage.models import LOCAL, ConditionGroup, Handle, Member, Membership
 from node.validation import collect, handle_problem, normalise_handle, text_problem
 
@@ -58,7 +59,7 @@ async def create_member(
         display_name=display_name,
         bio="",
         password_hash=passwords.hash(password),
-        role="admin" if is_admin else "member",
+        role=ADMIN_ROLE if is_admin else "member",
         created_at=now,
         last_active_at=now,
         consent_at=now if consent_policy_version else None,
@@ -87,6 +88,14 @@ async def find_member(session: AsyncSession, username: str) -> Member | None:
             select(Member).where(Member.username == handle, Member.domain == LOCAL)
         )
     ).scalar_one_or_none()
+
+
+async def first_admin(session: AsyncSession) -> Member | None:
+    """The node's first admin, who owns what a command creates without naming an owner."""
+    found = await session.execute(
+        select(Member).where(Member.role == ADMIN_ROLE, Member.domain == LOCAL).order_by(Member.id)
+    )
+    return found.scalars().first()
 
 
 async def find_member_by_handle(session: AsyncSession, handle: str) -> Member | None:
@@ -137,7 +146,7 @@ async def public_groups_of(session: AsyncSession, member_id: int) -> list[Condit
         .where(
             Membership.member_id == member_id,
             Membership.state == "active",
-            ConditionGroup.visibility == "public",
+            ConditionGroup.visibility.in_(OPEN_VISIBILITIES),
         )
         .order_by(ConditionGroup.name)
     )

@@ -13,7 +13,7 @@ from node.errors import Conflict, Forbidden, Invalid, NotFound
 from node.events import MembershipChanged, Origin, record
 from node.groups import GROUP_NOT_FOUND, GroupView, find_group
 from node.members import find_member_by_handle
-from node.policy import Action, Viewer
+from node.policy import Action, Viewer, asks_by_link
 from node.storage.models import LOCAL, ConditionGroup, Member, Membership
 from node.storage.states import MEMBERSHIP
 
@@ -98,8 +98,7 @@ async def group_for_join_link(session: AsyncSession, slug: str, code: str) -> Co
     group = await find_group(session, slug)
     if (
         group is None
-        or group.visibility != "private"
-        or group.join_policy != "request"
+        or not asks_by_link(group.visibility, group.join_policy)
         or not hmac.compare_digest(group.join_code.encode(), code.encode())
     ):
         raise NotFound(GROUP_NOT_FOUND)

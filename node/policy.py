@@ -40,6 +40,16 @@ class Viewer:
 
 
 ANONYMOUS = Viewer()
+ADMIN_ROLE = "admin"
+
+
+def is_admin(role: str | None) -> bool:
+    return role == ADMIN_ROLE
+
+
+def viewer_for(member_id: int, role: str) -> Viewer:
+    """The viewer a signed-in member is: their role decides whether they act as an admin."""
+    return Viewer(member_id, is_admin(role))
 
 
 @dataclass(frozen=True)
@@ -90,10 +100,19 @@ def may(action: Action, viewer: Viewer, visibility: str, standing: Standing) -> 
     raise ValueError(f"unknown action {action!r}")
 
 
+# Visibilities readable by anyone, listed on profiles, counted in statistics and federated.
+OPEN_VISIBILITIES = ("public",)
+
+
 def federates(visibility: str) -> bool:
     """Only public groups ever reach another server: no actor, post, member or count of a
     private group leaves this node."""
-    return visibility == "public"
+    return visibility in OPEN_VISIBILITIES
+
+
+def asks_by_link(visibility: str, join_policy: str) -> bool:
+    """A private group joined by request has a join link (its secret code) to ask with."""
+    return visibility == "private" and join_policy == "request"
 
 
 def may_edit_post(viewer: Viewer, standing: Standing, is_author: bool) -> bool:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import NoReturn
 
 from aiohttp import web
-from sqlalchemy import select
 
 from federation.convert import Documents
 from federation.keyrotation import UnknownActor, rotate_key
@@ -27,7 +26,6 @@ from node.clock import Clock, ScaledClock, SystemClock
 from node.config import Settings, validate_domain
 from node.errors import DomainError, Invalid
 from node.runtime import NodeContext
-from node.storage.models import Member
 from web.app import create_app
 from web.demo import run_demo
 
@@ -195,20 +193,10 @@ def _group_create(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable
         async with node.transaction() as session:
             owner = args.owner
             if owner is None:
-                first_admin = (
-                    (
-                        await session.execute(
-                            select(Member.username)
-                            .where(Member.role == "admin")
-                            .order_by(Member.id)
-                        )
-                    )
-                    .scalars()
-                    .first()
-                )
-                if first_admin is None:
+                admin = await members.first_admin(session)
+                if admin is None:
                     raise CommandError("no admin exists yet: give --owner USERNAME")
-                owner = first_admin
+                owner = admin.username
             group = await groups.create_group_for_username(
                 session,
                 node.settings.limits,

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from node.auth import member_for_session
 from node.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
-from node.policy import Viewer
+from node.policy import viewer_for
 from node.storage.engine import begin_for_reading
 from web.appkeys import (
     CSRF_BASIS,
@@ -163,7 +163,7 @@ async def _sign_in_from_cookie(request: web.Request) -> None:
     if signed_in is not None and token:
         request[MEMBER] = signed_in
         request[ME] = SignedIn.of(signed_in)
-        request[VIEWER] = Viewer(signed_in.id, signed_in.role == "admin")
+        request[VIEWER] = viewer_for(signed_in.id, signed_in.role)
         request[SESSION_TOKEN] = token
         request[CSRF_BASIS] = "session:" + token
         return

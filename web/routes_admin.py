@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from federation import health
+from node.policy import is_admin
 from node.storage.engine import after_commit
 from web.appkeys import FEDERATION
 from web.pages import db, member, now, render, see_other
@@ -17,7 +18,7 @@ def register(router: web.UrlDispatcher) -> None:
 
 def _require_admin(request: web.Request) -> None:
     signed_in = member(request)
-    if signed_in is None or signed_in.role != "admin":
+    if signed_in is None or not is_admin(signed_in.role):
         raise web.HTTPNotFound()  # the page's existence is nobody else's business
 
 

@@ -30,6 +30,7 @@ from federation.stats import usage_counts
 from node.config import Settings
 from node.groups import find_group
 from node.members import find_member
+from node.policy import federates
 from web.appkeys import NEW_CSRF_SEED, NODE
 from web.pages import db
 
@@ -87,7 +88,7 @@ async def _local_actor(
     if found.kind in (None, "group"):
         group = await find_group(session, found.name)
         # Private groups have no actor and are never federated: nothing to discover.
-        if group is not None and group.visibility == "public":
+        if group is not None and federates(group.visibility):
             return "group", group.slug
     return None
 

@@ -9,7 +9,7 @@ from federation.discovery import resolve_handle
 from node import groups, membership, posts
 from node.errors import Conflict, DomainError, Forbidden, Invalid
 from node.ids import group_path
-from node.policy import Action
+from node.policy import ANONYMOUS, NO_STANDING, Action, asks_by_link, may
 from web.appkeys import FEDERATION
 from web.pages import (
     STALE_FORM,
@@ -127,8 +127,8 @@ async def leave(request: web.Request) -> web.StreamResponse:
     require_member(request)
     view = await groups.view_group(db(request), request.match_info["slug"], viewer(request))
     await membership.leave(db(request), view)
-    public = view.group.visibility == "public"
-    raise see_other(group_path(view.group.slug, view.group.domain) if public else "/")
+    still_visible = may(Action.READ, ANONYMOUS, view.group.visibility, NO_STANDING)
+    raise see_other(group_path(view.group.slug, view.group.domain) if still_visible else "/")
 
 
 async def ask_form(request: web.Request) -> web.Response:
@@ -157,7 +157,7 @@ async def moderation_page(
     queue = await membership.moderation_queue(db(request), view)
     people = await membership.list_members(db(request), view)
     join_link = ""
-    if view.group.visibility == "private" and view.group.join_policy == "request":
+    if asks_by_link(view.group.visibility, view.group.join_policy):
         base = node_of(request).settings.base_url
         join_link = f"{base}{group_path(view.group.slug)}/ask/{view.group.join_code}"
     context = {

@@ -12,6 +12,7 @@ from node.errors import Conflict, Forbidden, NotFound
 from node.events import Origin
 from node.groups import GROUP_NOT_FOUND
 from node.membership import put_membership, remove_membership
+from node.policy import federates
 from node.storage.models import LOCAL, ConditionGroup, Member, Membership
 
 
@@ -24,7 +25,7 @@ async def local_group_by_iri_path(session: AsyncSession, slug: str) -> Condition
             )
         )
     ).scalar_one_or_none()
-    if group is None or group.visibility != "public":
+    if group is None or not federates(group.visibility):
         raise NotFound(GROUP_NOT_FOUND)
     return group
 
@@ -33,7 +34,7 @@ async def accept_remote_follow(
     session: AsyncSession, group: ConditionGroup, member: Member, origin: Origin, now: datetime
 ) -> Membership:
     """A remote person follows a local public group: they become an active member."""
-    if group.domain != LOCAL or group.visibility != "public":
+    if group.domain != LOCAL or not federates(group.visibility):
         raise NotFound(GROUP_NOT_FOUND)
     row = await session.get(Membership, (group.id, member.id))
     if row is not None and row.state == "banned":
