@@ -532,9 +532,3 @@ class Iris:
         queries or fragments where the pattern has none)."""
         rest = self._local_rest(iri)
         return None if rest is None else parse_path(rest)
-
-    def local_path(self, iri: str) -> str | None:
-        """The path of one of our own IRIs, or None for anyone else's."""
-        if iri.startswith(self.base_url + "/"):
-            return iri[len(self.base_url) :].split("#", 1)[0].split("?", 1)[0]
-        return None
