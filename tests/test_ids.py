@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -403,3 +405,88 @@ async def test_minted_iris_reach_their_routes(ref: ids.LocalRef, iri: str) -> No
     assert match.route.resource is not None
     assert match.route.resource.canonical == ids.PATTERNS[type(ref)]
     assert dict(match) == {field.name: getattr(ref, field.name) for field in fields(ref)}
+
+
+# ---------------------------------------------------------------- no IRI of ours built by hand
+
+ROOT = Path(__file__).resolve().parent.parent
+PRODUCT = ("node", "federation", "web", "keys")
+# How one of our IRIs is built by hand: a suffix appended to an actor's or object's IRI, or
+# one of our paths written out. Only node/ids.py may hold string literals that start so.
+HAND_BUILT = (
+    "/inbox",
+    "/outbox",
+    "/followers",
+    "/moderators",
+    "/featured",
+    "/ask/",
+    "#main-key",
+    "#like",
+    "#follow",
+    "?page=",
+    "/u/",
+    "/g/",
+    "/t/",
+    "/p/",
+    "/actor",
+    "/activities/",
+    "/.well-known/",
+    "/nodeinfo",
+    "/authorize_interaction",
+)
+# The same suffixes after a str.format or %-format placeholder.
+FORMATTED = re.compile(r"(\{\w*\}|%s)(/inbox|/outbox|/followers|#main-key|\?page=)")
+# A template appending a published suffix to something it was given.
+TEMPLATE_HAND_BUILT = re.compile(r"\}\}\s*(/inbox|/outbox|/followers|#main-key|\?page=)")
+
+
+def hand_built(source: str) -> list[tuple[int, str]]:
+    """String literals (and the literal parts of f-strings) that start like one of our IRIs'
+    suffixes or paths; docstrings aside."""
+    tree = ast.parse(source)
+    documented = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, documented)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return sorted(
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+        and (node.value.startswith(HAND_BUILT) or FORMATTED.search(node.value))
+    )
+
+
+def test_the_guard_sees_hand_built_iris() -> None:
+    source = '''
+"""A module that mentions /u/{username} in its docstring, which is fine."""
+inbox = actor + "/inbox"
+key = f"{actor}#main-key"
+page = f"{outbox}?page={number}"
+member = f"{base}/u/{name}"
+route = "/g/{slug}/outbox"
+fine = "/admin/federation/inbox/1/retry"
+formatted = "{}/followers".format(actor)
+percent = "%s#main-key" % actor
+'''
+    assert [line for line, _ in hand_built(source)] == [3, 4, 5, 6, 7, 9, 10]
+
+
+def test_no_iri_of_ours_is_built_by_hand() -> None:
+    offenders = []
+    for package in PRODUCT:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path == ROOT / "node" / "ids.py":
+                continue
+            for line, text in hand_built(path.read_text(encoding="utf-8")):
+                offenders.append(f"{path.relative_to(ROOT)}:{line}: {text!r}")
+    for path in sorted((ROOT / "web" / "templates").rglob("*.html")):
+        for found in TEMPLATE_HAND_BUILT.finditer(path.read_text(encoding="utf-8")):
+            offenders.append(f"{path.relative_to(ROOT)}: {found.group()!r}")
+    assert not offenders, "mint these with node.ids instead:\n" + "\n".join(offenders)
