@@ -27,6 +27,7 @@ from keys.pairs import open_private_key
 from node import remote
 from node.actor_keys import INSTANCE_ACTOR
 from node.html_text import html_to_text
+from node.ids import InstanceActorRef, Iris
 from node.storage.models import ActorKey, ConditionGroup, Member, RemoteKey
 
 KEY_FRESHNESS = timedelta(days=1)
@@ -77,14 +78,14 @@ class ActorDirectory:
         self,
         client: FederationClient,
         secret: bytes,
-        instance_key_id: str,
+        iris: Iris,
         transactions: Callable[..., AbstractAsyncContextManager[AsyncSession]],
     ) -> None:
         self.client = client
         self.transactions = transactions
         self.secret = secret
-        self.instance_key_id = instance_key_id
-        self.local_base = instance_key_id.split("/actor", 1)[0]
+        self.iris = iris
+        self.instance_key_id = iris.key_id(InstanceActorRef())
         self._locks = _Locks()
         self._recent: OrderedDict[str, RemoteKeyInfo] = OrderedDict()
 
@@ -102,7 +103,7 @@ class ActorDirectory:
     # ------------------------------------------------------------ remote actors
 
     def _is_ours(self, iri: str) -> bool:
-        return iri.startswith(self.local_base + "/") or iri == self.local_base
+        return self.iris.is_local(iri)
 
     async def fetch_actor(self, session: AsyncSession, iri: str, now: datetime) -> ActorDoc:
         """Fetch an actor document (signed by our instance actor) and remember what it says.

@@ -1,7 +1,7 @@
 """Node to ActivityStreams: the documents and activities this node publishes.
 
 One file for the direction node -> AS2 (parsing the other way is federation/vocab.py).
-Every IRI comes from node.ids or from a remote row's stored id.
+Every IRI of ours is minted by node.ids; any other is a remote row's stored id.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from html import escape
 from typing import Any
 
 from federation.jsonld import CANONICAL_CONTEXT, PUBLIC
+from node import ids
 from node.config import Settings
 from node.ids import Iris
 from node.storage.models import ConditionGroup, Member, Post, Thread
@@ -39,12 +40,6 @@ class Documents:
     def group_iri(self, group: ConditionGroup) -> str:
         return group.actor_iri or self.iris.group(group.slug)
 
-    def key_id(self, actor_iri: str) -> str:
-        return actor_iri + "#main-key"
-
-    def followers_iri(self, actor_iri: str) -> str:
-        return actor_iri + "/followers"
-
     def object_iri(self, post: Post, thread: Thread) -> str:
         """A thread's opening post is the thread's Page; replies are Notes of their own."""
         if post.ap_id:
@@ -56,8 +51,16 @@ class Documents:
     # ------------------------------------------------------------ actors
 
     def _actor(
-        self, kind: str, iri: str, username: str, name: str, summary: str, public_pem: str
+        self,
+        kind: str,
+        actor: ids.ActorRef,
+        username: str,
+        name: str,
+        summary: str,
+        public_pem: str,
     ) -> dict[str, Any]:
+        """One of our actors: never a remote copy, whose documents are its own server's."""
+        iri = self.iris.iri(actor)
         return {
             "@context": CANONICAL_CONTEXT,
             "id": iri,
@@ -66,19 +69,18 @@ class Documents:
             "name": name,
             "summary": summary,
             "url": iri,
-            "inbox": iri + "/inbox",
-            "outbox": iri + "/outbox",
-            "followers": self.followers_iri(iri),
+            "inbox": self.iris.iri(ids.inbox_of(actor)),
+            "outbox": self.iris.iri(ids.outbox_of(actor)),
+            "followers": self.iris.iri(ids.followers_of(actor)),
             "endpoints": {"sharedInbox": self.iris.shared_inbox()},
             "manuallyApprovesFollowers": False,
-            "publicKey": {"id": self.key_id(iri), "owner": iri, "publicKeyPem": public_pem},
+            "publicKey": {"id": self.iris.key_id(actor), "owner": iri, "publicKeyPem": public_pem},
         }
 
     def person(self, member: Member, public_pem: str) -> dict[str, Any]:
-        iri = self.member_iri(member)
         document = self._actor(
-            "Person", iri, member.username, member.display_name, _paragraphs(member.bio),
-            public_pem,
+            "Person", ids.MemberRef(member.username), member.username, member.display_name,
+            _paragraphs(member.bio), public_pem,
         )  # fmt: skip
         # Health communities: people are not to be found by search engines or by discovery.
         document |= {
@@ -89,24 +91,28 @@ class Documents:
         return document
 
     def group(self, group: ConditionGroup, public_pem: str) -> dict[str, Any]:
-        iri = self.group_iri(group)
         document = self._actor(
-            "Group", iri, group.slug, group.name, _paragraphs(group.description), public_pem
+            "Group",
+            ids.GroupRef(group.slug),
+            group.slug,
+            group.name,
+            _paragraphs(group.description),
+            public_pem,
         )
         document |= {
-            "attributedTo": iri + "/moderators",
+            "attributedTo": self.iris.group_moderators(group.slug),
             "postingRestrictedToMods": False,
-            "featured": iri + "/featured",
+            "featured": self.iris.group_featured(group.slug),
             "published": _time(group.created_at),
             "discoverable": True,
         }
         return document
 
     def application(self, public_pem: str) -> dict[str, Any]:
-        iri = self.iris.instance_actor()
         document = self._actor(
-            "Application", iri, self.settings.domain, "healthnode", "", public_pem
-        )
+            "Application", ids.InstanceActorRef(), self.settings.domain, "healthnode", "",
+            public_pem,
+        )  # fmt: skip
         document["manuallyApprovesFollowers"] = True
         return document
 

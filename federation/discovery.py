@@ -17,7 +17,7 @@ from xml.sax.saxutils import quoteattr
 
 from federation.client import FederationClient, FetchError, Signer
 from node.config import Settings, is_loopback_domain, validate_domain
-from node.ids import GROUP_PATH, INSTANCE_ACTOR_PATH, MEMBER_PATH, Iris
+from node.ids import WEBFINGER_PATH, GroupRef, InstanceActorRef, Iris, MemberRef
 
 Kind = Literal["member", "group", "instance"]
 
@@ -36,7 +36,6 @@ XRD_NAMESPACE = "http://docs.oasis-open.org/ns/xri/xrd-1.0"
 # RFC 7033 puts no limit on a resource; ours keeps absurd query strings out of look-ups.
 MAX_RESOURCE_LENGTH = 512
 
-IRI_PATTERNS: tuple[tuple[Kind, str], ...] = (("member", MEMBER_PATH), ("group", GROUP_PATH))
 AS_TYPE_OF: dict[Kind, str] = {"member": "Person", "group": "Group", "instance": "Application"}
 
 
@@ -82,7 +81,7 @@ def webfinger_document(settings: Settings, kind: Kind, name: str) -> dict[str, A
         links.append(
             {
                 "rel": SUBSCRIBE_REL,
-                "template": f"{settings.base_url}/authorize_interaction?uri={{uri}}",
+                "template": Iris(settings.base_url).authorize_interaction_template(),
             }
         )
     return {"subject": f"acct:{name}@{settings.domain}", "aliases": [iri], "links": links}
@@ -131,19 +130,13 @@ def _read_iri(resource: str, settings: Settings) -> LocalName | None:
         raise MalformedResource("the resource is not a valid IRI") from None
     if not parts.netloc or parts.username is not None or parts.password is not None:
         raise MalformedResource("the resource is not a valid IRI")
-    ours = urlsplit(settings.base_url)
-    if (parts.scheme.lower(), parts.netloc.lower()) != (ours.scheme, ours.netloc.lower()):
-        return None
-    if parts.query or parts.fragment:
-        return None
-    path = parts.path
-    if path == INSTANCE_ACTOR_PATH:
-        return LocalName(settings.domain, "instance")
-    for kind, pattern in IRI_PATTERNS:
-        prefix = pattern.split("{", 1)[0]
-        name = path[len(prefix) :] if path.startswith(prefix) else ""
-        if name and "/" not in name:
-            return LocalName(name.lower(), kind)
+    match Iris(settings.base_url).parse_local(resource):
+        case InstanceActorRef():
+            return LocalName(settings.domain, "instance")
+        case MemberRef(username):
+            return LocalName(username, "member")
+        case GroupRef(slug):
+            return LocalName(slug, "group")
     return None
 
 
@@ -167,7 +160,7 @@ def software_version() -> str:
 def nodeinfo_links(settings: Settings) -> dict[str, Any]:
     return {
         "links": [
-            {"rel": NODEINFO_21_REL, "href": f"{settings.base_url}/nodeinfo/2.1"},
+            {"rel": NODEINFO_21_REL, "href": Iris(settings.base_url).nodeinfo()},
             # FEP-2677: where to find the application actor without knowing its path.
             {"rel": APPLICATION_ACTOR_REL, "href": Iris(settings.base_url).instance_actor()},
         ]
@@ -203,7 +196,7 @@ def nodeinfo_document(
 
 
 def lrdd_template(settings: Settings) -> str:
-    return f"{settings.base_url}/.well-known/webfinger?resource={{uri}}"
+    return Iris(settings.base_url).webfinger_template()
 
 
 def host_meta_xml(settings: Settings) -> str:
@@ -272,7 +265,7 @@ def webfinger_url(handle: str, allow_loopback: bool) -> str:
         raise FetchError("invalid", f"not a valid domain in {handle[:200]!r}") from None
     scheme = "http" if allow_loopback and is_loopback_domain(domain) else "https"
     resource = quote(f"acct:{name}@{domain}", safe=":@")
-    return f"{scheme}://{domain}/.well-known/webfinger?resource={resource}"
+    return f"{scheme}://{domain}{WEBFINGER_PATH}?resource={resource}"
 
 
 async def resolve_handle(

@@ -138,7 +138,7 @@ class Outbox:
             group_key_owner(group.id),
             inner,
             to=[PUBLIC],
-            cc=[self.documents.followers_iri(group_iri)],
+            cc=[self.documents.iris.group_followers(group.slug)],
             audience=group_iri,
         )
         inboxes = await remote.remote_followers_inboxes(session, group.id)
@@ -302,7 +302,8 @@ class Outbox:
                 inner = like
             else:
                 like = {
-                    "id": event.like_activity_id or self.documents.member_iri(member) + "#like",
+                    "id": event.like_activity_id
+                    or self.documents.iris.stand_in_activity(member.username, "like"),
                     "type": "Like",
                     "actor": self.documents.member_iri(member),
                     "object": object_iri,
@@ -364,7 +365,8 @@ class Outbox:
                 await self._queue(session, follow, [group.inbox_url] if group.inbox_url else [])
             elif event.state is None and event.previous_state in ("active", "pending"):
                 follow = {
-                    "id": event.follow_activity_id or member_iri + "#follow",
+                    "id": event.follow_activity_id
+                    or self.documents.iris.stand_in_activity(member.username, "follow"),
                     "type": "Follow",
                     "actor": member_iri,
                     "object": group_iri,
@@ -396,7 +398,7 @@ class Outbox:
         document = self.documents.group(group, pem)
         update = await self._store(
             session, "Update", document["id"], group_key_owner(group.id), document,
-            to=[PUBLIC], cc=[self.documents.followers_iri(document["id"])],
+            to=[PUBLIC], cc=[self.documents.iris.group_followers(group.slug)],
         )  # fmt: skip
         await self._queue(session, update, await remote.remote_followers_inboxes(session, group.id))
 

@@ -32,7 +32,7 @@ from federation.vocab import (
     parse_post,
     same_origin,
 )
-from node import groups, posts, remote
+from node import groups, ids, posts, remote
 from node.config import Limits
 from node.errors import Conflict, DomainError, Forbidden, NotFound
 from node.events import Origin
@@ -87,16 +87,16 @@ class Processor:
     async def _person(self, session: AsyncSession, iri: str, now: datetime) -> Member:
         """A remote person, fetched if need be. Never one of ours: no other server may speak
         for a member of this node."""
-        if self.documents.iris.local_path(iri) is not None:
+        if self.documents.iris.is_local(iri):
             raise Rejected("another server may not act as a member of this node")
         if self.blocked(iri):
             raise Rejected("this server is blocked")
         return await self.directory.remote_member(session, iri, now)
 
     def _local_group_slug(self, iri: str) -> str | None:
-        path = self.documents.iris.local_path(iri)
-        if path and path.startswith("/g/") and path.count("/") == 2:
-            return path[3:]
+        match self.documents.iris.parse_local(iri):
+            case ids.GroupRef(slug):
+                return slug
         return None
 
     async def _local_group_among(
@@ -111,19 +111,19 @@ class Processor:
         return None
 
     async def _post_for(self, session: AsyncSession, iri: str) -> remote.PostRef | None:
-        """A post by its object IRI: ours (/t/ for a thread's Page, /p/ for a reply) or a copy."""
-        path = self.documents.iris.local_path(iri)
-        if path is None:
-            return await remote.post_by_ap_id(session, iri)
-        if path.startswith("/t/"):
-            thread = await session.get(Thread, path[3:])
-            if thread is None:
-                return None
-            first = await posts.first_post(session, thread.id)
-            return await remote.post_ref(session, first.id)
-        if path.startswith("/p/"):
-            return await remote.post_ref(session, path[3:])
-        return None
+        """A post by its object IRI: ours (a thread's Page, or a reply) or a copy."""
+        match self.documents.iris.parse_local(iri):
+            case ids.ThreadRef(thread_id):
+                thread = await session.get(Thread, thread_id)
+                if thread is None:
+                    return None
+                first = await posts.first_post(session, thread.id)
+                return await remote.post_ref(session, first.id)
+            case ids.PostRef(post_id):
+                return await remote.post_ref(session, post_id)
+        if self.documents.iris.is_local(iri):
+            return None
+        return await remote.post_by_ap_id(session, iri)
 
     async def _object(
         self, session: AsyncSession, value: Any, trusted_origin: str, now: datetime
@@ -136,7 +136,7 @@ class Processor:
             value = value["id"]
         if not isinstance(value, str):
             raise VocabError("the activity has no object")
-        if self.documents.iris.local_path(value) is not None:
+        if self.documents.iris.is_local(value):
             raise VocabError("our own objects are not taken from others")
         if self.blocked(value):
             raise Rejected("this server is blocked")
@@ -252,9 +252,7 @@ class Processor:
         follower_iri = _id_of(inner.get("actor")) if inner else None
         member = None
         if follower_iri:
-            path = self.documents.iris.local_path(follower_iri)
-            if path and path.startswith("/u/"):
-                member = await find_member(session, path[3:])
+            member = await self._local_member_named(session, follower_iri)
         elif activity.object_id:
             # The Follow named by id only: it is ours, and its id is kept on the membership.
             member = await remote.member_by_follow(session, group.id, activity.object_id)
@@ -331,7 +329,7 @@ class Processor:
     ) -> remote.PostRef | None:
         """A reply announced before what it answers: fetch the missing post from its origin
         (and its own ancestors, a few levels up) rather than apply the reply out of order."""
-        if depth >= MAX_ANCESTOR_FETCHES or self.documents.iris.local_path(iri) is not None:
+        if depth >= MAX_ANCESTOR_FETCHES or self.documents.iris.is_local(iri):
             return None
         doc = parse_post(await self._object(session, iri, "", now))
         if doc.in_reply_to and doc.type != "Page":
@@ -510,10 +508,10 @@ class Processor:
             )
 
     async def _local_member_named(self, session: AsyncSession, value: Any) -> Member | None:
-        path = self.documents.iris.local_path(_id_of(value) or "")
-        if not path or not path.startswith("/u/"):
-            return None
-        return await find_member(session, path[3:])
+        match self.documents.iris.parse_local(_id_of(value) or ""):
+            case ids.MemberRef(username):
+                return await find_member(session, username)
+        return None
 
     async def _block_lifted(
         self, session: AsyncSession, undo: Activity, block: dict[str, Any]

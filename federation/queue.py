@@ -28,7 +28,7 @@ from federation.client import FederationClient, FetchError, Signer
 from federation.outbox import POST_DELETED
 from federation.processing import Processor, Rejected, Retry
 from keys.pairs import SealedKeyError
-from node import remote
+from node import ids, remote
 from node.events import PENDING_EVENTS
 from node.runtime import NodeContext
 from node.storage.models import Delivery, InboxItem, OutboxActivity, RemoteHost
@@ -460,7 +460,7 @@ class DeliveryQueue:
         read_at = time.monotonic()
         for delivery in deliveries:
             activity = activities[delivery.activity_id]
-            signed_by = (activity.signer, activity.actor_iri + "#main-key")
+            signed_by = (activity.signer, ids.key_id(activity.actor_iri))
             if signed_by not in signers:
                 try:
                     signers[signed_by] = await self.directory.signer(session, *signed_by)

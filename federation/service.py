@@ -28,7 +28,7 @@ class Federation:
         self.directory = ActorDirectory(
             self.client,
             node.secret,
-            self.documents.key_id(self.documents.iris.instance_actor()),
+            self.documents.iris,
             node.transaction,
         )
         self.delivery_queue = DeliveryQueue(node, self.client, self.directory)

@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from federation.keysink import attach_actor_keys
 from node import groups, members, membership, posts
 from node.config import Settings
+from node.ids import Iris
 from node.policy import Viewer
 from node.runtime import NodeContext
 from node.storage.models import Membership, Thread
@@ -107,9 +108,11 @@ async def _seed(
                 name="Long COVID carers", description="For people caring for someone.",
                 tags="long-covid, carers", now=charity.clock.now(),
             )  # fmt: skip
-    await _follow(charity, apps["charity"], "bea", f"http://{HOSPITAL.domain}/g/t1d")
-    await _follow(clinic, apps["clinic"], "cal", f"http://{HOSPITAL.domain}/g/t1d")
-    await _follow(clinic, apps["clinic"], "cal", f"http://{CHARITY.domain}/g/long_covid_carers")
+    t1d = Iris(hospital.settings.base_url).group("t1d")
+    carers = Iris(charity.settings.base_url).group("long_covid_carers")
+    await _follow(charity, apps["charity"], "bea", t1d)
+    await _follow(clinic, apps["clinic"], "cal", t1d)
+    await _follow(clinic, apps["clinic"], "cal", carers)
     async with charity.transaction() as session:
         exists = (
             await session.execute(select(func.count()).select_from(Thread).where(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from node import auth, members
+from node import auth, ids, members
 from node.errors import Conflict, Invalid
 from web.appkeys import KEEP_WRITES, SESSION_TOKEN
 from web.middlewares import SESSION_COOKIE
@@ -30,7 +30,7 @@ def register(router: web.UrlDispatcher) -> None:
     router.add_get("/login", login_form)
     router.add_post("/login", login_submit)
     router.add_post("/logout", logout)
-    router.add_get("/u/{username}", profile)
+    router.add_get(ids.MEMBER_PATH, profile)
     router.add_get("/settings/profile", profile_form)
     router.add_post("/settings/profile", profile_submit)
 
@@ -159,4 +159,4 @@ async def profile_submit(request: web.Request) -> web.StreamResponse:
     except Invalid as error:
         context = {"values": values, "errors": error.problems}
         return render(request, "profile_edit.html", context, 400)
-    raise see_other(f"/u/{me.username}")
+    raise see_other(ids.member_path(me.username))

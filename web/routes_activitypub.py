@@ -21,7 +21,7 @@ from federation.actors import group_key_owner, member_key_owner
 from federation.convert import AS2_MEDIA_TYPE
 from federation.inbox import is_blocked
 from federation.service import Federation
-from node import groups, members, posts
+from node import groups, ids, members, posts
 from node.actor_keys import INSTANCE_ACTOR, public_pem_of
 from node.errors import NotFound
 from node.policy import ANONYMOUS, federates
@@ -43,20 +43,20 @@ AS2_TYPES = ("application/activity+json", "application/ld+json")
 
 
 def register(router: web.UrlDispatcher) -> None:
-    router.add_get("/actor", instance_actor)
-    router.add_get("/actor/outbox", instance_collection)
-    router.add_get("/actor/followers", instance_collection)
-    router.add_post("/actor/inbox", shared_inbox)
-    router.add_post("/inbox", shared_inbox)
-    router.add_post("/u/{username}/inbox", member_inbox)
-    router.add_post("/g/{slug}/inbox", group_inbox)
-    router.add_get("/u/{username}/outbox", member_outbox)
-    router.add_get("/u/{username}/followers", member_followers)
-    router.add_get("/g/{slug}/outbox", group_outbox)
-    router.add_get("/g/{slug}/followers", group_followers)
-    router.add_get("/g/{slug}/moderators", group_moderators)
-    router.add_get("/g/{slug}/featured", group_featured)
-    router.add_get("/activities/{activity_id}", activity_document)
+    router.add_get(ids.INSTANCE_ACTOR_PATH, instance_actor)
+    router.add_get(ids.INSTANCE_OUTBOX_PATH, instance_outbox)
+    router.add_get(ids.INSTANCE_FOLLOWERS_PATH, instance_followers)
+    router.add_post(ids.INSTANCE_INBOX_PATH, shared_inbox)
+    router.add_post(ids.SHARED_INBOX_PATH, shared_inbox)
+    router.add_post(ids.MEMBER_INBOX_PATH, member_inbox)
+    router.add_post(ids.GROUP_INBOX_PATH, group_inbox)
+    router.add_get(ids.MEMBER_OUTBOX_PATH, member_outbox)
+    router.add_get(ids.MEMBER_FOLLOWERS_PATH, member_followers)
+    router.add_get(ids.GROUP_OUTBOX_PATH, group_outbox)
+    router.add_get(ids.GROUP_FOLLOWERS_PATH, group_followers)
+    router.add_get(ids.GROUP_MODERATORS_PATH, group_moderators)
+    router.add_get(ids.GROUP_FEATURED_PATH, group_featured)
+    router.add_get(ids.ACTIVITY_PATH, activity_document)
 
 
 def wants_activity_json(request: web.Request) -> bool:
@@ -118,10 +118,15 @@ async def instance_actor(request: web.Request) -> web.Response:
     return as2(federation_of(request).documents.application(pem))
 
 
-async def instance_collection(request: web.Request) -> web.Response:
+async def instance_outbox(request: web.Request) -> web.Response:
     """The instance actor publishes nothing and is followed by no one."""
     documents = federation_of(request).documents
-    return as2(documents.collection(documents.iris.base_url + request.path, 0, []))
+    return as2(documents.collection(documents.iris.instance_outbox(), 0, []))
+
+
+async def instance_followers(request: web.Request) -> web.Response:
+    documents = federation_of(request).documents
+    return as2(documents.collection(documents.iris.instance_followers(), 0, []))
 
 
 async def member_document(request: web.Request, member: Member) -> web.Response:
@@ -219,7 +224,7 @@ async def group_outbox(request: web.Request) -> web.Response:
     await _check_fetch_signature(request)
     group = await _public_group(request)
     documents = federation_of(request).documents
-    iri = documents.group_iri(group) + "/outbox"
+    iri = documents.iris.group_outbox(group.slug)
     actor = documents.group_iri(group)
     session = db(request)
     # Announces of activities only: Lemmy reads every item as an Announce of an activity,
@@ -248,13 +253,15 @@ async def group_outbox(request: web.Request) -> web.Response:
     if page is None:
         # The newest page inline as well, for peers (Lemmy) that read the collection itself.
         document = documents.collection(iri, total, items)
-        document["first"] = f"{iri}?page=1"
+        document["first"] = documents.iris.group_outbox_page(group.slug, 1)
         return as2(document)
-    document = documents.collection(f"{iri}?page={page}", total, items)
+    document = documents.collection(
+        documents.iris.group_outbox_page(group.slug, page), total, items
+    )
     document["type"] = "OrderedCollectionPage"
     document["partOf"] = iri
     if page * PAGE_SIZE < total:
-        document["next"] = f"{iri}?page={page + 1}"
+        document["next"] = documents.iris.group_outbox_page(group.slug, page + 1)
     return as2(document)
 
 
@@ -270,7 +277,7 @@ async def group_followers(request: web.Request) -> web.Response:
         )
     ).scalar_one()
     documents = federation_of(request).documents
-    document = documents.collection(documents.group_iri(group) + "/followers", count)
+    document = documents.collection(documents.iris.group_followers(group.slug), count)
     # Lemmy reads a Collection with (empty) items; the count is all anyone learns.
     document |= {"type": "Collection", "items": []}
     return as2(document)
@@ -291,27 +298,28 @@ async def group_moderators(request: web.Request) -> web.Response:
     )
     documents = federation_of(request).documents
     items = [documents.member_iri(member) for member in rows.scalars()]
-    return as2(documents.collection(documents.group_iri(group) + "/moderators", len(items), items))
+    iri = documents.iris.group_moderators(group.slug)
+    return as2(documents.collection(iri, len(items), items))
 
 
 async def group_featured(request: web.Request) -> web.Response:
     await _check_fetch_signature(request)
     group = await _public_group(request)
     documents = federation_of(request).documents
-    return as2(documents.collection(documents.group_iri(group) + "/featured", 0, []))
+    return as2(documents.collection(documents.iris.group_featured(group.slug), 0, []))
 
 
 async def member_outbox(request: web.Request) -> web.Response:
     """Members' activity is shown through their groups; their own outbox lists nothing."""
     member = await _local_member(request)
     documents = federation_of(request).documents
-    return as2(documents.collection(documents.member_iri(member) + "/outbox", 0, []))
+    return as2(documents.collection(documents.iris.member_outbox(member.username), 0, []))
 
 
 async def member_followers(request: web.Request) -> web.Response:
     member = await _local_member(request)
     documents = federation_of(request).documents
-    return as2(documents.collection(documents.member_iri(member) + "/followers", 0))
+    return as2(documents.collection(documents.iris.member_followers(member.username), 0))
 
 
 # ---------------------------------------------------------------- inboxes

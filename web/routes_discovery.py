@@ -27,6 +27,7 @@ from federation.discovery import (
     webfinger_document,
 )
 from federation.stats import usage_counts
+from node import ids
 from node.config import Settings
 from node.groups import find_group
 from node.members import find_member
@@ -39,11 +40,11 @@ NOT_HERE = "There is no account by that name on this node."
 
 
 def register(router: web.UrlDispatcher) -> None:
-    router.add_get("/.well-known/webfinger", webfinger)
-    router.add_get("/.well-known/nodeinfo", nodeinfo_discovery)
-    router.add_get("/nodeinfo/2.1", nodeinfo)
-    router.add_get("/.well-known/host-meta", host_meta)
-    router.add_get("/.well-known/host-meta.json", host_meta_as_json)
+    router.add_get(ids.WEBFINGER_PATH, webfinger)
+    router.add_get(ids.NODEINFO_WELL_KNOWN_PATH, nodeinfo_discovery)
+    router.add_get(ids.NODEINFO_PATH, nodeinfo)
+    router.add_get(ids.HOST_META_PATH, host_meta)
+    router.add_get(ids.HOST_META_JSON_PATH, host_meta_as_json)
 
 
 def _answer(

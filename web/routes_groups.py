@@ -6,7 +6,7 @@ from aiohttp import web
 
 from federation.client import FetchError
 from federation.discovery import resolve_handle
-from node import groups, membership, posts
+from node import groups, ids, membership, posts
 from node.errors import Conflict, DomainError, Forbidden, Invalid
 from node.ids import group_path
 from node.policy import ANONYMOUS, NO_STANDING, Action, asks_by_link, may
@@ -32,15 +32,15 @@ def register(router: web.UrlDispatcher) -> None:
     router.add_get("/groups/new", new_group_form)
     router.add_post("/groups/new", new_group_submit)
     router.add_post("/groups/follow", follow_remote_group)
-    router.add_get("/authorize_interaction", authorize_interaction)
-    router.add_get("/g/{slug}", group_page)
-    router.add_get("/g/{slug}/members", members_page)
-    router.add_post("/g/{slug}/join", join)
-    router.add_post("/g/{slug}/leave", leave)
-    router.add_get("/g/{slug}/ask/{code}", ask_form)
-    router.add_post("/g/{slug}/ask/{code}", ask_submit)
-    router.add_get("/g/{slug}/moderation", moderation_page)
-    router.add_post("/g/{slug}/moderation/{action}", moderation_action)
+    router.add_get(ids.AUTHORIZE_INTERACTION_PATH, authorize_interaction)
+    router.add_get(ids.GROUP_PATH, group_page)
+    router.add_get(ids.GROUP_MEMBERS_PATH, members_page)
+    router.add_post(ids.GROUP_JOIN_PATH, join)
+    router.add_post(ids.GROUP_LEAVE_PATH, leave)
+    router.add_get(ids.JOIN_LINK_PATH, ask_form)
+    router.add_post(ids.JOIN_LINK_PATH, ask_submit)
+    router.add_get(ids.GROUP_MODERATION_PATH, moderation_page)
+    router.add_post(ids.GROUP_MODERATION_ACTION_PATH, moderation_action)
 
 
 async def directory(request: web.Request) -> web.Response:
@@ -158,8 +158,8 @@ async def moderation_page(
     people = await membership.list_members(db(request), view)
     join_link = ""
     if asks_by_link(view.group.visibility, view.group.join_policy):
-        base = node_of(request).settings.base_url
-        join_link = f"{base}{group_path(view.group.slug)}/ask/{view.group.join_code}"
+        iris = ids.Iris(node_of(request).settings.base_url)
+        join_link = iris.join_link(view.group.slug, view.group.join_code)
     context = {
         "view": view,
         "queue": queue,
@@ -202,7 +202,7 @@ async def moderation_action(request: web.Request) -> web.StreamResponse:
         return await moderation_page(request, {"username": message}, 400)
     except DomainError:
         raise
-    raise see_other(f"{group_path(view.group.slug)}/moderation")
+    raise see_other(ids.group_moderation_path(view.group.slug))
 
 
 FOLLOW_HINT = "Give the group's address, like diabetes@hospital.example, or its link."
@@ -236,9 +236,11 @@ async def follow_remote_group(request: web.Request) -> web.StreamResponse:
     try:
         signer = await federation.directory.instance_signer(session)
         iri = await resolve_handle(federation.client, handle, moment, signer)
-        local_path = federation.documents.iris.local_path(iri)
-        if local_path is not None:
-            raise see_other(local_path)
+        # One of ours (a group or person here): its page; anything else of ours is refused
+        # below, as the directory never fetches this node's own actors.
+        local = federation.documents.iris.parse_local(iri)
+        if local is not None:
+            raise see_other(ids.path_of(local))
         group = await federation.directory.remote_group(session, iri, moment)
     except FetchError as error:
         message = f"That group could not be found or reached: {error}"

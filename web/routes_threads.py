@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from node import groups, posts
+from node import groups, ids, posts
 from node.errors import Conflict, Forbidden, Invalid
 from node.ids import thread_path
 from node.policy import Action
@@ -25,16 +25,16 @@ from web.routes_activitypub import post_document, thread_document, wants_activit
 
 
 def register(router: web.UrlDispatcher) -> None:
-    router.add_get("/g/{slug}/new", new_thread_form)
-    router.add_post("/g/{slug}/new", new_thread_submit)
-    router.add_get("/t/{thread_id}", thread_page)
-    router.add_post("/t/{thread_id}/reply", reply_submit)
-    router.add_get("/p/{post_id}", post_link)
-    router.add_get("/p/{post_id}/edit", edit_form)
-    router.add_post("/p/{post_id}/edit", edit_submit)
-    router.add_get("/p/{post_id}/delete", delete_form)
-    router.add_post("/p/{post_id}/delete", delete_submit)
-    router.add_post("/p/{post_id}/helpful", helpful_submit)
+    router.add_get(ids.GROUP_NEW_THREAD_PATH, new_thread_form)
+    router.add_post(ids.GROUP_NEW_THREAD_PATH, new_thread_submit)
+    router.add_get(ids.THREAD_PATH, thread_page)
+    router.add_post(ids.THREAD_REPLY_PATH, reply_submit)
+    router.add_get(ids.POST_PATH, post_link)
+    router.add_get(ids.POST_EDIT_PATH, edit_form)
+    router.add_post(ids.POST_EDIT_PATH, edit_submit)
+    router.add_get(ids.POST_DELETE_PATH, delete_form)
+    router.add_post(ids.POST_DELETE_PATH, delete_submit)
+    router.add_post(ids.POST_HELPFUL_PATH, helpful_submit)
 
 
 def post_anchor(thread_id: str, post_id: str) -> str:
