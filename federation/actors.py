@@ -109,11 +109,11 @@ class ActorDirectory:
         """Fetch an actor document (signed by our instance actor) and remember what it says.
 
         Never one of this node's own actors: they are no one's to describe from outside."""
-        actor = await self._fetch_actor_document(await self.instance_signer(session), iri, now)
-        await self._remember(session, actor, now)
+        actor = await self.fetch_actor_document(await self.instance_signer(session), iri, now)
+        await self.remember(session, actor, now)
         return actor
 
-    async def _fetch_actor_document(self, signer: Signer, iri: str, now: datetime) -> ActorDoc:
+    async def fetch_actor_document(self, signer: Signer, iri: str, now: datetime) -> ActorDoc:
         if self._is_ours(iri):
             raise FetchError("refused", "this node's own actors are not fetched")
         async with self._locks.get(iri):
@@ -126,7 +126,7 @@ class ActorDirectory:
             raise FetchError("invalid", f"{iri[:200]} answered with another actor's id")
         return actor
 
-    async def _remember(self, session: AsyncSession, actor: ActorDoc, now: datetime) -> None:
+    async def remember(self, session: AsyncSession, actor: ActorDoc, now: datetime) -> None:
         row = await session.get(RemoteKey, actor.key_id)
         if row is None:
             try:
@@ -222,7 +222,7 @@ class ActorDirectory:
             if isinstance(owner, str) and document.get("type") != "Person":
                 if not same_origin(owner, key_id):
                     raise UnknownKey("the key's owner is on another server")
-                actor = await self._fetch_actor_document(signer, owner, now)
+                actor = await self.fetch_actor_document(signer, owner, now)
             else:
                 try:
                     actor = parse_actor(normalise(document))
@@ -235,5 +235,5 @@ class ActorDirectory:
         if actor.key_id != key_id:
             raise UnknownKey(f"{key_id[:200]} is not the key its actor publishes")
         async with self.transactions() as writing:
-            await self._remember(writing, actor, now)
+            await self.remember(writing, actor, now)
         return actor.id, actor.public_key_pem, now

@@ -19,7 +19,6 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
@@ -29,6 +28,7 @@ from federation import httpsig
 from federation.actors import ActorDirectory, UnknownKey
 from federation.jsonld import InvalidDocument, normalise
 from federation.jsontext import load_json
+from federation.processing import HANDLED_TYPES
 from federation.vocab import Activity, VocabError, parse_activity, same_origin
 from node.storage.models import InboxItem
 from node.storage.states import InboxItemState
@@ -36,10 +36,6 @@ from node.storage.states import InboxItemState
 log = logging.getLogger(__name__)
 
 DATE_WINDOW = timedelta(hours=1)
-HANDLED_TYPES = frozenset(
-    {"Follow", "Undo", "Create", "Update", "Delete", "Like", "Announce", "Accept", "Reject",
-     "Block"}
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -361,10 +357,3 @@ class InboxWriter:
 
 def is_handled(activity: Activity) -> bool:
     return activity.type in HANDLED_TYPES
-
-
-async def inbox_body(session: AsyncSession, activity_id: str) -> str | None:
-    row = (
-        await session.execute(select(InboxItem.body).where(InboxItem.activity_id == activity_id))
-    ).first()
-    return row[0] if row else None

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from federation.actors import group_key_owner, member_key_owner
 from federation.convert import Documents
 from federation.jsonld import PUBLIC
+from federation.origins import activity_of
 from node import events, remote
 from node.actor_keys import INSTANCE_ACTOR, public_pem_of
 from node.clock import Clock
@@ -188,8 +189,8 @@ class Outbox:
         kind = "Update" if isinstance(event, events.PostEdited) else "Create"
         parent_inbox = self._inbox_of(parent[1]) if parent else []
         if ref.group.domain == LOCAL:
-            inner = event.origin.activity if event.origin else await self._local_activity(
-                session, kind, author, ref.group, page_or_note
+            inner = await activity_of(session, event.origin) if event.origin else (
+                await self._local_activity(session, kind, author, ref.group, page_or_note)
             )  # fmt: skip
             await self._announce(session, ref.group, inner, parent_inbox)
             if isinstance(event, events.ThreadStarted):
@@ -233,7 +234,7 @@ class Outbox:
         group_iri = self.documents.group_iri(ref.group)
         await self._forget_content(session, object_iri)
         if ref.group.domain == LOCAL:
-            inner: Any = event.origin.activity if event.origin else None
+            inner: Any = await activity_of(session, event.origin) if event.origin else None
             if inner is None:
                 inner = await self._store(
                     session, "Delete", self.documents.member_iri(deleter),
@@ -285,7 +286,7 @@ class Outbox:
         group_iri = self.documents.group_iri(ref.group)
         inner: Any
         if event.origin is not None:
-            inner = event.origin.activity
+            inner = await activity_of(session, event.origin)
         elif member.domain != LOCAL:
             return
         else:
@@ -330,7 +331,7 @@ class Outbox:
         for group_id in event.group_ids:
             group = await session.get(ConditionGroup, group_id)
             if group is not None and group.domain == LOCAL and federates(group.visibility):
-                await self._announce(session, group, event.origin.activity, [])
+                await self._announce(session, group, await activity_of(session, event.origin), [])
 
     async def _membership_changed(
         self, session: AsyncSession, event: events.MembershipChanged
@@ -345,7 +346,7 @@ class Outbox:
             if event.state == "active" and event.origin is not None:
                 accept = await self._store(
                     session, "Accept", group_iri, group_key_owner(group.id),
-                    event.origin.activity, to=[member_iri],
+                    await activity_of(session, event.origin), to=[member_iri],
                 )  # fmt: skip
                 await self._queue(session, accept, [member.inbox_url] if member.inbox_url else [])
             elif event.state == "banned":

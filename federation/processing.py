@@ -1,6 +1,10 @@
 """Applying a stored incoming activity to the domain, in one transaction.
 
-Dispatch is on (activity type, object type). Everything reaches node/ through its services;
+Dispatch is on (activity type, object type), through the tables at the end of this module
+(DISPATCH, and ANNOUNCED for what a remote group announces); the inbox accepts exactly the
+types they name. Processing never waits on the network: what it needs from another server
+it asks for with NeedsFetch (federation/prefetch.py), and the inbox worker fetches that
+between transactions. Everything reaches node/ through its services;
 a remote person acts as a Viewer like anyone else, so the same policy decides. An Announce
 is accepted only from the group it is about, and only for what a group announces; objects
 embedded from another origin are fetched from their own server instead of being trusted.
@@ -10,20 +14,21 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from html import escape
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from federation.actors import ActorDirectory
+from federation.actors import KEY_FRESHNESS, ActorDirectory
 from federation.client import FetchError
 from federation.convert import Documents
-from federation.inbox import inbox_body
-from federation.jsonld import PUBLIC_ALIASES, InvalidDocument, normalise
+from federation.jsonld import PUBLIC_ALIASES, InvalidDocument
+from federation.origins import inbox_body, origin_of
 from federation.outbox import Outbox
+from federation.prefetch import Fetched, FetchKind, NeedsFetch, Wanted
 from federation.vocab import (
     Activity,
     PostDoc,
@@ -35,7 +40,6 @@ from federation.vocab import (
 from node import groups, ids, posts, remote
 from node.config import Limits
 from node.errors import Conflict, DomainError, Forbidden, NotFound
-from node.events import Origin
 from node.html_text import html_to_text
 from node.members import find_member
 from node.policy import Viewer
@@ -45,6 +49,11 @@ log = logging.getLogger(__name__)
 
 
 MAX_ANCESTOR_FETCHES = 5
+POST_TYPES = ("Page", "Note", "Article", "Question")
+ANY = "*"  # any object type, or none
+UNKNOWN = ""  # an Undo names by id an activity never received here
+UNTYPED = "?"  # an embedded object without a type: nothing handles it
+FETCHED_AFTER = "healthnode.fetched_after"
 SENSITIVE_WITHOUT_WARNING = "Marked sensitive by its author"
 
 
@@ -63,16 +72,28 @@ class Processor:
     outbox: Outbox
     limits: Limits
     blocked: Callable[[str], bool] = lambda iri: False
+    fetched: Fetched = field(default_factory=Fetched)
 
     # ------------------------------------------------------------ entry
 
-    async def process(self, session: AsyncSession, raw: dict[str, Any], now: datetime) -> None:
+    async def process(
+        self,
+        session: AsyncSession,
+        raw: dict[str, Any],
+        now: datetime,
+        fetched_after: int | None = None,
+    ) -> None:
+        """Apply one activity. What was fetched for it counts only if fetched after
+        generation `fetched_after` (the default: nothing fetched so far)."""
+        session.info[FETCHED_AFTER] = (
+            self.fetched.generation if fetched_after is None else fetched_after
+        )
         activity = parse_activity(raw)
-        handler = getattr(self, f"_on_{activity.type.lower()}", None)
+        handler = route(DISPATCH, activity.type, await self._object_type(session, activity))
         if handler is None:
             return
         try:
-            await handler(session, activity, now)
+            await handler(self, session, activity, now)
         except FetchError as error:
             if error.kind in ("unavailable",):
                 raise Retry(str(error)) from None
@@ -84,14 +105,33 @@ class Processor:
 
     # ------------------------------------------------------------ helpers
 
+    async def _object_type(self, session: AsyncSession, activity: Activity) -> str:
+        """The type of what the activity acts on: its embedded object's, or, for an Undo that
+        names what it undoes by id, that activity's as received here (UNKNOWN if never)."""
+        embedded = activity.embedded_object
+        if embedded is not None:
+            kind = embedded.get("type")
+            return kind if isinstance(kind, str) else UNTYPED
+        if activity.type == "Undo" and activity.object_id:
+            undone = await self._received(session, activity.object_id)
+            kind = undone.get("type") if undone else UNKNOWN
+            return kind if isinstance(kind, str) else UNTYPED
+        return ANY
+
     async def _person(self, session: AsyncSession, iri: str, now: datetime) -> Member:
-        """A remote person, fetched if need be. Never one of ours: no other server may speak
-        for a member of this node."""
+        """A remote person, as known here; one not known yet is fetched between transactions
+        (NeedsFetch), one known for long is read again after the batch. Never one of ours:
+        no other server may speak for a member of this node."""
         if self.documents.iris.is_local(iri):
             raise Rejected("another server may not act as a member of this node")
         if self.blocked(iri):
             raise Rejected("this server is blocked")
-        return await self.directory.remote_member(session, iri, now)
+        member = await remote.member_by_iri(session, iri)
+        if member is None or member.fetched_at is None:
+            raise NeedsFetch(Wanted(FetchKind.PERSON, iri))
+        if now - member.fetched_at > KEY_FRESHNESS:
+            self.fetched.stale_actors.add(iri)
+        return member
 
     def _local_group_slug(self, iri: str) -> str | None:
         match self.documents.iris.parse_local(iri):
@@ -140,12 +180,10 @@ class Processor:
             raise VocabError("our own objects are not taken from others")
         if self.blocked(value):
             raise Rejected("this server is blocked")
-        signer = await self.directory.instance_signer(session)
-        document = await self.directory.client.get_json(value, signer, now)
-        normalised = normalise(document)
-        if not isinstance(normalised, dict) or normalised.get("id") != value:
-            raise VocabError("the fetched object has another id")
-        return normalised
+        fetched = self.fetched.object(value, session.info[FETCHED_AFTER])
+        if fetched is None:
+            raise NeedsFetch(Wanted(FetchKind.OBJECT, value))
+        return fetched
 
     def _draft(self, doc: PostDoc) -> posts.Draft:
         html = doc.content_html
@@ -172,29 +210,33 @@ class Processor:
             if slug is None:
                 raise NotFound("not a group here")
             group = await remote.local_group_by_iri_path(session, slug)
-            await remote.accept_remote_follow(session, group, follower, Origin(activity.raw), now)
+            await remote.accept_remote_follow(
+                session, group, follower, origin_of(session, activity), now
+            )
         except (NotFound, Forbidden):
             await self.outbox.reject_follow(session, activity.raw, follower)
 
-    async def _on_undo(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
-        inner = activity.embedded_object
-        if inner is None and activity.object_id:
-            inner = await self._received(session, activity.object_id)
-        inner_type = inner.get("type") if inner else None
-        if inner_type == "Follow" and inner is not None:
-            if inner.get("actor") not in (None, activity.actor):
-                raise Rejected("one cannot undo another's follow")
-            slug = self._local_group_slug(_id_of(inner.get("object")) or "")
-            group = await groups.find_group(session, slug) if slug else None
-            member = await remote.member_by_iri(session, activity.actor)
-            if group is not None and member is not None:
-                await remote.end_remote_follow(session, group, member, Origin(activity.raw))
-            return
-        if inner_type == "Block" and inner is not None:
-            await self._block_lifted(session, activity, inner)
-            return
-        if inner_type == "Like" or inner is None:
-            await self._undo_like(session, activity, inner, now)
+    async def _undone(self, session: AsyncSession, activity: Activity) -> dict[str, Any] | None:
+        """What an Undo undoes: embedded, or as received here by its id."""
+        if activity.embedded_object is not None:
+            return activity.embedded_object
+        return await self._received(session, activity.object_id) if activity.object_id else None
+
+    async def _undo_follow(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
+        inner = await self._undone(session, activity) or {}
+        if inner.get("actor") not in (None, activity.actor):
+            raise Rejected("one cannot undo another's follow")
+        slug = self._local_group_slug(_id_of(inner.get("object")) or "")
+        group = await groups.find_group(session, slug) if slug else None
+        member = await remote.member_by_iri(session, activity.actor)
+        if group is not None and member is not None:
+            await remote.end_remote_follow(session, group, member, origin_of(session, activity))
+
+    async def _undo_block(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
+        await self._block_lifted(session, activity, await self._undone(session, activity) or {})
+
+    async def _undo_a_like(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
+        await self._undo_like(session, activity, await self._undone(session, activity), now)
 
     async def _received(self, session: AsyncSession, activity_id: str) -> dict[str, Any] | None:
         """An activity this node received earlier, by its id (an Undo may name it only)."""
@@ -227,7 +269,7 @@ class Processor:
         announced = _check_announcer(ref, announced_by)
         await posts.set_helpful(
             session, Viewer(member.id), post_id=post_id, helpful=False, now=now,
-            origin=Origin(activity.raw), announced=announced,
+            origin=origin_of(session, activity), announced=announced,
         )  # fmt: skip
 
     async def _on_accept(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
@@ -260,7 +302,7 @@ class Processor:
             return
         try:
             await remote.follow_answered(
-                session, group, member, accepted, Origin(activity.raw), now
+                session, group, member, accepted, origin_of(session, activity), now
             )
         except Conflict:
             pass  # an answer to a follow we no longer wait for
@@ -297,7 +339,7 @@ class Processor:
             # A direct or followers-only message must never become a public thread.
             raise Rejected("only public posts are accepted into a group")
         viewer = Viewer(author.id)
-        origin = Origin(activity.raw)
+        origin = origin_of(session, activity)
         if doc.in_reply_to and doc.type != "Page":
             parent = await self._post_for(session, doc.in_reply_to)
             if parent is None and announced and group is not None:
@@ -346,8 +388,11 @@ class Processor:
     async def _on_update(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
         obj = await self._object(session, activity.object, activity.actor, now)
         if obj.get("type") in ("Person", "Group", "Service", "Application"):
-            if obj.get("id") == activity.actor:
-                await self.directory.fetch_actor(session, activity.actor, now)
+            # The new profile is read from its origin, never taken from the activity.
+            if obj.get("id") == activity.actor and not self.fetched.actor_read(
+                activity.actor, session.info[FETCHED_AFTER]
+            ):
+                raise NeedsFetch(Wanted(FetchKind.ACTOR, activity.actor))
             return
         doc = parse_post(obj)
         await self._update(session, _with_object(activity, obj), doc, now, announced_by=None)
@@ -368,7 +413,7 @@ class Processor:
         await posts.edit_post(
             session, self.limits, Viewer(author.id), post_id=ref.post.id,
             draft=self._draft(doc), title=doc.name or None if ref.post.parent_id is None else None,
-            now=now, origin=Origin(activity.raw), announced=announced,
+            now=now, origin=origin_of(session, activity), announced=announced,
         )  # fmt: skip
 
     async def _on_delete(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
@@ -390,7 +435,9 @@ class Processor:
             if announced_by is None:
                 member = await remote.member_by_iri(session, activity.actor)
                 if member is not None:
-                    await remote.erase_remote_account(session, member.id, now, Origin(activity.raw))
+                    await remote.erase_remote_account(
+                        session, member.id, now, origin_of(session, activity)
+                    )
             return
         ref = await self._post_for(session, target)
         if ref is None:
@@ -405,7 +452,7 @@ class Processor:
             member = await self._person(session, activity.actor, now)
         await posts.delete_post(
             session, Viewer(member.id), post_id=ref.post.id, now=now,
-            origin=Origin(activity.raw), announced=announced,
+            origin=origin_of(session, activity), announced=announced,
         )  # fmt: skip
 
     async def _on_like(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
@@ -426,7 +473,7 @@ class Processor:
         try:
             await posts.set_helpful(
                 session, Viewer(member.id), post_id=ref.post.id, helpful=True, now=now,
-                origin=Origin(activity.raw), announced=announced, activity_id=activity.id,
+                origin=origin_of(session, activity), announced=announced, activity_id=activity.id,
             )  # fmt: skip
         except Conflict:
             pass  # a mark on a deleted or own post is simply not kept
@@ -443,43 +490,70 @@ class Processor:
         if not isinstance(inner_raw, dict):
             raise VocabError("the Announce has no object")
         inner_type = inner_raw.get("type")
-        if inner_type in ("Page", "Note", "Article", "Question"):
+        if inner_type in POST_TYPES:
             await self._announced_object(session, group, inner_raw, activity, now)
             return
         inner = parse_activity(inner_raw)
-        match inner.type:
-            case "Create":
-                obj = await self._object(session, inner.object, activity.actor, now)
-                doc = parse_post(obj)
-                if doc.attributed_to != inner.actor:
-                    raise Rejected("the object's author is not the activity's actor")
-                if await self._post_for(session, doc.id) is not None:
-                    return
-                author = await self._person(session, inner.actor, now)
-                await self._create_in(session, group, author, doc, inner, now, announced=True)
-            case "Update":
-                obj = await self._object(session, inner.object, activity.actor, now)
-                if obj.get("type") in ("Page", "Note", "Article", "Question"):
-                    await self._update(session, inner, parse_post(obj), now, announced_by=group)
-            case "Delete":
-                await self._delete(session, inner, now, announced_by=group)
-            case "Like":
-                await self._like(session, inner, now, announced_by=group)
-            case "Undo":
-                undone = inner.embedded_object or {}
-                if undone.get("type") == "Block":
-                    # The group vouches for its moderator lifting a ban in it.
-                    member = await self._local_member_named(session, undone.get("object"))
-                    if member is not None:
-                        await remote.unbanned_by_remote_group(
-                            session, group.id, member.id, Origin(inner.raw)
-                        )
-                elif undone.get("type") in ("Like", None):
-                    await self._undo_like(
-                        session, inner, inner.embedded_object, now, announced_by=group
-                    )
-            case "Block":
-                await self._blocked(session, group, inner, now)
+        handler = route(ANNOUNCED, inner.type, await self._object_type(session, inner))
+        if handler is not None:
+            await handler(self, session, group, inner, activity, now)
+
+    async def _announced_create(
+        self, session: AsyncSession, group: ConditionGroup, inner: Activity,
+        announce: Activity, now: datetime,
+    ) -> None:  # fmt: skip
+        obj = await self._object(session, inner.object, announce.actor, now)
+        doc = parse_post(obj)
+        if doc.attributed_to != inner.actor:
+            raise Rejected("the object's author is not the activity's actor")
+        if await self._post_for(session, doc.id) is not None:
+            return
+        author = await self._person(session, inner.actor, now)
+        await self._create_in(session, group, author, doc, inner, now, announced=True)
+
+    async def _announced_update(
+        self, session: AsyncSession, group: ConditionGroup, inner: Activity,
+        announce: Activity, now: datetime,
+    ) -> None:  # fmt: skip
+        obj = await self._object(session, inner.object, announce.actor, now)
+        if obj.get("type") in POST_TYPES:
+            await self._update(session, inner, parse_post(obj), now, announced_by=group)
+
+    async def _announced_delete(
+        self, session: AsyncSession, group: ConditionGroup, inner: Activity,
+        announce: Activity, now: datetime,
+    ) -> None:  # fmt: skip
+        await self._delete(session, inner, now, announced_by=group)
+
+    async def _announced_like(
+        self, session: AsyncSession, group: ConditionGroup, inner: Activity,
+        announce: Activity, now: datetime,
+    ) -> None:  # fmt: skip
+        await self._like(session, inner, now, announced_by=group)
+
+    async def _announced_unblock(
+        self, session: AsyncSession, group: ConditionGroup, inner: Activity,
+        announce: Activity, now: datetime,
+    ) -> None:  # fmt: skip
+        # The group vouches for its moderator lifting a ban in it.
+        undone = inner.embedded_object or {}
+        member = await self._local_member_named(session, undone.get("object"))
+        if member is not None:
+            await remote.unbanned_by_remote_group(
+                session, group.id, member.id, origin_of(session, inner)
+            )
+
+    async def _announced_unlike(
+        self, session: AsyncSession, group: ConditionGroup, inner: Activity,
+        announce: Activity, now: datetime,
+    ) -> None:  # fmt: skip
+        await self._undo_like(session, inner, inner.embedded_object, now, announced_by=group)
+
+    async def _announced_block(
+        self, session: AsyncSession, group: ConditionGroup, inner: Activity,
+        announce: Activity, now: datetime,
+    ) -> None:  # fmt: skip
+        await self._blocked(session, group, inner, now)
 
     async def _announced_object(
         self,
@@ -504,7 +578,7 @@ class Processor:
         member = await self._local_member_named(session, block.object)
         if member is not None:
             await remote.banned_by_remote_group(
-                session, group.id, member.id, Origin(block.raw), now
+                session, group.id, member.id, origin_of(session, block), now
             )
 
     async def _local_member_named(self, session: AsyncSession, value: Any) -> Member | None:
@@ -525,7 +599,9 @@ class Processor:
             return
         member = await self._local_member_named(session, block.get("object"))
         if member is not None:
-            await remote.unbanned_by_remote_group(session, group.id, member.id, Origin(undo.raw))
+            await remote.unbanned_by_remote_group(
+                session, group.id, member.id, origin_of(session, undo)
+            )
 
     async def _on_block(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
         group_iri = activity.target or activity.actor
@@ -556,3 +632,46 @@ def _id_of(value: Any) -> str | None:
     if isinstance(value, dict):
         value = value.get("id")
     return value if isinstance(value, str) else None
+
+
+Handler = Callable[[Processor, AsyncSession, Activity, datetime], Awaitable[None]]
+AnnouncedHandler = Callable[
+    [Processor, AsyncSession, ConditionGroup, Activity, Activity, datetime], Awaitable[None]
+]
+H = TypeVar("H")
+
+# What this node does with each incoming (activity type, object type); ANY matches any object.
+DISPATCH: Mapping[tuple[str, str], Handler] = {
+    ("Follow", ANY): Processor._on_follow,
+    ("Accept", ANY): Processor._on_accept,
+    ("Reject", ANY): Processor._on_reject,
+    ("Undo", "Follow"): Processor._undo_follow,
+    ("Undo", "Block"): Processor._undo_block,
+    ("Undo", "Like"): Processor._undo_a_like,
+    ("Undo", UNKNOWN): Processor._undo_a_like,  # a Like that reached us only as a group's mark
+    ("Create", ANY): Processor._on_create,
+    ("Update", ANY): Processor._on_update,
+    ("Delete", ANY): Processor._on_delete,
+    ("Like", ANY): Processor._on_like,
+    ("Announce", ANY): Processor._on_announce,
+    ("Block", ANY): Processor._on_block,
+}
+
+# What a followed remote group may announce (a bare post, a boost, is handled before this).
+ANNOUNCED: Mapping[tuple[str, str], AnnouncedHandler] = {
+    ("Create", ANY): Processor._announced_create,
+    ("Update", ANY): Processor._announced_update,
+    ("Delete", ANY): Processor._announced_delete,
+    ("Like", ANY): Processor._announced_like,
+    ("Undo", "Block"): Processor._announced_unblock,
+    ("Undo", "Like"): Processor._announced_unlike,
+    ("Undo", UNKNOWN): Processor._announced_unlike,
+    ("Undo", UNTYPED): Processor._announced_unlike,
+    ("Block", ANY): Processor._announced_block,
+}
+
+HANDLED_TYPES = frozenset(activity_type for activity_type, _ in DISPATCH)
+
+
+def route(table: Mapping[tuple[str, str], H], activity_type: str, object_type: str) -> H | None:
+    return table.get((activity_type, object_type)) or table.get((activity_type, ANY))

@@ -26,6 +26,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from federation.actors import ActorDirectory
 from federation.client import FederationClient, FetchError, Signer
 from federation.outbox import POST_DELETED
+from federation.prefetch import NeedsFetch, Prefetcher, Wanted, wanted_text
 from federation.processing import Processor, Rejected, Retry
 from keys.pairs import SealedKeyError
 from node import ids, remote
@@ -153,13 +154,27 @@ class Pruner:
             await session.execute(self.graph.prune(self.model, self.finished_at, now))
 
 
+MAX_FETCH_ROUNDS = 12  # fetches between transactions that one item may need in a row
+
+
 class InboxQueue:
-    def __init__(self, node: NodeContext, processor: Processor, batch: int = 20) -> None:
+    """Processes stored incoming activities. A write transaction never waits on the network:
+    an item that needs something fetched is left queued, the batch commits, the fetch runs
+    with no transaction open, and the item is processed again at once."""
+
+    def __init__(
+        self, node: NodeContext, processor: Processor, prefetcher: Prefetcher, batch: int = 20
+    ) -> None:
         self.node = node
         self.processor = processor
+        self.prefetcher = prefetcher
         self.batch = batch
         # Processed items are kept a while (failed ones longer, for admins), then removed.
         self._prune = Pruner(node, INBOX_ITEM, InboxItem, InboxItem.received_at)
+        # Items waiting for a fetch: how many rounds so far, and the fetch generation when
+        # they first asked (what they use must be newer).
+        self._fetch_rounds: dict[int, int] = {}
+        self._asked_at: dict[int, int] = {}
 
     async def drain(self) -> int:
         """Process due items, oldest first, a batch per transaction (each item in a savepoint
@@ -191,39 +206,89 @@ class InboxQueue:
 
     async def _process_batch(self) -> int:
         now = self.node.clock.now()
+        waiting: dict[int, Wanted] = {}
         async with self.node.transaction() as session:
             _keep_loaded_rows(session)
             items = list((await session.execute(self._due(now))).scalars())
             for item in items:
                 error, retry = await self._process_in_savepoint(session, item, now)
-                if error is None:
-                    item.state, item.processed_at = InboxItemState.DONE, now
+                if isinstance(error, NeedsFetch):
+                    waiting[item.id] = error.wanted  # left queued, untouched
                 else:
-                    self._failed(item, error, retry, now)
+                    self._forget(item.id)
+                    if error is None:
+                        item.state, item.processed_at = InboxItemState.DONE, now
+                    else:
+                        self._failed(item, error, retry, now)
+        await self._fetch_for(waiting, now)
+        await self.prefetcher.refresh_stale(now)
         return len(items)
+
+    async def _fetch_for(self, waiting: dict[int, Wanted], now: datetime) -> None:
+        """Fetch what waiting items need, no transaction open; an item whose fetch fails is
+        retried later or fails as processing would have, and one that keeps needing more is
+        retried later."""
+        if not waiting:
+            return
+        if len(self._fetch_rounds) > 10_000:  # left by items another worker finished
+            self._fetch_rounds.clear()
+            self._asked_at.clear()
+        failures: dict[int, tuple[str, bool]] = {}
+        for item_id, wanted in waiting.items():
+            self._asked_at.setdefault(item_id, self.processor.fetched.generation)
+            rounds = self._fetch_rounds.get(item_id, 0) + 1
+            self._fetch_rounds[item_id] = rounds
+            if rounds > MAX_FETCH_ROUNDS:
+                failures[item_id] = (
+                    f"still {wanted_text(wanted)} after {rounds - 1} fetches",
+                    True,
+                )
+        asked = {wanted for item_id, wanted in waiting.items() if item_id not in failures}
+        failed = await self.prefetcher.fetch(asked, now)
+        for item_id, wanted in waiting.items():
+            if wanted in failed:
+                error = failed[wanted]
+                failures[item_id] = (str(error), error.kind == "unavailable")
+        if failures:
+            async with self.node.transaction() as session:
+                for item_id, (error_text, retry) in failures.items():
+                    self._forget(item_id)
+                    item = await session.get(InboxItem, item_id)
+                    if item is not None and item.state == QUEUED_ITEM:
+                        self._failed(item, error_text, retry, now)
+
+    def _forget(self, item_id: int) -> None:
+        self._fetch_rounds.pop(item_id, None)
+        self._asked_at.pop(item_id, None)
 
     async def _process_in_savepoint(
         self, session: AsyncSession, item: InboxItem, now: datetime
-    ) -> tuple[str | None, bool]:
-        """(error, retry): what processing one item inside the batch came to. Its changes and
-        the events they recorded are kept only when it succeeds."""
+    ) -> tuple[str | NeedsFetch | None, bool]:
+        """(error, retry): what processing one item inside the batch came to; the error is a
+        NeedsFetch when it waits for the network. Its changes and the events they recorded
+        are kept only when it succeeds."""
         events_before = list(session.info.get(PENDING_EVENTS, []))
+        outcome: str | NeedsFetch
         try:
             async with session.begin_nested():
-                await self.processor.process(session, json.loads(item.body), now)
+                await self.processor.process(
+                    session, json.loads(item.body), now, self._asked_at.get(item.id)
+                )
                 await self.node.publish_pending(session)
             return None, False
+        except NeedsFetch as needs:
+            outcome, retry = needs, False
         except Retry as reason:
-            error, retry = str(reason), True
+            outcome, retry = str(reason), True
         except Rejected as reason:
-            error, retry = str(reason), False
+            outcome, retry = str(reason), False
         except DBAPIError:
             raise  # the batch's transaction may be unusable: the caller goes one by one
         except Exception as unexpected:
             log.exception("processing inbox item %s failed", item.id)
-            error, retry = f"{type(unexpected).__name__}: {unexpected}", True
+            outcome, retry = f"{type(unexpected).__name__}: {unexpected}", True
         session.info[PENDING_EVENTS] = events_before
-        return error, retry
+        return outcome, retry
 
     def _failed(self, item: InboxItem, error: str, retry: bool, now: datetime) -> None:
         item.attempts += 1
@@ -247,8 +312,13 @@ class InboxQueue:
                 item = (await session.execute(claim)).scalar_one_or_none()
                 if item is None:
                     return
-                await self.processor.process(session, json.loads(item.body), now)
+                await self.processor.process(
+                    session, json.loads(item.body), now, self._asked_at.get(item.id)
+                )
                 item.state, item.processed_at = InboxItemState.DONE, now
+        except NeedsFetch as needs:
+            await self._fetch_for({item_id: needs.wanted}, now)
+            return
         except Retry as reason:
             error, retry = str(reason), True
         except Rejected as reason:
@@ -256,6 +326,7 @@ class InboxQueue:
         except Exception as unexpected:
             log.exception("processing inbox item %s failed", item_id)
             error, retry = f"{type(unexpected).__name__}: {unexpected}", True
+        self._forget(item_id)
         if error is None:
             return
         async with self.node.transaction() as session:

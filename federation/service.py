@@ -11,6 +11,7 @@ from federation.client import FederationClient
 from federation.convert import Documents
 from federation.inbox import InboxWriter, is_blocked
 from federation.outbox import Outbox
+from federation.prefetch import Prefetcher
 from federation.processing import Processor
 from federation.queue import DeliveryQueue, InboxQueue, Worker
 from node.runtime import NodeContext
@@ -41,7 +42,8 @@ class Federation:
             node.settings.limits,
             blocked=lambda iri: is_blocked(node.settings, iri),
         )
-        self.inbox_queue = InboxQueue(node, processor)
+        prefetcher = Prefetcher(self.directory, processor.fetched, node.transaction)
+        self.inbox_queue = InboxQueue(node, processor, prefetcher)
         self.inbox_worker = Worker("inbox", self.inbox_queue.drain)
         self.inbox_writer = InboxWriter(
             node.transaction, node.engine.dialect.name, self.inbox_worker.wake

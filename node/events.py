@@ -9,7 +9,7 @@ activities and deliveries there, so a rolled-back change never sends anything).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,9 +18,10 @@ PENDING_EVENTS = "healthnode.pending_events"
 
 @dataclass(frozen=True)
 class Origin:
-    """The remote activity behind a change; kept verbatim so a group can announce it."""
+    """The remote activity behind a change, by its id: the domain never reads the activity
+    itself (federation keeps it, to announce it verbatim)."""
 
-    activity: dict[str, Any]
+    activity_id: str
 
 
 @dataclass(frozen=True)

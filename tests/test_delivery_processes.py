@@ -32,13 +32,13 @@ from sqlalchemy import func, select, text
 from federation.convert import Documents
 from federation.jsonld import PUBLIC
 from federation.keysink import attach_actor_keys
+from federation.origins import received_origin
 from federation.outbox import Outbox
 from keys.secret import SECRET_ENV
 from node import groups, members, posts, remote
 from node.actor_keys import INSTANCE_ACTOR
 from node.clock import SystemClock
 from node.config import Settings
-from node.events import Origin
 from node.ids import new_object_id
 from node.policy import Viewer
 from node.runtime import NodeContext
@@ -342,7 +342,7 @@ async def add_remote_followers(
                     "id": f"{iri}#follow", "type": "Follow", "actor": iri, "object": group_iri,
                 }  # fmt: skip
                 await remote.accept_remote_follow(
-                    session, group, member, Origin(follow_activity), now
+                    session, group, member, received_origin(session, follow_activity), now
                 )
                 inboxes.append(f"127.0.0.1:{port}/users/f{index}/inbox")
     return inboxes
@@ -833,9 +833,7 @@ async def test_a_receiver_down_for_four_minutes_gets_its_backlog_within_two_of_r
         await start_thread(hospital, "nurse", "t1d", "While the server was down", "Hello?")
         announces = await announces_of(hospital, set())
         expected = {
-            ("/" + inbox.split("/", 1)[1], iri)
-            for inbox in inboxes
-            for iri in announces.values()
+            ("/" + inbox.split("/", 1)[1], iri) for inbox in inboxes for iri in announces.values()
         }
         assert len(expected) == 30
 

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from sqlalchemy import select
 
 from federation.client import ClientLimits, FederationClient
+from federation.origins import received_origin
 from federation.queue import (
     CIRCUIT_THRESHOLD,
     GIVE_UP_AFTER,
@@ -42,7 +43,6 @@ from federation.service import Federation
 from node import groups, members, posts, remote
 from node.actor_keys import INSTANCE_ACTOR
 from node.clock import ManualClock
-from node.events import Origin
 from node.policy import Viewer
 from node.runtime import NodeContext
 from node.storage.models import ActorKey, Delivery, OutboxActivity, RemoteHost
@@ -844,7 +844,9 @@ async def test_announces_go_once_per_shared_inbox(world: World) -> None:
             )  # fmt: skip
             member = await remote.upsert_remote_member(session, facts, now)
             follow = {"id": iri + "#follow", "type": "Follow", "actor": iri}
-            await remote.accept_remote_follow(session, group, member, Origin(follow), now)
+            await remote.accept_remote_follow(
+                session, group, member, received_origin(session, follow), now
+            )
 
     # When a member starts a thread in the group
     async with node.transaction() as session:

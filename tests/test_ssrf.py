@@ -53,8 +53,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 
+from federation.origins import received_origin
 from node import posts, remote
-from node.events import Origin
 from node.groups import create_group, find_group, find_group_by_address, view_group
 from node.members import create_member
 from node.membership import join as join_group
@@ -325,7 +325,9 @@ async def accept_as_member(node: Any, group_id: int, iri: str) -> None:
         assert group is not None and member is not None
         follow = {"id": f"{iri}/follows/{uuid.uuid4().hex}", "type": "Follow", "actor": iri,
                   "object": f"https://{PRODUCTION_DOMAIN}/g/t1d"}  # fmt: skip
-        await remote.accept_remote_follow(session, group, member, Origin(follow), node.clock.now())
+        await remote.accept_remote_follow(
+            session, group, member, received_origin(session, follow), node.clock.now()
+        )
 
 
 @pytest.fixture

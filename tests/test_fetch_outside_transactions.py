@@ -1,0 +1,115 @@
+"""Processing never waits on the network inside a write transaction: what an incoming activity
+needs from another server is fetched between the inbox worker's transactions.
+
+The remote server checks, while it is being asked, whether the node holds a write transaction
+open: on SQLite by trying to take the database's write lock itself, on PostgreSQL by looking
+for a transaction that has written and sits idle. A transaction held across the request would
+be seen for the whole time the remote takes to answer; short ones come and go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import select, text
+
+from node.storage.models import Post
+from tests.databases import BACKEND
+from tests.federation_harness import eventually
+from tests.peers import (
+    AS2,
+    PUBLIC,
+    FakeRemote,
+    Hospital,
+    join,
+    json_answer,
+    post_signed,
+    processed,
+)
+
+SAMPLES = 12
+SAMPLE_SECONDS = 0.025
+
+
+async def write_transaction_open(hospital: Hospital) -> bool:
+    node = hospital.running.node
+    if BACKEND == "postgresql":
+        async with node.engine.connect() as connection:
+            found = await connection.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL"
+                    " AND state LIKE 'idle in transaction%'"
+                )
+            )
+            return bool(found.scalar())
+    path = node.settings.resolved_database_url.split("///", 1)[1]
+    probe = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError as error:
+        if "locked" not in str(error):
+            raise
+        return True
+    finally:
+        probe.close()
+
+
+async def test_an_object_is_fetched_with_no_write_transaction_open(
+    hospital: Hospital, remote: FakeRemote, third: FakeRemote
+) -> None:
+    # Given mallory is a member of the public group, and a Note of hers lives on a third
+    # server that, while it is asked for the Note, watches the node's database
+    await join(hospital, remote)
+    note_path = f"/notes/{uuid.uuid4().hex}"
+    note = {
+        "@context": AS2,
+        "id": third.base_url + note_path,
+        "type": "Note",
+        "attributedTo": remote.actor("mallory"),
+        "name": "Fetched, not embedded",
+        "content": "<p>Served by its origin</p>",
+        "to": [hospital.group_iri, PUBLIC],
+        "audience": hospital.group_iri,
+    }
+    held_throughout: list[bool] = []
+
+    async def answer_watching(request: web.Request) -> web.StreamResponse:
+        samples = []
+        for _ in range(SAMPLES):
+            samples.append(await write_transaction_open(hospital))
+            await asyncio.sleep(SAMPLE_SECONDS)  # the time a far server takes to answer
+        held_throughout.append(all(samples))
+        return json_answer(note)
+
+    third.routes[note_path] = answer_watching
+
+    # When she sends a Create that names the Note by its id only
+    create: dict[str, Any] = {
+        "@context": AS2,
+        "id": f"{remote.actor('mallory')}/activities/{uuid.uuid4().hex}",
+        "type": "Create",
+        "actor": remote.actor("mallory"),
+        "object": note["id"],
+        "to": [PUBLIC],
+        "cc": [hospital.group_iri],
+        "audience": hospital.group_iri,
+    }
+    answer = await post_signed(hospital, remote, create)
+    assert answer.status == 202, answer
+    state = await eventually(lambda: processed(hospital, create["id"]), "the Create processed")
+
+    # Then the Note was fetched from its origin and kept
+    assert state == "done"
+    assert held_throughout, "the Note was never fetched"
+    async with hospital.running.node.transaction() as session:
+        kept = (await session.execute(select(Post).where(Post.ap_id == note["id"]))).scalar()
+    assert kept is not None and "Served by its origin" in kept.content_html
+    # And no write transaction stayed open while the origin was answering
+    assert not any(held_throughout), held_throughout
