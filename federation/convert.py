@@ -6,6 +6,7 @@ Every IRI of ours is minted by node.ids; any other is a remote row's stored id.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from html import escape
 from typing import Any
@@ -125,6 +126,29 @@ class Documents:
         }
         if items is not None:
             document["orderedItems"] = items
+        return document
+
+    def paged_collection(
+        self,
+        iri: str,
+        page_iri: Callable[[int], str],
+        total: int,
+        items: list[dict[str, Any]],
+        page: int | None,
+        size: int,
+    ) -> dict[str, Any]:
+        """An OrderedCollection with its newest page inline (Lemmy reads the collection
+        itself), or, asked for page N, that OrderedCollectionPage with its next link."""
+        items = [{k: v for k, v in item.items() if k != "@context"} for item in items]
+        if page is None:
+            document = self.collection(iri, total, items)
+            document["first"] = page_iri(1)
+            return document
+        document = self.collection(page_iri(page), total, items)
+        document["type"] = "OrderedCollectionPage"
+        document["partOf"] = iri
+        if page * size < total:
+            document["next"] = page_iri(page + 1)
         return document
 
     # ------------------------------------------------------------ objects

@@ -6,7 +6,7 @@ import hmac
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.errors import Conflict, Forbidden, Invalid, NotFound
@@ -265,3 +265,28 @@ async def groups_of_viewer(session: AsyncSession, viewer: Viewer) -> list[MyGrou
         .order_by(ConditionGroup.name)
     )
     return [MyGroup(group, state, role) for group, state, role in rows.all()]
+
+
+async def active_member_count(session: AsyncSession, group_id: int) -> int:
+    found = await session.execute(
+        select(func.count())
+        .select_from(Membership)
+        .where(Membership.group_id == group_id, Membership.state == "active")
+    )
+    return int(found.scalar_one())
+
+
+async def moderators_of(session: AsyncSession, group_id: int) -> list[Member]:
+    """The group's owner and moderators, longest-standing first."""
+    rows = await session.execute(
+        select(Member)
+        .join(Membership, Membership.member_id == Member.id)
+        .where(
+            Membership.group_id == group_id,
+            Membership.state == "active",
+            Membership.role.in_(("moderator", "owner")),
+        )
+        .order_by(Membership.created_at)
+    )
+    return list(rows.scalars())
+

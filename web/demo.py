@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
-from sqlalchemy import func, select
 
 from federation.keysink import attach_actor_keys
 from node import groups, members, membership, posts
@@ -22,7 +21,7 @@ from node.config import Settings
 from node.ids import Iris
 from node.policy import Viewer
 from node.runtime import NodeContext
-from node.storage.models import Membership, Thread
+from node.storage.models import Membership
 from web.app import create_app
 from web.appkeys import FEDERATION
 
@@ -114,14 +113,10 @@ async def _seed(
     await _follow(clinic, apps["clinic"], "cal", t1d)
     await _follow(clinic, apps["clinic"], "cal", carers)
     async with charity.transaction() as session:
-        exists = (
-            await session.execute(select(func.count()).select_from(Thread).where(
-                Thread.title == "Pacing on bad days"
-            ))
-        ).scalar_one()  # fmt: skip
-        if not exists:
-            bea = await members.get_member(session, "bea")
-            view = await groups.view_group(session, f"t1d@{HOSPITAL.domain}", Viewer(bea.id))
+        bea = await members.get_member(session, "bea")
+        view = await groups.view_group(session, f"t1d@{HOSPITAL.domain}", Viewer(bea.id))
+        threads = await posts.threads_of_group(session, view)
+        if not any(summary.thread.title == "Pacing on bad days" for summary in threads):
             await posts.start_thread(
                 session, charity.settings.limits, view, title="Pacing on bad days",
                 draft=posts.Draft("What helps you plan a day when your levels are all over?"),

@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import func, select
 from sqlalchemy.exc import NoResultFound
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,7 +20,7 @@ from federation.actors import group_key_owner, member_key_owner
 from federation.convert import AS2_MEDIA_TYPE
 from federation.inbox import is_blocked
 from federation.service import Federation
-from node import groups, ids, members, posts
+from node import groups, ids, members, membership, posts, published
 from node.actor_keys import INSTANCE_ACTOR, public_pem_of
 from node.errors import NotFound
 from node.policy import ANONYMOUS, federates
@@ -29,8 +28,6 @@ from node.storage.models import (
     LOCAL,
     ConditionGroup,
     Member,
-    Membership,
-    OutboxActivity,
     Post,
 )
 from web.appkeys import FEDERATION, NODE
@@ -201,7 +198,7 @@ async def thread_document(request: web.Request, thread_id: str) -> web.Response:
 
 async def activity_document(request: web.Request) -> web.Response:
     await _check_fetch_signature(request)
-    row = await db(request).get(OutboxActivity, request.match_info["activity_id"])
+    row = await published.activity(db(request), request.match_info["activity_id"])
     if row is None:
         raise web.HTTPNotFound()
     document = json.loads(row.body)
@@ -224,44 +221,18 @@ async def group_outbox(request: web.Request) -> web.Response:
     await _check_fetch_signature(request)
     group = await _public_group(request)
     documents = federation_of(request).documents
-    iri = documents.iris.group_outbox(group.slug)
-    actor = documents.group_iri(group)
-    session = db(request)
-    # Announces of activities only: Lemmy reads every item as an Announce of an activity,
-    # and one bare Announce{Page} (the boost sent for Mastodon) would spoil the whole page.
-    listed = (
-        OutboxActivity.actor_iri == actor,
-        OutboxActivity.type == "Announce",
-        OutboxActivity.object_type.not_in(("Page", "Note")),
-    )
-    total = (
-        await session.execute(select(func.count()).select_from(OutboxActivity).where(*listed))
-    ).scalar_one()
     page = _page_number(request)
-    rows = (
-        await session.execute(
-            select(OutboxActivity.body)
-            .where(*listed)
-            .order_by(OutboxActivity.created_at.desc(), OutboxActivity.id.desc())
-            .offset(((page or 1) - 1) * PAGE_SIZE)
-            .limit(PAGE_SIZE)
-        )
-    ).scalars()
-    items = [json.loads(body) for body in rows]
-    for item in items:
-        item.pop("@context", None)
-    if page is None:
-        # The newest page inline as well, for peers (Lemmy) that read the collection itself.
-        document = documents.collection(iri, total, items)
-        document["first"] = documents.iris.group_outbox_page(group.slug, 1)
-        return as2(document)
-    document = documents.collection(
-        documents.iris.group_outbox_page(group.slug, page), total, items
+    found = await published.group_announces(
+        db(request), documents.group_iri(group), page or 1, PAGE_SIZE
     )
-    document["type"] = "OrderedCollectionPage"
-    document["partOf"] = iri
-    if page * PAGE_SIZE < total:
-        document["next"] = documents.iris.group_outbox_page(group.slug, page + 1)
+    document = documents.paged_collection(
+        documents.iris.group_outbox(group.slug),
+        lambda number: documents.iris.group_outbox_page(group.slug, number),
+        found.total,
+        [json.loads(body) for body in found.bodies],
+        page,
+        PAGE_SIZE,
+    )
     return as2(document)
 
 
@@ -269,13 +240,7 @@ async def group_followers(request: web.Request) -> web.Response:
     """The count only: who belongs to a health group is nobody else's business."""
     await _check_fetch_signature(request)
     group = await _public_group(request)
-    count = (
-        await db(request).execute(
-            select(func.count())
-            .select_from(Membership)
-            .where(Membership.group_id == group.id, Membership.state == "active")
-        )
-    ).scalar_one()
+    count = await membership.active_member_count(db(request), group.id)
     documents = federation_of(request).documents
     document = documents.collection(documents.iris.group_followers(group.slug), count)
     # Lemmy reads a Collection with (empty) items; the count is all anyone learns.
@@ -286,18 +251,9 @@ async def group_followers(request: web.Request) -> web.Response:
 async def group_moderators(request: web.Request) -> web.Response:
     await _check_fetch_signature(request)
     group = await _public_group(request)
-    rows = await db(request).execute(
-        select(Member)
-        .join(Membership, Membership.member_id == Member.id)
-        .where(
-            Membership.group_id == group.id,
-            Membership.state == "active",
-            Membership.role.in_(("moderator", "owner")),
-        )
-        .order_by(Membership.created_at)
-    )
+    moderators = await membership.moderators_of(db(request), group.id)
     documents = federation_of(request).documents
-    items = [documents.member_iri(member) for member in rows.scalars()]
+    items = [documents.member_iri(member) for member in moderators]
     iri = documents.iris.group_moderators(group.slug)
     return as2(documents.collection(iri, len(items), items))
 
