@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
+from aiohttp import web
 from bovine.clients.signed_http import (
     SignedHttpClient,
     legacy_digest_method,
@@ -90,6 +91,7 @@ from tests.peers import (
     join,
     open_hospital,
     post,
+    post_signed,
     remote_memberships,
 )
 
@@ -827,3 +829,117 @@ async def test_mastodons_rules_refuse_a_delivery_changed_after_signing(
     # Then the Mastodon rules above refuse it, for the right reason (so they are not vacuous)
     with pytest.raises(AssertionError, match=refusal):
         await assert_mastodon_would_accept(tampered, hospital.group_iri)
+
+
+# ---------------------------------------------------------------- 6. double-knocking
+#
+# Our deliveries are signed RFC 9421 first and draft-cavage when a server refuses that with a
+# 400 or 401 (federation/knock.py). The fake remote reads only draft-cavage by default, as
+# most of the fediverse does; the inbox below reads only RFC 9421, checked by the library.
+
+
+async def test_a_peer_reading_only_draft_cavage_refuses_one_knock_then_gets_cavage(
+    hospital: Hospital, remote: FakeRemote
+) -> None:
+    # Given the Accept and the Announces our node delivered to mallory, whose server answers
+    # 401 to RFC 9421
+    deliveries = await captured_deliveries(hospital, remote)
+    # Then one request only was refused: the Accept's first knock, signed RFC 9421 by the
+    # group (correctly: the library verifies it), then the same Accept came as draft-cavage
+    [knock] = [r for r in remote.refused if r.path == "/users/mallory/inbox"]
+    assert json.loads(knock.body)["type"] == "Accept"
+    key_id = hospital.group_iri + "#main-key"
+    public_key = (await key_from_its_document(key_id)).public_key
+    [result] = verify_with_the_library(
+        "POST", remote.base_url + knock.path, knock.headers, key_id, public_key,
+        algorithms.RSA_V1_5_SHA256,
+    )  # fmt: skip
+    assert set(covered(result)) >= {'"@method"', '"@target-uri"', '"content-digest"'}
+    assert knock.body == deliveries[0].body
+    # And every delivery it took in was draft-cavage: the Announces went straight to it
+    assert len(deliveries) == 3
+    for delivery in deliveries:
+        assert "signature-input" not in delivery.headers
+        await assert_mastodon_would_accept(delivery, hospital.group_iri)
+
+
+@dataclass
+class LibraryCheckedInbox:
+    """An inbox that reads RFC 9421 only: http-message-signatures verifies each POST with the
+    key its keyid names, fetched from its document over HTTP; the Content-Digest is checked
+    by bovine's RFC 9530 function. Anything else is answered 401."""
+
+    base_url: str
+    accepted: list[tuple[Received, Any]] = field(default_factory=list)
+    refused: list[tuple[Received, str]] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        received = Received(request.method, request.path_qs, headers, body)
+        try:
+            result = await self.check(received)
+        except Exception as error:  # whatever the library or the checks raise: refused
+            self.refused.append((received, f"{type(error).__name__}: {error}"))
+            return web.json_response({"error": str(error)}, status=401)
+        self.accepted.append((received, result))
+        return web.Response(status=202)
+
+    async def check(self, received: Received) -> Any:
+        if "signature-input" not in received.headers:
+            raise InvalidSignature("only RFC 9421 is read here")
+        match = re.search(r'keyid="([^"]+)"', received.headers["signature-input"])
+        assert match, "no keyid"
+        key_id = match.group(1)
+        document = await get_json(key_id.split("#", 1)[0])
+        assert document["publicKey"]["id"] == key_id
+        public_key = serialization.load_pem_public_key(
+            document["publicKey"]["publicKeyPem"].encode()
+        )
+        [result] = verify_with_the_library(
+            received.method, self.base_url + received.path, received.headers, key_id,
+            public_key, algorithms.RSA_V1_5_SHA256,
+        )  # fmt: skip
+        missing = {'"@method"', '"@target-uri"', '"content-digest"'} - set(covered(result))
+        assert not missing, f"not covered: {missing}"
+        name, digest = content_digest_sha256_rfc_9530(received.body)
+        assert received.headers.get(name) == digest, "Content-Digest is not the body's"
+        return result
+
+
+async def test_a_peer_reading_only_rfc9421_gets_every_delivery_at_the_first_knock(
+    hospital: Hospital, remote: FakeRemote
+) -> None:
+    # Given mallory's inbox reading RFC 9421 only, verified by http-message-signatures
+    inbox = LibraryCheckedInbox(remote.base_url)
+    remote.routes["/users/mallory/inbox"] = inbox.handle
+    # When she follows the group and nurse starts a thread there
+    answer = await post_signed(hospital, remote, follow(remote, "mallory", hospital.group_iri))
+    assert answer.status == 202, answer
+    await eventually(lambda: at_once(len(inbox.accepted) == 1), "the Accept at mallory")
+    await start_thread_as_nurse(hospital)
+    await eventually(lambda: at_once(len(inbox.accepted) == 3), "the two Announces at mallory")
+    # Then the Accept and the Announces each arrived once, signed RFC 9421 by the group, and
+    # the library verified them: no request was refused, none was signed draft-cavage
+    assert inbox.refused == []
+    kinds = sorted(json.loads(received.body)["type"] for received, _ in inbox.accepted)
+    assert kinds == ["Accept", "Announce", "Announce"]
+    for received, result in inbox.accepted:
+        assert result.parameters["keyid"] == hospital.group_iri + "#main-key"
+        assert result.parameters["alg"] == "rsa-v1_5-sha256"
+        assert result.parameters["created"] == int(hospital.now().timestamp())
+        assert covered(result) == [
+            '"@method"', '"@target-uri"', '"content-type"', '"date"', '"content-digest"'
+        ]  # fmt: skip
+        assert "digest" not in received.headers
+    # And the inbox is no pushover: a delivery whose body changed, or a draft-cavage one, fails
+    received, _ = inbox.accepted[-1]
+    with pytest.raises(AssertionError, match="Content-Digest"):
+        await inbox.check(Received("POST", received.path, received.headers, received.body + b" "))
+    cavage = httpsig.sign_cavage(
+        method="POST", url=remote.base_url + received.path, body=received.body,
+        key_id=hospital.group_iri + "#main-key", private_key=remote.keys["mallory"],
+        now=datetime.now(UTC),
+    )  # fmt: skip
+    with pytest.raises(InvalidSignature):
+        await inbox.check(as_received("POST", remote.base_url + received.path, cavage, b"{}"))
