@@ -756,6 +756,29 @@ async def test_a_forged_or_unusable_multikey_signature_is_refused(
     assert third.received == []
 
 
+@pytest.mark.parametrize("listed", [True, False], ids=["listed by fern", "not listed"])
+async def test_a_multikey_in_a_document_of_its_own_counts_only_if_its_controller_lists_it(
+    hospital: Hospital, remote: FakeRemote, keys: dict[str, rsa.RSAPrivateKey], listed: bool
+) -> None:
+    # Given a Multikey served at a URL of its own (no fragment), naming fern as controller,
+    # and listed (or not) in her assertionMethod
+    key = ed25519.Ed25519PrivateKey.generate()
+    iri, key_id = remote.actor("fern"), remote.base_url + "/keys/fern-ed25519"
+    document = {**multikey(remote.actor("fern"), key), "id": key_id}
+    remote.documents["/keys/fern-ed25519"] = {"@context": MULTIKEY_V1, **document}
+    fep_521a_actor(remote, "fern", keys["trent"], [document] if listed else [])
+    # When her Follow, signed with it, is POSTed
+    body, headers = ed25519_signed_follow(hospital, remote, "fern", key, key_id)
+    answer = await post(hospital.group_inbox, body, headers)
+    # Then it counts as hers only when she lists it back
+    if listed:
+        assert answer.status == 202, answer
+        assert key_id in await stored_keys(hospital, iri)
+    else:
+        assert_refused(answer, 401, "not the key its actor publishes")
+        await assert_nothing_kept(hospital)
+
+
 # FEP-521a's example key, and what bovine's multibase decoder (based58) makes of it.
 FEP_521A_EXAMPLE_KEY = "z6MkrJVnaZkeFzdQyMZu1cgjg7k1pZZ6pvBQ7XJPt4swbTQ2"
 
