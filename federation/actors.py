@@ -3,6 +3,11 @@
 A burst of activities from a new server causes one fetch per actor: look-ups of one URI wait
 on a shared lock. A cached key is refetched when it is older than the freshness window, or
 once when a signature fails to verify with it (the actor may have rotated its key).
+
+An actor's keys are its `publicKey` and, per FEP-521a, the Ed25519 Multikeys of its
+`assertionMethod` (read in federation/vocab.py); each is cached by its id, as a PEM, and
+belongs to the actor that publishes it. A key the actor stops publishing is forgotten when
+the actor is fetched again.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -127,21 +133,22 @@ class ActorDirectory:
         return actor
 
     async def remember(self, session: AsyncSession, actor: ActorDoc, now: datetime) -> None:
-        row = await session.get(RemoteKey, actor.key_id)
-        if row is None:
-            try:
-                async with session.begin_nested():
-                    row = RemoteKey(
-                        key_id=actor.key_id,
-                        actor_iri=actor.id,
-                        public_pem=actor.public_key_pem,
-                        fetched_at=now,
-                    )
-                    session.add(row)
-            except IntegrityError:  # a concurrent request stored it first
-                row = await session.get(RemoteKey, actor.key_id)
-        if row is not None:
-            row.actor_iri, row.public_pem, row.fetched_at = actor.id, actor.public_key_pem, now
+        published = actor.published_keys(now + KEY_FRESHNESS)
+        for key_id, public_pem in published.items():
+            await self._store_key(session, key_id, actor.id, public_pem, now)
+        # A key the actor no longer publishes (an FEP-521a key it dropped) no longer speaks
+        # for it, here or in this process's memory.
+        await session.execute(
+            delete(RemoteKey).where(
+                RemoteKey.actor_iri == actor.id, RemoteKey.key_id.not_in(list(published))
+            )
+        )
+        for key_id in [
+            key_id
+            for key_id, info in self._recent.items()
+            if info.actor_iri == actor.id and key_id not in published
+        ]:
+            del self._recent[key_id]
         facts = remote.RemoteActorFacts(
             iri=actor.id,
             username=actor.preferred_username,
@@ -157,6 +164,23 @@ class ActorDirectory:
         elif actor.type in ("Person", "Service", "Organization"):
             await remote.upsert_remote_member(session, facts, now)
         await session.flush()
+
+    @staticmethod
+    async def _store_key(
+        session: AsyncSession, key_id: str, actor_iri: str, public_pem: str, now: datetime
+    ) -> None:
+        row = await session.get(RemoteKey, key_id)
+        if row is None:
+            try:
+                async with session.begin_nested():
+                    row = RemoteKey(
+                        key_id=key_id, actor_iri=actor_iri, public_pem=public_pem, fetched_at=now
+                    )
+                    session.add(row)
+            except IntegrityError:  # a concurrent request stored it first
+                row = await session.get(RemoteKey, key_id)
+        if row is not None:
+            row.actor_iri, row.public_pem, row.fetched_at = actor_iri, public_pem, now
 
     async def remote_member(self, session: AsyncSession, iri: str, now: datetime) -> Member:
         member = await remote.member_by_iri(session, iri)
@@ -211,14 +235,17 @@ class ActorDirectory:
     async def _fetch_key(
         self, signer: Signer, key_id: str, now: datetime
     ) -> tuple[str, str, datetime]:
-        """The key lives in its actor's document (key id = actor#fragment) or in a key
-        document whose owner must list it back. Answers (owner, PEM, fetched at)."""
+        """The key lives in its actor's document (key id = actor#fragment: its publicKey or,
+        FEP-521a, a Multikey in its assertionMethod) or in a key document whose owner (a
+        Multikey's controller) must list it back. Answers (owner, PEM, fetched at)."""
         document_url = key_id.split("#", 1)[0]
         if self._is_ours(document_url):
             raise UnknownKey("this node's own keys are not taken from outside")
         try:
             document = await self.client.get_json(document_url, signer, now)
             owner = document.get("owner") if isinstance(document, dict) else None
+            if owner is None and isinstance(document, dict) and document.get("type") == "Multikey":
+                owner = document.get("controller")
             if isinstance(owner, str) and document.get("type") != "Person":
                 if not same_origin(owner, key_id):
                     raise UnknownKey("the key's owner is on another server")
@@ -232,8 +259,9 @@ class ActorDirectory:
                     raise UnknownKey(f"{document_url[:200]} answered with another actor's id")
         except FetchError as error:
             raise UnknownKey(f"cannot get the key {key_id[:200]}: {error}") from None
-        if actor.key_id != key_id:
+        published = actor.published_keys(now + KEY_FRESHNESS)
+        if key_id not in published:
             raise UnknownKey(f"{key_id[:200]} is not the key its actor publishes")
         async with self.transactions() as writing:
             await self.remember(writing, actor, now)
-        return actor.id, actor.public_key_pem, now
+        return actor.id, published[key_id], now

@@ -2,9 +2,10 @@
 
 Two families are understood:
 - draft-cavage-http-signatures-12 (`Signature:` header, `rsa-sha256` / `hs2019`), which the
-  fediverse has used for years; we sign outgoing requests with it.
-- RFC 9421 (`Signature-Input:` + `Signature:`), which Mastodon now sends; we verify it, and
-  `sign_message_signature` can sign it (deliveries do not use it yet).
+  fediverse has used for years; signed GETs use it, and deliveries to servers that refuse
+  RFC 9421.
+- RFC 9421 (`Signature-Input:` + `Signature:`), which Mastodon now reads and sends; we verify
+  it, and deliveries are signed with it first (see federation/knock.py).
 
 Errors split in two: `MalformedSignature` (the request is wrong: 400) and `SignatureMismatch`
 (it does not verify: 401).
@@ -374,8 +375,8 @@ def sign_message_signature(
 
     By default a request with a body covers `"@method" "@target-uri" "content-digest"` (what
     our inbox requires), one without `"@method" "@target-uri"`. `components` may name other
-    derived components, or headers given in `extra_headers`. Deliveries do not use this yet:
-    they sign draft-cavage.
+    derived components, or headers given in `extra_headers`. Deliveries use it through
+    FederationClient.post_signed.
     """
     if isinstance(private_key, rsa.RSAPrivateKey):
         algorithm = "rsa-v1_5-sha256"

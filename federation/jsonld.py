@@ -45,6 +45,18 @@ EXTENSION_TERMS: dict[str, Any] = {
 }
 CANONICAL_CONTEXT: list[Any] = [AS2, SECURITY_V1, EXTENSION_TERMS]
 
+# FEP-521a keys (Multikey in assertionMethod), as the DID, data-integrity and multikey
+# contexts define them. Read from other servers' actors, never sent: our own documents keep
+# CANONICAL_CONTEXT, and what normalise() answers is in READING_CONTEXT.
+KEY_TERMS: dict[str, Any] = {
+    "assertionMethod": {"@id": "sec:assertionMethod", "@type": "@id", "@container": "@set"},
+    "Multikey": "sec:Multikey",
+    "controller": {"@id": "sec:controller", "@type": "@id"},
+    "publicKeyMultibase": {"@id": "sec:publicKeyMultibase", "@type": "sec:multibase"},
+}
+READING_TERMS: dict[str, Any] = {**EXTENSION_TERMS, **KEY_TERMS}
+READING_CONTEXT: list[Any] = [AS2, SECURITY_V1, READING_TERMS]
+
 # A stand-in for Pleroma's and Akkoma's per-instance litepub context, built from its terms.
 LITEPUB_STAND_IN: dict[str, Any] = {
     "@context": [
@@ -138,7 +150,7 @@ def load_document(url: str, options: Any = None) -> dict[str, Any]:
 
 
 def _canonical_terms() -> dict[str, Any]:
-    return EXTENSION_TERMS
+    return READING_TERMS
 
 
 def _is_plain(context: Any) -> bool:
@@ -189,7 +201,8 @@ def _is_plain_document(document: dict[str, Any]) -> bool:
 
 
 def normalise(document: dict[str, Any]) -> dict[str, Any]:
-    """The document in our canonical context: as it is when plain, else expanded and compacted."""
+    """The document in our canonical context (READING_CONTEXT: CANONICAL_CONTEXT and the
+    FEP-521a key terms): as it is when plain, else expanded and compacted."""
     if not isinstance(document, dict):
         raise InvalidDocument("a JSON-LD document must be an object")
     context = document.get("@context")
@@ -206,7 +219,7 @@ def normalise(document: dict[str, Any]) -> dict[str, Any]:
     options = {"documentLoader": load_document}
     try:
         expanded = jsonld.expand(document, options)
-        compacted: dict[str, Any] = jsonld.compact(expanded, CANONICAL_CONTEXT, options)
+        compacted: dict[str, Any] = jsonld.compact(expanded, READING_CONTEXT, options)
     except InvalidDocument:
         raise
     except jsonld.JsonLdError as error:
@@ -214,7 +227,7 @@ def normalise(document: dict[str, Any]) -> dict[str, Any]:
     except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as error:
         raise InvalidDocument(f"cannot process JSON-LD: {type(error).__name__}") from None
     compacted = _without_language_tags(compacted)
-    compacted["@context"] = CANONICAL_CONTEXT
+    compacted["@context"] = READING_CONTEXT
     return compacted
 
 

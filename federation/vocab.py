@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from federation.jsonld import PUBLIC_ALIASES
+from federation.multikey import MultikeyError, ed25519_pem
 
 MAX_ID_LENGTH = 2048
 
@@ -229,6 +231,15 @@ def parse_post(document: Any) -> PostDoc:
 
 
 @dataclass(frozen=True)
+class AssertionKey:
+    """An FEP-521a key: a Multikey in the actor's assertionMethod, controlled by the actor."""
+
+    key_id: str
+    public_key_pem: str  # SPKI PEM (Ed25519), as the remote key cache stores every key
+    expires: datetime | None = None
+
+
+@dataclass(frozen=True)
 class ActorDoc:
     id: str
     type: str
@@ -242,6 +253,17 @@ class ActorDoc:
     url: str | None
     key_id: str
     public_key_pem: str
+    assertion_keys: tuple[AssertionKey, ...] = ()
+
+    def published_keys(self, usable_until: datetime) -> dict[str, str]:
+        """Key id -> PEM of every key the actor publishes for signatures: `publicKey`, and the
+        FEP-521a keys that will not have expired by `usable_until` (a key is cached and used
+        without a refetch until then)."""
+        keys = {self.key_id: self.public_key_pem}
+        for key in self.assertion_keys:
+            if key.expires is None or key.expires > usable_until:
+                keys.setdefault(key.key_id, key.public_key_pem)
+        return keys
 
 
 ACTOR_TYPES = ("Person", "Group", "Application", "Service", "Organization")
@@ -293,4 +315,51 @@ def parse_actor(document: Any) -> ActorDoc:
         else None,
         key_id=key_id,
         public_key_pem=pem,
+        assertion_keys=_assertion_keys(document.get("assertionMethod"), actor_id),
     )
+
+
+MAX_ASSERTION_KEYS = 8  # keys read from one actor; at most 4 times as many entries looked at
+
+
+def _assertion_keys(value: Any, actor_id: str) -> tuple[AssertionKey, ...]:
+    """FEP-521a: the Ed25519 Multikeys in assertionMethod whose controller is the actor and
+    whose id is on the actor's origin. Anything else there (keys given by reference, other key
+    types, revoked keys, someone else's keys) is skipped, as the FEP asks of invalid items;
+    the actor stays usable through its publicKey."""
+    items = value if isinstance(value, list) else [value] if value is not None else []
+    keys: list[AssertionKey] = []
+    for item in items[: 4 * MAX_ASSERTION_KEYS]:
+        if len(keys) == MAX_ASSERTION_KEYS:
+            break
+        if not isinstance(item, dict):
+            continue
+        types = item.get("type")
+        if "Multikey" not in (types if isinstance(types, list) else [types]):
+            continue
+        if "revoked" in item:
+            continue
+        try:
+            key_id = _iri(item.get("id"), "assertionMethod id")
+            controller = _iri(item.get("controller"), "assertionMethod controller")
+            pem = ed25519_pem(item.get("publicKeyMultibase"))
+            expires = _expiry(item.get("expiration", item.get("expires")))
+        except (VocabError, MultikeyError):
+            continue
+        assert key_id is not None
+        if controller != actor_id or not same_origin(key_id, actor_id):
+            continue
+        keys.append(AssertionKey(key_id, pem, expires))
+    return tuple(keys)
+
+
+def _expiry(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise VocabError("a key's expiry must be a date-time with a time zone")
+    return moment

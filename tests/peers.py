@@ -71,14 +71,27 @@ class Received:
         return json.loads(self.body)
 
 
+def signature_family(headers: dict[str, str]) -> str:
+    """How a request is signed, by its shape: RFC 9421 names its signature in Signature-Input."""
+    return "rfc9421" if "signature-input" in headers else "draft-cavage"
+
+
 @dataclass
 class FakeRemote:
-    """Another server: actors at /users/{name}, their inboxes, and any extra documents."""
+    """Another server: actors at /users/{name}, their inboxes, and any extra documents.
+
+    Its inboxes accept the signature families in `accepts` (by shape; nothing is verified
+    here): by default draft-cavage only, as most of the fediverse does today (Mastodon before
+    4.5, Lemmy, Mbin, GoToSocial). A POST signed otherwise is answered 401, as those servers
+    answer it, and kept in `refused`, not in `received`: our node then knocks again with
+    draft-cavage (federation/knock.py), and `received` holds what the server took in."""
 
     port: int
     keys: dict[str, rsa.RSAPrivateKey] = field(default_factory=dict)
     documents: dict[str, dict[str, Any]] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
+    accepts: frozenset[str] = frozenset({"draft-cavage"})
+    refused: list[Received] = field(default_factory=list)
     # Paths answered by a function of the test's instead (statuses, redirects, streams).
     routes: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = field(
         default_factory=dict
@@ -119,16 +132,15 @@ class FakeRemote:
             self.received.append(Received(request.method, request.path_qs, headers, b""))
             return await answer(request)
         body = await request.read()
-        self.received.append(
-            Received(
-                request.method,
-                request.path_qs,
-                {name.lower(): value for name, value in request.headers.items()},
-                body,
-            )
-        )
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        received = Received(request.method, request.path_qs, headers, body)
         path = request.path
-        if request.method == "POST" and path.startswith("/users/") and path.endswith("/inbox"):
+        is_inbox = path.startswith("/users/") and path.endswith("/inbox")
+        if request.method == "POST" and is_inbox and signature_family(headers) not in self.accepts:
+            self.refused.append(received)
+            return web.json_response({"error": "signature not understood"}, status=401)
+        self.received.append(received)
+        if request.method == "POST" and is_inbox:
             return web.Response(status=202)
         if request.method == "GET":
             name = path.removeprefix("/users/")

@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from sqlalchemy import select
 
 from federation.client import ClientLimits, FederationClient
+from federation.knock import CAVAGE, REMEMBER_FOR, RFC9421, SignaturePreference, origin_of
 from federation.origins import received_origin
 from federation.queue import (
     CIRCUIT_THRESHOLD,
@@ -49,9 +50,11 @@ from node.storage.models import ActorKey, Delivery, OutboxActivity, RemoteHost
 from tests.conftest import NodeFactory
 from tests.databases import BACKEND
 from tests.federation_harness import eventually, free_port
+from tests.peers import signature_family
 
 MINUTE = timedelta(minutes=1)
 SECOND = timedelta(seconds=1)
+CAVAGE_ONLY = frozenset({"draft-cavage"})
 
 
 # ---------------------------------------------------------------- receivers
@@ -75,18 +78,28 @@ class Received:
 
 
 class Receiver:
-    """Another server's inboxes: answers from `script` in turn, then `default` forever."""
+    """Another server's inboxes: answers from `script` in turn, then `default` forever.
 
-    def __init__(self, default: Answer) -> None:
+    It reads the signature families in `accepts`, by shape (draft-cavage only by default, as
+    most of the fediverse today): a POST signed otherwise is answered 401 at once, before the
+    script, and kept in `refused`; the sender then knocks again (federation/knock.py), and
+    `received` and `count` are what the receiver took in and answered from its script."""
+
+    def __init__(self, default: Answer, accepts: frozenset[str] = CAVAGE_ONLY) -> None:
         self.default = default
+        self.accepts = accepts
         self.script: list[Answer] = []
         self.received: list[Received] = []
+        self.refused: list[Received] = []
         self.release = asyncio.Event()
         self.server: TestServer | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         headers = {name.lower(): value for name, value in request.headers.items()}
+        if signature_family(headers) not in self.accepts:
+            self.refused.append(Received(request.path_qs, headers, body))
+            return web.json_response({"error": "signature not understood"}, status=401)
         self.received.append(Received(request.path_qs, headers, body))
         answer = self.script.pop(0) if self.script else self.default
         if answer.hang:
@@ -145,8 +158,10 @@ class World:
     async def drain(self) -> int:
         return await self.federation.delivery_queue.drain()
 
-    async def receiver(self, default: Answer | None = None) -> Receiver:
-        receiver = Receiver(default or Answer())
+    async def receiver(
+        self, default: Answer | None = None, accepts: frozenset[str] = CAVAGE_ONLY
+    ) -> Receiver:
+        receiver = Receiver(default or Answer(), accepts)
         await receiver.start()
         self.receivers.append(receiver)
         return receiver
@@ -977,3 +992,239 @@ async def test_a_delivery_nothing_here_can_sign_fails_alone(world: World) -> Non
     assert row.state == "failed" and "no key to sign with" in row.last_error
     assert receiver.count == 0
     assert await world.drain() == 0
+
+
+# ---------------------------------------------------------------- signatures: double-knocking
+#
+# The receivers here read signatures by shape only (see Receiver); the signatures themselves
+# are verified by hand in the test, with the instance actor's public key.
+
+RFC9421_ONLY = frozenset({"rfc9421"})
+BOTH = frozenset({"rfc9421", "draft-cavage"})
+_SIGNATURE_INPUT = re.compile(r'^sig1=\(((?:"[^"]+"\s*)+)\)((?:;[a-z]+=(?:"[^"]*"|\d+))+)$')
+
+
+def assert_rfc9421_signed(
+    request: Received, url: str, public_pem: str, key_id: str, created: datetime
+) -> list[str]:
+    """RFC 9421 rsa-v1_5-sha256 over what Mastodon requires and what we send, verified by hand
+    (the signature base of RFC 9421 section 2.5, built here); answers the covered components."""
+    match = _SIGNATURE_INPUT.fullmatch(request.headers["signature-input"])
+    assert match, request.headers["signature-input"]
+    components = re.findall(r'"([^"]+)"', match.group(1))
+    params = dict(re.findall(r';([a-z]+)=("[^"]*"|\d+)', match.group(2)))
+    assert params == {
+        "created": str(int(created.timestamp())),
+        "keyid": f'"{key_id}"',
+        "alg": '"rsa-v1_5-sha256"',
+    }
+    assert {"@method", "@target-uri", "content-digest", "content-type"} <= set(components)
+    digest = "sha-256=:" + base64.b64encode(hashlib.sha256(request.body).digest()).decode() + ":"
+    assert request.headers["content-digest"] == digest
+    derived = {"@method": "POST", "@target-uri": url}
+    lines = [
+        f'"{name}": {derived[name] if name.startswith("@") else request.headers[name].strip()}'
+        for name in components
+    ]
+    lines.append(f'"@signature-params": ({match.group(1)}){match.group(2)}')
+    signature = request.headers["signature"]
+    assert signature.startswith("sig1=:") and signature.endswith(":")
+    key = load_pem_public_key(public_pem.encode())
+    assert isinstance(key, rsa.RSAPublicKey)
+    key.verify(  # raises InvalidSignature on any mismatch
+        base64.b64decode(signature[len("sig1=:") : -1]),
+        "\n".join(lines).encode(),
+        padding.PKCS1v15(),
+        hashes.SHA256(),
+    )
+    return components
+
+
+def instance_key_id(world: World) -> str:
+    return f"{world.node.settings.base_url}/actor#main-key"
+
+
+async def test_a_receiver_reading_only_draft_cavage_gets_it_at_the_second_knock_then_directly(
+    world: World,
+) -> None:
+    # Given a receiver that answers 401 to RFC 9421 (as Mastodon before 4.5 does)
+    receiver = await world.receiver(Answer(202))
+    first = await world.queue_to(receiver.inbox())
+    sent_at = world.now()
+    pem = await world.instance_public_pem()
+
+    # When the queue drains
+    await world.drain()
+
+    # Then two requests went: RFC 9421 first (refused), then the same body signed draft-cavage
+    [knock] = receiver.refused
+    [delivered] = receiver.received
+    assert_rfc9421_signed(knock, receiver.inbox(), pem, instance_key_id(world), sent_at)
+    assert "signature" in knock.headers and "digest" not in knock.headers
+    assert_signed(delivered, pem, instance_key_id(world))
+    assert "signature-input" not in delivered.headers
+    assert knock.body == delivered.body
+    # And the queue saw one attempt, which delivered: the refused knock is no failed attempt
+    delivery = await world.delivery(first)
+    assert (delivery.state, delivery.attempts, delivery.last_status) == ("delivered", 1, 202)
+    host = await world.host(receiver)
+    assert (host.consecutive_failures, host.last_error) == (0, "")
+
+    # When another delivery to the same server drains, an hour later
+    world.advance(timedelta(hours=1))
+    second = await world.queue_to(receiver.inbox("bob"))
+    await world.drain()
+
+    # Then it goes straight to draft-cavage: one request, signed once
+    assert (len(receiver.refused), receiver.count) == (1, 2)
+    assert_signed(receiver.received[1], pem, instance_key_id(world))
+    assert (await world.delivery(second)).state == "delivered"
+
+
+async def test_a_receiver_reading_rfc9421_gets_it_at_the_first_knock(world: World) -> None:
+    # Given a receiver that reads both families (as Mastodon 4.5 and Fedify do)
+    receiver = await world.receiver(Answer(202), accepts=BOTH)
+    delivery_id = await world.queue_to(receiver.inbox())
+    sent_at = world.now()
+
+    # When the queue drains, twice
+    await world.drain()
+    world.advance(MINUTE)
+    await world.queue_to(receiver.inbox("bob"))
+    await world.drain()
+
+    # Then each delivery was one request, signed RFC 9421 only, over the components that
+    # Mastodon requires and the headers sent, with the Date and `created` of the clock
+    assert (receiver.count, receiver.refused) == (2, [])
+    first = receiver.received[0]
+    components = assert_rfc9421_signed(
+        first, receiver.inbox(), await world.instance_public_pem(), instance_key_id(world),
+        sent_at,
+    )  # fmt: skip
+    assert components == ["@method", "@target-uri", "content-type", "date", "content-digest"]
+    assert first.headers["date"] == http_date(sent_at)
+    assert "digest" not in first.headers
+    delivery = await world.delivery(delivery_id)
+    assert (delivery.state, delivery.attempts) == ("delivered", 1)
+
+
+async def test_a_server_that_drops_draft_cavage_is_reached_with_rfc9421_again(
+    world: World,
+) -> None:
+    # Given a receiver remembered to read only draft-cavage
+    receiver = await world.receiver(Answer(202))
+    await world.queue_to(receiver.inbox())
+    await world.drain()
+    assert (len(receiver.refused), receiver.count) == (1, 1)
+    # When it now reads RFC 9421 only, and two more deliveries go to it
+    receiver.accepts = RFC9421_ONLY
+    world.advance(MINUTE)
+    first = await world.queue_to(receiver.inbox("bob"))
+    await world.drain()
+    # Then the remembered draft-cavage is refused and RFC 9421 follows at once
+    assert (len(receiver.refused), receiver.count) == (2, 2)
+    assert "signature-input" not in receiver.refused[1].headers
+    assert "signature-input" in receiver.received[1].headers
+    assert (await world.delivery(first)).state == "delivered"
+    # And the next goes straight with RFC 9421
+    world.advance(MINUTE)
+    await world.queue_to(receiver.inbox("carol"))
+    await world.drain()
+    assert (len(receiver.refused), receiver.count) == (2, 3)
+    assert "signature-input" in receiver.received[2].headers
+
+
+async def test_the_remembered_choice_expires_a_day_after_it_was_learnt(world: World) -> None:
+    # Given a receiver that reads only draft-cavage, learnt at the first delivery
+    receiver = await world.receiver(Answer(202))
+    learnt_at = world.now()
+    await world.queue_to(receiver.inbox())
+    await world.drain()
+    assert (len(receiver.refused), receiver.count) == (1, 1)
+
+    # When deliveries go just before a day has passed: straight to draft-cavage, and these
+    # successes do not extend the memory
+    for hours in (12, 23):
+        world.advance(learnt_at + timedelta(hours=hours) - world.now())
+        await world.queue_to(receiver.inbox())
+        await world.drain()
+    world.advance(learnt_at + REMEMBER_FOR - SECOND - world.now())
+    await world.queue_to(receiver.inbox())
+    await world.drain()
+    assert (len(receiver.refused), receiver.count) == (1, 4)
+
+    # When a day has passed since it was learnt: RFC 9421 is offered again, then draft-cavage
+    world.advance(SECOND)
+    relearnt_at = world.now()
+    await world.queue_to(receiver.inbox())
+    await world.drain()
+    assert (len(receiver.refused), receiver.count) == (2, 5)
+    assert "signature-input" in receiver.refused[1].headers
+
+    # And the choice is learnt again, for a day from then
+    world.advance(relearnt_at + REMEMBER_FOR - SECOND - world.now())
+    await world.queue_to(receiver.inbox())
+    await world.drain()
+    assert (len(receiver.refused), receiver.count) == (2, 6)
+
+
+async def test_a_refusal_of_both_families_is_one_failed_attempt_with_the_last_answer(
+    world: World,
+) -> None:
+    # Given a receiver that refuses RFC 9421 with 401, and draft-cavage with its own 401
+    receiver = await world.receiver(Answer(401, "we do not federate with you"))
+    first = await world.queue_to(receiver.inbox())
+
+    # When the queue drains
+    await world.drain()
+
+    # Then the delivery failed for good after one attempt, with the second knock's answer
+    delivery = await world.delivery(first)
+    assert (delivery.state, delivery.attempts, delivery.last_status) == ("failed", 1, 401)
+    assert "we do not federate with you" in delivery.last_error
+    assert "not understood" not in delivery.last_error
+    assert (len(receiver.refused), receiver.count) == (1, 1)
+
+    # And nothing was learnt: the next delivery knocks with RFC 9421 first again
+    await world.queue_to(receiver.inbox("bob"))
+    await world.drain()
+    assert (len(receiver.refused), receiver.count) == (2, 2)
+
+
+async def test_a_5xx_to_rfc9421_is_retried_later_not_knocked_again(world: World) -> None:
+    # Given a receiver reading RFC 9421 that fails with 500, then recovers
+    receiver = await world.receiver(Answer(202), accepts=BOTH)
+    receiver.script = [Answer(500, "database on fire")]
+    delivery_id = await world.queue_to(receiver.inbox())
+
+    # When the queue drains
+    await world.drain()
+
+    # Then one request went (a 5xx says nothing about the signature), to be retried later
+    assert (receiver.count, receiver.refused) == (1, [])
+    delivery = await world.delivery(delivery_id)
+    assert (delivery.state, delivery.attempts, delivery.last_status) == ("queued", 1, 500)
+    # And the retry is signed RFC 9421 again, and delivers
+    world.advance(delivery.next_attempt_at - world.now())
+    await world.drain()
+    assert receiver.count == 2
+    assert all("signature-input" in request.headers for request in receiver.received)
+    assert (await world.delivery(delivery_id)).state == "delivered"
+
+
+def test_the_memory_is_per_origin_and_bounded() -> None:
+    # Given a memory of two origins
+    memory = SignaturePreference(remember_for=timedelta(hours=1), size=2)
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+    # Then an origin never seen is offered RFC 9421
+    assert memory.first(origin_of("https://a.example/inbox"), now) == RFC9421
+    # When three origins are learnt, the first is forgotten; ports and schemes are origins
+    for url in ("https://a.example/inbox", "https://a.example:8443/x", "http://a.example/y"):
+        memory.remember(origin_of(url), CAVAGE, now)
+    assert len(memory) == 2
+    assert memory.first("https://a.example", now) == RFC9421
+    assert memory.first("https://a.example:8443", now) == CAVAGE
+    assert memory.first(origin_of("HTTP://A.EXAMPLE/z"), now) == CAVAGE
+    # And a remembered choice ends when its hour has passed
+    assert memory.first("http://a.example", now + timedelta(minutes=59)) == CAVAGE
+    assert memory.first("http://a.example", now + timedelta(hours=1)) == RFC9421

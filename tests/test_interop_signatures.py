@@ -3,8 +3,12 @@
 - bovine 0.5.19 (a fediverse server library) signs draft-cavage requests that our inbox must
   accept (and refuse once tampered with), and verifies what our node really sends: a captured
   Accept, Announce and signed GET, and `sign_cavage` directly.
-- http-message-signatures (RFC 9421) signs requests our inbox must accept, and verifies what
-  `sign_message_signature` produces; bovine's own RFC 9421 check reads it too.
+- http-message-signatures (RFC 9421) signs requests our inbox must accept (with RSA keys, and
+  with Ed25519 keys published as FEP-521a Multikeys, whose multibase bovine encodes), and
+  verifies what `sign_message_signature` produces and what our node delivers to an inbox that
+  reads RFC 9421 only; bovine's own RFC 9421 check reads it too.
+- Double-knocking: a peer reading only draft-cavage refuses our first (RFC 9421) knock once,
+  then gets draft-cavage.
 - Mastodon's rules for incoming signatures (app/controllers/concerns/signature_verification.rb
   and app/services/activitypub/fetch_remote_key_service.rb, read as facts) are asserted on real
   captured deliveries.
@@ -39,6 +43,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
+from aiohttp import web
 from bovine.clients.signed_http import (
     SignedHttpClient,
     legacy_digest_method,
@@ -48,7 +53,7 @@ from bovine.crypto import build_validate_http_signature_raw
 from bovine.crypto.digest import validate_digest
 from bovine.crypto.helper import content_digest_sha256, content_digest_sha256_rfc_9530
 from bovine.crypto.http_signature import build_signature
-from bovine.crypto.multibase import encode_public_key_to_multibase
+from bovine.crypto.multibase import encode_public_key_to_multibase, multibase_decode
 from bovine.crypto.types import CryptographicIdentifier, CryptographicSecret
 from bovine.utils import get_gmt_now
 from cryptography.exceptions import InvalidSignature as InvalidRsaSignature
@@ -65,11 +70,14 @@ from http_message_signatures import (
 from http_message_signatures.structures import CaseInsensitiveDict
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
 from federation import httpsig
+from federation.multikey import MultikeyError, ed25519_public_key
 from node import groups, members, posts
 from node.clock import ManualClock
 from node.policy import Viewer
+from node.storage.models import RemoteKey
 from tests.conftest import NodeFactory
 from tests.federation_harness import eventually
 from tests.peers import (
@@ -90,6 +98,7 @@ from tests.peers import (
     join,
     open_hospital,
     post,
+    post_signed,
     remote_memberships,
 )
 
@@ -569,44 +578,260 @@ async def test_an_ed25519_signature_by_http_message_signatures_is_accepted(
     await eventually(lambda: at_once(remote.posted("Accept", "edna")), "the Accept at edna")
 
 
-async def test_an_ed25519_key_published_only_per_fep_521a_is_not_read(
-    hospital: Hospital, remote: FakeRemote, keys: dict[str, rsa.RSAPrivateKey]
-) -> None:
-    # Given an actor publishing an RSA publicKey and, FEP-521a style, an Ed25519 Multikey in
-    # assertionMethod; her Follow is signed by the library with the Multikey
-    key = ed25519.Ed25519PrivateKey.generate()
-    iri = remote.actor("fern")
-    remote.documents["/users/fern"] = {
-        "@context": [AS2, SECURITY_V1, "https://w3id.org/security/data-integrity/v1"],
+# FEP-521a: an actor's keys as Multikeys in assertionMethod. The actors below publish an RSA
+# publicKey (which our key look-up still requires) and an Ed25519 Multikey, encoded by bovine's
+# own multibase function, in the contexts their servers use.
+DATA_INTEGRITY = "https://w3id.org/security/data-integrity/v1"
+DID_V1 = "https://www.w3.org/ns/did/v1"
+MULTIKEY_V1 = "https://w3id.org/security/multikey/v1"
+SECURITY = "https://w3id.org/security#"
+FEP_521A_CONTEXTS: dict[str, list[Any]] = {
+    # Fedify's actors (and Mitra's) name all five
+    "fedify": [AS2, SECURITY_V1, DATA_INTEGRITY, DID_V1, MULTIKEY_V1],
+    # FEP-521a's own example, plus security/v1 for publicKey
+    "fep-521a example": [AS2, DID_V1, MULTIKEY_V1, SECURITY_V1],
+    # the terms defined inline
+    "inline terms": [
+        AS2,
+        SECURITY_V1,
+        {
+            "assertionMethod": {
+                "@id": SECURITY + "assertionMethod", "@type": "@id", "@container": "@set"
+            },
+            "Multikey": SECURITY + "Multikey",
+            "controller": {"@id": SECURITY + "controller", "@type": "@id"},
+            "publicKeyMultibase": {
+                "@id": SECURITY + "publicKeyMultibase", "@type": SECURITY + "multibase"
+            },
+        },
+    ],
+}  # fmt: skip
+
+
+def multikey(iri: str, key: ed25519.Ed25519PrivateKey, **fields: Any) -> dict[str, Any]:
+    """A Multikey object for assertionMethod: the key `iri#ed25519-key`, controlled by `iri`."""
+    return {
+        "id": iri + "#ed25519-key",
+        "type": "Multikey",
+        "controller": iri,
+        "publicKeyMultibase": encode_public_key_to_multibase(key.public_key()),
+        **fields,
+    }
+
+
+def fep_521a_actor(
+    remote: FakeRemote,
+    name: str,
+    rsa_key: rsa.RSAPrivateKey,
+    assertion_method: list[dict[str, Any]],
+    context: list[Any] = FEP_521A_CONTEXTS["fedify"],
+) -> str:
+    """An actor the remote serves, with an RSA publicKey and the given assertionMethod."""
+    iri = remote.actor(name)
+    remote.documents[f"/users/{name}"] = {
+        "@context": context,
         "id": iri,
         "type": "Person",
+        "preferredUsername": name,
         "inbox": iri + "/inbox",
         "publicKey": {
             "id": iri + "#main-key",
             "owner": iri,
-            "publicKeyPem": spki_pem(keys["trent"].public_key()),
+            "publicKeyPem": spki_pem(rsa_key.public_key()),
         },
-        "assertionMethod": [
-            {
-                "id": iri + "#ed25519-key",
-                "type": "Multikey",
-                "controller": iri,
-                "publicKeyMultibase": encode_public_key_to_multibase(key.public_key()),
-            }
-        ],
+        "assertionMethod": assertion_method,
     }
-    document = follow(remote, "fern", hospital.group_iri)
-    body = encode(document)
+    return iri
+
+
+def ed25519_signed_follow(
+    hospital: Hospital, remote: FakeRemote, name: str, key: Any, key_id: str
+) -> tuple[bytes, dict[str, str]]:
+    """`name`'s Follow of the group, signed RFC 9421 (ed25519) by http-message-signatures."""
+    body = encode(follow(remote, name, hospital.group_iri))
     headers = rfc9421_signed_by_the_library(
-        hospital.group_inbox, body, key, iri + "#ed25519-key", algorithms.ED25519,
-        created=datetime.now(UTC),
+        hospital.group_inbox, body, key, key_id, algorithms.ED25519, created=datetime.now(UTC)
+    )
+    return body, headers
+
+
+async def stored_keys(hospital: Hospital, actor_iri: str) -> dict[str, str]:
+    """The remote key cache's rows for an actor: key id -> PEM."""
+    async with hospital.running.node.transaction(reading=True) as session:
+        rows = await session.execute(
+            select(RemoteKey.key_id, RemoteKey.public_pem).where(RemoteKey.actor_iri == actor_iri)
+        )
+        return {key_id: pem for key_id, pem in rows.all()}
+
+
+@pytest.mark.parametrize("context", list(FEP_521A_CONTEXTS))
+@pytest.mark.parametrize("expiry", ["none", "in a year"])
+async def test_an_ed25519_multikey_in_assertion_method_signs_for_its_actor(
+    hospital: Hospital,
+    remote: FakeRemote,
+    keys: dict[str, rsa.RSAPrivateKey],
+    context: str,
+    expiry: str,
+) -> None:
+    # Given fern, who publishes an Ed25519 Multikey in assertionMethod (FEP-521a) beside her
+    # RSA publicKey, and her Follow signed by http-message-signatures with the Multikey
+    key = ed25519.Ed25519PrivateKey.generate()
+    fields = {} if expiry == "none" else {"expires": "2099-01-01T00:00:00Z"}
+    iri = fep_521a_actor(
+        remote, "fern", keys["trent"], [multikey(remote.actor("fern"), key, **fields)],
+        FEP_521A_CONTEXTS[context],
     )  # fmt: skip
+    body, headers = ed25519_signed_follow(hospital, remote, "fern", key, iri + "#ed25519-key")
     # When it is POSTed
     answer = await post(hospital.group_inbox, body, headers)
-    # Then the key is unknown to us: only publicKey is read, not assertionMethod (a known
-    # gap, answered with a clear 401), and nothing is kept
-    assert_refused(answer, 401, "not the key its actor publishes")
+    # Then it is accepted and an Accept reaches her
+    assert answer.status == 202, answer
+    await eventually(lambda: at_once(remote.posted("Accept", "fern")), "the Accept at fern")
+    # And both her keys are in the remote key cache, as hers: the Multikey as an Ed25519 PEM
+    assert await stored_keys(hospital, iri) == {
+        iri + "#main-key": spki_pem(keys["trent"].public_key()),
+        iri + "#ed25519-key": spki_pem(key.public_key()),
+    }
+
+
+FEP_521A_FORGERIES = {
+    # someone signs with a key of their own under fern's Multikey id
+    "another key under her key id": "does not verify",
+    # her document lists a Multikey that trent (on her server) controls
+    "a multikey controlled by someone else": "not the key its actor publishes",
+    # her key signs an activity that says mallory acts
+    "her key on mallory's activity": "someone other than the actor",
+    # the Multikey's id is on a third server
+    "a key id on another server": "not on the actor's server",
+    # revoked, expired, or expiring before a cached key would be checked again
+    "a revoked multikey": "not the key its actor publishes",
+    "an expired multikey": "not the key its actor publishes",
+    "a multikey expiring within the day": "not the key its actor publishes",
+    # the context does not define assertionMethod at the top level (data-integrity/v1 scopes
+    # it to proofPurpose): in JSON-LD terms she publishes no such key
+    "a context without assertionMethod": "not the key its actor publishes",
+}
+
+
+@pytest.mark.parametrize("forgery", list(FEP_521A_FORGERIES))
+async def test_a_forged_or_unusable_multikey_signature_is_refused(
+    hospital: Hospital,
+    remote: FakeRemote,
+    third: FakeRemote,
+    keys: dict[str, rsa.RSAPrivateKey],
+    forgery: str,
+) -> None:
+    # Given fern's Multikey, published as the forgery says, and a Follow signed with it
+    key = ed25519.Ed25519PrivateKey.generate()
+    iri = remote.actor("fern")
+    key_id = iri + "#ed25519-key"
+    signing_key, signer, context = key, "fern", FEP_521A_CONTEXTS["fedify"]
+    published = multikey(iri, key)
+    if forgery == "another key under her key id":
+        signing_key = ed25519.Ed25519PrivateKey.generate()
+    elif forgery == "a multikey controlled by someone else":
+        published["controller"] = remote.actor("trent")
+    elif forgery == "her key on mallory's activity":
+        signer = "mallory"
+    elif forgery == "a key id on another server":
+        key_id = published["id"] = third.actor("fern") + "#ed25519-key"
+    elif forgery == "a revoked multikey":
+        published["revoked"] = "2024-01-01T00:00:00Z"
+    elif forgery == "an expired multikey":
+        published["expires"] = "2024-01-01T00:00:00Z"
+    elif forgery == "a multikey expiring within the day":
+        published["expires"] = (hospital.now() + timedelta(hours=1)).isoformat()
+    elif forgery == "a context without assertionMethod":
+        context = [AS2, SECURITY_V1, DATA_INTEGRITY]
+    fep_521a_actor(remote, "fern", keys["trent"], [published], context)
+    body, headers = ed25519_signed_follow(hospital, remote, signer, signing_key, key_id)
+    # When it is POSTed
+    answer = await post(hospital.group_inbox, body, headers)
+    # Then it is refused with the reason, nothing is kept, and no key of fern's speaks for
+    # anyone but fern
+    assert_refused(answer, 401, FEP_521A_FORGERIES[forgery])
     await assert_nothing_kept(hospital)
+    assert remote.posted("Accept", "fern") == remote.posted("Accept", "mallory") == []
+    assert all(iri + "#" in key for key in await stored_keys(hospital, iri))
+    assert third.received == []
+
+
+@pytest.mark.parametrize("listed", [True, False], ids=["listed by fern", "not listed"])
+async def test_a_multikey_in_a_document_of_its_own_counts_only_if_its_controller_lists_it(
+    hospital: Hospital, remote: FakeRemote, keys: dict[str, rsa.RSAPrivateKey], listed: bool
+) -> None:
+    # Given a Multikey served at a URL of its own (no fragment), naming fern as controller,
+    # and listed (or not) in her assertionMethod
+    key = ed25519.Ed25519PrivateKey.generate()
+    iri, key_id = remote.actor("fern"), remote.base_url + "/keys/fern-ed25519"
+    document = {**multikey(remote.actor("fern"), key), "id": key_id}
+    remote.documents["/keys/fern-ed25519"] = {"@context": MULTIKEY_V1, **document}
+    fep_521a_actor(remote, "fern", keys["trent"], [document] if listed else [])
+    # When her Follow, signed with it, is POSTed
+    body, headers = ed25519_signed_follow(hospital, remote, "fern", key, key_id)
+    answer = await post(hospital.group_inbox, body, headers)
+    # Then it counts as hers only when she lists it back
+    if listed:
+        assert answer.status == 202, answer
+        assert key_id in await stored_keys(hospital, iri)
+    else:
+        assert_refused(answer, 401, "not the key its actor publishes")
+        await assert_nothing_kept(hospital)
+
+
+# FEP-521a's example key, and what bovine's multibase decoder (based58) makes of it.
+FEP_521A_EXAMPLE_KEY = "z6MkrJVnaZkeFzdQyMZu1cgjg7k1pZZ6pvBQ7XJPt4swbTQ2"
+
+
+def test_publickeymultibase_is_read_as_bovine_reads_it() -> None:
+    # Given FEP-521a's example key and random Ed25519 keys, encoded by bovine
+    examples = [FEP_521A_EXAMPLE_KEY] + [
+        encode_public_key_to_multibase(ed25519.Ed25519PrivateKey.generate().public_key())
+        for _ in range(20)
+    ]
+    for example in examples:
+        # Then we read the 32 key bytes that bovine's decoder finds after the 0xed01 prefix
+        decoded = multibase_decode(example)
+        assert decoded[:2] == b"\xed\x01" and len(decoded) == 34
+        raw = ed25519_public_key(example).public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        assert raw == decoded[2:]
+    # And what is not a base58btc Ed25519 multikey is refused
+    rsa_multikey = encode_public_key_to_multibase(
+        rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
+    )
+    for bad in (
+        "u" + FEP_521A_EXAMPLE_KEY[1:],  # base64url multibase
+        FEP_521A_EXAMPLE_KEY[:-1],  # a byte short
+        FEP_521A_EXAMPLE_KEY + "1",  # a byte too many
+        FEP_521A_EXAMPLE_KEY.replace("J", "0"),  # 0 is not in the alphabet
+        rsa_multikey,  # an RSA key (multicodec 0x1205)
+        "z",
+        None,
+    ):
+        with pytest.raises(MultikeyError):
+            ed25519_public_key(bad)
+
+
+async def test_a_multikey_its_actor_drops_is_forgotten_when_the_actor_is_fetched_again(
+    hospital: Hospital, remote: FakeRemote, keys: dict[str, rsa.RSAPrivateKey]
+) -> None:
+    # Given fern's Multikey, known here since it signed her Follow
+    key = ed25519.Ed25519PrivateKey.generate()
+    iri = fep_521a_actor(remote, "fern", keys["trent"], [multikey(remote.actor("fern"), key)])
+    body, headers = ed25519_signed_follow(hospital, remote, "fern", key, iri + "#ed25519-key")
+    assert (await post(hospital.group_inbox, body, headers)).status == 202
+    assert iri + "#ed25519-key" in await stored_keys(hospital, iri)
+    # When her server stops publishing it and her actor is fetched again
+    fep_521a_actor(remote, "fern", keys["trent"], [])
+    directory = hospital.running.federation.directory
+    async with hospital.running.node.transaction() as session:
+        await directory.fetch_actor(session, iri, hospital.now())
+    # Then only her publicKey is left in the cache, and the Multikey no longer verifies
+    assert list(await stored_keys(hospital, iri)) == [iri + "#main-key"]
+    body, headers = ed25519_signed_follow(hospital, remote, "fern", key, iri + "#ed25519-key")
+    assert_refused(await post(hospital.group_inbox, body, headers), 401, "not the key")
 
 
 @pytest.mark.parametrize("key_type", ["rsa", "ed25519"])
@@ -827,3 +1052,117 @@ async def test_mastodons_rules_refuse_a_delivery_changed_after_signing(
     # Then the Mastodon rules above refuse it, for the right reason (so they are not vacuous)
     with pytest.raises(AssertionError, match=refusal):
         await assert_mastodon_would_accept(tampered, hospital.group_iri)
+
+
+# ---------------------------------------------------------------- 6. double-knocking
+#
+# Our deliveries are signed RFC 9421 first and draft-cavage when a server refuses that with a
+# 400 or 401 (federation/knock.py). The fake remote reads only draft-cavage by default, as
+# most of the fediverse does; the inbox below reads only RFC 9421, checked by the library.
+
+
+async def test_a_peer_reading_only_draft_cavage_refuses_one_knock_then_gets_cavage(
+    hospital: Hospital, remote: FakeRemote
+) -> None:
+    # Given the Accept and the Announces our node delivered to mallory, whose server answers
+    # 401 to RFC 9421
+    deliveries = await captured_deliveries(hospital, remote)
+    # Then one request only was refused: the Accept's first knock, signed RFC 9421 by the
+    # group (correctly: the library verifies it), then the same Accept came as draft-cavage
+    [knock] = [r for r in remote.refused if r.path == "/users/mallory/inbox"]
+    assert json.loads(knock.body)["type"] == "Accept"
+    key_id = hospital.group_iri + "#main-key"
+    public_key = (await key_from_its_document(key_id)).public_key
+    [result] = verify_with_the_library(
+        "POST", remote.base_url + knock.path, knock.headers, key_id, public_key,
+        algorithms.RSA_V1_5_SHA256,
+    )  # fmt: skip
+    assert set(covered(result)) >= {'"@method"', '"@target-uri"', '"content-digest"'}
+    assert knock.body == deliveries[0].body
+    # And every delivery it took in was draft-cavage: the Announces went straight to it
+    assert len(deliveries) == 3
+    for delivery in deliveries:
+        assert "signature-input" not in delivery.headers
+        await assert_mastodon_would_accept(delivery, hospital.group_iri)
+
+
+@dataclass
+class LibraryCheckedInbox:
+    """An inbox that reads RFC 9421 only: http-message-signatures verifies each POST with the
+    key its keyid names, fetched from its document over HTTP; the Content-Digest is checked
+    by bovine's RFC 9530 function. Anything else is answered 401."""
+
+    base_url: str
+    accepted: list[tuple[Received, Any]] = field(default_factory=list)
+    refused: list[tuple[Received, str]] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        received = Received(request.method, request.path_qs, headers, body)
+        try:
+            result = await self.check(received)
+        except Exception as error:  # whatever the library or the checks raise: refused
+            self.refused.append((received, f"{type(error).__name__}: {error}"))
+            return web.json_response({"error": str(error)}, status=401)
+        self.accepted.append((received, result))
+        return web.Response(status=202)
+
+    async def check(self, received: Received) -> Any:
+        if "signature-input" not in received.headers:
+            raise InvalidSignature("only RFC 9421 is read here")
+        match = re.search(r'keyid="([^"]+)"', received.headers["signature-input"])
+        assert match, "no keyid"
+        key_id = match.group(1)
+        document = await get_json(key_id.split("#", 1)[0])
+        assert document["publicKey"]["id"] == key_id
+        public_key = serialization.load_pem_public_key(
+            document["publicKey"]["publicKeyPem"].encode()
+        )
+        [result] = verify_with_the_library(
+            received.method, self.base_url + received.path, received.headers, key_id,
+            public_key, algorithms.RSA_V1_5_SHA256,
+        )  # fmt: skip
+        missing = {'"@method"', '"@target-uri"', '"content-digest"'} - set(covered(result))
+        assert not missing, f"not covered: {missing}"
+        name, digest = content_digest_sha256_rfc_9530(received.body)
+        assert received.headers.get(name) == digest, "Content-Digest is not the body's"
+        return result
+
+
+async def test_a_peer_reading_only_rfc9421_gets_every_delivery_at_the_first_knock(
+    hospital: Hospital, remote: FakeRemote
+) -> None:
+    # Given mallory's inbox reading RFC 9421 only, verified by http-message-signatures
+    inbox = LibraryCheckedInbox(remote.base_url)
+    remote.routes["/users/mallory/inbox"] = inbox.handle
+    # When she follows the group and nurse starts a thread there
+    answer = await post_signed(hospital, remote, follow(remote, "mallory", hospital.group_iri))
+    assert answer.status == 202, answer
+    await eventually(lambda: at_once(len(inbox.accepted) == 1), "the Accept at mallory")
+    await start_thread_as_nurse(hospital)
+    await eventually(lambda: at_once(len(inbox.accepted) == 3), "the two Announces at mallory")
+    # Then the Accept and the Announces each arrived once, signed RFC 9421 by the group, and
+    # the library verified them: no request was refused, none was signed draft-cavage
+    assert inbox.refused == []
+    kinds = sorted(json.loads(received.body)["type"] for received, _ in inbox.accepted)
+    assert kinds == ["Accept", "Announce", "Announce"]
+    for received, result in inbox.accepted:
+        assert result.parameters["keyid"] == hospital.group_iri + "#main-key"
+        assert result.parameters["alg"] == "rsa-v1_5-sha256"
+        assert result.parameters["created"] == int(hospital.now().timestamp())
+        assert covered(result) == [
+            '"@method"', '"@target-uri"', '"content-type"', '"date"', '"content-digest"'
+        ]  # fmt: skip
+        assert "digest" not in received.headers
+    # And the inbox is no pushover: a delivery whose body changed, or a draft-cavage one, fails
+    received, _ = inbox.accepted[-1]
+    with pytest.raises(AssertionError, match="Content-Digest"):
+        await inbox.check(Received("POST", received.path, received.headers, received.body + b" "))
+    cavage = httpsig.sign_cavage(
+        method="POST", url=remote.base_url + received.path, body=received.body,
+        key_id=hospital.group_iri + "#main-key", private_key=remote.keys["mallory"],
+        now=datetime.now(UTC),
+    )  # fmt: skip
+    with pytest.raises(InvalidSignature):
+        await inbox.check(as_received("POST", remote.base_url + received.path, cavage, b"{}"))
