@@ -42,12 +42,6 @@ HANDLED_TYPES = frozenset(
 
 
 @dataclass(frozen=True)
-class InboxAnswer:
-    status: int
-    reason: str
-
-
-@dataclass(frozen=True)
 class SignedRequest:
     method: str
     url: str

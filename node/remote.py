@@ -253,11 +253,6 @@ async def set_follow_activity(
         await session.flush()
 
 
-async def banned_in(session: AsyncSession, group_id: int, member_id: int) -> bool:
-    row = await session.get(Membership, (group_id, member_id))
-    return row is not None and row.state == "banned"
-
-
 @dataclass(frozen=True)
 class PostRef:
     post: Post
