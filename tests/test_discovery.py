@@ -20,7 +20,6 @@ from aiohttp.test_utils import TestServer, unused_port
 
 from federation.client import FederationClient, FetchError
 from federation.discovery import actor_link, parse_acct, resolve_handle
-from node.clock import ManualClock
 from node.config import Settings
 from node.groups import create_group, view_group
 from node.ids import Iris, new_object_id
@@ -31,6 +30,7 @@ from node.posts import Draft, delete_post, reply, start_thread
 from node.runtime import NodeContext
 from node.storage.models import ConditionGroup, Member, Post, Thread
 from tests.browser import Browser
+from tests.clock import ManualClock
 from tests.conftest import NodeFactory
 from web.app import create_app
 

@@ -68,8 +68,8 @@ from hypothesis import strategies as st
 
 from federation import httpsig
 from node import groups, members, posts
-from node.clock import ManualClock
 from node.policy import Viewer
+from tests.clock import ManualClock
 from tests.conftest import NodeFactory
 from tests.federation_harness import eventually
 from tests.peers import (
