@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from federation.jsonld import PUBLIC_ALIASES
-
 MAX_ID_LENGTH = 2048
 
 
@@ -99,10 +97,6 @@ class Activity:
     cc: list[str]
     audience: list[str]
     raw: dict[str, Any] = field(repr=False)
-
-    @property
-    def is_public(self) -> bool:
-        return any(address in PUBLIC_ALIASES for address in self.to + self.cc)
 
     @property
     def embedded_object(self) -> dict[str, Any] | None:
