@@ -70,7 +70,7 @@ async def make_node(test_databases: TestDatabases, tmp_path: Path) -> AsyncItera
             password_cost=CHEAP_PASSWORDS,
             **overrides,  # type: ignore[arg-type]
         )
-        node = await NodeContext.open(settings, clock=clock or ManualClock(), migrate=False)
+        node = await NodeContext.open(settings, clock=clock or ManualClock())
         attach_actor_keys(node, pooled_key_pair)
         opened.append(node)
         return node

@@ -390,7 +390,7 @@ async def test_a_node_killed_mid_fanout_delivers_everything_after_restart(
     serve_args = ("serve", "--domain", domain, "--port", str(port), "--data-dir", data_dir)
     async with AsyncExitStack() as cleanup:
         commands: list[Command] = []
-        hospital = await NodeContext.open(settings, clock=SystemClock(), migrate=False)
+        hospital = await NodeContext.open(settings, clock=SystemClock())
         cleanup.push_async_callback(hospital.close)
         receivers = await Receivers.start(5, delay=0.05)
         cleanup.push_async_callback(receivers.close)
@@ -526,7 +526,7 @@ async def test_two_worker_processes_on_postgresql_send_each_delivery_once(
     async with AsyncExitStack() as cleanup:
         receivers = await Receivers.start(10, delay=0.03)
         cleanup.push_async_callback(receivers.close)
-        hospital = await NodeContext.open(settings, clock=SystemClock(), migrate=False)
+        hospital = await NodeContext.open(settings, clock=SystemClock())
         cleanup.push_async_callback(hospital.close)
         commands: list[Command] = []
         cleanup.push_async_callback(stop_all, commands)
@@ -818,7 +818,7 @@ async def test_a_receiver_down_for_four_minutes_gets_its_backlog_within_two_of_r
     receiver = Switchable(free_port())
     async with AsyncExitStack() as cleanup:
         cleanup.push_async_callback(receiver.stop)
-        hospital = await NodeContext.open(settings, clock=SystemClock(), migrate=False)
+        hospital = await NodeContext.open(settings, clock=SystemClock())
         cleanup.push_async_callback(hospital.close)
         inboxes = await add_remote_followers(hospital, "t1d", [receiver.port], per_server=15)
         commands: list[Command] = []
