@@ -35,4 +35,3 @@ async def upgrade_to_head(engine: AsyncEngine) -> None:
         await connection.run_sync(
             lambda sync_connection: command.upgrade(alembic_config(sync_connection), "head")
         )
-
