@@ -140,15 +140,6 @@ def _read_iri(resource: str, settings: Settings) -> LocalName | None:
     return None
 
 
-def parse_acct(resource: str, settings: Settings) -> tuple[str, str] | None:
-    """(name, our domain) for a resource naming something on this node, else None."""
-    try:
-        found = read_resource(resource, settings)
-    except MalformedResource:
-        return None
-    return None if found is None else (found.name, settings.domain)
-
-
 @lru_cache(maxsize=1)
 def software_version() -> str:
     try:

@@ -39,12 +39,6 @@ DATE_WINDOW = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
-class InboxAnswer:
-    status: int
-    reason: str
-
-
-@dataclass(frozen=True)
 class SignedRequest:
     method: str
     url: str

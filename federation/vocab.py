@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from federation.jsonld import PUBLIC_ALIASES
 from federation.multikey import MultikeyError, ed25519_pem
 
 MAX_ID_LENGTH = 2048
@@ -101,10 +100,6 @@ class Activity:
     cc: list[str]
     audience: list[str]
     raw: dict[str, Any] = field(repr=False)
-
-    @property
-    def is_public(self) -> bool:
-        return any(address in PUBLIC_ALIASES for address in self.to + self.cc)
 
     @property
     def embedded_object(self) -> dict[str, Any] | None:

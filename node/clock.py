@@ -16,19 +16,6 @@ class SystemClock:
         return datetime.now(UTC)
 
 
-class ManualClock:
-    """A clock that tests move forward by hand."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self._now = start or datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-
-    def now(self) -> datetime:
-        return self._now
-
-    def advance(self, delta: timedelta) -> None:
-        self._now += delta
-
-
 class ScaledClock:
     """Development only: time that runs `rate` times faster than the wall clock from the
     moment it is made, so that a real process shows in seconds what its retry and circuit

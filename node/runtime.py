@@ -29,15 +29,12 @@ class NodeContext:
     sinks: list[EventSink] = field(default_factory=list)
 
     @classmethod
-    async def open(
-        cls, settings: Settings, clock: Clock | None = None, migrate: bool = True
-    ) -> NodeContext:
+    async def open(cls, settings: Settings, clock: Clock | None = None) -> NodeContext:
         """Open the database (migrating it), and create the secret and keys on first start."""
         secret = load_or_create_node_secret(settings.data_dir)
         engine = create_engine(settings.resolved_database_url)
         try:
-            if migrate:
-                await upgrade_to_head(engine)
+            await upgrade_to_head(engine)
             context = cls(
                 settings=settings,
                 engine=engine,

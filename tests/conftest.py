@@ -8,11 +8,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from federation.keysink import attach_actor_keys
-from node.clock import ManualClock
 from node.config import PasswordCost, Settings
 from node.runtime import NodeContext
 from tests import databases
 from tests.browser import Browser
+from tests.clock import ManualClock
 from tests.databases import BACKEND, PG_URL, TestDatabases
 from tests.keypool import pooled_key_pair
 from web.app import create_app
@@ -70,7 +70,7 @@ async def make_node(test_databases: TestDatabases, tmp_path: Path) -> AsyncItera
             password_cost=CHEAP_PASSWORDS,
             **overrides,  # type: ignore[arg-type]
         )
-        node = await NodeContext.open(settings, clock=clock or ManualClock(), migrate=False)
+        node = await NodeContext.open(settings, clock=clock or ManualClock())
         attach_actor_keys(node, pooled_key_pair)
         opened.append(node)
         return node

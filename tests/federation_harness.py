@@ -105,14 +105,18 @@ async def start_node(make_node: Callable[..., Awaitable[NodeContext]], name: str
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T | None]], what: str, seconds: float = 20.0
+    check: Callable[[], Awaitable[T | None]],
+    what: str,
+    seconds: float = 20.0,
+    interval: float = 0.05,
 ) -> T:
-    """Poll until `check` gives a truthy value, with a deadline instead of fixed sleeps."""
+    """Poll until `check` gives a truthy value, and give it; fail once `seconds` have passed.
+    Tests wait for a condition with this, never for a fixed time."""
     deadline = time.monotonic() + seconds
     while True:
         value = await check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+            raise AssertionError(f"timed out after {seconds:g} s waiting for {what}")
+        await asyncio.sleep(interval)

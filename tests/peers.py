@@ -10,7 +10,6 @@ The fixtures that build these (keys, remote, third, hospital) live in conftest.p
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -196,17 +195,10 @@ class Hospital:
 
 
 async def settle(hospital: Hospital) -> None:
-    """Let the node finish what it is doing, then close it between two drains of its workers.
-
-    Stopping the workers cancels them; one cancelled inside a SQLite transaction can leave the
-    write lock held, and the other worker then waits out the 30 s busy timeout (see the
-    report). The workers poll in step, so closing just after a drain avoids that window.
-    """
+    """Let the node finish what it is doing before it closes: nothing due in its queues.
+    Closing then stops each worker after the batch in hand (federation.queue.Worker.stop), so
+    none is cancelled inside a transaction, which could hold SQLite's write lock."""
     await eventually(lambda: quiet(hospital), "the node's queues to settle", seconds=10)
-    federation = hospital.running.federation
-    federation.inbox_worker.wake()
-    federation.delivery_worker.wake()
-    await asyncio.sleep(0.1)
 
 
 async def quiet(hospital: Hospital) -> bool:

@@ -27,7 +27,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import VerifyMismatchError
 
 from keys.secret import SECRET_ENV, SECRET_FILE
-from web.cli import DATABASE_URL_ENV
+from web.cli import CLOCK_RATE_ENV, DATABASE_URL_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATABASE_FILE = "healthnode.sqlite3"
@@ -77,13 +77,15 @@ def healthnode(cwd: Path, *args: str | Path) -> Result:
     return Result(completed.returncode, completed.stdout, completed.stderr)
 
 
-def healthnode_all(cwd: Path, cases: list[list[str | Path]]) -> list[Result]:
+def healthnode_all(
+    cwd: Path, cases: list[list[str | Path]], env: dict[str, str] | None = None
+) -> list[Result]:
     """Run several independent commands at once (they only fail early), to keep the file fast."""
     processes = [
         subprocess.Popen(
             command(*args),
             cwd=cwd,
-            env=command_env(),
+            env={**command_env(), **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -533,6 +535,26 @@ def test_serve_with_an_invalid_domain_is_one_line(tmp_path: Path) -> None:
         assert result.returncode == 1, (domain, result)
         assert result.error_line().startswith(f"healthnode: invalid domain {domain!r}")
         assert result.stdout == ""
+    assert not data_dir.exists()
+
+
+def test_serve_refuses_a_bad_clock_rate_before_opening_anything(tmp_path: Path) -> None:
+    data_dir = tmp_path / "untouched"
+    port = str(free_port())
+
+    results = healthnode_all(
+        tmp_path,
+        [
+            ["serve", "--domain", domain, "--port", port, "--data-dir", data_dir]
+            for domain in ("example.com", f"localhost:{port}")
+        ],
+        env={CLOCK_RATE_ENV: "5000"},
+    )
+
+    production, development = results
+    assert production.returncode == development.returncode == 1, results
+    assert "for development nodes only" in production.error_line()
+    assert "must be a number from 1 to 1000" in development.error_line()
     assert not data_dir.exists()
 
 

@@ -16,12 +16,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import aiohttp
 import pytest
@@ -55,12 +55,11 @@ from node.storage.models import (
 from tests import databases
 from tests.browser import Browser
 from tests.conftest import CHEAP_PASSWORDS, NodeFactory
-from tests.federation_harness import Recorder, RunningNode, free_port, start_node
+from tests.federation_harness import Recorder, RunningNode, eventually, free_port, start_node
 from tests.keypool import pooled_key_pair
 from web.app import create_app
 from web.cli import CLOCK_RATE_ENV, DATABASE_URL_ENV
 
-T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SQLITE_ONLY = pytest.mark.skipif(
     databases.BACKEND == "postgresql",
@@ -70,27 +69,6 @@ POSTGRESQL_ONLY = pytest.mark.skipif(
     databases.BACKEND != "postgresql",
     reason="several worker processes share a queue on PostgreSQL only",
 )
-
-
-# --- bounded waiting ---------------------------------------------------------------------------
-
-
-async def poll(
-    check: Callable[[], Awaitable[T | None]],
-    what: str,
-    seconds: float = 20.0,
-    interval: float = 0.05,
-) -> T:
-    """Poll until `check` gives a truthy value; bounded both by a deadline and a round count."""
-    deadline = time.monotonic() + seconds
-    for _ in range(int(seconds / interval) + 1):
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
 
 
 # --- the `healthnode` command as a subprocess --------------------------------------------------
@@ -177,7 +155,7 @@ async def wait_until_serving(command: Command, base_url: str, seconds: float = 3
         except (aiohttp.ClientError, TimeoutError):
             return False
 
-    await poll(answering, f"{command.name} to answer on {base_url}", seconds, interval=0.1)
+    await eventually(answering, f"{command.name} to answer on {base_url}", seconds, interval=0.1)
 
 
 # --- receiving servers in the test process -----------------------------------------------------
@@ -226,7 +204,7 @@ class Receivers:
         self.handling += 1
         try:
             if self.delay:
-                await asyncio.sleep(self.delay)
+                await asyncio.sleep(self.delay)  # a receiver that answers slowly on purpose
         finally:
             self.handling -= 1
         return web.Response(status=202)
@@ -390,7 +368,7 @@ async def test_a_node_killed_mid_fanout_delivers_everything_after_restart(
     serve_args = ("serve", "--domain", domain, "--port", str(port), "--data-dir", data_dir)
     async with AsyncExitStack() as cleanup:
         commands: list[Command] = []
-        hospital = await NodeContext.open(settings, clock=SystemClock(), migrate=False)
+        hospital = await NodeContext.open(settings, clock=SystemClock())
         cleanup.push_async_callback(hospital.close)
         receivers = await Receivers.start(5, delay=0.05)
         cleanup.push_async_callback(receivers.close)
@@ -403,7 +381,7 @@ async def test_a_node_killed_mid_fanout_delivers_everything_after_restart(
         # And a charity node in this process whose member follows the group over HTTP
         bea = await registered(charity, "bea")
         await follow(bea, f"t1d@{domain}")
-        await poll(lambda: accepted_follow(charity), "the Accept on the charity")
+        await eventually(lambda: accepted_follow(charity), "the Accept on the charity")
         # (the charity already knows the nurse, so what it is sent needs no fetch from a
         # hospital that may be down at that moment)
         async with charity.node.transaction() as session:
@@ -428,7 +406,7 @@ async def test_a_node_killed_mid_fanout_delivers_everything_after_restart(
         async def mid_fan_out() -> bool:
             return len(receivers.receipts) >= 150 and receivers.handling > 0
 
-        await poll(mid_fan_out, "the fan-out to begin", seconds=20, interval=0.005)
+        await eventually(mid_fan_out, "the fan-out to begin", seconds=20, interval=0.005)
         await commands[-1].stop(signal.SIGKILL)
         received_at_kill = len(set(receivers.pairs()) & expected)
         left_at_kill = await states(hospital, list(announces))
@@ -444,7 +422,7 @@ async def test_a_node_killed_mid_fanout_delivers_everything_after_restart(
             return expected <= set(receivers.pairs())
 
         try:
-            await poll(all_received, "every inbox to get both announces", seconds=25)
+            await eventually(all_received, "every inbox to get both announces", seconds=25)
         except AssertionError:
             pytest.fail(
                 f"{len(expected - set(receivers.pairs()))} (inbox, announce) pairs never "
@@ -457,7 +435,7 @@ async def test_a_node_killed_mid_fanout_delivers_everything_after_restart(
             found = await states(hospital, list(announces))
             return found if set(found) == {"delivered"} else None
 
-        final = await poll(settled, "every delivery to be recorded as delivered", seconds=10)
+        final = await eventually(settled, "every delivery to be recorded as delivered", seconds=10)
         assert final["delivered"] == 2 * 301
 
         # And the charity, which runs our own inbox, shows the thread exactly once
@@ -470,7 +448,7 @@ async def test_a_node_killed_mid_fanout_delivers_everything_after_restart(
             )
             return done == 2
 
-        await poll(charity_has_both, "both announces processed on the charity", seconds=10)
+        await eventually(charity_has_both, "both announces processed on the charity", seconds=10)
         threads = await count(
             charity.node,
             select(func.count()).select_from(Thread).where(Thread.title == "Killed mid fan-out"),
@@ -526,7 +504,7 @@ async def test_two_worker_processes_on_postgresql_send_each_delivery_once(
     async with AsyncExitStack() as cleanup:
         receivers = await Receivers.start(10, delay=0.03)
         cleanup.push_async_callback(receivers.close)
-        hospital = await NodeContext.open(settings, clock=SystemClock(), migrate=False)
+        hospital = await NodeContext.open(settings, clock=SystemClock())
         cleanup.push_async_callback(hospital.close)
         commands: list[Command] = []
         cleanup.push_async_callback(stop_all, commands)
@@ -594,7 +572,7 @@ async def test_two_worker_processes_on_postgresql_send_each_delivery_once(
                 )
                 return waiting >= 2
 
-            await poll(both_waiting, "both workers to wait for the queue", seconds=30)
+            await eventually(both_waiting, "both workers to wait for the queue", seconds=30)
             await held.commit()
 
         # Then every (inbox, activity) pair is received, and every row ends delivered
@@ -611,15 +589,22 @@ async def test_two_worker_processes_on_postgresql_send_each_delivery_once(
             return delivered == 2000
 
         try:
-            await poll(all_delivered, "2,000 deliveries", seconds=60, interval=0.1)
+            await eventually(all_delivered, "2,000 deliveries", seconds=60, interval=0.1)
         except AssertionError as error:
             pytest.fail(
                 f"{error}; received {len(receivers.receipts)}\n"
                 + "\n".join(command.tail() for command in commands)
             )
-        # (a late duplicate would come within a poll period or two)
         senders = [local_ports_of(command.pid) for command in commands]
-        await asyncio.sleep(1.5)
+
+        # When the workers are sent SIGTERM
+        returncodes = await asyncio.gather(
+            *(command.stop(signal.SIGTERM, seconds=10) for command in commands)
+        )
+
+        # Then they exit cleanly, each after the batch in hand: whatever they sent has arrived,
+        # and nothing more can, so a late duplicate would be among the receipts now
+        assert returncodes == [0, 0], "\n".join(command.tail() for command in commands)
 
         # And each was received exactly once
         pairs = receivers.pairs()
@@ -640,14 +625,6 @@ async def test_two_worker_processes_on_postgresql_send_each_delivery_once(
             for ports in senders
         ]
         assert all(share > 0 for share in shares), f"one worker sent nothing: {shares}"
-
-        # When the workers are sent SIGTERM
-        returncodes = await asyncio.gather(
-            *(command.stop(signal.SIGTERM, seconds=10) for command in commands)
-        )
-
-        # Then they exit cleanly
-        assert returncodes == [0, 0], "\n".join(command.tail() for command in commands)
 
 
 # --- 3. a receiver that was down ---------------------------------------------------------------
@@ -671,7 +648,7 @@ async def test_a_receiver_that_was_down_gets_everything_in_causal_order(
         assert page.path == "/g/t1d", page.text[:300]
         bea = await registered(charity, "bea")
         await follow(bea, f"t1d@{hospital.domain}")
-        await poll(lambda: accepted_follow(charity), "the Accept on the charity")
+        await eventually(lambda: accepted_follow(charity), "the Accept on the charity")
         charity_inbox = (
             await scalar(
                 hospital.node,
@@ -707,7 +684,7 @@ async def test_a_receiver_that_was_down_gets_everything_in_causal_order(
                 return list(rows)
             return None
 
-        tried = await poll(attempted, "three failed attempts to reach the charity")
+        tried = await eventually(attempted, "three failed attempts to reach the charity")
         assert all(error for _, _, error in tried), tried
 
         # When the charity's server is started again on the same port, the hospital's clock
@@ -724,7 +701,7 @@ async def test_a_receiver_that_was_down_gets_everything_in_causal_order(
                 charity.node, select(Post.id).where(Post.source == "And a reply to it.")
             )
 
-        reply_id = await poll(reply_on_charity, "the reply on the charity")
+        reply_id = await eventually(reply_on_charity, "the reply on the charity")
         async with charity.node.transaction() as session:
             reply = await session.get(Post, reply_id)
             assert reply is not None
@@ -762,7 +739,7 @@ async def test_a_receiver_that_was_down_gets_everything_in_causal_order(
             )
             return found == 0
 
-        await poll(delivered, "the hospital to record the deliveries")
+        await eventually(delivered, "the hospital to record the deliveries")
 
         # And the charity applied each of them without a failure or a retry left over
         unfinished = await count(
@@ -818,7 +795,7 @@ async def test_a_receiver_down_for_four_minutes_gets_its_backlog_within_two_of_r
     receiver = Switchable(free_port())
     async with AsyncExitStack() as cleanup:
         cleanup.push_async_callback(receiver.stop)
-        hospital = await NodeContext.open(settings, clock=SystemClock(), migrate=False)
+        hospital = await NodeContext.open(settings, clock=SystemClock())
         cleanup.push_async_callback(hospital.close)
         inboxes = await add_remote_followers(hospital, "t1d", [receiver.port], per_server=15)
         commands: list[Command] = []
@@ -847,7 +824,7 @@ async def test_a_receiver_down_for_four_minutes_gets_its_backlog_within_two_of_r
             )
             return tried == 30
 
-        await poll(all_failed_once, "the first attempts to fail", seconds=30)
+        await eventually(all_failed_once, "the first attempts to fail", seconds=30)
         await asyncio.sleep(4 * 60 / rate)  # the outage itself: wall-clock time by design
         assert not receiver.received
 
@@ -860,7 +837,7 @@ async def test_a_receiver_down_for_four_minutes_gets_its_backlog_within_two_of_r
             return expected <= receiver.received
 
         try:
-            await poll(everything_arrived, "the backlog to arrive", seconds=12 * 60 / rate)
+            await eventually(everything_arrived, "the backlog to arrive", seconds=12 * 60 / rate)
         except AssertionError:
             pytest.fail(
                 f"{len(expected - receiver.received)} of 30 never arrived; queue: "

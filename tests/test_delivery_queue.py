@@ -43,10 +43,10 @@ from federation.queue import (
 from federation.service import Federation
 from node import groups, members, posts, remote
 from node.actor_keys import INSTANCE_ACTOR
-from node.clock import ManualClock
 from node.policy import Viewer
 from node.runtime import NodeContext
 from node.storage.models import ActorKey, Delivery, OutboxActivity, RemoteHost
+from tests.clock import ManualClock
 from tests.conftest import NodeFactory
 from tests.databases import BACKEND
 from tests.federation_harness import eventually, free_port

@@ -19,8 +19,13 @@ import pytest
 from aiohttp.test_utils import TestServer, unused_port
 
 from federation.client import FederationClient, FetchError
-from federation.discovery import actor_link, parse_acct, resolve_handle
-from node.clock import ManualClock
+from federation.discovery import (
+    LocalName,
+    MalformedResource,
+    actor_link,
+    read_resource,
+    resolve_handle,
+)
 from node.config import Settings
 from node.groups import create_group, view_group
 from node.ids import Iris, new_object_id
@@ -31,6 +36,7 @@ from node.posts import Draft, delete_post, reply, start_thread
 from node.runtime import NodeContext
 from node.storage.models import ConditionGroup, Member, Post, Thread
 from tests.browser import Browser
+from tests.clock import ManualClock
 from tests.conftest import NodeFactory
 from web.app import create_app
 
@@ -286,18 +292,19 @@ async def test_missing_resource_is_a_400_json(people: NodeContext, browser: Brow
         assert "resource" in body["error"]
 
 
-def test_parse_acct() -> None:
+def test_read_resource_names_only_what_is_on_this_node() -> None:
     settings = Settings(domain="Forum.Example")
-    assert parse_acct("acct:Alice@forum.example", settings) == ("alice", "Forum.Example")
-    assert parse_acct("alice@FORUM.EXAMPLE", settings) == ("alice", "Forum.Example")
-    assert parse_acct("https://forum.example/g/Heart", settings) == ("heart", "Forum.Example")
-    assert parse_acct("http://forum.example/u/alice", settings) is None  # not our scheme
-    assert parse_acct("acct:alice@other.example", settings) is None
-    assert parse_acct("acct:alice", settings) is None
+    assert read_resource("acct:Alice@forum.example", settings) == LocalName("alice", None)
+    assert read_resource("alice@FORUM.EXAMPLE", settings) == LocalName("alice", None)
+    assert read_resource("https://forum.example/g/Heart", settings) == LocalName("heart", "group")
+    assert read_resource("http://forum.example/u/alice", settings) is None  # not our scheme
+    assert read_resource("acct:alice@other.example", settings) is None
+    with pytest.raises(MalformedResource):
+        read_resource("acct:alice", settings)
     dev = Settings(domain="127.0.0.1:8080")
-    assert parse_acct("acct:bob@127.0.0.1:8080", dev) == ("bob", "127.0.0.1:8080")
-    assert parse_acct("http://127.0.0.1:8080/u/bob", dev) == ("bob", "127.0.0.1:8080")
-    assert parse_acct("acct:bob@127.0.0.1", dev) is None  # another port is another node
+    assert read_resource("acct:bob@127.0.0.1:8080", dev) == LocalName("bob", None)
+    assert read_resource("http://127.0.0.1:8080/u/bob", dev) == LocalName("bob", "member")
+    assert read_resource("acct:bob@127.0.0.1", dev) is None  # another port is another node
 
 
 def test_actor_link_takes_the_last_activitypub_self_link() -> None:

@@ -75,9 +75,9 @@ from sqlalchemy import select
 from federation import httpsig
 from federation.multikey import MultikeyError, ed25519_public_key
 from node import groups, members, posts
-from node.clock import ManualClock
 from node.policy import Viewer
 from node.storage.models import RemoteKey
+from tests.clock import ManualClock
 from tests.conftest import NodeFactory
 from tests.federation_harness import eventually
 from tests.peers import (

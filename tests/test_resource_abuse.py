@@ -37,6 +37,7 @@ from tests.peers import (
     Hospital,
     assert_nothing_kept,
     assert_refused,
+    at_once,
     cavage_headers,
     encode,
     follow,
@@ -59,6 +60,7 @@ class RawConnection:
 
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
+    sent: int = 0  # bytes handed to the node so far
 
     @classmethod
     async def open(cls, hospital: Hospital) -> RawConnection:
@@ -69,6 +71,7 @@ class RawConnection:
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
         await self.writer.drain()
+        self.sent += len(data)
 
     async def status(self, seconds: float) -> int | None:
         """The status of the answer, if one starts within `seconds`; None if the node closed
@@ -217,7 +220,7 @@ async def trickle(connection: RawConnection, data: bytes, every: float) -> None:
     try:
         for index in range(len(data)):
             await connection.send(data[index : index + 1])
-            await asyncio.sleep(every)
+            await asyncio.sleep(every)  # the slowness is the attack
     except ConnectionError:
         return
 
@@ -235,7 +238,10 @@ async def test_slow_senders_do_not_stop_the_node_from_serving_others(
         for i, c in enumerate(connections)
     ]
     try:
-        await asyncio.sleep(0.3)  # every one of them is in the middle of its request
+        await eventually(
+            lambda: at_once(all(connection.sent >= 5 for connection in connections)),
+            "every sender to be in the middle of its request",
+        )
         # When people ask for pages, and a peer delivers an activity, meanwhile
         timings = [
             await page_answers(hospital, "/", seconds=5),
@@ -308,9 +314,12 @@ async def test_a_slow_form_post_with_a_session_cookie_does_not_stop_writes(
         f"POST /login HTTP/1.1\r\nHost: {host}\r\nCookie: hn_session=made-up\r\n"
         "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n".encode()
     )
+    head_sent = connection.sent
     sending = asyncio.create_task(trickle(connection, b"u" * 1000, every=0.25))
     try:
-        await asyncio.sleep(0.3)
+        await eventually(
+            lambda: at_once(connection.sent >= head_sent + 2), "the body to be trickling in"
+        )
         # Then pages are still served (they only read) ...
         await page_answers(hospital, "/g/t1d", seconds=5)
         # ... and a peer's activity, which must be written, is still accepted in time

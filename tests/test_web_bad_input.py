@@ -15,11 +15,11 @@ import pytest
 from markupsafe import escape
 from sqlalchemy import func, select
 
-from node.clock import ManualClock
 from node.config import Limits
 from node.runtime import NodeContext
 from node.storage.models import Base, Member, Post
 from tests.browser import DEFAULT_PASSWORD, Browser, Page
+from tests.clock import ManualClock
 from tests.conftest import BrowserFactory
 from web.pages import STALE_FORM
 

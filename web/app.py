@@ -1,14 +1,17 @@
-"""The application factory: one place that wires middlewares, routes, the node and federation."""
+"""The application factories: one place that wires middlewares, routes, the node and federation."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
+from federation.keysink import attach_actor_keys
 from federation.service import Federation
+from node.clock import Clock
+from node.config import Settings
 from node.runtime import NodeContext
 from web import (
     routes_account,
@@ -38,8 +41,53 @@ def create_app(
     run_workers: bool = True,
     trace_configs: Sequence[aiohttp.TraceConfig] = (),
 ) -> web.Application:
-    """The node's web app. Federation (its client and sink) lives as long as the app;
-    `run_workers=False` serves web only, for deployments with separate worker processes."""
+    """The web app of a node its caller has opened and will close (tests build theirs so).
+    Federation (its client, sink and workers) lives as long as the app; `run_workers=False`
+    serves web only, for deployments with separate worker processes."""
+    app = _application(node.settings)
+    app[NODE] = node
+    app.cleanup_ctx.append(_federation_lifetime(run_workers, trace_configs))
+    return app
+
+
+def create_app_owning_node(
+    settings: Settings, *, clock: Clock | None = None, run_workers: bool = True
+) -> web.Application:
+    """The web app that owns its node (`healthnode serve`, the demo): on startup it opens the
+    database, migrating it, with the node secret and the actor keys; on cleanup, once
+    federation has stopped, it disposes of them."""
+    app = _application(settings)
+
+    async def node_lifetime(app: web.Application) -> AsyncIterator[None]:
+        node = await NodeContext.open(settings, clock=clock)
+        attach_actor_keys(node)
+        app[NODE] = node
+        try:
+            yield
+        finally:
+            await node.close()
+
+    app.cleanup_ctx.append(node_lifetime)  # entered before federation's, left after it
+    app.cleanup_ctx.append(_federation_lifetime(run_workers, ()))
+    return app
+
+
+def _federation_lifetime(
+    run_workers: bool, trace_configs: Sequence[aiohttp.TraceConfig]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def federation_lifetime(app: web.Application) -> AsyncIterator[None]:
+        federation = Federation(app[NODE], trace_configs=trace_configs)
+        app[FEDERATION] = federation
+        if run_workers:
+            federation.start_workers()
+        yield
+        await federation.close()
+
+    return federation_lifetime
+
+
+def _application(settings: Settings) -> web.Application:
+    """Middlewares, templates and routes: everything but the node and federation."""
     app = web.Application(
         middlewares=[
             security_headers,
@@ -49,20 +97,9 @@ def create_app(
             database_session,
             csrf,
         ],
-        client_max_size=node.settings.limits.form_body_max,
+        client_max_size=settings.limits.form_body_max,
     )
-    app[NODE] = node
     app[TEMPLATES] = create_environment()
-
-    async def federation_lifetime(app: web.Application) -> AsyncIterator[None]:
-        federation = Federation(node, trace_configs=trace_configs)
-        app[FEDERATION] = federation
-        if run_workers:
-            federation.start_workers()
-        yield
-        await federation.close()
-
-    app.cleanup_ctx.append(federation_lifetime)
     # Discovery and ActivityPub first: some of their paths sit under the pages' prefixes.
     routes_discovery.register(app.router)
     routes_activitypub.register(app.router)

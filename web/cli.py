@@ -26,7 +26,7 @@ from node.clock import Clock, ScaledClock, SystemClock
 from node.config import Settings, validate_domain
 from node.errors import DomainError, Invalid
 from node.runtime import NodeContext
-from web.app import create_app
+from web.app import create_app_owning_node
 from web.demo import run_demo
 
 DATABASE_URL_ENV = "HEALTHNODE_DATABASE_URL"
@@ -232,21 +232,12 @@ def _keys_rotate(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable[
 
 
 def _serve(settings: Settings, host: str, port: int, workers: bool) -> None:
-    clock = clock_for(settings)
+    app = create_app_owning_node(settings, clock=clock_for(settings), run_workers=workers)
 
-    async def app_factory() -> web.Application:
-        node = await NodeContext.open(settings, clock=clock)
-        attach_actor_keys(node)
-        app = create_app(node, run_workers=workers)
-
-        async def close_node(_: web.Application) -> None:
-            await node.close()
-
-        app.on_cleanup.append(close_node)
+    def serving(_: str) -> None:  # run_app's line, once the node is open and the port bound
         print(f"healthnode serving {settings.base_url} on http://{host}:{port}", flush=True)
-        return app
 
-    web.run_app(app_factory(), host=host, port=port, print=None)
+    web.run_app(app, host=host, port=port, print=serving)
 
 
 async def _work(settings: Settings) -> None:

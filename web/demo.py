@@ -15,15 +15,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from federation.keysink import attach_actor_keys
 from node import groups, members, membership, posts
 from node.config import Settings
 from node.ids import Iris
 from node.policy import Viewer
 from node.runtime import NodeContext
 from node.storage.models import Membership
-from web.app import create_app
-from web.appkeys import FEDERATION
+from web.app import create_app_owning_node
+from web.appkeys import FEDERATION, NODE
 
 DEMO_PASSWORD = "demo-password"
 
@@ -45,25 +44,24 @@ CLINIC = DemoNode("clinic", 8003, ("cal",))
 
 
 async def run_demo(data_dir: Path) -> None:
-    running: list[tuple[DemoNode, NodeContext, web.AppRunner]] = []
+    runners: list[web.AppRunner] = []
     try:
         for spec in (HOSPITAL, CHARITY, CLINIC):
             settings = Settings(domain=spec.domain, data_dir=data_dir / spec.name)
-            node = await NodeContext.open(settings)
-            attach_actor_keys(node)
-            runner = web.AppRunner(create_app(node))
+            runner = web.AppRunner(create_app_owning_node(settings))
+            runners.append(runner)
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", spec.port).start()
-            running.append((spec, node, runner))
-        hospital, charity, clinic = (entry[1] for entry in running)
-        apps = {spec.name: runner.app for spec, _, runner in running}
-        await _seed(hospital, charity, clinic, apps)
+        apps = {
+            spec.name: runner.app
+            for spec, runner in zip((HOSPITAL, CHARITY, CLINIC), runners, strict=True)
+        }
+        await _seed(apps["hospital"][NODE], apps["charity"][NODE], apps["clinic"][NODE], apps)
         _print_guide()
         await _wait_for_stop()
     finally:
-        for _spec, node, runner in reversed(running):
+        for runner in reversed(runners):
             await runner.cleanup()
-            await node.close()
 
 
 async def _people(node: NodeContext, spec: DemoNode) -> None:

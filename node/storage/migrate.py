@@ -13,11 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def alembic_config(connection: Connection | None = None) -> Config:
+def alembic_config(connection: Connection) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    if connection is not None:
-        config.attributes["connection"] = connection
+    config.attributes["connection"] = connection
     return config
 
 
@@ -36,20 +35,3 @@ async def upgrade_to_head(engine: AsyncEngine) -> None:
         await connection.run_sync(
             lambda sync_connection: command.upgrade(alembic_config(sync_connection), "head")
         )
-
-
-async def autogenerate_revision(message: str, scratch_database_url: str) -> None:
-    """Write a new migration from the difference between the models and `head` (developers)."""
-    from node.storage.engine import create_engine
-
-    engine = create_engine(scratch_database_url)
-    try:
-        await upgrade_to_head(engine)
-        async with engine.begin() as connection:
-            await connection.run_sync(
-                lambda sync_connection: command.revision(
-                    alembic_config(sync_connection), message=message, autogenerate=True
-                )
-            )
-    finally:
-        await engine.dispose()
