@@ -34,7 +34,7 @@ from node import remote
 from node.actor_keys import INSTANCE_ACTOR
 from node.html_text import html_to_text
 from node.ids import InstanceActorRef, Iris
-from node.storage.models import ActorKey, ConditionGroup, Member, RemoteKey
+from node.storage.models import ActorKey, ConditionGroup, RemoteKey
 
 KEY_FRESHNESS = timedelta(days=1)
 RECENT_KEYS = timedelta(minutes=5)
@@ -181,16 +181,6 @@ class ActorDirectory:
                 row = await session.get(RemoteKey, key_id)
         if row is not None:
             row.actor_iri, row.public_pem, row.fetched_at = actor_iri, public_pem, now
-
-    async def remote_member(self, session: AsyncSession, iri: str, now: datetime) -> Member:
-        member = await remote.member_by_iri(session, iri)
-        if member is None or member.fetched_at is None or now - member.fetched_at > KEY_FRESHNESS:
-            actor = await self.fetch_actor(session, iri, now)
-            if actor.type == "Group" or actor.type == "Application":
-                raise FetchError("invalid", f"{iri[:200]} is not a person")
-            member = await remote.member_by_iri(session, iri)
-        assert member is not None
-        return member
 
     async def remote_group(self, session: AsyncSession, iri: str, now: datetime) -> ConditionGroup:
         group = await remote.group_by_iri(session, iri)

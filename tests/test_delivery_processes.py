@@ -385,7 +385,7 @@ async def test_a_node_killed_mid_fanout_delivers_everything_after_restart(
         # (the charity already knows the nurse, so what it is sent needs no fetch from a
         # hospital that may be down at that moment)
         async with charity.node.transaction() as session:
-            await charity.federation.directory.remote_member(
+            await charity.federation.directory.fetch_actor(
                 session, f"{base_url}/u/nurse", charity.node.clock.now()
             )
 
