@@ -101,7 +101,9 @@ async def _receivers_main(
                 kind = json.loads(body).get("type")
             except ValueError:
                 kind = None
-            if "Signature" not in request.headers or "Digest" not in request.headers:
+            # Signed either way (RFC 9421 first, draft-cavage after a refusal), with a digest.
+            digest = "Digest" in request.headers or "Content-Digest" in request.headers
+            if "Signature" not in request.headers or not digest:
                 bad[key + " unsigned"] += 1
             elif kind != "Announce":
                 bad[key + f" {kind}"] += 1
