@@ -5,7 +5,6 @@ verbatim and answer a Follow with it."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from sqlalchemy import select
@@ -33,17 +32,13 @@ def received_origin(session: AsyncSession, raw: dict[str, Any]) -> Origin:
     return Origin(activity_id)
 
 
-async def activity_of(session: AsyncSession, origin: Origin) -> dict[str, Any]:
-    """The activity behind `origin`: as processing read it in this transaction, else as it
-    was stored when it arrived."""
+def activity_of(session: AsyncSession, origin: Origin) -> dict[str, Any]:
+    """The activity behind `origin`, as processing read it in this transaction. Never the
+    stored body instead: that may carry an embedded copy processing did not trust."""
     found = session.info.get(RECEIVED, {}).get(origin.activity_id)
-    if found is not None:
-        return dict(found)
-    body = await inbox_body(session, origin.activity_id)
-    if body is None:
-        raise LookupError(f"no received activity {origin.activity_id[:200]}")
-    document: dict[str, Any] = json.loads(body)
-    return document
+    if found is None:
+        raise LookupError(f"no activity {origin.activity_id[:200]} read in this transaction")
+    return dict(found)
 
 
 async def inbox_body(session: AsyncSession, activity_id: str) -> str | None:

@@ -189,7 +189,7 @@ class Outbox:
         kind = "Update" if isinstance(event, events.PostEdited) else "Create"
         parent_inbox = self._inbox_of(parent[1]) if parent else []
         if ref.group.domain == LOCAL:
-            inner = await activity_of(session, event.origin) if event.origin else (
+            inner = activity_of(session, event.origin) if event.origin else (
                 await self._local_activity(session, kind, author, ref.group, page_or_note)
             )  # fmt: skip
             await self._announce(session, ref.group, inner, parent_inbox)
@@ -234,7 +234,7 @@ class Outbox:
         group_iri = self.documents.group_iri(ref.group)
         await self._forget_content(session, object_iri)
         if ref.group.domain == LOCAL:
-            inner: Any = await activity_of(session, event.origin) if event.origin else None
+            inner: Any = activity_of(session, event.origin) if event.origin else None
             if inner is None:
                 inner = await self._store(
                     session, "Delete", self.documents.member_iri(deleter),
@@ -286,7 +286,7 @@ class Outbox:
         group_iri = self.documents.group_iri(ref.group)
         inner: Any
         if event.origin is not None:
-            inner = await activity_of(session, event.origin)
+            inner = activity_of(session, event.origin)
         elif member.domain != LOCAL:
             return
         else:
@@ -331,7 +331,7 @@ class Outbox:
         for group_id in event.group_ids:
             group = await session.get(ConditionGroup, group_id)
             if group is not None and group.domain == LOCAL and federates(group.visibility):
-                await self._announce(session, group, await activity_of(session, event.origin), [])
+                await self._announce(session, group, activity_of(session, event.origin), [])
 
     async def _membership_changed(
         self, session: AsyncSession, event: events.MembershipChanged
@@ -346,7 +346,7 @@ class Outbox:
             if event.state == "active" and event.origin is not None:
                 accept = await self._store(
                     session, "Accept", group_iri, group_key_owner(group.id),
-                    await activity_of(session, event.origin), to=[member_iri],
+                    activity_of(session, event.origin), to=[member_iri],
                 )  # fmt: skip
                 await self._queue(session, accept, [member.inbox_url] if member.inbox_url else [])
             elif event.state == "banned":

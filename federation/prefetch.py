@@ -10,6 +10,7 @@ processes the item again at once with what was fetched.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -22,7 +23,8 @@ from federation.actors import ActorDirectory, ActorDoc
 from federation.client import FetchError
 from federation.jsonld import InvalidDocument, normalise
 
-OBJECTS_KEPT = 2048
+OBJECTS_KEPT = 256
+OBJECT_BYTES_KEPT = 4 * 1024 * 1024  # kept as JSON text: memory bounded by what is counted
 OBJECT_SECONDS = 600.0  # a fetched object serves the items that wanted it, then is read anew
 CONCURRENT_FETCHES = 8
 
@@ -60,7 +62,10 @@ class Fetched:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self.generation = 0
-        self._objects: OrderedDict[str, tuple[int, float, dict[str, Any]]] = OrderedDict()
+        # iri -> (generation, time kept, the object as JSON text); parsed when used, so that
+        # a small document that parses into a large structure costs its size only briefly.
+        self._objects: OrderedDict[str, tuple[int, float, str]] = OrderedDict()
+        self._object_bytes = 0
         self._actors: OrderedDict[str, int] = OrderedDict()
         self.stale_actors: set[str] = set()  # known, but worth reading again after the batch
 
@@ -68,17 +73,30 @@ class Fetched:
         found = self._objects.get(iri)
         if found is None or found[0] <= newer_than or self._clock() - found[1] > OBJECT_SECONDS:
             return None
-        return found[2]
+        document: dict[str, Any] = json.loads(found[2])
+        return document
 
     def actor_read(self, iri: str, newer_than: int) -> bool:
         return self._actors.get(iri, -1) > newer_than
 
     def keep_object(self, iri: str, document: dict[str, Any]) -> None:
         self.generation += 1
-        self._objects[iri] = (self.generation, self._clock(), document)
-        self._objects.move_to_end(iri)
-        while len(self._objects) > OBJECTS_KEPT:
-            self._objects.popitem(last=False)
+        text = json.dumps(document, separators=(",", ":"))
+        self._drop(iri)
+        self._objects[iri] = (self.generation, self._clock(), text)
+        self._object_bytes += len(text)
+        now = self._clock()
+        while self._objects and (
+            len(self._objects) > OBJECTS_KEPT
+            or self._object_bytes > OBJECT_BYTES_KEPT
+            or now - next(iter(self._objects.values()))[1] > OBJECT_SECONDS
+        ):
+            self._drop(next(iter(self._objects)))
+
+    def _drop(self, iri: str) -> None:
+        found = self._objects.pop(iri, None)
+        if found is not None:
+            self._object_bytes -= len(found[2])
 
     def keep_actor(self, iri: str) -> None:
         self.generation += 1

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from enum import Enum
 from html import escape
 from typing import Any, TypeVar
 
@@ -50,9 +51,18 @@ log = logging.getLogger(__name__)
 
 MAX_ANCESTOR_FETCHES = 5
 POST_TYPES = ("Page", "Note", "Article", "Question")
-ANY = "*"  # any object type, or none
-UNKNOWN = ""  # an Undo names by id an activity never received here
-UNTYPED = "?"  # an embedded object without a type: nothing handles it
+
+
+class Marker(Enum):
+    """Object types no document can give (a document's types are strings)."""
+
+    ANY = "any object type, or none"
+    UNKNOWN = "an activity named by id and never received here"
+    UNTYPED = "an embedded object without a type"
+
+
+ANY, UNKNOWN, UNTYPED = Marker.ANY, Marker.UNKNOWN, Marker.UNTYPED
+ObjectType = str | Marker
 FETCHED_AFTER = "healthnode.fetched_after"
 SENSITIVE_WITHOUT_WARNING = "Marked sensitive by its author"
 
@@ -105,7 +115,7 @@ class Processor:
 
     # ------------------------------------------------------------ helpers
 
-    async def _object_type(self, session: AsyncSession, activity: Activity) -> str:
+    async def _object_type(self, session: AsyncSession, activity: Activity) -> ObjectType:
         """The type of what the activity acts on: its embedded object's, or, for an Undo that
         names what it undoes by id, that activity's as received here (UNKNOWN if never)."""
         embedded = activity.embedded_object
@@ -641,7 +651,7 @@ AnnouncedHandler = Callable[
 H = TypeVar("H")
 
 # What this node does with each incoming (activity type, object type); ANY matches any object.
-DISPATCH: Mapping[tuple[str, str], Handler] = {
+DISPATCH: Mapping[tuple[str, ObjectType], Handler] = {
     ("Follow", ANY): Processor._on_follow,
     ("Accept", ANY): Processor._on_accept,
     ("Reject", ANY): Processor._on_reject,
@@ -658,7 +668,7 @@ DISPATCH: Mapping[tuple[str, str], Handler] = {
 }
 
 # What a followed remote group may announce (a bare post, a boost, is handled before this).
-ANNOUNCED: Mapping[tuple[str, str], AnnouncedHandler] = {
+ANNOUNCED: Mapping[tuple[str, ObjectType], AnnouncedHandler] = {
     ("Create", ANY): Processor._announced_create,
     ("Update", ANY): Processor._announced_update,
     ("Delete", ANY): Processor._announced_delete,
@@ -673,5 +683,7 @@ ANNOUNCED: Mapping[tuple[str, str], AnnouncedHandler] = {
 HANDLED_TYPES = frozenset(activity_type for activity_type, _ in DISPATCH)
 
 
-def route(table: Mapping[tuple[str, str], H], activity_type: str, object_type: str) -> H | None:
+def route(
+    table: Mapping[tuple[str, ObjectType], H], activity_type: str, object_type: ObjectType
+) -> H | None:
     return table.get((activity_type, object_type)) or table.get((activity_type, ANY))

@@ -213,7 +213,11 @@ class InboxQueue:
             for item in items:
                 error, retry = await self._process_in_savepoint(session, item, now)
                 if isinstance(error, NeedsFetch):
-                    waiting[item.id] = error.wanted  # left queued, untouched
+                    # Left queued, untouched, and so is every later item of the batch: one
+                    # may depend on this one (a Like of the post it creates), and arrival
+                    # order is kept.
+                    waiting[item.id] = error.wanted
+                    break
                 else:
                     self._forget(item.id)
                     if error is None:
@@ -253,9 +257,18 @@ class InboxQueue:
             async with self.node.transaction() as session:
                 for item_id, (error_text, retry) in failures.items():
                     self._forget(item_id)
-                    item = await session.get(InboxItem, item_id)
-                    if item is not None and item.state == QUEUED_ITEM:
+                    item = await self._queued_item(session, item_id)
+                    if item is not None:
                         self._failed(item, error_text, retry, now)
+
+    async def _queued_item(self, session: AsyncSession, item_id: int) -> InboxItem | None:
+        """The item, locked, if it is still queued (another worker may have finished it)."""
+        claim = (
+            select(InboxItem)
+            .where(InboxItem.id == item_id, InboxItem.state == QUEUED_ITEM)
+            .with_for_update(skip_locked=True)
+        )
+        return (await session.execute(claim)).scalar_one_or_none()
 
     def _forget(self, item_id: int) -> None:
         self._fetch_rounds.pop(item_id, None)
@@ -304,12 +317,7 @@ class InboxQueue:
         retry = False
         try:
             async with self.node.transaction() as session:
-                claim = (
-                    select(InboxItem)
-                    .where(InboxItem.id == item_id, InboxItem.state == QUEUED_ITEM)
-                    .with_for_update(skip_locked=True)
-                )
-                item = (await session.execute(claim)).scalar_one_or_none()
+                item = await self._queued_item(session, item_id)
                 if item is None:
                     return
                 await self.processor.process(
@@ -330,7 +338,7 @@ class InboxQueue:
         if error is None:
             return
         async with self.node.transaction() as session:
-            item = await session.get(InboxItem, item_id)
+            item = await self._queued_item(session, item_id)
             if item is not None:
                 self._failed(item, error, retry, now)
 
@@ -383,6 +391,7 @@ class Outcome:
     abandoned: str = ""  # not sent, for this reason (no answer to record)
     failures_seen: int = 0
     probe: bool = False
+    lease: datetime | None = None  # the claim's lease: the result is this worker's to record
 
 
 CIRCUIT_THRESHOLD = 3  # failures in a row, each after the last was recorded, open the circuit
@@ -416,6 +425,7 @@ class DeliveryQueue:
         )
         # Finished deliveries are kept a while, then removed.
         self._prune = Pruner(node, DELIVERY, Delivery, Delivery.updated_at)
+        self._swept_at: datetime | None = None
         self._recovered = False
 
     async def drain(self) -> int:
@@ -427,6 +437,7 @@ class DeliveryQueue:
             await self.recover()
         now = self.node.clock.now()
         await self._prune(now)
+        await self._give_up(now)
         async with self.node.transaction() as session:
             lease_end = now + LEASE
             claimed = await self._due(session, now)
@@ -460,6 +471,24 @@ class DeliveryQueue:
         await self._record_all([outcome for outcome in outcomes if outcome is not None])
         return len(sending)
 
+    async def _give_up(self, now: datetime) -> None:
+        """Deliveries still queued a retry interval past the give-up period end as abandoned:
+        those that waited behind an open circuit all along and were never attempted again
+        (any other would have been attempted, and abandoned, by then)."""
+        if self._swept_at is not None and now - self._swept_at < PRUNE_EVERY:
+            return
+        self._swept_at = now
+        async with self.node.transaction() as session:
+            await session.execute(
+                DELIVERY.update(
+                    Delivery,
+                    [QUEUED],
+                    DeliveryState.ABANDONED,
+                    updated_at=now,
+                    last_error=f"no answer for {GIVE_UP_AFTER.days} days",
+                ).where(Delivery.created_at < now - GIVE_UP_AFTER - LONGEST_RETRY * 1.25)
+            )
+
     async def _due(self, session: AsyncSession, now: datetime) -> list[ClaimedRow]:
         """Due deliveries, earliest schedule first, except to hosts whose circuit is open:
         those wait untouched, each keeping its own schedule. Deliveries whose worker died
@@ -488,7 +517,17 @@ class DeliveryQueue:
         queued delivery with the earliest schedule, due or not (a recovered host should not
         wait for some delivery's own back-off to find out). The circuit stays shut to every
         other delivery until the probe's lease ends."""
-        half_open = select(RemoteHost).where(RemoteHost.circuit_open_until <= now)
+        waiting = (
+            select(Delivery.id)
+            .where(Delivery.host == RemoteHost.host, Delivery.state == QUEUED)
+            .exists()
+        )
+        half_open = (
+            select(RemoteHost)
+            .where(RemoteHost.circuit_open_until <= now, waiting)
+            .order_by(RemoteHost.circuit_open_until)
+            .limit(self.batch)
+        )
         if self.node.engine.dialect.name == "postgresql":
             half_open = half_open.with_for_update(skip_locked=True)
         probes = []
@@ -594,19 +633,29 @@ class DeliveryQueue:
             body = claim.body
             # Waiting for a slot may have eaten into the lease: then renew it, and send only
             # if it is still ours. Within the first half of the lease no one else can hold it.
-            waited_long = self.node.clock.now() > claim.claimed_until - LEASE / 2
+            lease = claim.claimed_until
+            waited_long = self.node.clock.now() > lease - LEASE / 2
             if waited_long or time.monotonic() - claim.read_at > self.body_fresh_seconds:
                 # Read what is sent again: a post may have been deleted meanwhile.
                 async with self.node.transaction(reading=not waited_long) as session:
-                    if waited_long and not await self._renew(session, claim):
-                        return None  # another worker has claimed it meanwhile
+                    if waited_long:
+                        renewed = await self._renew(session, claim)
+                        if renewed is None:
+                            return None  # another worker has claimed it meanwhile
+                        lease = renewed
                     current = await session.get(OutboxActivity, claim.activity_id)
                     if current is None or current.type == "Tombstone":
                         # Its post was deleted meanwhile: nothing of it is sent any more.
-                        return Outcome(claim.delivery_id, claim.host, abandoned=POST_DELETED)
+                        return Outcome(
+                            claim.delivery_id, claim.host, abandoned=POST_DELETED, lease=lease
+                        )
                     body = current.body.encode()
             outcome = Outcome(
-                claim.delivery_id, claim.host, failures_seen=claim.failures_seen, probe=claim.probe
+                claim.delivery_id,
+                claim.host,
+                failures_seen=claim.failures_seen,
+                probe=claim.probe,
+                lease=lease,
             )
             try:
                 # Signed on each attempt: a fresh Date every time.
@@ -617,7 +666,9 @@ class DeliveryQueue:
                 outcome.error, outcome.final = str(failure), failure.kind == "refused"
             return outcome
 
-    async def _renew(self, session: AsyncSession, claim: Claim) -> bool:
+    async def _renew(self, session: AsyncSession, claim: Claim) -> datetime | None:
+        """A new lease for a claim still held, or None if another worker has taken it."""
+        lease = self.node.clock.now() + LEASE
         renewed = await session.execute(
             update(Delivery)
             .where(
@@ -625,9 +676,9 @@ class DeliveryQueue:
                 Delivery.state == IN_FLIGHT,
                 Delivery.locked_until == claim.claimed_until,
             )
-            .values(locked_until=self.node.clock.now() + LEASE)
+            .values(locked_until=lease)
         )
-        return bool(getattr(renewed, "rowcount", 0))
+        return lease if getattr(renewed, "rowcount", 0) else None
 
     async def _record_all(self, outcomes: list[Outcome]) -> None:
         """One transaction for a batch's results: group commit keeps the write lock brief.
@@ -654,13 +705,21 @@ class DeliveryQueue:
             host = hosts[outcome.host]
             await self._host_answered(session, host, now)
             host.last_success_at = now
-        # Most attempts succeed: one statement per answer status for all of them.
-        for status in sorted({outcome.status for outcome in delivered if outcome.status}):
-            ids = [outcome.delivery_id for outcome in delivered if outcome.status == status]
+        # Most attempts succeed: one statement per answer status (and lease) for all of them.
+        # A row whose lease another worker has taken since is its to record, not ours.
+        for status, lease in sorted(
+            {(outcome.status, outcome.lease) for outcome in delivered if outcome.status},
+            key=lambda pair: (pair[0] or 0, pair[1] or now),
+        ):
+            ids = [
+                outcome.delivery_id
+                for outcome in delivered
+                if outcome.status == status and outcome.lease == lease
+            ]
             done = dict(updated_at=now, locked_until=None, last_error="")
             await session.execute(
                 DELIVERY.update(Delivery, [IN_FLIGHT], DeliveryState.DELIVERED, **done)
-                .where(Delivery.id.in_(ids))
+                .where(Delivery.id.in_(ids), Delivery.locked_until == lease)
                 .values(attempts=Delivery.attempts + 1, last_status=status)
                 .execution_options(synchronize_session=False)
             )
@@ -676,7 +735,12 @@ class DeliveryQueue:
         }
         for outcome in sorted(failed, key=lambda item: (item.host, item.delivery_id)):
             delivery = deliveries.get(outcome.delivery_id)
-            if delivery is not None:
+            still_ours = (
+                delivery is not None
+                and delivery.state == IN_FLIGHT
+                and delivery.locked_until == outcome.lease
+            )
+            if delivery is not None and still_ours:
                 await self._apply(session, delivery, hosts[outcome.host], outcome, now)
 
     async def _apply(

@@ -39,6 +39,7 @@ from federation.queue import (
     PRUNE_EVERY,
     RETENTION,
     DeliveryQueue,
+    Outcome,
 )
 from federation.service import Federation
 from node import groups, members, posts, remote
@@ -1228,3 +1229,54 @@ def test_the_memory_is_per_origin_and_bounded() -> None:
     # And a remembered choice ends when its hour has passed
     assert memory.first("http://a.example", now + timedelta(minutes=59)) == CAVAGE
     assert memory.first("http://a.example", now + timedelta(hours=1)) == RFC9421
+
+
+# ---------------------------------------------------------------- found in review
+
+
+async def test_deliveries_behind_a_circuit_that_never_closes_are_given_up(world: World) -> None:
+    # Given 40 deliveries to a server that never answers anything but 503
+    dead = await world.receiver(Answer(503, "down"))
+    ids = [await world.queue_to(dead.inbox(f"p{n}")) for n in range(40)]
+    start = world.now()
+
+    # When the queue drains for five days, as often as its circuit lets a probe through
+    while world.now() - start < timedelta(days=5):
+        host = await world.host(dead) if dead.count else None
+        until = host.circuit_open_until if host is not None else None
+        step = until - world.now() if until is not None and until > world.now() else MINUTE
+        world.advance(max(step, SECOND))
+        await world.drain()
+
+    # Then none of them is still waiting: each was abandoned after the give-up period, those
+    # the circuit held back without another attempt
+    rows = [await world.delivery(d) for d in ids]
+    assert {row.state for row in rows} == {"abandoned"}, {row.state for row in rows}
+    assert all(row.updated_at - start >= GIVE_UP_AFTER for row in rows)
+
+
+async def test_an_outcome_for_a_row_another_worker_took_is_not_recorded(world: World) -> None:
+    # Given two deliveries claimed by this worker, of which one was meanwhile claimed again
+    # and delivered by another worker (its lease had run out)
+    receiver = await world.receiver(Answer(202))
+    taken = await world.queue_to(receiver.inbox("a"))
+    ours = await world.queue_to(receiver.inbox("b"))
+    lease = world.now()
+    await world.put_in_flight(taken, lease)
+    await world.put_in_flight(ours, lease)
+    async with world.node.transaction() as session:
+        row = await session.get(Delivery, taken)
+        assert row is not None
+        row.state, row.locked_until = "delivered", None
+
+    # When this worker records a failure for the first and a success for the second
+    await world.federation.delivery_queue._record_all(
+        [
+            Outcome(taken, receiver.host, status=503, text="busy", lease=lease),
+            Outcome(ours, receiver.host, status=202, lease=lease),
+        ]
+    )
+
+    # Then the other worker's result stands, and this worker's own result is recorded
+    assert (await world.delivery(taken)).state == "delivered"
+    assert (await world.delivery(ours)).state == "delivered"

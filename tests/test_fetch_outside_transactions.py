@@ -10,21 +10,28 @@ be seen for the whole time the remote takes to answer; short ones come and go.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import uuid
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
-from node.storage.models import Post
+from federation.service import Federation
+from node.groups import create_group
+from node.members import create_member
+from node.runtime import NodeContext
+from node.storage.models import InboxItem, Post, Reaction
+from tests.conftest import NodeFactory
 from tests.databases import BACKEND
-from tests.federation_harness import eventually
+from tests.federation_harness import eventually, free_port
 from tests.peers import (
     AS2,
     PUBLIC,
     FakeRemote,
     Hospital,
+    follow,
     join,
     json_answer,
     post_signed,
@@ -113,3 +120,80 @@ async def test_an_object_is_fetched_with_no_write_transaction_open(
     assert kept is not None and "Served by its origin" in kept.content_html
     # And no write transaction stayed open while the origin was answering
     assert not any(held_throughout), held_throughout
+
+
+async def test_an_item_waiting_for_a_fetch_holds_back_the_rest_of_its_batch(
+    make_node: NodeFactory, remote: FakeRemote, third: FakeRemote
+) -> None:
+    # Given a node whose public group mallory and trent follow (its workers not running:
+    # the test drains the inbox queue itself)
+    node = await make_node("hospital", domain=f"127.0.0.1:{free_port()}")
+    federation = Federation(node)
+    try:
+        async with node.transaction() as session:
+            owner = await create_member(
+                session, node.passwords, node.settings.limits, username="nurse",
+                password="correct horse battery", display_name="Nurse", now=node.clock.now(),
+            )  # fmt: skip
+            await create_group(
+                session, node.settings.limits, owner_id=owner.id, slug="t1d",
+                name="Type 1 diabetes", now=node.clock.now(),
+            )  # fmt: skip
+        group_iri = federation.documents.iris.group("t1d")
+        await stored(
+            node, [follow(remote, "mallory", group_iri), follow(remote, "trent", group_iri)]
+        )
+        await drained(federation)
+
+        # When one batch holds mallory's Create naming her Note by id on a third server (a
+        # fetch), then trent's Like of that Note
+        note_path = f"/notes/{uuid.uuid4().hex}"
+        note = {
+            "@context": AS2, "id": third.base_url + note_path, "type": "Note",
+            "attributedTo": remote.actor("mallory"), "name": "Hello", "content": "<p>Hi</p>",
+            "to": [group_iri, PUBLIC], "audience": group_iri,
+        }  # fmt: skip
+        third.documents[note_path] = note
+        create = {
+            "@context": AS2, "id": f"{remote.actor('mallory')}/activities/{uuid.uuid4().hex}",
+            "type": "Create", "actor": remote.actor("mallory"), "object": note["id"],
+            "to": [PUBLIC], "cc": [group_iri], "audience": group_iri,
+        }  # fmt: skip
+        like = {
+            "@context": AS2, "id": f"{remote.actor('trent')}/likes/{uuid.uuid4().hex}",
+            "type": "Like", "actor": remote.actor("trent"), "object": note["id"],
+        }  # fmt: skip
+        await stored(node, [create, like])
+        await drained(federation)
+
+        # Then both were applied in the order they came: the post, and trent's mark on it
+        async with node.transaction() as session:
+            states = dict(
+                (await session.execute(select(InboxItem.activity_id, InboxItem.state))).all()
+            )
+            reactions = (await session.execute(select(func.count()).select_from(Reaction))).scalar()
+        assert (states[create["id"]], states[like["id"]]) == ("done", "done")
+        assert reactions == 1
+    finally:
+        await federation.close()
+
+
+async def stored(node: NodeContext, documents: list[dict[str, Any]]) -> None:
+    now = node.clock.now()
+    async with node.transaction() as session:
+        for document in documents:
+            session.add(
+                InboxItem(
+                    activity_id=document["id"], actor_iri=document["actor"],
+                    body=json.dumps(document), state="queued", attempts=0,
+                    next_attempt_at=now, received_at=now, error="",
+                )
+            )  # fmt: skip
+
+
+async def drained(federation: Federation) -> None:
+    """Drain the inbox queue until it has nothing due (bounded)."""
+    for _ in range(20):
+        if not await federation.inbox_queue.drain():
+            return
+    raise AssertionError("the inbox queue kept finding work")

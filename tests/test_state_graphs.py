@@ -13,8 +13,9 @@ from sqlalchemy.exc import IntegrityError
 
 from federation.queue import InboxQueue
 from federation.service import Federation
-from node import groups, members
+from node import groups, members, membership, remote
 from node.membership import remove_membership
+from node.policy import Viewer
 from node.runtime import NodeContext
 from node.storage.models import Delivery, InboxItem, Membership, OutboxActivity
 from node.storage.states import (
@@ -153,3 +154,39 @@ async def test_the_inbox_queue_prunes_its_own_finished_items(node: NodeContext) 
         assert await states() == ["queued"]
     finally:
         await federation.close()
+
+
+async def test_an_invitation_to_a_remote_group_is_taken_up_by_following_it(
+    node: NodeContext,
+) -> None:
+    # Given an admin invited a member to a group on another server (admins moderate all)
+    now = node.clock.now()
+    async with node.transaction() as session:
+        admin = await members.create_member(
+            session, node.passwords, node.settings.limits, username="root",
+            password="correct horse battery", display_name="Root", now=now, is_admin=True,
+        )  # fmt: skip
+        ann = await members.create_member(
+            session, node.passwords, node.settings.limits, username="ann",
+            password="correct horse battery", display_name="Ann", now=now,
+        )  # fmt: skip
+        group = await remote.upsert_remote_group(
+            session,
+            remote.RemoteActorFacts(
+                iri="https://lemmy.example/c/t1d", username="t1d", domain="lemmy.example",
+                display_name="T1D", summary="", inbox="https://lemmy.example/c/t1d/inbox",
+                shared_inbox=None, profile_url=None,
+            ),
+            now,
+        )  # fmt: skip
+        address = f"{group.slug}@{group.domain}"
+        admin_view = await groups.view_group(session, address, Viewer(admin.id, True))
+        await membership.invite(session, admin_view, "ann", now)
+
+    # When she joins it
+    async with node.transaction() as session:
+        view = await groups.view_group(session, address, Viewer(ann.id))
+        row = await membership.join(session, view, now)
+
+    # Then her membership waits for the group's answer to her Follow
+    assert row.state == "pending"

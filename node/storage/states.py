@@ -217,7 +217,8 @@ MEMBERSHIP = StateGraph(
     states=MembershipState,
     initial=frozenset({_M.INVITED, _M.PENDING, _M.ACTIVE, _M.BANNED}),
     transitions={
-        _M.INVITED: frozenset({_M.ACTIVE, _M.BANNED}),
+        # An invitation to a group on another server is taken up by following it.
+        _M.INVITED: frozenset({_M.ACTIVE, _M.PENDING, _M.BANNED}),
         _M.PENDING: frozenset({_M.ACTIVE, _M.BANNED}),
         _M.ACTIVE: frozenset({_M.BANNED}),
     },
