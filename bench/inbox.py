@@ -102,6 +102,9 @@ PROCESS_DEADLINE_SECONDS = 75.0
 SETTLE_DEADLINE_SECONDS = 30.0
 SEND_DEADLINE_SECONDS = 75.0
 POLL_SECONDS = 0.05
+PACED_SECONDS = 10.0  # the latency run: this long at half the measured rate
+PACED_CONNECTIONS = 256
+PACED_MAX_ITEMS = 8000
 
 
 # ---------------------------------------------------------------- the remote server (child)
@@ -249,14 +252,14 @@ async def _remote_main(conn: Any, pinned: str) -> None:
                         batch.append(Prepared(document["id"], body, headers))
                         index += 1
                     batches[name] = batch
-                conn.send(
-                    {
-                        "seconds": time.perf_counter() - started,
-                        # for the parent's in-run baseline, as plain tuples
-                        "timed": [(p.activity_id, p.body, p.headers) for p in batches["timed"]],
-                        "public_pem": public_pem(key),
-                    }
-                )
+                answer: dict[str, Any] = {
+                    "seconds": time.perf_counter() - started,
+                    "public_pem": public_pem(key),
+                }
+                if "timed" in argument["batches"]:
+                    # for the parent's in-run baseline, as plain tuples
+                    answer["timed"] = [(p.activity_id, p.body, p.headers) for p in batches["timed"]]
+                conn.send(answer)
             elif command == "send":
                 if session is None:
                     session = aiohttp.ClientSession(
@@ -270,6 +273,18 @@ async def _remote_main(conn: Any, pinned: str) -> None:
                         argument["concurrency"],
                     )
                 )
+            elif command == "pace":
+                async with aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=PACED_CONNECTIONS)
+                ) as paced:
+                    conn.send(
+                        await send_paced(
+                            paced,
+                            argument["inbox_url"],
+                            batches.pop(argument["batch"]),
+                            argument["rate"],
+                        )
+                    )
             elif command == "received":
                 conn.send(dict(received))
             else:  # "stop"
@@ -318,17 +333,66 @@ async def send_batch(
                     errors.append(repr(error)[:200])
 
     await asyncio.gather(*(sender() for _ in range(concurrency)))
-    latencies.sort()
-
-    def at(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else 0.0
-
     return {
         "statuses": dict(statuses),
         "errors": errors,
         "seconds": time.perf_counter() - started,
-        "latency": {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": at(1.0)},
+        "latency": _percentiles(latencies),
     }
+
+
+async def send_paced(
+    session: aiohttp.ClientSession, url: str, batch: list[Prepared], rate: float
+) -> dict[str, Any]:
+    """POST every prepared request at a fixed rate, open loop: request i is due at
+    start + i / rate whether or not earlier ones were answered. Latency is measured from
+    when a request was due, so a stalled node shows as latency, not as a slower sender."""
+    statuses: Counter[str] = Counter()
+    errors: list[str] = []
+    latencies: list[float] = []
+    started = time.perf_counter() + 0.05
+    deadline = started + SEND_DEADLINE_SECONDS
+
+    async def one(prepared: Prepared, due: float) -> None:
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        if time.perf_counter() > deadline:
+            statuses["not sent (deadline)"] += 1
+            return
+        try:
+            async with session.post(
+                url,
+                data=prepared.body,
+                headers=prepared.headers,
+                timeout=aiohttp.ClientTimeout(total=30),
+            ) as response:
+                text = await response.text()
+                latencies.append(time.perf_counter() - due)
+                statuses[str(response.status)] += 1
+                if response.status != 202 and len(errors) < 5:
+                    errors.append(f"{response.status} {text[:200]}")
+        except (aiohttp.ClientError, TimeoutError) as error:
+            statuses[type(error).__name__] += 1
+            if len(errors) < 5:
+                errors.append(repr(error)[:200])
+
+    await asyncio.gather(
+        *(one(prepared, started + index / rate) for index, prepared in enumerate(batch))
+    )
+    return {
+        "statuses": dict(statuses),
+        "errors": errors,
+        "seconds": time.perf_counter() - started,
+        "latency": _percentiles(latencies),
+    }
+
+
+def _percentiles(latencies: list[float]) -> dict[str, float]:
+    latencies = sorted(latencies)
+
+    def at(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else 0.0
+
+    return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": at(1.0)}
 
 
 class Remote:
@@ -460,14 +524,19 @@ async def run_batch(
     items: int,
     concurrency: int,
     done_before: int,
+    rate: float | None = None,
 ) -> Batch:
-    """Send a prepared batch and wait until every item of it is processed."""
+    """Send a prepared batch (closed loop with `concurrency` senders, or open loop at `rate`
+    a second) and wait until every item of it is processed."""
     cpu0 = cpu_seconds()
     t0 = time.perf_counter()
+    if rate is None:
+        command = "send"
+        argument: dict[str, Any] = {"concurrency": concurrency}
+    else:
+        command, argument = "pace", {"rate": rate}
     sending = asyncio.ensure_future(
-        remote_server.ask_async(
-            "send", {"inbox_url": seeded.inbox_url, "batch": name, "concurrency": concurrency}
-        )
+        remote_server.ask_async(command, {"inbox_url": seeded.inbox_url, "batch": name, **argument})
     )
     marks: dict[str, Any] = {}
 
@@ -562,13 +631,23 @@ async def deliveries_settled(observer: Observer, expected: int) -> float:
 # ---------------------------------------------------------------- the in-run baseline
 
 
-def verify_insert_limit(
-    prepared: list[Prepared], pem: str, inbox_path: str, db_path: Path
+def verify_store_sign_limit(
+    prepared: list[Prepared],
+    pem: str,
+    inbox_path: str,
+    db_path: Path,
+    group_iri: str,
+    follower_inbox: str,
 ) -> float:
-    """Items per second for: SHA-256 + Digest check, json.loads, signing string, RSA verify,
-    one single-row INSERT transaction (stdlib sqlite3, WAL, synchronous=NORMAL)."""
+    """Items per second for the work a reply cannot avoid: SHA-256 + Digest check,
+    json.loads, signing string, RSA verify, one single-row INSERT transaction (stdlib sqlite3,
+    WAL, synchronous=NORMAL); then the group's Announce of it to one follower: the Announce
+    wrapping the Create serialised, its SHA-256 Digest, the signing string
+    `(request-target) host date digest`, and one RSA-2048 PKCS#1 v1.5/SHA-256 signature."""
     public_key = serialization.load_pem_public_key(pem.encode())
     assert isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size == 2048
+    group_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    target = urlsplit(follower_inbox)
     db = sqlite3.connect(db_path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
@@ -609,6 +688,30 @@ def verify_insert_limit(
             (document["id"], document["actor"], item.body.decode(), now, now),
         )
         db.execute("COMMIT")
+        announce = json.dumps(
+            {
+                "@context": [AS2, SECURITY_V1],
+                "id": f"{group_iri}/activities/{uuid.uuid4().hex[:20]}",
+                "type": "Announce",
+                "actor": group_iri,
+                "object": document,
+                "to": [PUBLIC],
+                "cc": [group_iri + "/followers"],
+                "audience": group_iri,
+            },
+            separators=(",", ":"),
+        ).encode()
+        values = {
+            "(request-target)": f"post {target.path}",
+            "host": target.netloc,
+            "date": format_datetime(datetime.now(UTC), usegmt=True),
+            "digest": "SHA-256=" + base64.b64encode(hashlib.sha256(announce).digest()).decode(),
+        }
+        group_key.sign(
+            "\n".join(f"{name}: {values[name]}" for name in COVERED).encode(),
+            padding.PKCS1v15(),
+            hashes.SHA256(),
+        )
     elapsed = time.perf_counter() - started
     (rows,) = db.execute("SELECT count(*) FROM inbox_items").fetchone()
     db.close()
@@ -665,12 +768,36 @@ async def bench(args: argparse.Namespace, remote_server: Remote, data_dir: Path)
         settle = await deliveries_settled(observer, WARM_UP + args.items)
         rss_after = max_rss_kib()
 
-        limit = verify_insert_limit(
+        limit = verify_store_sign_limit(
             [Prepared(*item) for item in answer["timed"]],
             answer["public_pem"],
             urlsplit(seeded.inbox_url).path,
             data_dir / "baseline.sqlite3",
+            seeded.group_iri,
+            remote_server.actor + "/inbox",
         )
+
+        # The latency run: open loop at half the rate just measured.
+        rate = timed.items / timed.wall
+        paced_rate = rate / 2
+        paced_items = max(50, min(PACED_MAX_ITEMS, round(paced_rate * PACED_SECONDS)))
+        await remote_server.ask_async(
+            "prepare",
+            {
+                "inbox_url": seeded.inbox_url,
+                "group_iri": seeded.group_iri,
+                "thread_iri": seeded.thread_iri,
+                "batches": {"paced": paced_items},
+            },
+            seconds=120,
+        )
+        done_so_far = WARM_UP + args.items
+        paced = await run_batch(
+            node, observer, remote_server, seeded, "paced", paced_items, args.concurrency,
+            done_so_far, rate=paced_rate,
+        )  # fmt: skip
+        done_so_far += paced_items
+        await deliveries_settled(observer, done_so_far)
 
         profile = cProfile.Profile()
         with SqlStats(node.engine) as sql:
@@ -683,10 +810,10 @@ async def bench(args: argparse.Namespace, remote_server: Remote, data_dir: Path)
                 "profiled",
                 args.profile_items,
                 args.concurrency,
-                WARM_UP + args.items,
+                done_so_far,
             )
             profile.disable()
-        total = WARM_UP + args.items + args.profile_items
+        total = done_so_far + args.profile_items
         await deliveries_settled(observer, total)
         replies = await count_replies(node)
         if replies != total:
@@ -705,7 +832,6 @@ async def bench(args: argparse.Namespace, remote_server: Remote, data_dir: Path)
         await node.close()
         sock.close()
 
-    rate = timed.items / timed.wall
     say()
     say("== inbox: signed Create{Note} replies, accepted and processed (timed, no profiler) ==")
     say(f"items                      {timed.items} (concurrency {args.concurrency})")
@@ -716,6 +842,7 @@ async def bench(args: argparse.Namespace, remote_server: Remote, data_dir: Path)
     say(
         "POST -> 202 latency        "
         + ", ".join(f"{name} {1000 * value:.0f} ms" for name, value in timed.latency.items())
+        + f" (closed loop, {args.concurrency} senders)"
     )
     say(f"processed by then          {timed.processed_when_accepted} of {timed.items}")
     say(f"all processed after        {timed.wall:.2f} s")
@@ -732,8 +859,23 @@ async def bench(args: argparse.Namespace, remote_server: Remote, data_dir: Path)
         f"announces delivered        {timed.deliveries_done_at_end - WARM_UP} of {timed.items} "
         f"when the last item was processed; all {settle:.2f} s later"
     )
-    say(f"verify+insert limit/s      {limit:.0f} (sqlite3 stdlib, one row per transaction)")
+    say(
+        f"verify+store+sign limit/s  {limit:.0f} (verify, sqlite3 stdlib one row per "
+        "transaction, sign one Announce)"
+    )
     say(f"ratio (processed / limit)  {rate / limit:.3f}")
+    say(
+        f"open loop at half the rate {paced.items} items at {paced_rate:.0f}/s: "
+        f"all processed after {paced.wall:.2f} s ({paced.items / paced.wall:.0f}/s)"
+    )
+    say(
+        "  POST -> 202 latency      "
+        + ", ".join(f"{name} {1000 * value:.0f} ms" for name, value in paced.latency.items())
+    )
+    say(
+        f"  node CPU per item        {1000 * paced.cpu / paced.items:.1f} ms "
+        f"({100 * paced.cpu / paced.wall:.0f}% of one core)"
+    )
     say(
         f"peak RSS                   {rss_before / 1024:.1f} MiB before the timed run, "
         f"{rss_after / 1024:.1f} MiB after"
