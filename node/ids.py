@@ -104,7 +104,9 @@ def new_object_id() -> str:
     for _ in range(10):
         stamp = _ALPHABET[millis % 32] + stamp
         millis //= 32
-    return stamp + "".join(secrets.choice(_ALPHABET) for _ in range(10))
+    # 50 random bits, five a character (32 letters: every one equally likely).
+    bits = int.from_bytes(secrets.token_bytes(7)) >> 6
+    return stamp + "".join(_ALPHABET[(bits >> shift) & 31] for shift in range(0, 50, 5))
 
 
 # ---------------------------------------------------------------- references
