@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.config import Limits
-from node.errors import Conflict, Forbidden, Invalid, NotFound
+from node.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from node.events import (
     HelpfulChanged,
     Origin,
@@ -20,7 +22,7 @@ from node.events import (
     ThreadStarted,
     record,
 )
-from node.groups import GroupView, group_view_by_id, unchecked_view
+from node.groups import GroupView, checked, group_view_by_id, unchecked_view, unchecked_views
 from node.ids import new_object_id
 from node.policy import Action, Viewer, may_delete_post, may_edit_post
 from node.storage.models import LOCAL, ConditionGroup, Member, Membership, Post, Reaction, Thread
@@ -74,20 +76,28 @@ def _draft_problems(draft: Draft, limits: Limits) -> dict[str, str]:
     )
 
 
+def _new_post_row(
+    thread_id: str, parent_id: str | None, author_id: int, draft: Draft, now: datetime
+) -> dict[str, object]:
+    return {
+        "id": new_object_id(),
+        "thread_id": thread_id,
+        "parent_id": parent_id,
+        "author_id": author_id,
+        "source": draft.body,
+        "content_html": draft.rendered(),
+        "content_warning": draft.content_warning,
+        "created_at": now,
+        "edited_at": None,
+        "deleted_at": None,
+        "ap_id": draft.ap_id,
+    }
+
+
 def _new_post(
     thread_id: str, parent_id: str | None, author_id: int, draft: Draft, now: datetime
 ) -> Post:
-    return Post(
-        id=new_object_id(),
-        thread_id=thread_id,
-        parent_id=parent_id,
-        author_id=author_id,
-        source=draft.body,
-        content_html=draft.rendered(),
-        content_warning=draft.content_warning,
-        created_at=now,
-        ap_id=draft.ap_id,
-    )
+    return Post(**_new_post_row(thread_id, parent_id, author_id, draft, now))
 
 
 async def start_thread(
@@ -149,6 +159,16 @@ async def _thread_in_context(
     return thread, view
 
 
+def _readable_thread(thread: Thread | None, view: GroupView | None) -> tuple[Thread, GroupView]:
+    """What `_thread_in_context` decides, from rows already loaded."""
+    if thread is None or view is None:
+        raise NotFound(THREAD_NOT_FOUND)
+    try:
+        return thread, checked(view, Action.READ)
+    except NotFound:
+        raise NotFound(THREAD_NOT_FOUND) from None
+
+
 async def post_in_context(
     session: AsyncSession, post_id: str, viewer: Viewer, authors_own: bool = False
 ) -> PostInContext:
@@ -185,17 +205,9 @@ async def reply(
     announced: bool = False,
 ) -> Post:
     thread, view = await _thread_in_context(session, thread_id, viewer)
-    if not vouched_by_remote_group(view, announced) and not view.may(Action.REPLY):
-        raise Forbidden("Only active members of this group can reply. Join it first.")
+    _may_reply(view, announced)
     parent = await session.get(Post, parent_id) if parent_id else None
-    if parent_id and (parent is None or parent.thread_id != thread.id):
-        raise Invalid({"parent": "The post you are replying to does not exist."})
-    if parent is not None and parent.deleted_at is not None:
-        raise Invalid({"parent": "The post you are replying to has been deleted."})
-    draft = draft.cleaned()
-    problems = _draft_problems(draft, limits)
-    if problems:
-        raise Invalid(problems)
+    draft = _checked_reply(thread, parent_id, parent, draft, limits)
     assert viewer.member_id is not None
     if parent is None:
         parent = await first_post(session, thread.id)
@@ -206,6 +218,132 @@ async def reply(
     await session.flush()
     record(session, PostReplied(post.id, origin))
     return post
+
+
+def _may_reply(view: GroupView, announced: bool) -> None:
+    if not vouched_by_remote_group(view, announced) and not view.may(Action.REPLY):
+        raise Forbidden("Only active members of this group can reply. Join it first.")
+
+
+def _checked_reply(
+    thread: Thread, parent_id: str | None, parent: Post | None, draft: Draft, limits: Limits
+) -> Draft:
+    """The reply's draft, cleaned, if what it answers and what it says are acceptable."""
+    if parent_id and (parent is None or parent.thread_id != thread.id):
+        raise Invalid({"parent": "The post you are replying to does not exist."})
+    if parent is not None and parent.deleted_at is not None:
+        raise Invalid({"parent": "The post you are replying to has been deleted."})
+    draft = draft.cleaned()
+    problems = _draft_problems(draft, limits)
+    if problems:
+        raise Invalid(problems)
+    return draft
+
+
+@dataclass(frozen=True)
+class NewReply:
+    """One reply of many written at once (`reply_many`): what `reply` takes."""
+
+    viewer: Viewer
+    thread_id: str
+    parent_id: str | None
+    draft: Draft
+    origin: Origin | None = None
+    announced: bool = False
+
+
+async def reply_many(
+    session: AsyncSession, limits: Limits, replies: Sequence[NewReply], now: datetime
+) -> list[str | DomainError]:
+    """`reply` for many replies at once: for each, in order, the new post's id, or the
+    DomainError that `reply` would have raised for it (nothing of a refused one is kept).
+
+    Every rule of `reply` applies to each reply on its own; the rows they need are loaded
+    with a few set-based queries (rows the session already holds are not asked for again),
+    and the accepted posts are inserted with one statement. One PostReplied is recorded per
+    post, in order."""
+    threads = await _by_key(session, Thread, {r.thread_id for r in replies})
+    group_rows = await _by_key(session, ConditionGroup, {t.group_id for t in threads.values()})
+    views = await unchecked_views(
+        session,
+        [
+            (group_rows[threads[r.thread_id].group_id], r.viewer)
+            for r in replies
+            if r.thread_id in threads and threads[r.thread_id].group_id in group_rows
+        ],
+    )
+    parents = await _by_key(session, Post, {r.parent_id for r in replies if r.parent_id})
+    openings = await _first_posts(
+        session, {r.thread_id for r in replies if not r.parent_id and r.thread_id in threads}
+    )
+    results: list[str | DomainError] = []
+    rows: list[dict[str, object]] = []
+    touched_threads: set[str] = set()
+    touched_groups: set[int] = set()
+    for new in replies:
+        try:
+            found = threads.get(new.thread_id)
+            view = views.get((found.group_id, new.viewer)) if found is not None else None
+            thread, view = _readable_thread(found, view)
+            _may_reply(view, new.announced)
+            parent = parents.get(new.parent_id) if new.parent_id else None
+            draft = _checked_reply(thread, new.parent_id, parent, new.draft, limits)
+            assert new.viewer.member_id is not None
+            parent_id = parent.id if parent is not None else openings[thread.id]
+        except DomainError as refused:
+            results.append(refused)
+            continue
+        row = _new_post_row(thread.id, parent_id, new.viewer.member_id, draft, now)
+        rows.append(row)
+        results.append(str(row["id"]))
+        touched_threads.add(thread.id)
+        touched_groups.add(view.group.id)
+    if not rows:
+        return results
+    await session.execute(insert(Post), rows)
+    await session.execute(
+        update(Thread).where(Thread.id.in_(sorted(touched_threads))).values(last_activity_at=now)
+    )
+    await session.execute(
+        update(ConditionGroup)
+        .where(ConditionGroup.id.in_(sorted(touched_groups)))
+        .values(last_activity_at=now)
+    )
+    for new, result in zip(replies, results, strict=True):
+        if isinstance(result, str):
+            record(session, PostReplied(result, new.origin))
+    return results
+
+
+async def _by_key(session: AsyncSession, model: Any, keys: set[Any]) -> dict[Any, Any]:
+    """Rows by primary key: those the session holds already, and the rest with one query."""
+    mapper = inspect(model)
+    found: dict[Any, Any] = {}
+    missing = []
+    for key in keys:
+        held = session.identity_map.get(mapper.identity_key_from_primary_key([key]))
+        if held is not None:
+            found[key] = held
+        else:
+            missing.append(key)
+    if missing:
+        column = mapper.primary_key[0]
+        rows = await session.execute(select(model).where(column.in_(sorted(missing))))
+        for row in rows.scalars():
+            found[getattr(row, column.key)] = row
+    return found
+
+
+async def _first_posts(session: AsyncSession, thread_ids: set[str]) -> dict[str, str]:
+    """The opening post's id of each thread."""
+    if not thread_ids:
+        return {}
+    rows = await session.execute(
+        select(Post.thread_id, Post.id).where(
+            Post.thread_id.in_(sorted(thread_ids)), Post.parent_id.is_(None)
+        )
+    )
+    return {thread_id: post_id for thread_id, post_id in rows.all()}
 
 
 async def first_post(session: AsyncSession, thread_id: str) -> Post:

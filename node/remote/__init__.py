@@ -9,6 +9,7 @@ from node.remote.actors import (
     RemoteActorFacts,
     group_by_iri,
     member_by_iri,
+    members_by_iri,
     upsert_remote_group,
     upsert_remote_member,
 )
@@ -17,7 +18,7 @@ from node.remote.audience import (
     remote_followers_inboxes,
     remote_group_inboxes_of,
 )
-from node.remote.deletions import remember_deleted, was_deleted
+from node.remote.deletions import deleted_among, remember_deleted, was_deleted
 from node.remote.erasure import erase_remote_account
 from node.remote.following import (
     accept_remote_follow,
@@ -30,13 +31,22 @@ from node.remote.following import (
     set_follow_activity,
     unbanned_by_remote_group,
 )
-from node.remote.post_refs import PostRef, post_by_ap_id, post_ref, reaction_by_activity
+from node.remote.post_refs import (
+    PostRef,
+    PostRefs,
+    post_by_ap_id,
+    post_ref,
+    post_refs,
+    reaction_by_activity,
+)
 
 __all__ = [
     "PostRef",
+    "PostRefs",
     "RemoteActorFacts",
     "accept_remote_follow",
     "banned_by_remote_group",
+    "deleted_among",
     "end_remote_follow",
     "erase_remote_account",
     "follow_answered",
@@ -46,8 +56,10 @@ __all__ = [
     "local_group_by_iri_path",
     "member_by_follow",
     "member_by_iri",
+    "members_by_iri",
     "post_by_ap_id",
     "post_ref",
+    "post_refs",
     "reaction_by_activity",
     "remember_deleted",
     "remote_followers_inboxes",

@@ -5,7 +5,7 @@ domain, so that every service and policy applies to them unchanged."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -36,6 +36,15 @@ async def member_by_iri(session: AsyncSession, iri: str) -> Member | None:
     return (
         await session.execute(select(Member).where(Member.actor_iri == iri))
     ).scalar_one_or_none()
+
+
+async def members_by_iri(session: AsyncSession, iris: Iterable[str]) -> dict[str, Member]:
+    """`member_by_iri` for many IRIs with one query: those known here, by IRI."""
+    wanted = sorted(set(iris))
+    if not wanted:
+        return {}
+    rows = await session.execute(select(Member).where(Member.actor_iri.in_(wanted)))
+    return {member.actor_iri: member for member in rows.scalars() if member.actor_iri}
 
 
 async def group_by_iri(session: AsyncSession, iri: str) -> ConditionGroup | None:
