@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,11 +35,25 @@ from node.storage.models import (
     OutboxActivity,
     Post,
     Reaction,
+    Thread,
 )
 from node.storage.states import DELIVERY, DeliveryState
 
 # Why the unsent deliveries of something whose post was deleted are abandoned.
 POST_DELETED = "the post was deleted"
+
+PostWritten = events.ThreadStarted | events.PostReplied | events.PostEdited
+# A post, its thread and group; its author; the post it replies to, with that one's author.
+PostContext = tuple[remote.PostRef, Member, tuple[Post, Member] | None]
+
+
+@dataclass
+class Planned:
+    """An activity to publish: its outbox row, its document, and the inboxes it goes to."""
+
+    row: dict[str, Any]
+    document: dict[str, Any]
+    inboxes: list[str] = field(default_factory=list)
 
 
 class Outbox:
@@ -54,10 +70,15 @@ class Outbox:
         self.wake_deliveries = wake_deliveries
 
     async def publish(self, session: AsyncSession, batch: list[events.Event]) -> None:
+        written: list[PostWritten] = []
         for event in batch:
+            if isinstance(event, PostWritten):
+                written.append(event)  # a run of these is handled together
+                continue
+            if written:
+                await self._posts_written(session, written)
+                written = []
             match event:
-                case events.ThreadStarted() | events.PostReplied() | events.PostEdited():
-                    await self._post_written(session, event)
                 case events.PostDeleted():
                     await self._post_deleted(session, event)
                 case events.HelpfulChanged():
@@ -70,8 +91,51 @@ class Outbox:
                     member = await session.get(Member, event.member_id)
                     if member is not None and member.domain == LOCAL:
                         await self.member_updated(session, member)
+        if written:
+            await self._posts_written(session, written)
 
     # ------------------------------------------------------------ storing and queueing
+
+    def _plan(
+        self,
+        kind: str,
+        actor_iri: str,
+        signer: str,
+        obj: Any,
+        *,
+        to: list[str],
+        cc: list[str] | None = None,
+        audience: str | None = None,
+        **extra: Any,
+    ) -> Planned:
+        """An activity to publish, built but not stored yet."""
+        activity_id = new_object_id()
+        document = self.documents.activity(
+            activity_id, kind, actor_iri, obj, to=to, cc=cc, audience=audience, **extra
+        )
+        row = {
+            "id": activity_id,
+            "actor_iri": actor_iri,
+            "signer": signer,
+            "type": kind,
+            "object_type": _type_of(obj),
+            "body": json.dumps(document, separators=(",", ":")),
+            "created_at": self.clock.now(),
+        }
+        return Planned(row, document)
+
+    async def _insert(self, session: AsyncSession, planned: list[Planned]) -> None:
+        """Store planned activities and queue their deliveries: one statement for all the
+        activities and one for all their deliveries, however many there are."""
+        if not planned:
+            return
+        await session.execute(insert(OutboxActivity), [item.row for item in planned])
+        now = self.clock.now()
+        rows = [row for item in planned for row in _deliveries(item.row["id"], item.inboxes, now)]
+        if rows:
+            # One executemany for a fan-out of any size, not one INSERT per follower's inbox.
+            await session.execute(insert(Delivery), rows)
+            after_commit(session, self.wake_deliveries)
 
     async def _store(
         self,
@@ -86,44 +150,17 @@ class Outbox:
         audience: str | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
-        activity_id = new_object_id()
-        document = self.documents.activity(
-            activity_id, kind, actor_iri, obj, to=to, cc=cc, audience=audience, **extra
-        )
-        session.add(
-            OutboxActivity(
-                id=activity_id,
-                actor_iri=actor_iri,
-                signer=signer,
-                type=kind,
-                object_type=_type_of(obj),
-                body=json.dumps(document, separators=(",", ":")),
-                created_at=self.clock.now(),
-            )
-        )
-        await session.flush()
-        return document
+        planned = self._plan(kind, actor_iri, signer, obj, to=to, cc=cc, audience=audience, **extra)
+        await self._insert(session, [planned])
+        return planned.document
 
     async def _queue(
         self, session: AsyncSession, document: dict[str, Any], inboxes: list[str]
     ) -> None:
+        """Deliveries of an activity already stored."""
         activity_id = document["id"].rsplit("/", 1)[-1]
-        now = self.clock.now()
-        rows = [
-            {
-                "activity_id": activity_id,
-                "inbox_url": inbox,
-                "state": DeliveryState.QUEUED.value,
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-                "updated_at": now,
-                "last_error": "",
-            }
-            for inbox in _interleaved_by_host(list(dict.fromkeys(inboxes)))
-        ]
+        rows = _deliveries(activity_id, inboxes, self.clock.now())
         if rows:
-            # One executemany for a fan-out of any size, not one INSERT per follower's inbox.
             await session.execute(insert(Delivery), rows)
             after_commit(session, self.wake_deliveries)
 
@@ -131,9 +168,12 @@ class Outbox:
         self, session: AsyncSession, group: ConditionGroup, inner: Any, extra_inboxes: list[str]
     ) -> None:
         """The group announces `inner` to every remote follower (shared inboxes collapsed)."""
+        followers = await remote.remote_followers_inboxes(session, group.id)
+        await self._insert(session, [self._plan_announce(group, inner, followers + extra_inboxes)])
+
+    def _plan_announce(self, group: ConditionGroup, inner: Any, inboxes: list[str]) -> Planned:
         group_iri = self.documents.group_iri(group)
-        announce = await self._store(
-            session,
+        planned = self._plan(
             "Announce",
             group_iri,
             group_key_owner(group.id),
@@ -142,8 +182,8 @@ class Outbox:
             cc=[self.documents.iris.group_followers(group.slug)],
             audience=group_iri,
         )
-        inboxes = await remote.remote_followers_inboxes(session, group.id)
-        await self._queue(session, announce, inboxes + extra_inboxes)
+        planned.inboxes = inboxes
+        return planned
 
     @staticmethod
     def _group_inbox(group: ConditionGroup) -> list[str]:
@@ -159,59 +199,99 @@ class Outbox:
 
     # ------------------------------------------------------------ posts
 
-    async def _post_context(
-        self, session: AsyncSession, post_id: str
-    ) -> tuple[remote.PostRef, Member, tuple[Post, Member] | None] | None:
-        ref = await remote.post_ref(session, post_id)
-        if ref is None or not federates(ref.group.visibility):
-            return None
-        author = await session.get(Member, ref.post.author_id)
-        assert author is not None
-        parent = None
-        if ref.post.parent_id is not None:
-            parent_post = await session.get(Post, ref.post.parent_id)
-            assert parent_post is not None
-            parent_author = await session.get(Member, parent_post.author_id)
-            assert parent_author is not None
-            parent = (parent_post, parent_author)
-        return ref, author, parent
+    async def _post_contexts(
+        self, session: AsyncSession, post_ids: list[str]
+    ) -> dict[str, PostContext]:
+        """Posts of public groups with their thread, group, author and parent (with its
+        author), by id: two queries, however many posts."""
+        if not post_ids:
+            return {}
+        rows = await session.execute(
+            select(Post, Thread, ConditionGroup, Member)
+            .join(Thread, Thread.id == Post.thread_id)
+            .join(ConditionGroup, ConditionGroup.id == Thread.group_id)
+            .join(Member, Member.id == Post.author_id)
+            .where(Post.id.in_(sorted(set(post_ids))))
+        )
+        found = [row for row in rows.all() if federates(row[2].visibility)]
+        parent_ids = sorted({post.parent_id for post, *_ in found if post.parent_id is not None})
+        parents: dict[str, tuple[Post, Member]] = {}
+        if parent_ids:
+            parent_rows = await session.execute(
+                select(Post, Member)
+                .join(Member, Member.id == Post.author_id)
+                .where(Post.id.in_(parent_ids))
+            )
+            parents = {post.id: (post, author) for post, author in parent_rows.all()}
+        contexts = {}
+        for post, thread, group, author in found:
+            parent = parents[post.parent_id] if post.parent_id is not None else None
+            contexts[post.id] = (remote.PostRef(post, thread, group), author, parent)
+        return contexts
+
+    async def _post_context(self, session: AsyncSession, post_id: str) -> PostContext | None:
+        return (await self._post_contexts(session, [post_id])).get(post_id)
+
+    async def _posts_written(self, session: AsyncSession, batch: list[PostWritten]) -> None:
+        """Posts started, replied or edited: their contexts read at once, and everything
+        they publish stored with one statement (and their deliveries with another)."""
+        contexts = await self._post_contexts(session, [event.post_id for event in batch])
+        followers: dict[int, list[str]] = {}
+        planned: list[Planned] = []
+        for event in batch:
+            found = contexts.get(event.post_id)
+            if found is not None:
+                planned += await self._post_written(session, event, found, followers)
+        await self._insert(session, planned)
 
     async def _post_written(
         self,
         session: AsyncSession,
-        event: events.ThreadStarted | events.PostReplied | events.PostEdited,
-    ) -> None:
-        found = await self._post_context(session, event.post_id)
-        if found is None:
-            return
+        event: PostWritten,
+        found: PostContext,
+        followers: dict[int, list[str]],
+    ) -> list[Planned]:
+        """What one written post publishes, planned (`followers` caches a group's inboxes)."""
         ref, author, parent = found
-        page_or_note = self.documents.post_object(ref.post, ref.thread, ref.group, author, parent)
         kind = "Update" if isinstance(event, events.PostEdited) else "Create"
         parent_inbox = self._inbox_of(parent[1]) if parent else []
+
+        def page_or_note() -> dict[str, Any]:
+            return self.documents.post_object(ref.post, ref.thread, ref.group, author, parent)
+
+        planned: list[Planned] = []
         if ref.group.domain == LOCAL:
-            inner = activity_of(session, event.origin) if event.origin else (
-                await self._local_activity(session, kind, author, ref.group, page_or_note)
-            )  # fmt: skip
-            await self._announce(session, ref.group, inner, parent_inbox)
+            if ref.group.id not in followers:
+                followers[ref.group.id] = await remote.remote_followers_inboxes(
+                    session, ref.group.id
+                )
+            inboxes = followers[ref.group.id]
+            if event.origin is not None:
+                inner: Any = activity_of(session, event.origin)
+            else:
+                created = self._local_activity(kind, author, ref.group, page_or_note())
+                planned.append(created)
+                inner = created.document
+            planned.append(self._plan_announce(ref.group, inner, inboxes + parent_inbox))
             if isinstance(event, events.ThreadStarted):
                 # Mastodon shows a boost of the Page; it cannot unwrap Announce{Create}.
                 embedded = inner.get("object") if isinstance(inner, dict) else None
-                await self._announce(session, ref.group, embedded or page_or_note, [])
+                planned.append(self._plan_announce(ref.group, embedded or page_or_note(), inboxes))
         elif event.origin is None and author.domain == LOCAL:
-            activity = await self._local_activity(session, kind, author, ref.group, page_or_note)
-            await self._queue(session, activity, self._group_inbox(ref.group) + parent_inbox)
+            activity = self._local_activity(kind, author, ref.group, page_or_note())
+            activity.inboxes = self._group_inbox(ref.group) + parent_inbox
+            planned.append(activity)
+        return planned
 
-    async def _local_activity(
+    def _local_activity(
         self,
-        session: AsyncSession,
         kind: str,
         author: Member,
         group: ConditionGroup,
         obj: dict[str, Any],
-    ) -> dict[str, Any]:
+    ) -> Planned:
         group_iri = self.documents.group_iri(group)
-        return await self._store(
-            session,
+        return self._plan(
             kind,
             self.documents.member_iri(author),
             member_key_owner(author.id),
@@ -430,6 +510,23 @@ def _carries(activity: dict[str, Any], object_iri: str) -> bool:
 def _type_of(obj: Any) -> str:
     kind = obj.get("type") if isinstance(obj, dict) else None
     return kind[:40] if isinstance(kind, str) else ""
+
+
+def _deliveries(activity_id: str, inboxes: list[str], now: datetime) -> list[dict[str, Any]]:
+    """Delivery rows of an activity: each inbox once, interleaved by host."""
+    return [
+        {
+            "activity_id": activity_id,
+            "inbox_url": inbox,
+            "state": DeliveryState.QUEUED.value,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+            "last_error": "",
+        }
+        for inbox in _interleaved_by_host(list(dict.fromkeys(inboxes)))
+    ]
 
 
 def _interleaved_by_host(inboxes: list[str]) -> list[str]:
