@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,7 +34,7 @@ from node import remote
 from node.actor_keys import INSTANCE_ACTOR
 from node.html_text import html_to_text
 from node.ids import InstanceActorRef, Iris
-from node.storage.models import ActorKey, ConditionGroup, RemoteKey
+from node.storage.models import ActorKey, ConditionGroup, Member, RemoteKey
 
 KEY_FRESHNESS = timedelta(days=1)
 RECENT_KEYS = timedelta(minutes=5)
@@ -59,6 +59,11 @@ def member_key_owner(member_id: int) -> str:
 
 def group_key_owner(group_id: int) -> str:
     return f"group:{group_id}"
+
+
+def _stale(row: Member | ConditionGroup, now: datetime) -> bool:
+    """Whether what we know of a remote actor is too old to use without fetching it again."""
+    return row.fetched_at is None or now - row.fetched_at > KEY_FRESHNESS
 
 
 class _Locks:
@@ -182,9 +187,17 @@ class ActorDirectory:
         if row is not None:
             row.actor_iri, row.public_pem, row.fetched_at = actor_iri, public_pem, now
 
+    async def known_members(
+        self, session: AsyncSession, iris: Iterable[str], now: datetime
+    ) -> dict[str, Member]:
+        """The remote people among `iris` known here and read recently enough that processing
+        would use them as they are, with one query."""
+        found = await remote.members_by_iri(session, iris)
+        return {iri: member for iri, member in found.items() if not _stale(member, now)}
+
     async def remote_group(self, session: AsyncSession, iri: str, now: datetime) -> ConditionGroup:
         group = await remote.group_by_iri(session, iri)
-        if group is None or group.fetched_at is None or now - group.fetched_at > KEY_FRESHNESS:
+        if group is None or _stale(group, now):
             actor = await self.fetch_actor(session, iri, now)
             if actor.type != "Group":
                 raise FetchError("invalid", f"{iri[:200]} is not a group")

@@ -28,6 +28,7 @@ from federation.client import FederationClient, FetchError, Signer
 from federation.outbox import POST_DELETED
 from federation.prefetch import NeedsFetch, Prefetcher, Wanted, wanted_text
 from federation.processing import Processor, Rejected, Retry
+from federation.replies import CLAIM, BatchedReplies
 from keys.pairs import SealedKeyError
 from node import ids, remote
 from node.events import PENDING_EVENTS
@@ -169,6 +170,8 @@ class InboxQueue:
         self.processor = processor
         self.prefetcher = prefetcher
         self.batch = batch
+        # The fast path: runs of plain replies in a batch are processed together.
+        self.replies = BatchedReplies(node, processor)
         # Processed items are kept a while (failed ones longer, for admins), then removed.
         self._prune = Pruner(node, INBOX_ITEM, InboxItem, InboxItem.received_at)
         # Items waiting for a fetch: how many rounds so far, and the fetch generation when
@@ -209,8 +212,8 @@ class InboxQueue:
         waiting: dict[int, Wanted] = {}
         async with self.node.transaction() as session:
             _keep_loaded_rows(session)
-            items = list((await session.execute(self._due(now))).scalars())
-            for item in items:
+            items = list((await session.execute(self._due(now).limit(CLAIM))).scalars())
+            async for item in self.replies.left_over(session, items, now, self.batch):
                 error, retry = await self._process_in_savepoint(session, item, now)
                 if isinstance(error, NeedsFetch):
                     # Left queued, untouched, and so is every later item of the batch: one
