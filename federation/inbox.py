@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -234,6 +236,33 @@ async def _verify_signer(
             # The actor may have rotated its key: fetch it again, once.
 
 
+class KnownAddressees:
+    """Inboxes found to exist in the last few seconds, by path: a burst of POSTs to one
+    group's inbox looks its group up once, not once a POST. Only answers that it exists are
+    remembered, briefly and boundedly: an inbox that stops existing is refused again within
+    `ttl`, and one that starts existing is accepted at once."""
+
+    def __init__(self, ttl: timedelta = timedelta(seconds=5), size: int = 1024) -> None:
+        self.ttl = ttl.total_seconds()
+        self.size = size
+        self._until: OrderedDict[str, float] = OrderedDict()
+
+    def __contains__(self, path: str) -> bool:
+        until = self._until.get(path)
+        if until is None:
+            return False
+        if until < time.monotonic():
+            del self._until[path]
+            return False
+        return True
+
+    def add(self, path: str) -> None:
+        self._until.pop(path, None)
+        self._until[path] = time.monotonic() + self.ttl
+        while len(self._until) > self.size:
+            self._until.popitem(last=False)
+
+
 class StoreFailed(Exception):
     """The activity could not be kept: the sender must be told to try again (not 202)."""
 
@@ -252,8 +281,6 @@ class InboxWriter:
     write lock one by one. Rows are written with ON CONFLICT DO NOTHING on the activity id:
     an activity delivered twice, even at once or to two web processes, is kept once.
     """
-
-    ROWS_PER_STATEMENT = 200
 
     def __init__(
         self,
@@ -336,16 +363,15 @@ class InboxWriter:
         unique = list({row["activity_id"]: row for row in reversed(rows)}.values())
         kept: set[str] = set()
         insert = sqlite_insert if self.dialect == "sqlite" else postgresql_insert
+        # One statement, compiled once whatever the number of rows: SQLAlchemy sends the
+        # rows as multi-row VALUES of up to its own batch size, and answers the ids kept.
+        statement = (
+            insert(InboxItem)
+            .on_conflict_do_nothing(index_elements=[InboxItem.activity_id])
+            .returning(InboxItem.activity_id)
+        )
         async with self.transactions() as session:
-            for start in range(0, len(unique), self.ROWS_PER_STATEMENT):
-                chunk = unique[start : start + self.ROWS_PER_STATEMENT]
-                statement = (
-                    insert(InboxItem)
-                    .values(chunk)
-                    .on_conflict_do_nothing(index_elements=[InboxItem.activity_id])
-                    .returning(InboxItem.activity_id)
-                )
-                kept.update((await session.execute(statement)).scalars())
+            kept.update((await session.execute(statement, unique)).scalars())
         return kept
 
 

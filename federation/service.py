@@ -9,7 +9,7 @@ import aiohttp
 from federation.actors import ActorDirectory
 from federation.client import FederationClient
 from federation.convert import Documents
-from federation.inbox import InboxWriter, is_blocked
+from federation.inbox import InboxWriter, KnownAddressees, is_blocked
 from federation.outbox import Outbox
 from federation.prefetch import Prefetcher
 from federation.processing import Processor
@@ -45,6 +45,7 @@ class Federation:
         prefetcher = Prefetcher(self.directory, processor.fetched, node.transaction)
         self.inbox_queue = InboxQueue(node, processor, prefetcher)
         self.inbox_worker = Worker("inbox", self.inbox_queue.drain)
+        self.addressees = KnownAddressees()
         self.inbox_writer = InboxWriter(
             node.transaction, node.engine.dialect.name, self.inbox_worker.wake
         )

@@ -327,9 +327,10 @@ async def _receive(
         return await answer_and_hang_up(request, too_slow)
     signed = _signed_request(request, body)
     now = node.clock.now()
-    if addressee is not None:
+    if addressee is not None and request.path not in federation.addressees:
         async with node.transaction(reading=True) as session:
-            await addressee(session)
+            await addressee(session)  # HTTPNotFound when there is no such inbox
+        federation.addressees.add(request.path)
     try:
         activity, document = await inbox_edge.authenticate(
             federation.directory,
