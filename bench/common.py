@@ -100,14 +100,17 @@ class Observer:
         self.engine = create_engine(database_url)
         self.sessions = session_factory(self.engine)
 
-    async def states(self, model: type) -> dict[str, int]:
-        """Rows per state; rows that were tried and must be tried again count as "retrying"."""
+    async def states(self, model: Any, unfinished: bool = False) -> dict[str, int]:
+        """Rows per state; rows that were tried and must be tried again count as "retrying".
+        `unfinished` counts only queued and failed rows: a range of the state index, cheap
+        however many rows are done."""
         retrying = (model.state == "queued") & (model.attempts > 0)
+        statement = select(model.state, retrying, func.count()).group_by(model.state, retrying)
+        if unfinished:
+            statement = statement.where(model.state.in_(("queued", "failed")))
         async with self.sessions() as session:
             await begin_for_reading(session)
-            rows = await session.execute(
-                select(model.state, retrying, func.count()).group_by(model.state, retrying)
-            )
+            rows = await session.execute(statement)
             counts: Counter[str] = Counter()
             for state, again, count in rows.all():
                 counts["retrying" if again else state] += int(count)
@@ -116,8 +119,8 @@ class Observer:
     async def delivery_states(self) -> dict[str, int]:
         return await self.states(Delivery)
 
-    async def inbox_states(self) -> dict[str, int]:
-        return await self.states(InboxItem)
+    async def inbox_states(self, unfinished: bool = False) -> dict[str, int]:
+        return await self.states(InboxItem, unfinished)
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -547,19 +547,24 @@ async def run_batch(
     last: dict[str, int] = {}
 
     async def all_processed() -> bool:
-        states = await observer.inbox_states()
+        # Every 202 means stored: once all are answered, the batch is processed when no item
+        # is left queued. Only unfinished rows are counted (an index range, not the table).
+        sent = sending.done()
+        states = await observer.inbox_states(unfinished=True)
         last.update(states)
         if states.get("failed") or states.get("retrying"):
             raise BenchFailure(
                 f"inbox items failed or wait for a retry: {states}: {await failures(node)}"
             )
-        if sending.done() and "processed_when_accepted" not in marks:
-            marks["processed_when_accepted"] = states.get("done", 0) - done_before
-        if sending.done():
-            result = sending.result()
-            if result["statuses"] != {"202": items}:
-                raise BenchFailure(f"not every POST was accepted: {result}")
-        return states.get("done", 0) - done_before >= items
+        if not sent:
+            return False
+        result = sending.result()
+        if result["statuses"] != {"202": items}:
+            raise BenchFailure(f"not every POST was accepted: {result}")
+        if "processed_when_accepted" not in marks:
+            done = (await observer.inbox_states()).get("done", 0)
+            marks["processed_when_accepted"] = done - done_before
+        return not states
 
     try:
         await wait_until(
@@ -890,7 +895,7 @@ async def bench(args: argparse.Namespace, remote_server: Remote, data_dir: Path)
         f"{profiled.accepted_at:.2f} s, {profiled.processed_when_accepted} processed by then"
     )
     say(sql.report(profiled.items, "item"))
-    say(profile_report(profile))
+    say(profile_report(profile, args.profile_top))
 
 
 def main() -> int:
@@ -898,6 +903,7 @@ def main() -> int:
     parser.add_argument("--items", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--profile-items", type=int, default=300)
+    parser.add_argument("--profile-top", type=int, default=15, help="rows in each profile list")
     args = parser.parse_args()
     if not 0 < args.items <= 20_000 or not 0 < args.profile_items <= 20_000:
         parser.error("items and profile-items must be between 1 and 20000")
