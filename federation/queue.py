@@ -86,11 +86,23 @@ class Waker:
 
 
 class Worker:
-    """Runs `drain` whenever woken or every POLL_SECONDS, until stopped."""
+    """Runs `drain` whenever woken or every POLL_SECONDS, until stopped.
 
-    def __init__(self, name: str, drain: Callable[[], Awaitable[int]]) -> None:
+    With `pace`, a drain that handled fewer than `full` rows is followed by the next one no
+    sooner than `pace` seconds after it began: under a steady stream, batches then gather
+    what arrives meanwhile instead of costing a transaction for every few rows."""
+
+    def __init__(
+        self,
+        name: str,
+        drain: Callable[[], Awaitable[int]],
+        pace: float = 0.0,
+        full: int = 0,
+    ) -> None:
         self.name = name
         self.drain = drain
+        self.pace = pace
+        self.full = full
         self.wake = Waker(asyncio.Event())
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -117,8 +129,13 @@ class Worker:
     async def _run(self) -> None:
         while not self._stopping:
             try:
-                while not self._stopping and await self.drain():
-                    pass
+                while not self._stopping:
+                    began = time.monotonic()
+                    handled = await self.drain()
+                    if not handled:
+                        break
+                    if handled < self.full:
+                        await asyncio.sleep(max(0.0, began + self.pace - time.monotonic()))
             except asyncio.CancelledError:
                 raise
             except Exception:  # the loop must survive a bad row or a lost connection

@@ -14,7 +14,14 @@ from federation.outbox import Outbox
 from federation.prefetch import Prefetcher
 from federation.processing import Processor
 from federation.queue import DeliveryQueue, InboxQueue, Worker
+from federation.replies import CLAIM
 from node.runtime import NodeContext
+
+# Under a steady stream, a partial batch is followed by the next one this long after it
+# began (federation/queue.py, Worker): each batch then carries many rows, and the fixed cost
+# of its transaction and statements is shared by all of them.
+INBOX_PACE = 0.1
+DELIVERY_PACE = 0.05
 
 
 class Federation:
@@ -33,7 +40,9 @@ class Federation:
             node.transaction,
         )
         self.delivery_queue = DeliveryQueue(node, self.client, self.directory)
-        self.delivery_worker = Worker("deliveries", self.delivery_queue.drain)
+        self.delivery_worker = Worker(
+            "deliveries", self.delivery_queue.drain, DELIVERY_PACE, self.delivery_queue.batch
+        )
         self.outbox = Outbox(self.documents, node.clock, self.delivery_worker.wake)
         processor = Processor(
             self.documents,
@@ -44,7 +53,7 @@ class Federation:
         )
         prefetcher = Prefetcher(self.directory, processor.fetched, node.transaction)
         self.inbox_queue = InboxQueue(node, processor, prefetcher)
-        self.inbox_worker = Worker("inbox", self.inbox_queue.drain)
+        self.inbox_worker = Worker("inbox", self.inbox_queue.drain, INBOX_PACE, CLAIM)
         self.addressees = KnownAddressees()
         self.inbox_writer = InboxWriter(
             node.transaction, node.engine.dialect.name, self.inbox_worker.wake
