@@ -196,22 +196,6 @@ async def find_group(session: AsyncSession, slug: str) -> ConditionGroup | None:
     ).scalar_one_or_none()
 
 
-async def find_groups(session: AsyncSession, slugs: Iterable[str]) -> dict[str, ConditionGroup]:
-    """`find_group` for many slugs with one query: the local groups found, by the slug as
-    given."""
-    handles = {slug: normalise_handle(slug) for slug in slugs}
-    wanted = {handle for handle in handles.values() if not handle_problem(handle, "group address")}
-    if not wanted:
-        return {}
-    rows = await session.execute(
-        select(ConditionGroup).where(
-            ConditionGroup.slug.in_(sorted(wanted)), ConditionGroup.domain == LOCAL
-        )
-    )
-    found = {group.slug: group for group in rows.scalars()}
-    return {slug: found[handle] for slug, handle in handles.items() if handle in found}
-
-
 async def group_view_by_id(
     session: AsyncSession, group_id: int, viewer: Viewer, need: Action | None = None
 ) -> GroupView:
@@ -231,44 +215,42 @@ async def unchecked_view(session: AsyncSession, group: ConditionGroup, viewer: V
     return GroupView(group, standing, (await tags_of(session, [group.id]))[group.id], viewer)
 
 
-async def unchecked_views(
-    session: AsyncSession, wanted: Iterable[tuple[ConditionGroup, Viewer]]
-) -> dict[tuple[int, Viewer], GroupView]:
-    """`unchecked_view` for many (group, viewer) pairs at once, by (group id, viewer): one
-    query for the standings, one for the tags, however many pairs."""
-    pairs = {(group.id, viewer): group for group, viewer in wanted}
-    if not pairs:
+async def standings_of(
+    session: AsyncSession, pairs: Iterable[tuple[int, int]]
+) -> dict[tuple[int, int], Standing]:
+    """The standings of members in groups, by (group id, member id), with one query; pairs
+    without a membership row are left out (their standing is NO_STANDING)."""
+    wanted = set(pairs)
+    if not wanted:
         return {}
-    group_ids = sorted({group_id for group_id, _ in pairs})
-    member_ids = sorted({v.member_id for _, v in pairs if v.member_id is not None})
-    standings: dict[tuple[int, int], Standing] = {}
-    if member_ids:
-        rows = await session.execute(
-            select(Membership).where(
-                Membership.group_id.in_(group_ids), Membership.member_id.in_(member_ids)
-            )
+    rows = await session.execute(
+        select(Membership).where(
+            Membership.group_id.in_(sorted({group_id for group_id, _ in wanted})),
+            Membership.member_id.in_(sorted({member_id for _, member_id in wanted})),
         )
-        standings = {
-            (row.group_id, row.member_id): Standing(row.state, row.role) for row in rows.scalars()
-        }
-    tags = await tags_of(session, group_ids)
-    views = {}
-    for (group_id, viewer), group in pairs.items():
-        standing = NO_STANDING
-        if viewer.member_id is not None:
-            standing = standings.get((group_id, viewer.member_id), NO_STANDING)
-        views[(group_id, viewer)] = GroupView(group, standing, list(tags[group_id]), viewer)
-    return views
+    )
+    return {
+        (row.group_id, row.member_id): Standing(row.state, row.role)
+        for row in rows.scalars()
+        if (row.group_id, row.member_id) in wanted
+    }
 
 
 def checked(view: GroupView, need: Action | None) -> GroupView:
     """The view itself when its viewer may know of the group and has `need`; else NotFound,
     the same answer as for a group that does not exist."""
-    if not knows_of(view.viewer, view.group.visibility, view.standing):
-        raise NotFound(GROUP_NOT_FOUND)
-    if need is not None and not view.may(need):
-        raise NotFound(GROUP_NOT_FOUND)
+    check_visible(view.group, view.standing, view.viewer, need)
     return view
+
+
+def check_visible(
+    group: ConditionGroup, standing: Standing, viewer: Viewer, need: Action | None
+) -> None:
+    """NotFound unless the viewer, so standing, may know of the group and has `need`."""
+    if not knows_of(viewer, group.visibility, standing):
+        raise NotFound(GROUP_NOT_FOUND)
+    if need is not None and not may(need, viewer, group.visibility, standing):
+        raise NotFound(GROUP_NOT_FOUND)
 
 
 async def _checked_view(

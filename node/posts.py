@@ -22,9 +22,23 @@ from node.events import (
     ThreadStarted,
     record,
 )
-from node.groups import GroupView, checked, group_view_by_id, unchecked_view, unchecked_views
+from node.groups import (
+    GroupView,
+    check_visible,
+    group_view_by_id,
+    standings_of,
+    unchecked_view,
+)
 from node.ids import new_object_id
-from node.policy import Action, Viewer, may_delete_post, may_edit_post
+from node.policy import (
+    NO_STANDING,
+    Action,
+    Standing,
+    Viewer,
+    may,
+    may_delete_post,
+    may_edit_post,
+)
 from node.storage.models import LOCAL, ConditionGroup, Member, Membership, Post, Reaction, Thread
 from node.text import normalise_line_endings, render_markdown, sanitise_html
 from node.validation import collect, text_problem
@@ -62,7 +76,11 @@ class Draft:
 def vouched_by_remote_group(view: GroupView, announced: bool) -> bool:
     """A remote group's Announce vouches for what happens in it: the group, not this node,
     decides who may post there. A local group is never vouched for from outside."""
-    if announced and view.group.domain == LOCAL:
+    return _vouched(view.group, announced)
+
+
+def _vouched(group: ConditionGroup, announced: bool) -> bool:
+    if announced and group.domain == LOCAL:
         raise Forbidden("Only a remote group can announce activity in itself.")
     return announced
 
@@ -159,12 +177,10 @@ async def _thread_in_context(
     return thread, view
 
 
-def _readable_thread(thread: Thread | None, view: GroupView | None) -> tuple[Thread, GroupView]:
-    """What `_thread_in_context` decides, from rows already loaded."""
-    if thread is None or view is None:
-        raise NotFound(THREAD_NOT_FOUND)
+def _check_readable_thread(group: ConditionGroup, standing: Standing, viewer: Viewer) -> None:
+    """What `_thread_in_context` decides of a thread in `group`, from rows already loaded."""
     try:
-        return thread, checked(view, Action.READ)
+        check_visible(group, standing, viewer, Action.READ)
     except NotFound:
         raise NotFound(THREAD_NOT_FOUND) from None
 
@@ -205,7 +221,7 @@ async def reply(
     announced: bool = False,
 ) -> Post:
     thread, view = await _thread_in_context(session, thread_id, viewer)
-    _may_reply(view, announced)
+    _may_reply(view.group, view.standing, viewer, announced)
     parent = await session.get(Post, parent_id) if parent_id else None
     draft = _checked_reply(thread, parent_id, parent, draft, limits)
     assert viewer.member_id is not None
@@ -220,8 +236,9 @@ async def reply(
     return post
 
 
-def _may_reply(view: GroupView, announced: bool) -> None:
-    if not vouched_by_remote_group(view, announced) and not view.may(Action.REPLY):
+def _may_reply(group: ConditionGroup, standing: Standing, viewer: Viewer, announced: bool) -> None:
+    vouched = _vouched(group, announced)
+    if not vouched and not may(Action.REPLY, viewer, group.visibility, standing):
         raise Forbidden("Only active members of this group can reply. Join it first.")
 
 
@@ -264,12 +281,12 @@ async def reply_many(
     post, in order."""
     threads = await _by_key(session, Thread, {r.thread_id for r in replies})
     group_rows = await _by_key(session, ConditionGroup, {t.group_id for t in threads.values()})
-    views = await unchecked_views(
+    standings = await standings_of(
         session,
         [
-            (group_rows[threads[r.thread_id].group_id], r.viewer)
+            (threads[r.thread_id].group_id, r.viewer.member_id)
             for r in replies
-            if r.thread_id in threads and threads[r.thread_id].group_id in group_rows
+            if r.thread_id in threads and r.viewer.member_id is not None
         ],
     )
     parents = await _by_key(session, Post, {r.parent_id for r in replies if r.parent_id})
@@ -282,22 +299,26 @@ async def reply_many(
     touched_groups: set[int] = set()
     for new in replies:
         try:
-            found = threads.get(new.thread_id)
-            view = views.get((found.group_id, new.viewer)) if found is not None else None
-            thread, view = _readable_thread(found, view)
-            _may_reply(view, new.announced)
+            thread = threads.get(new.thread_id)
+            group = group_rows.get(thread.group_id) if thread is not None else None
+            if thread is None or group is None:
+                raise NotFound(THREAD_NOT_FOUND)
+            member_id = new.viewer.member_id
+            standing = standings.get((group.id, member_id or 0), NO_STANDING)
+            _check_readable_thread(group, standing, new.viewer)
+            _may_reply(group, standing, new.viewer, new.announced)
             parent = parents.get(new.parent_id) if new.parent_id else None
             draft = _checked_reply(thread, new.parent_id, parent, new.draft, limits)
-            assert new.viewer.member_id is not None
+            assert member_id is not None
             parent_id = parent.id if parent is not None else openings[thread.id]
         except DomainError as refused:
             results.append(refused)
             continue
-        row = _new_post_row(thread.id, parent_id, new.viewer.member_id, draft, now)
+        row = _new_post_row(thread.id, parent_id, member_id, draft, now)
         rows.append(row)
         results.append(str(row["id"]))
         touched_threads.add(thread.id)
-        touched_groups.add(view.group.id)
+        touched_groups.add(group.id)
     if not rows:
         return results
     await session.execute(insert(Post), rows)
