@@ -3,8 +3,9 @@
 Most of what a public group's inbox receives is one kind of item: a Create{Note} (or Article)
 that replies to a post of the group, its object embedded by the author's own server, from an
 author already known here, addressed publicly to the group. A run of such items in a claimed
-batch is processed set-based: one query each for the groups, the authors, the posts they
-reply to (and any already stored), and the ids deleted before they arrived; then
+batch is processed set-based: one query each for the posts they reply to (with their thread
+and group, and any of the replies already stored), the authors, and the ids deleted before
+they arrived; then
 `posts.reply_many`, which applies every rule of `posts.reply` to each reply and inserts the
 accepted ones with one statement; then the outbox stores the group's Announces with one
 statement and their deliveries with another; the items are marked done with one statement.
@@ -31,12 +32,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from federation.jsonld import PUBLIC_ALIASES
 from federation.processing import Processor
 from federation.vocab import Activity, PostDoc, VocabError, parse_activity, parse_post, same_origin
-from node import groups, ids, posts, remote
+from node import ids, posts, remote
 from node.events import PENDING_EVENTS, Origin
 from node.policy import Viewer
 from node.runtime import NodeContext
-from node.storage.models import InboxItem
+from node.storage.models import LOCAL, InboxItem
 from node.storage.states import INBOX_ITEM, InboxItemState
+from node.validation import normalise_handle
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +171,6 @@ class BatchedReplies:
             post_ids=[p.parent.post_id for p in run if isinstance(p.parent, ids.PostRef)],
             opening_of=[p.parent.thread_id for p in run if isinstance(p.parent, ids.ThreadRef)],
         )
-        local_groups = await groups.find_groups(
-            session, {slug for plain in run for slug in plain.group_slugs}
-        )
         authors = await self.processor.directory.known_members(
             session, {plain.activity.actor for plain in run}, now
         )
@@ -190,14 +189,6 @@ class BatchedReplies:
             if plain.doc.id in found.by_ap_id:
                 done.append(plain.item.id)  # already here
                 continue
-            group = next((local_groups[s] for s in plain.group_slugs if s in local_groups), None)
-            author = authors.get(plain.activity.actor)
-            if group is None or author is None:
-                left.add(plain.item.id)
-                continue
-            if plain.doc.id in deleted:
-                done.append(plain.item.id)  # its author deleted it before it got here
-                continue
             match plain.parent:
                 case ids.ThreadRef(thread_id):
                     parent = found.opening_of.get(thread_id)
@@ -205,8 +196,21 @@ class BatchedReplies:
                     parent = found.by_id.get(post_id)
                 case str(ap_id):
                     parent = found.by_ap_id.get(ap_id)
-            if parent is None or parent.group.id != group.id:
+            # The per-item path takes the first addressed group that exists here: when that
+            # is the parent's own group, it is known without a query of its own.
+            group = parent.group if parent is not None else None
+            if group is None or group.domain != LOCAL:
                 left.add(plain.item.id)
+                continue
+            if group.slug != normalise_handle(plain.group_slugs[0]):
+                left.add(plain.item.id)
+                continue
+            author = authors.get(plain.activity.actor)
+            if author is None:
+                left.add(plain.item.id)
+                continue
+            if plain.doc.id in deleted:
+                done.append(plain.item.id)  # its author deleted it before it got here
                 continue
             draft = self.processor._draft(plain.doc)  # the per-item path's own conversion
             replies.append(
