@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from federation.actors import group_key_owner, member_key_owner
 from federation.convert import Documents
@@ -203,30 +204,28 @@ class Outbox:
         self, session: AsyncSession, post_ids: list[str]
     ) -> dict[str, PostContext]:
         """Posts of public groups with their thread, group, author and parent (with its
-        author), by id: two queries, however many posts."""
+        author), by id: one query, however many posts."""
         if not post_ids:
             return {}
+        parent, parent_author = aliased(Post), aliased(Member)
         rows = await session.execute(
-            select(Post, Thread, ConditionGroup, Member)
+            select(Post, Thread, ConditionGroup, Member, parent, parent_author)
             .join(Thread, Thread.id == Post.thread_id)
             .join(ConditionGroup, ConditionGroup.id == Thread.group_id)
             .join(Member, Member.id == Post.author_id)
+            .outerjoin(parent, parent.id == Post.parent_id)
+            .outerjoin(parent_author, parent_author.id == parent.author_id)
             .where(Post.id.in_(sorted(set(post_ids))))
         )
-        found = [row for row in rows.all() if federates(row[2].visibility)]
-        parent_ids = sorted({post.parent_id for post, *_ in found if post.parent_id is not None})
-        parents: dict[str, tuple[Post, Member]] = {}
-        if parent_ids:
-            parent_rows = await session.execute(
-                select(Post, Member)
-                .join(Member, Member.id == Post.author_id)
-                .where(Post.id.in_(parent_ids))
-            )
-            parents = {post.id: (post, author) for post, author in parent_rows.all()}
         contexts = {}
-        for post, thread, group, author in found:
-            parent = parents[post.parent_id] if post.parent_id is not None else None
-            contexts[post.id] = (remote.PostRef(post, thread, group), author, parent)
+        for post, thread, group, author, replied_to, replied_to_author in rows.all():
+            if not federates(group.visibility):
+                continue
+            above = None
+            if post.parent_id is not None:
+                assert replied_to is not None and replied_to_author is not None
+                above = (replied_to, replied_to_author)
+            contexts[post.id] = (remote.PostRef(post, thread, group), author, above)
         return contexts
 
     async def _post_context(self, session: AsyncSession, post_id: str) -> PostContext | None:
