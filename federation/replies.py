@@ -30,10 +30,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.jsonld import PUBLIC_ALIASES
+from federation.origins import origin_of
 from federation.processing import Processor
 from federation.vocab import Activity, PostDoc, VocabError, parse_activity, parse_post, same_origin
 from node import ids, posts, remote
-from node.events import PENDING_EVENTS, Origin
+from node.events import PENDING_EVENTS
 from node.policy import Viewer
 from node.runtime import NodeContext
 from node.storage.models import LOCAL, InboxItem
@@ -221,7 +222,7 @@ class BatchedReplies:
                         thread_id=parent.thread.id,
                         parent_id=parent.post.id,
                         draft=draft,
-                        origin=Origin(plain.activity.raw),
+                        origin=origin_of(session, plain.activity),
                     ),
                 )
             )
