@@ -197,9 +197,10 @@ class InboxQueue:
         self._asked_at: dict[int, int] = {}
 
     async def drain(self) -> int:
-        """Process due items, oldest first, a batch per transaction (each item in a savepoint
-        of its own); answers how many were handled. Should the batch's transaction itself
-        fail, its items are processed one per transaction instead."""
+        """Process due items, oldest first, a batch per transaction: runs of plain replies
+        together (federation/replies.py), every other item in a savepoint of its own; answers
+        how many were claimed. Should the batch's transaction itself fail, its items are
+        processed one per transaction instead."""
         await self._prune(self.node.clock.now())
         try:
             return await self._process_batch()
