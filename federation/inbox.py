@@ -245,20 +245,26 @@ class KnownAddressees:
     def __init__(self, ttl: timedelta = timedelta(seconds=5), size: int = 1024) -> None:
         self.ttl = ttl.total_seconds()
         self.size = size
-        self._until: OrderedDict[str, float] = OrderedDict()
+        # path -> (until, the id of the group whose inbox it is, or None for another inbox)
+        self._until: OrderedDict[str, tuple[float, int | None]] = OrderedDict()
 
     def __contains__(self, path: str) -> bool:
-        until = self._until.get(path)
-        if until is None:
+        found = self._until.get(path)
+        if found is None:
             return False
-        if until < time.monotonic():
+        if found[0] < time.monotonic():
             del self._until[path]
             return False
         return True
 
-    def add(self, path: str) -> None:
+    def group_of(self, path: str) -> int | None:
+        """The group whose inbox `path` was found to be (when it is known and a group's)."""
+        found = self._until.get(path)
+        return found[1] if found is not None else None
+
+    def add(self, path: str, group_id: int | None = None) -> None:
         self._until.pop(path, None)
-        self._until[path] = time.monotonic() + self.ttl
+        self._until[path] = (time.monotonic() + self.ttl, group_id)
         while len(self._until) > self.size:
             self._until.popitem(last=False)
 
@@ -294,12 +300,20 @@ class InboxWriter:
         self._pending: list[_Pending] = []
         self._flushing: asyncio.Task[None] | None = None
 
-    async def store(self, activity: Activity, document: dict[str, Any], now: datetime) -> bool:
+    async def store(
+        self,
+        activity: Activity,
+        document: dict[str, Any],
+        now: datetime,
+        addressed_group_id: int | None = None,
+    ) -> bool:
         """True when kept, False when it was here already (a redelivery); StoreFailed when
-        the database refused it."""
+        the database refused it. `addressed_group_id` is the group whose inbox it was POSTed
+        to: processing starts from it instead of looking the group up again."""
         row = {
             "activity_id": activity.id,
             "actor_iri": activity.actor,
+            "addressed_group_id": addressed_group_id,
             "body": json.dumps(document, separators=(",", ":")),
             "state": InboxItemState.QUEUED.value,
             "attempts": 0,

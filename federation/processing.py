@@ -64,6 +64,7 @@ class Marker(Enum):
 ANY, UNKNOWN, UNTYPED = Marker.ANY, Marker.UNKNOWN, Marker.UNTYPED
 ObjectType = str | Marker
 FETCHED_AFTER = "healthnode.fetched_after"
+ADDRESSED_GROUP = "healthnode.addressed_group"
 SENSITIVE_WITHOUT_WARNING = "Marked sensitive by its author"
 
 
@@ -92,12 +93,16 @@ class Processor:
         raw: dict[str, Any],
         now: datetime,
         fetched_after: int | None = None,
+        addressed_group_id: int | None = None,
     ) -> None:
         """Apply one activity. What was fetched for it counts only if fetched after
-        generation `fetched_after` (the default: nothing fetched so far)."""
+        generation `fetched_after` (the default: nothing fetched so far).
+        `addressed_group_id` is the group whose inbox it came to, found by the inbox edge:
+        looked for first among the groups the activity names."""
         session.info[FETCHED_AFTER] = (
             self.fetched.generation if fetched_after is None else fetched_after
         )
+        session.info[ADDRESSED_GROUP] = addressed_group_id
         activity = parse_activity(raw)
         handler = route(DISPATCH, activity.type, await self._object_type(session, activity))
         if handler is None:
@@ -152,6 +157,13 @@ class Processor:
     async def _local_group_among(
         self, session: AsyncSession, iris: list[str]
     ) -> ConditionGroup | None:
+        """The first local group the activity names; the group whose inbox it came to, if
+        it names that one, without looking it up by address again."""
+        addressed_id = session.info.get(ADDRESSED_GROUP)
+        if addressed_id is not None:
+            addressed = await session.get(ConditionGroup, addressed_id)
+            if addressed is not None and self.documents.group_iri(addressed) in iris:
+                return addressed
         for iri in iris:
             slug = self._local_group_slug(iri)
             if slug:

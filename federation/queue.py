@@ -306,7 +306,11 @@ class InboxQueue:
         try:
             async with session.begin_nested():
                 await self.processor.process(
-                    session, json.loads(item.body), now, self._asked_at.get(item.id)
+                    session,
+                    json.loads(item.body),
+                    now,
+                    self._asked_at.get(item.id),
+                    item.addressed_group_id,
                 )
                 await self.node.publish_pending(session)
             return None, False
@@ -342,7 +346,11 @@ class InboxQueue:
                 if item is None:
                     return
                 await self.processor.process(
-                    session, json.loads(item.body), now, self._asked_at.get(item.id)
+                    session,
+                    json.loads(item.body),
+                    now,
+                    self._asked_at.get(item.id),
+                    item.addressed_group_id,
                 )
                 item.state, item.processed_at = InboxItemState.DONE, now
         except NeedsFetch as needs:

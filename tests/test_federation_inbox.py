@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from sqlalchemy import func, select
 
-from node.groups import create_group
+from node.groups import create_group, find_group
 from node.storage.models import InboxItem, Member, Post
 from tests.federation_harness import eventually
 from tests.peers import (
@@ -659,3 +659,36 @@ async def test_a_burst_from_a_new_actor_fetches_its_key_once(
     # Then all are accepted, and her actor document was fetched once
     assert [answer.status for answer in answers] == [202] * 20
     assert len(remote.gets("/users/mallory")) == 1
+
+
+async def test_the_group_an_activity_came_to_is_carried_to_processing(
+    hospital: Hospital, remote: FakeRemote
+) -> None:
+    # Given mallory's Follow of the public group, POSTed to the group's own inbox, and her
+    # Undo of it, POSTed to the node's shared inbox
+    follow_it = follow(remote, "mallory", hospital.group_iri)
+    answer = await post_signed(hospital, remote, follow_it)
+    assert answer.status == 202, answer
+    await eventually(lambda: processed(hospital, follow_it["id"]), "the Follow processed")
+    undo = {
+        "@context": AS2, "id": f"{remote.actor('mallory')}/undo/{uuid.uuid4().hex}",
+        "type": "Undo", "actor": remote.actor("mallory"), "object": follow_it,
+    }  # fmt: skip
+    answer = await post_signed(hospital, remote, undo, url=hospital.base_url + "/inbox")
+    assert answer.status == 202, answer
+    await eventually(lambda: processed(hospital, undo["id"]), "the Undo processed")
+
+    # Then the first was stored with the group it came to, the second with none
+    async with hospital.running.node.transaction() as session:
+        rows = dict(
+            (
+                await session.execute(
+                    select(InboxItem.activity_id, InboxItem.addressed_group_id).where(
+                        InboxItem.activity_id.in_([follow_it["id"], undo["id"]])
+                    )
+                )
+            ).all()
+        )
+        group = await find_group(session, "t1d")
+    assert group is not None
+    assert rows == {follow_it["id"]: group.id, undo["id"]: None}

@@ -329,8 +329,10 @@ async def _receive(
     now = node.clock.now()
     if addressee is not None and request.path not in federation.addressees:
         async with node.transaction(reading=True) as session:
-            await addressee(session)  # HTTPNotFound when there is no such inbox
-        federation.addressees.add(request.path)
+            found = await addressee(session)  # HTTPNotFound when there is no such inbox
+        group_id = found.id if isinstance(found, ConditionGroup) else None
+        federation.addressees.add(request.path, group_id)
+    addressed_group_id = federation.addressees.group_of(request.path)
     try:
         activity, document = await inbox_edge.authenticate(
             federation.directory,
@@ -342,7 +344,7 @@ async def _receive(
         return json_error(refused.status, str(refused))
     if inbox_edge.is_handled(activity):
         try:
-            await federation.inbox_writer.store(activity, document, now)
+            await federation.inbox_writer.store(activity, document, now, addressed_group_id)
         except inbox_edge.StoreFailed:
             unavailable = json_error(503, "the activity could not be kept; please deliver it again")
             unavailable.headers["Retry-After"] = "60"

@@ -253,6 +253,8 @@ class InboxItem(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     activity_id: Mapped[str] = mapped_column(IRI, unique=True)
     actor_iri: Mapped[str] = mapped_column(IRI)
+    # The local group whose inbox it was POSTed to (None for the shared and other inboxes).
+    addressed_group_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     body: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(10), default=InboxItemState.QUEUED.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
