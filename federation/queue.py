@@ -291,6 +291,16 @@ class InboxQueue:
         )
         return (await session.execute(claim)).scalar_one_or_none()
 
+    async def _apply(self, session: AsyncSession, item: InboxItem, now: datetime) -> None:
+        """Process one stored item, with what was fetched for it and the group it came to."""
+        await self.processor.process(
+            session,
+            json.loads(item.body),
+            now,
+            self._asked_at.get(item.id),
+            item.addressed_group_id,
+        )
+
     def _forget(self, item_id: int) -> None:
         self._fetch_rounds.pop(item_id, None)
         self._asked_at.pop(item_id, None)
@@ -305,13 +315,7 @@ class InboxQueue:
         outcome: str | NeedsFetch
         try:
             async with session.begin_nested():
-                await self.processor.process(
-                    session,
-                    json.loads(item.body),
-                    now,
-                    self._asked_at.get(item.id),
-                    item.addressed_group_id,
-                )
+                await self._apply(session, item, now)
                 await self.node.publish_pending(session)
             return None, False
         except NeedsFetch as needs:
@@ -345,13 +349,7 @@ class InboxQueue:
                 item = await self._queued_item(session, item_id)
                 if item is None:
                     return
-                await self.processor.process(
-                    session,
-                    json.loads(item.body),
-                    now,
-                    self._asked_at.get(item.id),
-                    item.addressed_group_id,
-                )
+                await self._apply(session, item, now)
                 item.state, item.processed_at = InboxItemState.DONE, now
         except NeedsFetch as needs:
             await self._fetch_for({item_id: needs.wanted}, now)
