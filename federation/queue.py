@@ -215,7 +215,7 @@ class InboxQueue:
             await self.process_one(item_id)
         return len(ids)
 
-    def _due(self, now: datetime, locked: bool = True) -> Select[tuple[InboxItem]]:
+    def _due(self, now: datetime) -> Select[tuple[InboxItem]]:
         statement = (
             select(InboxItem)
             .where(InboxItem.state == QUEUED_ITEM, InboxItem.next_attempt_at <= now)
@@ -223,7 +223,7 @@ class InboxQueue:
             .limit(self.batch)
         )
         # Locked until the batch commits: another worker skips these, never doubles them.
-        return statement.with_for_update(skip_locked=True) if locked else statement
+        return statement.with_for_update(skip_locked=True)
 
     async def _process_batch(self) -> int:
         now = self.node.clock.now()
@@ -869,12 +869,12 @@ def _host_failed(
         host.circuit_open_until = now + max(wait, min(asked or wait, LONGEST_PROBE))
 
 
-def probe_interval(failed_probes: int, rng: random.Random | None = None) -> timedelta:
+def probe_interval(failed_probes: int) -> timedelta:
     """How long an open circuit waits before its next probe: 15 s, 30 s, 45 s ... growing by
     a step per failed probe up to half an hour, +/-10% jitter. An outage of five minutes is
     noticed over within about two; one of a day within half an hour."""
     base = min(PROBE_STEP * (failed_probes + 1), LONGEST_PROBE)
-    return base * (rng or random).uniform(0.9, 1.1)
+    return base * random.uniform(0.9, 1.1)
 
 
 def _succeeded(outcome: Outcome) -> bool:
