@@ -25,7 +25,7 @@ from federation.origins import activity_of
 from node import events, remote
 from node.actor_keys import INSTANCE_ACTOR, public_pem_of
 from node.clock import Clock
-from node.ids import new_object_id
+from node.ids import ActivityRef, new_object_id
 from node.policy import federates
 from node.storage.engine import after_commit
 from node.storage.models import (
@@ -132,7 +132,12 @@ class Outbox:
             return
         await session.execute(insert(OutboxActivity), [item.row for item in planned])
         now = self.clock.now()
-        rows = [row for item in planned for row in _deliveries(item.row["id"], item.inboxes, now)]
+        await self._insert_deliveries(
+            session,
+            [row for item in planned for row in _deliveries(item.row["id"], item.inboxes, now)],
+        )
+
+    async def _insert_deliveries(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
         if rows:
             # One executemany for a fan-out of any size, not one INSERT per follower's inbox.
             await session.execute(insert(Delivery), rows)
@@ -159,11 +164,10 @@ class Outbox:
         self, session: AsyncSession, document: dict[str, Any], inboxes: list[str]
     ) -> None:
         """Deliveries of an activity already stored."""
-        activity_id = document["id"].rsplit("/", 1)[-1]
-        rows = _deliveries(activity_id, inboxes, self.clock.now())
-        if rows:
-            await session.execute(insert(Delivery), rows)
-            after_commit(session, self.wake_deliveries)
+        ref = self.documents.iris.parse_local(document["id"])
+        assert isinstance(ref, ActivityRef), "only activities this node stored are queued"
+        rows = _deliveries(ref.activity_id, inboxes, self.clock.now())
+        await self._insert_deliveries(session, rows)
 
     async def _announce(
         self, session: AsyncSession, group: ConditionGroup, inner: Any, extra_inboxes: list[str]
