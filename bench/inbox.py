@@ -320,23 +320,9 @@ async def send_batch(
             if time.perf_counter() > deadline:
                 statuses["not sent (deadline)"] += 1
                 continue
-            sent_at = time.perf_counter()
-            try:
-                async with session.post(
-                    url,
-                    data=prepared.body,
-                    headers=prepared.headers,
-                    timeout=aiohttp.ClientTimeout(total=30),
-                ) as response:
-                    text = await response.text()
-                    latencies.append(time.perf_counter() - sent_at)
-                    statuses[str(response.status)] += 1
-                    if response.status != 202 and len(errors) < 5:
-                        errors.append(f"{response.status} {text[:200]}")
-            except (aiohttp.ClientError, TimeoutError) as error:
-                statuses[type(error).__name__] += 1
-                if len(errors) < 5:
-                    errors.append(repr(error)[:200])
+            await _post_one(
+                session, url, prepared, time.perf_counter(), statuses, errors, latencies
+            )
 
     await asyncio.gather(*(sender() for _ in range(concurrency)))
     return {
@@ -345,6 +331,34 @@ async def send_batch(
         "seconds": time.perf_counter() - started,
         "latency": _percentiles(latencies),
     }
+
+
+async def _post_one(
+    session: aiohttp.ClientSession,
+    url: str,
+    prepared: Prepared,
+    since: float,
+    statuses: Counter[str],
+    errors: list[str],
+    latencies: list[float],
+) -> None:
+    """POST one prepared request; its latency counts from `since` (sent, or due)."""
+    try:
+        async with session.post(
+            url,
+            data=prepared.body,
+            headers=prepared.headers,
+            timeout=aiohttp.ClientTimeout(total=30),
+        ) as response:
+            text = await response.text()
+            latencies.append(time.perf_counter() - since)
+            statuses[str(response.status)] += 1
+            if response.status != 202 and len(errors) < 5:
+                errors.append(f"{response.status} {text[:200]}")
+    except (aiohttp.ClientError, TimeoutError) as error:
+        statuses[type(error).__name__] += 1
+        if len(errors) < 5:
+            errors.append(repr(error)[:200])
 
 
 async def send_paced(
@@ -364,22 +378,7 @@ async def send_paced(
         if time.perf_counter() > deadline:
             statuses["not sent (deadline)"] += 1
             return
-        try:
-            async with session.post(
-                url,
-                data=prepared.body,
-                headers=prepared.headers,
-                timeout=aiohttp.ClientTimeout(total=30),
-            ) as response:
-                text = await response.text()
-                latencies.append(time.perf_counter() - due)
-                statuses[str(response.status)] += 1
-                if response.status != 202 and len(errors) < 5:
-                    errors.append(f"{response.status} {text[:200]}")
-        except (aiohttp.ClientError, TimeoutError) as error:
-            statuses[type(error).__name__] += 1
-            if len(errors) < 5:
-                errors.append(repr(error)[:200])
+        await _post_one(session, url, prepared, due, statuses, errors, latencies)
 
     await asyncio.gather(
         *(one(prepared, started + index / rate) for index, prepared in enumerate(batch))
