@@ -34,6 +34,7 @@ from federation.vocab import (
     Activity,
     PostDoc,
     VocabError,
+    origin,
     parse_activity,
     parse_post,
     same_origin,
@@ -207,6 +208,24 @@ class Processor:
             raise NeedsFetch(Wanted(FetchKind.OBJECT, value))
         return fetched
 
+    async def _post(
+        self, session: AsyncSession, value: Any, trusted_origin: str, now: datetime
+    ) -> tuple[dict[str, Any], PostDoc]:
+        """A post as its author's server gives it. A post lives on its author's origin; an
+        embedded copy is taken only when the sender is on that origin too (a group on
+        another server may announce it, never vouch for it): otherwise it is fetched from its
+        own id, and what that fetch says decides."""
+        if isinstance(value, dict) and isinstance(value.get("id"), str):
+            if same_origin(value["id"], trusted_origin):
+                embedded = parse_post(value)
+                if not same_origin(embedded.attributed_to, trusted_origin):
+                    value = value["id"]
+        obj = await self._object(session, value, trusted_origin, now)
+        doc = parse_post(obj)
+        if not same_origin(doc.id, doc.attributed_to):
+            raise Rejected("a post is taken only from its author's server")
+        return obj, doc
+
     def _draft(self, doc: PostDoc) -> posts.Draft:
         html = doc.content_html
         body = doc.source_markdown if doc.source_markdown is not None else html_to_text(html)
@@ -304,12 +323,14 @@ class Processor:
         self, session: AsyncSession, activity: Activity, accepted: bool, now: datetime
     ) -> None:
         inner = activity.embedded_object
+        # Only the group answers for itself; no other account of its server may.
         group = await remote.group_by_iri(session, activity.actor)
-        if group is None and inner is not None:
-            # A healthnode node answers refused Follows from its instance actor: the group
-            # is then the Follow's object, which must be on the answering server.
+        if group is None and not accepted and inner is not None:
+            # But a healthnode node refuses a Follow of a group it does not show from its
+            # instance actor (Outbox.reject_follow), where Mastodon keeps its own: that actor
+            # of the group's own server may refuse, never accept, for the group.
             followed = _id_of(inner.get("object"))
-            if followed and same_origin(followed, activity.actor):
+            if followed and activity.actor == ids.Iris(origin(followed)).instance_actor():
                 group = await remote.group_by_iri(session, followed)
         if group is None:
             return
@@ -332,9 +353,8 @@ class Processor:
     # ------------------------------------------------------------ posts sent to our groups
 
     async def _on_create(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
-        obj = await self._object(session, activity.object, activity.actor, now)
+        obj, doc = await self._post(session, activity.object, activity.actor, now)
         activity = _with_object(activity, obj)
-        doc = parse_post(obj)
         if doc.attributed_to != activity.actor:
             raise Rejected("the object's author is not the activity's actor")
         if await remote.post_by_ap_id(session, doc.id) is not None:
@@ -416,7 +436,7 @@ class Processor:
             ):
                 raise NeedsFetch(Wanted(FetchKind.ACTOR, activity.actor))
             return
-        doc = parse_post(obj)
+        obj, doc = await self._post(session, obj, activity.actor, now)
         await self._update(session, _with_object(activity, obj), doc, now, announced_by=None)
 
     async def _update(
@@ -524,13 +544,13 @@ class Processor:
         self, session: AsyncSession, group: ConditionGroup, inner: Activity,
         announce: Activity, now: datetime,
     ) -> None:  # fmt: skip
-        obj = await self._object(session, inner.object, announce.actor, now)
-        doc = parse_post(obj)
+        obj, doc = await self._post(session, inner.object, announce.actor, now)
         if doc.attributed_to != inner.actor:
             raise Rejected("the object's author is not the activity's actor")
         if await self._post_for(session, doc.id) is not None:
             return
         author = await self._person(session, inner.actor, now)
+        inner = _with_object(inner, obj)
         await self._create_in(session, group, author, doc, inner, now, announced=True)
 
     async def _announced_update(
@@ -539,7 +559,8 @@ class Processor:
     ) -> None:  # fmt: skip
         obj = await self._object(session, inner.object, announce.actor, now)
         if obj.get("type") in POST_TYPES:
-            await self._update(session, inner, parse_post(obj), now, announced_by=group)
+            obj, doc = await self._post(session, obj, announce.actor, now)
+            await self._update(session, _with_object(inner, obj), doc, now, announced_by=group)
 
     async def _announced_delete(
         self, session: AsyncSession, group: ConditionGroup, inner: Activity,
@@ -589,8 +610,7 @@ class Processor:
         object_id = _id_of(raw)
         if not object_id or await self._post_for(session, object_id) is not None:
             return
-        obj = await self._object(session, raw, activity.actor, now)
-        doc = parse_post(obj)
+        _, doc = await self._post(session, raw, activity.actor, now)
         author = await self._person(session, doc.attributed_to, now)
         await self._create_in(session, group, author, doc, activity, now, announced=True)
 

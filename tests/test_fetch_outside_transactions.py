@@ -69,15 +69,15 @@ async def write_transaction_open(hospital: Hospital) -> bool:
 
 
 async def test_an_object_is_fetched_with_no_write_transaction_open(
-    hospital: Hospital, remote: FakeRemote, third: FakeRemote
+    hospital: Hospital, remote: FakeRemote
 ) -> None:
-    # Given mallory is a member of the public group, and a Note of hers lives on a third
-    # server that, while it is asked for the Note, watches the node's database
+    # Given mallory is a member of the public group, and a Note of hers lives on her server,
+    # which, while it is asked for the Note, watches the node's database
     await join(hospital, remote)
     note_path = f"/notes/{uuid.uuid4().hex}"
     note = {
         "@context": AS2,
-        "id": third.base_url + note_path,
+        "id": remote.base_url + note_path,
         "type": "Note",
         "attributedTo": remote.actor("mallory"),
         "name": "Fetched, not embedded",
@@ -95,7 +95,7 @@ async def test_an_object_is_fetched_with_no_write_transaction_open(
         held_throughout.append(all(samples))
         return json_answer(note)
 
-    third.routes[note_path] = answer_watching
+    remote.routes[note_path] = answer_watching
 
     # When she sends a Create that names the Note by its id only
     create: dict[str, Any] = {
@@ -123,7 +123,7 @@ async def test_an_object_is_fetched_with_no_write_transaction_open(
 
 
 async def test_an_item_waiting_for_a_fetch_holds_back_the_rest_of_its_batch(
-    make_node: NodeFactory, remote: FakeRemote, third: FakeRemote
+    make_node: NodeFactory, remote: FakeRemote
 ) -> None:
     # Given a node whose public group mallory and trent follow (its workers not running:
     # the test drains the inbox queue itself)
@@ -145,15 +145,15 @@ async def test_an_item_waiting_for_a_fetch_holds_back_the_rest_of_its_batch(
         )
         await drained(federation)
 
-        # When one batch holds mallory's Create naming her Note by id on a third server (a
-        # fetch), then trent's Like of that Note
+        # When one batch holds mallory's Create naming her Note by id (a fetch), then trent's
+        # Like of that Note
         note_path = f"/notes/{uuid.uuid4().hex}"
         note = {
-            "@context": AS2, "id": third.base_url + note_path, "type": "Note",
+            "@context": AS2, "id": remote.base_url + note_path, "type": "Note",
             "attributedTo": remote.actor("mallory"), "name": "Hello", "content": "<p>Hi</p>",
             "to": [group_iri, PUBLIC], "audience": group_iri,
         }  # fmt: skip
-        third.documents[note_path] = note
+        remote.documents[note_path] = note
         create = {
             "@context": AS2, "id": f"{remote.actor('mallory')}/activities/{uuid.uuid4().hex}",
             "type": "Create", "actor": remote.actor("mallory"), "object": note["id"],

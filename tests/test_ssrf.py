@@ -83,6 +83,7 @@ SOCIAL = "https://social.example"
 CIRCLE = "https://circle.example"
 CONTROL = "https://unreachable.example"
 MALLORY = f"{SOCIAL}/users/mallory"
+CIRCLE_MEMBER = f"{CIRCLE}/users/carol"  # posts in the circle live on her (its) server
 CIRCLE_GROUP = f"{CIRCLE}/groups/circle"
 REFUSAL_WORDS = ("private address", "localhost", "plain http")
 
@@ -360,6 +361,7 @@ async def production(
     await remember_remote_actor(node, MALLORY, keys["mallory"])
     await accept_as_member(node, group_id, MALLORY)
     await remember_remote_actor(node, CIRCLE_GROUP, keys["trent"], group=True)
+    await remember_remote_actor(node, CIRCLE_MEMBER, keys["impostor"])
     async with node.transaction() as session:
         circle = await remote.group_by_iri(session, CIRCLE_GROUP)
         assert circle is not None
@@ -579,9 +581,15 @@ ANNOUNCE_SHAPES: dict[str, Callable[[str], dict[str, Any]]] = {
     "Create whose object is named by id": lambda base: _announce(
         _inner("Create", MALLORY, f"{base}/post/1")
     ),
-    "Page whose author is there": lambda base: _announce(_circle_page(f"{base}/users/eve")),
+    "Page whose author is there": lambda base: _announce(
+        {**_circle_page(f"{base}/users/eve"), "id": f"{base}/post/2"}
+    ),
     "reply whose parent is there": lambda base: _announce(
-        _inner("Create", MALLORY, _circle_page(MALLORY, in_reply_to=f"{base}/post/parent"))
+        _inner(
+            "Create",
+            CIRCLE_MEMBER,
+            _circle_page(CIRCLE_MEMBER, in_reply_to=f"{base}/post/parent"),
+        )
     ),
     "Like by an actor there": lambda base: _announce(
         _inner("Like", f"{base}/users/eve", EXISTING_PAGE)
@@ -598,7 +606,7 @@ async def test_a_followed_group_cannot_make_the_node_fetch_a_private_address(
 ) -> None:
     circle_key = keys["trent"], CIRCLE_GROUP + "#main-key"
     # Given the remote group nurse follows already announced a thread by mallory
-    existing = _announce({**_circle_page(MALLORY), "id": EXISTING_PAGE})
+    existing = _announce({**_circle_page(CIRCLE_MEMBER), "id": EXISTING_PAGE})
     answer = await deliver(production, existing, *circle_key)
     assert answer.status == 202, answer
     first = await outcomes(production, {"existing": existing["id"]})
