@@ -40,6 +40,10 @@ from tests.peers import (
 
 SAMPLES = 12
 SAMPLE_SECONDS = 0.025
+# A local write that waited for a remote fetch would wait until the remote answers: here
+# only when the test lets it, or after SLOW_SERVER_SECONDS.
+LOCAL_WRITE_SECONDS = 10.0
+SLOW_SERVER_SECONDS = 30.0
 
 
 async def write_transaction_open(hospital: Hospital) -> bool:
@@ -120,6 +124,51 @@ async def test_an_object_is_fetched_with_no_write_transaction_open(
     assert kept is not None and "Served by its origin" in kept.content_html
     # And no write transaction stayed open while the origin was answering
     assert not any(held_throughout), held_throughout
+
+
+async def test_a_member_signs_in_and_starts_a_thread_while_an_object_server_is_slow(
+    hospital: Hospital, remote: FakeRemote
+) -> None:
+    # Given mallory is a member of the public group, and her server is slow to serve a Note
+    # of hers: it answers only once the test lets it
+    await join(hospital, remote)
+    note_path = f"/notes/{uuid.uuid4().hex}"
+    note = {
+        "@context": AS2, "id": remote.base_url + note_path, "type": "Note",
+        "attributedTo": remote.actor("mallory"), "name": "Slow to come",
+        "content": "<p>From a slow server</p>", "to": [hospital.group_iri, PUBLIC],
+        "audience": hospital.group_iri,
+    }  # fmt: skip
+    asked, answer_now = asyncio.Event(), asyncio.Event()
+
+    async def answer_slowly(request: web.Request) -> web.StreamResponse:
+        asked.set()
+        await asyncio.wait_for(answer_now.wait(), SLOW_SERVER_SECONDS)
+        return json_answer(note)
+
+    remote.routes[note_path] = answer_slowly
+    # And she sends a Create that names the Note by id, which the node starts fetching
+    create = {
+        "@context": AS2, "id": f"{remote.actor('mallory')}/activities/{uuid.uuid4().hex}",
+        "type": "Create", "actor": remote.actor("mallory"), "object": note["id"],
+        "to": [PUBLIC], "cc": [hospital.group_iri], "audience": hospital.group_iri,
+    }  # fmt: skip
+    answer = await post_signed(hospital, remote, create)
+    assert answer.status == 202, answer
+    await asyncio.wait_for(asked.wait(), 20)
+
+    # When, while her server has not answered, nurse signs in and starts a thread
+    nurse = await hospital.running.browser()
+    async with asyncio.timeout(LOCAL_WRITE_SECONDS):
+        await nurse.login("nurse")
+        page = await nurse.post("/g/t1d/new", {"title": "While it waits", "body": "Local."})
+    # Then both were done at once, without waiting for the remote fetch
+    assert page.status == 200 and "While it waits" in page.text, page.text[:300]
+    assert not answer_now.is_set()
+    # And the Note is kept once its server answers
+    answer_now.set()
+    state = await eventually(lambda: processed(hospital, create["id"]), "the Create processed")
+    assert state == "done"
 
 
 async def test_an_item_waiting_for_a_fetch_holds_back_the_rest_of_its_batch(
