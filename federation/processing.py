@@ -46,10 +46,13 @@ from node.html_text import html_to_text
 from node.members import find_member
 from node.policy import Viewer
 from node.storage.models import LOCAL, ConditionGroup, Member, Thread
+from node.validation import normalise_handle
 
 log = logging.getLogger(__name__)
 
 
+# How many missing posts above an announced reply are fetched, along the whole chain: more,
+# or a chain that comes back on itself, fails the item for good.
 MAX_ANCESTOR_FETCHES = 5
 POST_TYPES = ("Page", "Note", "Article", "Question")
 
@@ -165,13 +168,9 @@ class Processor:
             addressed = await session.get(ConditionGroup, addressed_id)
             if addressed is not None and self.documents.group_iri(addressed) in iris:
                 return addressed
-        for iri in iris:
-            slug = self._local_group_slug(iri)
-            if slug:
-                group = await groups.find_group(session, slug)
-                if group is not None:
-                    return group
-        return None
+        slugs = [slug for iri in dict.fromkeys(iris) if (slug := self._local_group_slug(iri))]
+        found = await remote.local_groups_by_slug(session, slugs)
+        return next((found[key] for key in map(normalise_handle, slugs) if key in found), None)
 
     async def _post_for(self, session: AsyncSession, iri: str) -> remote.PostRef | None:
         """A post by its object IRI: ours (a thread's Page, or a reply) or a copy."""
@@ -374,9 +373,10 @@ class Processor:
         activity: Activity,
         now: datetime,
         announced: bool,
+        fetch_ancestors: bool = True,
     ) -> None:
-        if await remote.was_deleted(session, doc.id):
-            return  # its author deleted it before it got here
+        if await remote.was_deleted(session, doc.id, doc.attributed_to, group):
+            return  # its author (or a moderator of its group) deleted it before it got here
         if not any(address in PUBLIC_ALIASES for address in doc.to + doc.cc):
             # A direct or followers-only message must never become a public thread.
             raise Rejected("only public posts are accepted into a group")
@@ -384,8 +384,8 @@ class Processor:
         origin = origin_of(session, activity)
         if doc.in_reply_to and doc.type != "Page":
             parent = await self._post_for(session, doc.in_reply_to)
-            if parent is None and announced and group is not None:
-                parent = await self._fetch_ancestor(session, group, doc.in_reply_to, now)
+            if parent is None and announced and group is not None and fetch_ancestors:
+                parent = await self._fetch_ancestors(session, group, doc, now)
             if parent is None:
                 raise Retry("the post this replies to is not here yet")
             if group is not None and parent.group.id != group.id:
@@ -408,24 +408,48 @@ class Processor:
             draft=self._draft(doc), now=now, origin=origin, announced=announced,
         )  # fmt: skip
 
-    async def _fetch_ancestor(
-        self, session: AsyncSession, group: ConditionGroup, iri: str, now: datetime, depth: int = 0
+    async def _fetch_ancestors(
+        self, session: AsyncSession, group: ConditionGroup, reply: PostDoc, now: datetime
     ) -> remote.PostRef | None:
-        """A reply announced before what it answers: fetch the missing post from its origin
-        (and its own ancestors, a few levels up) rather than apply the reply out of order."""
-        if depth >= MAX_ANCESTOR_FETCHES or self.documents.iris.is_local(iri):
-            return None
-        doc = parse_post(await self._object(session, iri, "", now))
-        if doc.in_reply_to and doc.type != "Page":
-            if await self._post_for(session, doc.in_reply_to) is None:
-                await self._fetch_ancestor(session, group, doc.in_reply_to, now, depth + 1)
-        author = await self._person(session, doc.attributed_to, now)
-        placeholder = Activity(
-            id=doc.id, type="Create", actor=doc.attributed_to, object=doc.id, object_id=doc.id,
-            target=None, to=doc.to, cc=doc.cc, audience=doc.audience, raw={},
-        )  # fmt: skip
-        await self._create_in(session, group, author, doc, placeholder, now, announced=True)
-        return await self._post_for(session, iri)
+        """A reply announced before what it answers: fetch the missing posts above it from
+        their origins, up to one that is here or opens the thread, and keep them from the top
+        down, rather than apply the reply out of order. At most MAX_ANCESTOR_FETCHES are
+        fetched along the whole chain; a longer chain, or one that comes back on itself, is
+        refused for good (retrying would fetch the same chain again)."""
+        chain: list[PostDoc] = []
+        seen = {reply.id}
+        iri = reply.in_reply_to
+        while iri is not None:
+            if iri in seen:
+                raise Rejected("the posts this replies to answer each other in a cycle")
+            if len(chain) >= MAX_ANCESTOR_FETCHES:
+                raise Rejected(
+                    f"more than {MAX_ANCESTOR_FETCHES} posts above this reply are missing"
+                )
+            if self.documents.iris.is_local(iri):
+                return None  # one of ours that is not here: nothing to fetch
+            seen.add(iri)
+            _, doc = await self._post(session, iri, "", now)
+            chain.append(doc)
+            if doc.type == "Page" or not doc.in_reply_to:
+                break
+            if await self._post_for(session, doc.in_reply_to) is not None:
+                break
+            iri = doc.in_reply_to
+        for doc in reversed(chain):
+            author = await self._person(session, doc.attributed_to, now)
+            placeholder = Activity(
+                id=doc.id, type="Create", actor=doc.attributed_to, object=doc.id,
+                object_id=doc.id, target=None, to=doc.to, cc=doc.cc, audience=doc.audience,
+                raw={},
+            )  # fmt: skip
+            await self._create_in(
+                session, group, author, doc, placeholder, now, announced=True,
+                fetch_ancestors=False,
+            )  # fmt: skip
+            if await self._post_for(session, doc.id) is None:
+                raise Rejected("a post above this reply was not kept")
+        return await self._post_for(session, reply.in_reply_to or "")
 
     async def _on_update(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
         obj = await self._object(session, activity.object, activity.actor, now)
@@ -483,10 +507,12 @@ class Processor:
             return
         ref = await self._post_for(session, target)
         if ref is None:
-            if same_origin(target, activity.actor):
-                # Deleted before it arrived (its Create may be waiting for a retry): remember,
-                # so that it never appears afterwards.
-                await remote.remember_deleted(session, target, now)
+            if not self.documents.iris.is_local(target):
+                # Deleted before it arrived (its Create may be waiting for a retry): remember
+                # who deleted it, so that it never appears afterwards if they could delete it.
+                # A group's Announce speaks for the group.
+                deleted_by = announced_by.actor_iri if announced_by is not None else None
+                await remote.remember_deleted(session, target, deleted_by or activity.actor, now)
             return
         announced = _check_announcer(ref, announced_by)
         member = await remote.member_by_iri(session, activity.actor)

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, and_, event, or_, select, update
+from sqlalchemy import Delete, Row, Select, and_, event, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, Session
@@ -27,7 +27,7 @@ from federation.actors import ActorDirectory
 from federation.client import FederationClient, FetchError, Signer
 from federation.outbox import POST_DELETED
 from federation.prefetch import NeedsFetch, Prefetcher, Wanted, wanted_text
-from federation.processing import Processor, Rejected, Retry
+from federation.processing import MAX_ANCESTOR_FETCHES, Processor, Rejected, Retry
 from federation.replies import CLAIM, BatchedReplies
 from keys.pairs import SealedKeyError
 from node import ids, remote
@@ -148,8 +148,9 @@ class Worker:
 
 
 class Pruner:
-    """Removes a table's finished rows once their state's retention (its state graph) has
-    passed, at most every PRUNE_EVERY: the queue stays small."""
+    """Removes rows whose retention has passed, at most every PRUNE_EVERY: a table's finished
+    rows once their state's retention (its state graph) has passed, and any other expired
+    rows it is given (`also`, a DELETE for a time): the queue stays small."""
 
     def __init__(
         self,
@@ -157,11 +158,13 @@ class Pruner:
         graph: StateGraph[Any],
         model: Any,
         finished_at: InstrumentedAttribute[datetime],
+        also: tuple[Callable[[datetime], Delete], ...] = (),
     ) -> None:
         self.node = node
         self.graph = graph
         self.model = model
         self.finished_at = finished_at
+        self.also = also
         self._pruned_at: datetime | None = None
 
     async def __call__(self, now: datetime) -> None:
@@ -170,9 +173,14 @@ class Pruner:
         self._pruned_at = now
         async with self.node.transaction() as session:
             await session.execute(self.graph.prune(self.model, self.finished_at, now))
+            for expired in self.also:
+                await session.execute(expired(now))
 
 
-MAX_FETCH_ROUNDS = 12  # fetches between transactions that one item may need in a row
+# Fetches between transactions that one item may need, at most: enough for an announced
+# reply (the Create by id, its object, its author) whose MAX_ANCESTOR_FETCHES missing
+# ancestors and their authors are fetched too. An item that wants more fails for good.
+MAX_FETCH_ROUNDS = 2 * MAX_ANCESTOR_FETCHES + 4
 
 
 class InboxQueue:
@@ -190,7 +198,9 @@ class InboxQueue:
         # The fast path: runs of plain replies in a batch are processed together.
         self.replies = BatchedReplies(node, processor)
         # Processed items are kept a while (failed ones longer, for admins), then removed.
-        self._prune = Pruner(node, INBOX_ITEM, InboxItem, InboxItem.received_at)
+        self._prune = Pruner(
+            node, INBOX_ITEM, InboxItem, InboxItem.received_at, also=(remote.expired_deletions,)
+        )  # tombstones of posts deleted before they arrived expire too
         # Items waiting for a fetch: how many rounds so far, and the fetch generation when
         # they first asked (what they use must be newer).
         self._fetch_rounds: dict[int, int] = {}
@@ -251,8 +261,8 @@ class InboxQueue:
 
     async def _fetch_for(self, waiting: dict[int, Wanted], now: datetime) -> None:
         """Fetch what waiting items need, no transaction open; an item whose fetch fails is
-        retried later or fails as processing would have, and one that keeps needing more is
-        retried later."""
+        retried later or fails as processing would have, and one that keeps needing more
+        than MAX_FETCH_ROUNDS fails for good (another attempt would fetch as much again)."""
         if not waiting:
             return
         if len(self._fetch_rounds) > 10_000:  # left by items another worker finished
@@ -266,7 +276,7 @@ class InboxQueue:
             if rounds > MAX_FETCH_ROUNDS:
                 failures[item_id] = (
                     f"still {wanted_text(wanted)} after {rounds - 1} fetches",
-                    True,
+                    False,
                 )
         asked = {wanted for item_id, wanted in waiting.items() if item_id not in failures}
         failed = await self.prefetcher.fetch(asked, now)

@@ -175,7 +175,7 @@ class BatchedReplies:
         authors = await self.processor.directory.known_members(
             session, {plain.activity.actor for plain in run}, now
         )
-        deleted = await remote.deleted_among(session, [plain.doc.id for plain in run])
+        deleters = await remote.deleters_among(session, [plain.doc.id for plain in run])
 
         done: list[int] = []
         left: set[int] = set()
@@ -210,8 +210,11 @@ class BatchedReplies:
             if author is None:
                 left.add(plain.item.id)
                 continue
-            if plain.doc.id in deleted:
-                done.append(plain.item.id)  # its author deleted it before it got here
+            if plain.doc.id in deleters:
+                if plain.activity.actor in deleters[plain.doc.id]:
+                    done.append(plain.item.id)  # its author deleted it before it got here
+                else:
+                    left.add(plain.item.id)  # someone else's Delete: the per-item path decides
                 continue
             draft = self.processor._draft(plain.doc)  # the per-item path's own conversion
             replies.append(

@@ -16,6 +16,12 @@ from urllib.parse import urlsplit
 from federation.multikey import MultikeyError, ed25519_pem
 
 MAX_ID_LENGTH = 2048
+# The most addresses (to, cc, bto, bcc, audience) an activity may carry, with those of the
+# objects it embeds: far above what a post of any peer names (the public collection, a
+# followers collection, a group, the people it mentions), far below what could hold the
+# inbox worker. Refused beyond it, at the inbox and when processing. docs/POLICY.md.
+MAX_RECIPIENTS = 500
+ADDRESS_FIELDS = ("to", "cc", "bto", "bcc", "audience")
 
 
 class VocabError(Exception):
@@ -56,6 +62,19 @@ def iri_list(value: Any) -> list[str]:
         if isinstance(item, str) and item:
             result.append(item)
     return result
+
+
+def _check_recipients(document: dict[str, Any]) -> None:
+    """Refuse a document addressed to more than MAX_RECIPIENTS, counting the objects it
+    embeds (an Announce of a Create of a Note), before any address is looked at."""
+    count, node, depth = 0, document, 0
+    while isinstance(node, dict) and depth < 3:
+        for name in ADDRESS_FIELDS:
+            value = node.get(name)
+            count += len(value) if isinstance(value, list) else value is not None
+        node, depth = node.get("object"), depth + 1
+    if count > MAX_RECIPIENTS:
+        raise VocabError(f"addressed to {count} recipients; at most {MAX_RECIPIENTS} are taken")
 
 
 def origin(iri: str) -> str:
@@ -109,6 +128,7 @@ class Activity:
 def parse_activity(document: Any) -> Activity:
     if not isinstance(document, dict):
         raise VocabError("an activity must be a JSON object")
+    _check_recipients(document)
     activity_id = _iri(document.get("id"), "id")
     activity_type = _first_type(document.get("type"))
     actor = _iri(document.get("actor"), "actor")
@@ -194,6 +214,7 @@ def _first_link(value: Any) -> str | None:
 def parse_post(document: Any) -> PostDoc:
     if not isinstance(document, dict):
         raise VocabError("the object must be a JSON object")
+    _check_recipients(document)
     object_type = _first_type(document.get("type"))
     if object_type not in POST_TYPES:
         raise VocabError(f"unsupported object type {object_type}")

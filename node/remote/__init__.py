@@ -18,7 +18,13 @@ from node.remote.audience import (
     remote_followers_inboxes,
     remote_group_inboxes_of,
 )
-from node.remote.deletions import deleted_among, remember_deleted, was_deleted
+from node.remote.deletions import (
+    TOMBSTONES_KEPT,
+    deleters_among,
+    expired_deletions,
+    remember_deleted,
+    was_deleted,
+)
 from node.remote.erasure import erase_remote_account
 from node.remote.following import (
     accept_remote_follow,
@@ -27,6 +33,7 @@ from node.remote.following import (
     follow_answered,
     inbox_gone,
     local_group_by_iri_path,
+    local_groups_by_slug,
     member_by_follow,
     set_follow_activity,
     unbanned_by_remote_group,
@@ -41,19 +48,22 @@ from node.remote.post_refs import (
 )
 
 __all__ = [
+    "TOMBSTONES_KEPT",
     "PostRef",
     "PostRefs",
     "RemoteActorFacts",
     "accept_remote_follow",
     "banned_by_remote_group",
-    "deleted_among",
+    "deleters_among",
     "end_remote_follow",
     "erase_remote_account",
+    "expired_deletions",
     "follow_answered",
     "group_by_iri",
     "has_local_members",
     "inbox_gone",
     "local_group_by_iri_path",
+    "local_groups_by_slug",
     "member_by_follow",
     "member_by_iri",
     "members_by_iri",

@@ -3,6 +3,7 @@ change goes through node.membership's one way of writing a membership, and is re
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import select
@@ -14,6 +15,7 @@ from node.groups import GROUP_NOT_FOUND
 from node.membership import put_membership, remove_membership
 from node.policy import federates
 from node.storage.models import LOCAL, ConditionGroup, Member, Membership
+from node.validation import normalise_handle
 
 
 async def local_group_by_iri_path(session: AsyncSession, slug: str) -> ConditionGroup:
@@ -28,6 +30,22 @@ async def local_group_by_iri_path(session: AsyncSession, slug: str) -> Condition
     if group is None or not federates(group.visibility):
         raise NotFound(GROUP_NOT_FOUND)
     return group
+
+
+async def local_groups_by_slug(
+    session: AsyncSession, slugs: Iterable[str]
+) -> dict[str, ConditionGroup]:
+    """The local groups among these slugs (as an activity addresses them), by normalised slug,
+    with one query: whoever asks, callers decide what may be done with them."""
+    wanted = sorted({normalise_handle(slug) for slug in slugs} - {""})
+    if not wanted:
+        return {}
+    rows = await session.execute(
+        select(ConditionGroup).where(
+            ConditionGroup.slug.in_(wanted), ConditionGroup.domain == LOCAL
+        )
+    )
+    return {group.slug: group for group in rows.scalars()}
 
 
 async def accept_remote_follow(

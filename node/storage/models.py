@@ -349,9 +349,12 @@ class RemoteHost(Base):
 
 
 class DeletedObject(Base):
-    """A remote post deleted before it reached this node, so that a late Create of it is
-    not applied (its author wanted it gone)."""
+    """A Delete of a remote post that had not reached this node, and who sent it: a late
+    Create of the post is not applied when that one could delete it (its author, or its
+    group or a moderator of it). Kept for node.remote.deletions.TOMBSTONES_KEPT."""
 
     __tablename__ = "deleted_objects"
-    ap_id: Mapped[str] = mapped_column(IRI, primary_key=True)
-    deleted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ap_id: Mapped[str] = mapped_column(IRI, index=True)
+    deleted_by: Mapped[str] = mapped_column(IRI)
+    deleted_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
