@@ -116,6 +116,10 @@ def check_url(url: str, allow_loopback: bool) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise FetchError("refused", f"not an http(s) URL: {url[:200]}")
+    if "@" in parts.netloc:
+        # aiohttp would send the user and password as an Authorization header, and the
+        # host such a URL names is read differently by different parsers.
+        raise FetchError("refused", "a URL with user information is never fetched")
     if parts.scheme == "http" and not allow_loopback:
         raise FetchError("refused", "plain http is only used between development nodes")
     host = parts.hostname
@@ -171,9 +175,21 @@ class FederationClient:
         await self.session.close()
 
     async def get_json(
-        self, url: str, signer: Signer | None, now: datetime, accept: str = AS2_ACCEPT
+        self,
+        url: str,
+        signer: Signer | None,
+        now: datetime,
+        accept: str = AS2_ACCEPT,
+        *,
+        other_origins: bool = False,
     ) -> Any:
-        """GET a JSON document, following at most three redirects, each checked again."""
+        """GET a JSON document, following at most three redirects, each checked again.
+
+        A redirect to another origin is refused unless `other_origins`: the document is then
+        known to come from the origin of `url`, which is what lets a caller that checks its
+        id against `url` trust it for that id. Only look-ups whose answer names what is
+        fetched next (WebFinger) follow redirects anywhere."""
+        origin = origin_of(url)
         for _ in range(MAX_REDIRECTS + 1):
             check_url(url, self.allow_loopback)
             headers = {"Accept": accept}
@@ -190,6 +206,12 @@ class FederationClient:
                 async with self.session.get(url, headers=headers, allow_redirects=False) as resp:
                     if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                         url = urljoin(url, resp.headers["Location"])
+                        check_url(url, self.allow_loopback)
+                        if not other_origins and origin_of(url) != origin:
+                            raise FetchError(
+                                "refused",
+                                f"{origin[:200]} redirected to another origin: {url[:200]}",
+                            )
                         continue
                     body = await self._read_capped(resp)
                     self._raise_for_status(resp.status, url)

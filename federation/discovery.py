@@ -268,7 +268,9 @@ async def resolve_handle(
     if text.lower().startswith(("https://", "http://")):
         return text
     url = webfinger_url(text, client.allow_loopback)
-    jrd = await client.get_json(url, signer, now, accept=WEBFINGER_ACCEPT)
+    # A domain may hand its WebFinger to another host (example.org -> social.example.org): the
+    # answer is only a pointer, and the actor it names is fetched from its own origin.
+    jrd = await client.get_json(url, signer, now, accept=WEBFINGER_ACCEPT, other_origins=True)
     found = actor_link(jrd)
     if found is None:
         raise FetchError("invalid", f"WebFinger for {handle[:200]!r} names no ActivityPub actor")

@@ -192,14 +192,14 @@ class Outbox:
 
     @staticmethod
     def _group_inbox(group: ConditionGroup) -> list[str]:
-        inbox = group.shared_inbox_url or group.inbox_url
+        inbox = remote.delivery_inbox(group.shared_inbox_url, group.inbox_url)
         return [inbox] if inbox else []
 
     @staticmethod
     def _inbox_of(member: Member | None) -> list[str]:
         if member is None or member.domain == LOCAL:
             return []
-        inbox = member.shared_inbox_url or member.inbox_url
+        inbox = remote.delivery_inbox(member.shared_inbox_url, member.inbox_url)
         return [inbox] if inbox else []
 
     # ------------------------------------------------------------ posts

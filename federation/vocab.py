@@ -49,6 +49,9 @@ def _iri(value: Any, what: str, required: bool = True) -> str | None:
         raise VocabError(f"{what} is not a valid IRI") from None
     if parts.scheme not in ("https", "http") or not parts.netloc or len(value) > MAX_ID_LENGTH:
         raise VocabError(f"{what} must be an http(s) IRI")
+    if "@" in parts.netloc:
+        # http://a@b/x is b's, not a@b's; and a fetch of it would send "a" as credentials.
+        raise VocabError(f"{what} must not carry user information")
     return value
 
 
@@ -312,6 +315,10 @@ def parse_actor(document: Any) -> ActorDoc:
     endpoints = document.get("endpoints")
     shared = endpoints.get("sharedInbox") if isinstance(endpoints, dict) else None
     shared_inbox = _iri(shared, "sharedInbox", required=False) if shared else None
+    if shared_inbox is not None and not same_origin(shared_inbox, actor_id):
+        # What is delivered there is signed by our groups: only the actor's own server may
+        # receive it. The actor stays usable, reached at its own inbox.
+        shared_inbox = None
     username = (
         _text(document.get("preferredUsername"), 100)
         or urlsplit(actor_id).path.rsplit("/", 1)[-1][:100]

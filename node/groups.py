@@ -15,10 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from node.config import Limits
 from node.errors import Invalid, NotFound
 from node.events import GroupCreated, record
-from node.members import claim_handle, find_member
+from node.members import claim_handle, find_member, find_remote_by_name
 from node.policy import NO_STANDING, Action, Standing, Viewer, knows_of, may
 from node.storage.models import LOCAL, ConditionGroup, GroupCondition, Membership
-from node.validation import collect, handle_problem, normalise_handle, text_problem
+from node.validation import (
+    collect,
+    handle_problem,
+    normalise_handle,
+    remote_handle_readings,
+    text_problem,
+)
 
 TAG_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]*")
 GROUP_NOT_FOUND = "There is no group at this address."
@@ -169,17 +175,15 @@ async def view_group(
 
 async def find_group_by_address(session: AsyncSession, address: str) -> ConditionGroup | None:
     """A local group by slug, or this node's copy of a remote group by slug@domain."""
-    handle = normalise_handle(address)
-    if "@" not in handle:
-        return await find_group(session, handle)
-    name, _, domain = handle.partition("@")
-    return (
-        await session.execute(
-            select(ConditionGroup).where(
-                ConditionGroup.slug == name, ConditionGroup.domain == domain
-            )
-        )
-    ).scalar_one_or_none()
+    if "@" not in address:
+        return await find_group(session, address)
+    return await find_remote_by_name(
+        session,
+        ConditionGroup,
+        ConditionGroup.slug,
+        ConditionGroup.domain,
+        remote_handle_readings(address),
+    )
 
 
 async def find_group(session: AsyncSession, slug: str) -> ConditionGroup | None:

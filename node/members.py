@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,7 +15,15 @@ from node.events import MemberCreated, MemberUpdated, record
 from node.passwords import Passwords
 from node.policy import ADMIN_ROLE, OPEN_VISIBILITIES
 from node.storage.models import LOCAL, ConditionGroup, Handle, Member, Membership
-from node.validation import collect, handle_problem, normalise_handle, text_problem
+from node.validation import (
+    collect,
+    handle_problem,
+    normalise_handle,
+    remote_handle_readings,
+    text_problem,
+)
+
+T = TypeVar("T")
 
 
 async def claim_handle(session: AsyncSession, handle: str, kind: str, what: str) -> None:
@@ -100,14 +109,42 @@ async def first_admin(session: AsyncSession) -> Member | None:
 
 async def find_member_by_handle(session: AsyncSession, handle: str) -> Member | None:
     """A local member by username, or a remote one by username@domain (for moderators)."""
-    name, at, domain = normalise_handle(handle).lstrip("@").partition("@")
-    if not at:
-        return await find_member(session, name)
-    return (
-        await session.execute(
-            select(Member).where(Member.username == name, Member.domain == domain)
+    local = handle.strip().removeprefix("@")
+    if "@" not in local:
+        return await find_member(session, local)
+    return await find_remote_by_name(
+        session, Member, Member.username, Member.domain, remote_handle_readings(handle)
+    )
+
+
+async def find_remote_by_name(
+    session: AsyncSession,
+    model: type[T],
+    name_column: Any,
+    domain_column: Any,
+    readings: list[tuple[str, str]],
+) -> T | None:
+    """A remote member or group by one of the (name, domain) readings of a handle. Remote
+    names are stored as their servers give them: the name exactly as given, else the one
+    name of that domain that differs from it only in case."""
+    for name, domain in readings:
+        rows = (
+            (
+                await session.execute(
+                    select(model).where(
+                        domain_column == domain,
+                        domain_column != LOCAL,
+                        or_(name_column == name, func.lower(name_column) == name.lower()),
+                    )
+                )
+            )
+            .scalars()
+            .all()
         )
-    ).scalar_one_or_none()
+        exact = [row for row in rows if getattr(row, name_column.key) == name]
+        if exact or len(rows) == 1:
+            return (exact or rows)[0]
+    return None
 
 
 def handle_of(member: Member) -> str:

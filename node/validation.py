@@ -11,6 +11,26 @@ def normalise_handle(text: str) -> str:
     return text.strip().lower()
 
 
+# A remote name is what its server calls the actor (preferredUsername, up to 100 characters,
+# kept as given); with "@" and the domain, a handle is never longer than this.
+REMOTE_HANDLE_MAX = 400
+
+
+def remote_handle_readings(text: str) -> list[tuple[str, str]]:
+    """The (name, domain) pairs a handle `name@domain` or `@name@domain` can mean: the name as
+    typed (remote servers' names keep their case and may hold "@"), the domain lowercased.
+    Empty when the text names no remote actor."""
+    text = text.strip()
+    if len(text) > REMOTE_HANDLE_MAX or "\x00" in text:
+        return []  # no such name is stored; and PostgreSQL refuses NUL outright
+    readings = []
+    for candidate in dict.fromkeys((text, text.removeprefix("@"))):
+        name, at, domain = candidate.rpartition("@")
+        if at and name and domain:
+            readings.append((name, domain.lower()))
+    return readings
+
+
 def handle_problem(handle: str, what: str) -> str | None:
     if not handle:
         return f"Choose a {what}."

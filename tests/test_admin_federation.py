@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from urllib.parse import quote
 
+import pytest
 from sqlalchemy import insert, select
 
 from node import members
@@ -104,6 +106,31 @@ async def test_the_page_does_not_exist_for_anyone_else(
     assert (await member.get("/admin/federation")).status == 404
     page = await member.post("/admin/federation/inbox/1/retry")
     assert page.status == 404
+    async with node.transaction() as session:
+        states = set((await session.execute(select(InboxItem.state))).scalars())
+    assert states == {"failed"}
+
+
+@pytest.mark.parametrize(
+    "item_id",
+    [
+        "99999999999999999999999",  # past any integer column: OverflowError, DataError
+        str(2**31),  # past PostgreSQL's integer
+        str(2**63),
+        "0",
+        "00000000000000000000001",
+        "\u0661",  # an Arabic-Indic one: a digit to \d and to int(), not to us
+    ],
+)
+async def test_a_malformed_item_id_is_not_found(
+    node: NodeContext, browser_factory: BrowserFactory, item_id: str
+) -> None:
+    await seed(node)
+    admin = await browser_factory()
+    await admin.login("admin")
+    await admin.get("/admin/federation")
+    page = await admin.post(f"/admin/federation/inbox/{quote(item_id)}/retry")
+    assert page.status == 404, page.text[:300]
     async with node.transaction() as session:
         states = set((await session.execute(select(InboxItem.state))).scalars())
     assert states == {"failed"}

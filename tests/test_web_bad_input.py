@@ -716,6 +716,52 @@ async def test_login_next_on_this_site_is_followed(browser_factory: BrowserFacto
     assert await login_location(browser, "/u/alice?tab=1") == "/u/alice?tab=1"
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/..//evil.example/steal",
+        "/%2e%2e//evil.example/steal",
+        "/u/..//evil.example/steal",
+        "/.//evil.example/steal",
+        "/%2F%2Fevil.example/steal",
+        "/%5Cevil.example/steal",
+        "/\x0b/evil.example/steal",
+    ],
+)
+async def test_login_next_never_lands_on_a_path_read_as_another_host(
+    browser_factory: BrowserFactory, target: str
+) -> None:
+    """Dot segments and encoded slashes resolve, in a browser or behind a proxy that decodes,
+    to "//evil.example/steal": a path that the next redirect would send off the site."""
+    await member(browser_factory, "alice")
+    browser = await browser_factory()
+    location = await login_location(browser, target)
+    assert location == "/", location
+
+
+async def test_the_remote_follow_form_never_redirects_off_the_site(
+    browser_factory: BrowserFactory, node: NodeContext
+) -> None:
+    # Given alice, signed in, and a group here (the control: a link to it is followed home)
+    alice = await member(browser_factory, "alice")
+    await alice.post("/groups/new", {"slug": "t1d", "name": "Type 1", "visibility": "public"})
+    base = node.settings.base_url
+    async with alice.client.post(
+        "/groups/follow", data={"handle": base + "/g/t1d", "csrf_token": alice.token},
+        allow_redirects=False,
+    ) as response:  # fmt: skip
+        assert response.status == 303 and response.headers["Location"] == "/g/t1d"
+    # When she follows addresses on this node whose paths read as another host
+    for path in ("//evil.example/x", "/\\evil.example/x", "/..//evil.example/x", "/%2F/evil"):
+        await alice.get(f"/authorize_interaction?uri={quote(base + path, safe='')}")
+        async with alice.client.post(
+            "/groups/follow", data={"handle": base + path, "csrf_token": alice.token},
+            allow_redirects=False,
+        ) as response:  # fmt: skip
+            # Then she is told it cannot be followed; never sent elsewhere
+            assert response.status == 400, (path, response.headers.get("Location"))
+
+
 async def login_location(browser: Browser, target: str) -> str:
     """Sign in as alice with `next`, and return where the answer sends the browser."""
     await browser.get("/login")
@@ -847,3 +893,26 @@ async def test_nul_character_in_a_login_username_is_refused(
     await browser.get("/login")
     page = await browser.post("/login", {"username": "ali\x00ce", "password": "wrong-one"})
     assert_refused(page, 400, "That username and password do not match.")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/t/" + "9" * 5000,
+        "/p/" + "9" * 5000,
+        "/activities/" + "9" * 5000,
+        "/t/%F0%9F%92%A9",
+        "/p/%FF",
+        "/g/t1d/outbox?page=99999999999999999999999",
+        "/admin/federation/inbox/99999999999999999999999/retry",
+    ],
+)
+async def test_a_malformed_id_in_an_address_is_not_found(
+    browser_factory: BrowserFactory, path: str
+) -> None:
+    browser = await browser_factory()
+    await browser.register("alice")
+    for method in ("GET", "POST"):
+        data = {"csrf_token": browser.token}
+        async with browser.client.request(method, path, data=data) as response:
+            assert response.status in (404, 405), (method, path[:80], response.status)

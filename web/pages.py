@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from aiohttp import web
 from multidict import MultiDict
@@ -17,6 +18,8 @@ from node.storage.models import Member
 from web.appkeys import CSRF_BASIS, CSRF_FAILED, DB, ME, MEMBER, NODE, TEMPLATES, VIEWER
 from web.csrf import token_for
 from web.security_headers import SECURITY_HEADERS
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -67,18 +70,53 @@ def render(
     return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
 
 
+def local_path(target: str) -> str | None:
+    """`target` when it can only be read as a path on this site, else None.
+
+    Browsers read "//host", "/\\host" and "/<tab>/host" as another host (they drop tabs and
+    newlines, and take a backslash for a slash), and resolve "/..//host" to the path
+    "//host", which a later redirect could send on; none of these, encoded or not, is a
+    local path. Every redirect this site answers with goes through here."""
+    if not target.startswith("/") or any(ord(c) < 0x20 or c in "\\\x7f" for c in target):
+        return None
+    parts = urlsplit(target)
+    decoded = unquote(parts.path)
+    if parts.scheme or parts.netloc or "\\" in decoded or "//" in decoded:
+        return None
+    if any(segment in (".", "..") for segment in decoded.split("/")):
+        return None
+    return target
+
+
 def see_other(location: str) -> web.HTTPSeeOther:
-    return web.HTTPSeeOther(location)
+    """A 303 to a page of this site. A location that is not plainly local (a bug, since every
+    caller builds it from our own paths) goes to the front page instead of anywhere else."""
+    safe = local_path(location)
+    if safe is None:
+        log.warning("refused to redirect to %r", location[:200])
+    return web.HTTPSeeOther(safe or "/")
 
 
 def safe_next(target: str | None, default: str = "/") -> str:
     """Only same-site paths are followed after sign-in, never another host."""
-    if not target:
-        return default
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
-        return default
-    return target
+    return (local_path(target) if target else None) or default
+
+
+# PostgreSQL's integer, the type of every numeric id here: a larger one names no row, and
+# SQLite and asyncpg would refuse to send it (OverflowError, DataError) rather than find none.
+MAX_ROW_ID = 2**31 - 1
+
+
+def row_id(request: web.Request, name: str) -> int:
+    """The numeric id in the URL's `name` part, or 404: ASCII digits in canonical form (no
+    leading zero) within the column's range. Every route taking a numeric id reads it so."""
+    raw = request.match_info.get(name, "")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(MAX_ROW_ID)):
+        raise web.HTTPNotFound()
+    number = int(raw)
+    if str(number) != raw or not 0 < number <= MAX_ROW_ID:
+        raise web.HTTPNotFound()
+    return number
 
 
 async def form(request: web.Request) -> MultiDict[str]:
@@ -115,7 +153,7 @@ def require_member(request: web.Request) -> Member:
     if signed_in is None:
         # After signing in, come back to the page, never to a form's POST address.
         back = request.path_qs if request.method == "GET" else "/"
-        raise web.HTTPSeeOther(f"/login?next={quote(back)}")
+        raise see_other(f"/login?next={quote(back)}")
     return signed_in
 
 

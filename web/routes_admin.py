@@ -8,12 +8,12 @@ from federation import health
 from node.policy import is_admin
 from node.storage.engine import after_commit
 from web.appkeys import FEDERATION
-from web.pages import db, member, now, render, see_other
+from web.pages import db, member, now, render, row_id, see_other
 
 
 def register(router: web.UrlDispatcher) -> None:
     router.add_get("/admin/federation", federation_health)
-    router.add_post("/admin/federation/inbox/{item_id:\\d+}/retry", retry_inbox_item)
+    router.add_post("/admin/federation/inbox/{item_id}/retry", retry_inbox_item)
 
 
 def _require_admin(request: web.Request) -> None:
@@ -34,7 +34,7 @@ async def federation_health(request: web.Request) -> web.Response:
 
 async def retry_inbox_item(request: web.Request) -> web.StreamResponse:
     _require_admin(request)
-    item_id = int(request.match_info["item_id"])
+    item_id = row_id(request, "item_id")
     if not await health.retry_inbox_item(db(request), item_id, now(request)):
         raise web.HTTPNotFound()
     after_commit(db(request), request.app[FEDERATION].inbox_worker.wake)

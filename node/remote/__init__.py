@@ -14,6 +14,7 @@ from node.remote.actors import (
     upsert_remote_member,
 )
 from node.remote.audience import (
+    delivery_inbox,
     has_local_members,
     remote_followers_inboxes,
     remote_group_inboxes_of,
@@ -55,6 +56,7 @@ __all__ = [
     "accept_remote_follow",
     "banned_by_remote_group",
     "deleters_among",
+    "delivery_inbox",
     "end_remote_follow",
     "erase_remote_account",
     "expired_deletions",

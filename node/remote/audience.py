@@ -3,10 +3,29 @@ remote groups, and whether anyone here follows a remote group."""
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.storage.models import LOCAL, ConditionGroup, Member, Membership
+
+
+def _origin(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+
+def delivery_inbox(shared_inbox: str | None, inbox: str | None) -> str | None:
+    """Where a remote actor is delivered to: its shared inbox when that is on the origin of
+    its own inbox, else its inbox. Federation stores no other shared inbox; a row kept from
+    before that rule may name one, and nothing signed by us goes to it."""
+    if shared_inbox and inbox and _origin(shared_inbox) == _origin(inbox):
+        return shared_inbox
+    return inbox or None
 
 
 async def remote_followers_inboxes(session: AsyncSession, group_id: int) -> list[str]:
@@ -20,8 +39,8 @@ async def remote_followers_inboxes(session: AsyncSession, group_id: int) -> list
             Member.domain != LOCAL,
         )
     )
-    inboxes = {shared or inbox for shared, inbox in rows.all() if shared or inbox}
-    return sorted(inboxes)
+    inboxes = {delivery_inbox(shared, inbox) for shared, inbox in rows.all()}
+    return sorted(inbox for inbox in inboxes if inbox)
 
 
 async def has_local_members(session: AsyncSession, group_id: int) -> bool:
@@ -52,4 +71,5 @@ async def remote_group_inboxes_of(session: AsyncSession, member_id: int) -> list
             ConditionGroup.domain != LOCAL,
         )
     )
-    return sorted({shared or inbox for shared, inbox in rows.all() if shared or inbox})
+    inboxes = {delivery_inbox(shared, inbox) for shared, inbox in rows.all()}
+    return sorted(inbox for inbox in inboxes if inbox)
