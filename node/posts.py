@@ -39,6 +39,7 @@ from node.policy import (
     may_delete_post,
     may_edit_post,
 )
+from node.storage.engine import note_erasure
 from node.storage.models import LOCAL, ConditionGroup, Member, Membership, Post, Reaction, Thread
 from node.text import normalise_line_endings, render_markdown, sanitise_html
 from node.validation import collect, text_problem
@@ -406,6 +407,7 @@ async def edit_post(
     found.post.content_html = draft.rendered()
     found.post.content_warning = draft.content_warning
     found.post.edited_at = now
+    note_erasure(session)  # the earlier text is gone from the page, not yet from the file
     if is_opening_post and title is not None:
         found.thread.title = title
     await session.flush()
@@ -439,6 +441,7 @@ async def delete_post(
 
 async def tombstone(session: AsyncSession, post: Post, thread: Thread, now: datetime) -> None:
     """Erase a post's text (and its marks); its place in the thread stays."""
+    note_erasure(session)
     post.deleted_at = now
     post.source = ""
     post.content_html = ""
