@@ -389,6 +389,7 @@ async def edit_post(
     announced: bool = False,
 ) -> PostInContext:
     found = await post_in_context(session, post_id, viewer)
+    await _lock(session, found.post)
     is_author = found.post.author_id == viewer.member_id
     vouched = vouched_by_remote_group(found.view, announced) and is_author
     if not vouched and not may_edit_post(viewer, found.view.standing, is_author):
@@ -426,6 +427,7 @@ async def delete_post(
 ) -> PostInContext:
     """Replace a post by a tombstone: its text is erased, its place in the thread stays."""
     found = await post_in_context(session, post_id, viewer, authors_own=True)
+    await _lock(session, found.post)
     is_author = found.post.author_id == viewer.member_id
     vouched = vouched_by_remote_group(found.view, announced)
     if not vouched and not may_delete_post(
@@ -437,6 +439,13 @@ async def delete_post(
         assert viewer.member_id is not None
         record(session, PostDeleted(found.post.id, viewer.member_id, origin))
     return found
+
+
+async def _lock(session: AsyncSession, post: Post) -> None:
+    """Read the post again, locked until the transaction ends (PostgreSQL; SQLite's writers
+    take turns already): an edit racing a deletion then never writes the text back into a
+    tombstone, nor a deletion erases what it did not see."""
+    await session.refresh(post, with_for_update=True)
 
 
 async def tombstone(session: AsyncSession, post: Post, thread: Thread, now: datetime) -> None:

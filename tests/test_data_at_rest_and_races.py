@@ -1,14 +1,32 @@
-"""Data at rest: owner-only files, and erased text gone from SQLite's files."""
+"""Data at rest and identity: owner-only files, erased text gone from SQLite's files, names
+that cannot pass for someone else's, threads closed by their opening post's deletion, and
+membership changes that stay right when they race (on PostgreSQL, two nodes on one database).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import stat
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
+from federation.keysink import attach_actor_keys
 from node.config import Settings
+from node.errors import Conflict, DomainError, Forbidden
+from node.groups import view_group
+from node.membership import (
+    ban,
+    decide_request,
+    invite,
+    join,
+    leave,
+    request_to_join,
+    set_role,
+)
 from node.posts import (
     Draft,
     delete_post,
@@ -18,13 +36,17 @@ from node.posts import (
 )
 from node.runtime import NodeContext
 from node.storage.files import sqlite_file
+from node.storage.models import Member, Membership
 from tests.browser import Browser
 from tests.clock import ManualClock
 from tests.conftest import CHEAP_PASSWORDS
 from tests.databases import BACKEND
+from tests.keypool import pooled_key_pair
 from tests.test_domain_services import (
     add_group,
     add_member,
+    do_join,
+    moderate,
     new_thread,
     who,
 )
@@ -141,3 +163,124 @@ async def test_deleted_and_edited_text_is_gone_from_the_database_and_its_log(
     on_disk = bytes_on_disk(node)
     for words in (b"REPLYSECRET", b"EDITEDAWAY", b"OPENINGSECRET", b"Quiet thread"):
         assert words not in on_disk, words
+
+
+# --- membership changes that race ----------------------------------------------------------
+
+ROUNDS = 8
+
+
+@pytest.fixture
+async def twin(node: NodeContext) -> AsyncIterator[NodeContext]:
+    """A second node process on the same database (as two web or worker processes are)."""
+    other = await NodeContext.open(node.settings, clock=node.clock)
+    attach_actor_keys(other, pooled_key_pair)
+    yield other
+    await other.close()
+
+
+async def as_member(
+    node: NodeContext,
+    member: Member,
+    slug: str,
+    call: Callable[..., Awaitable[object]],
+    *args: object,
+) -> object:
+    """Run a membership call as `member`, in a transaction of its own on `node`: the domain's
+    answer, or the DomainError it refused with (a web page shows it as a 4xx)."""
+    try:
+        async with node.transaction() as session:
+            view = await view_group(session, slug, who(member))
+            return await call(session, view, *args)
+    except DomainError as refused:
+        return refused
+
+
+async def state_of(node: NodeContext, group_id: int, member_id: int) -> tuple[str, str] | None:
+    async with node.transaction() as session:
+        row = await session.get(Membership, (group_id, member_id))
+        return None if row is None else (row.state, row.role)
+
+
+async def test_a_ban_racing_the_members_leave_always_holds(
+    node: NodeContext, twin: NodeContext
+) -> None:
+    owner = await add_member(node, "olga")
+    group = await add_group(node, owner, "migraine")
+    for round_number in range(ROUNDS):
+        person = await add_member(node, f"leaver{round_number}")
+        await do_join(node, "migraine", person)
+        now = node.clock.now()
+        outcomes = await asyncio.gather(
+            as_member(node, owner, "migraine", ban, person.username, now),
+            as_member(twin, person, "migraine", lambda session, view: leave(session, view)),
+        )
+        assert not any(
+            isinstance(o, BaseException) and not isinstance(o, DomainError) for o in outcomes
+        )
+        assert await state_of(node, group.id, person.id) == ("banned", "member"), outcomes
+        rejoined = await as_member(node, person, "migraine", join, now)
+        assert isinstance(rejoined, Forbidden), rejoined
+
+
+async def test_approve_racing_reject_one_wins_the_other_is_told(
+    node: NodeContext, twin: NodeContext
+) -> None:
+    owner = await add_member(node, "olga")
+    mod = await add_member(node, "moe")
+    group = await add_group(node, owner, "quiet", private=True, join_policy="request")
+    await moderate(node, owner, "quiet", invite, "moe", node.clock.now())
+    await do_join(node, "quiet", mod)
+    await moderate(node, owner, "quiet", set_role, "moe", "moderator", node.clock.now())
+    for round_number in range(ROUNDS):
+        person = await add_member(node, f"asker{round_number}")
+        async with node.transaction() as session:
+            await request_to_join(session, "quiet", group.join_code, who(person), node.clock.now())
+        now = node.clock.now()
+        approved, rejected = await asyncio.gather(
+            as_member(node, owner, "quiet", decide_request, person.username, True, now),
+            as_member(twin, mod, "quiet", decide_request, person.username, False, now),
+        )
+        final = await state_of(node, group.id, person.id)
+        if isinstance(rejected, Conflict):
+            assert approved is None and final == ("active", "member")
+            assert "approved" in str(rejected)
+        else:
+            assert rejected is None and isinstance(approved, Conflict), (approved, rejected)
+            assert final is None and "declined" in str(approved)
+
+
+async def test_concurrent_joins_make_one_membership_and_no_error(
+    node: NodeContext, twin: NodeContext
+) -> None:
+    owner = await add_member(node, "olga")
+    group = await add_group(node, owner, "lupus")
+    for round_number in range(ROUNDS):
+        person = await add_member(node, f"joiner{round_number}")
+        now = node.clock.now()
+        outcomes = await asyncio.gather(
+            *(as_member(n, person, "lupus", join, now) for n in (node, twin, node, twin))
+        )
+        assert all(isinstance(o, Membership) for o in outcomes), outcomes
+        assert await state_of(node, group.id, person.id) == ("active", "member")
+        async with node.transaction() as session:
+            rows = await session.scalar(
+                select(func.count()).where(Membership.member_id == person.id)
+            )
+        assert rows == 1
+
+
+async def test_a_promotion_racing_a_ban_never_leaves_a_banned_moderator(
+    node: NodeContext, twin: NodeContext
+) -> None:
+    owner = await add_member(node, "olga")
+    group = await add_group(node, owner, "crohns")
+    for round_number in range(ROUNDS):
+        person = await add_member(node, f"promoted{round_number}")
+        await do_join(node, "crohns", person)
+        now = node.clock.now()
+        outcomes = await asyncio.gather(
+            as_member(node, owner, "crohns", set_role, person.username, "moderator", now),
+            as_member(twin, owner, "crohns", ban, person.username, now),
+        )
+        assert await state_of(node, group.id, person.id) == ("banned", "member"), outcomes
