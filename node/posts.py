@@ -41,7 +41,7 @@ from node.policy import (
 )
 from node.storage.engine import note_erasure
 from node.storage.models import LOCAL, ConditionGroup, Member, Membership, Post, Reaction, Thread
-from node.text import normalise_line_endings, render_markdown, sanitise_html
+from node.text import neutralise, normalise_line_endings, render_markdown, sanitise_html
 from node.validation import collect, text_problem
 
 HELPFUL = "helpful"
@@ -66,12 +66,14 @@ class Draft:
     def cleaned(self) -> Draft:
         return replace(
             self,
-            body=normalise_line_endings(self.body).strip(),
-            content_warning=self.content_warning.strip(),
+            body=neutralise(normalise_line_endings(self.body)).strip(),
+            content_warning=neutralise(self.content_warning, name=True),
         )
 
     def rendered(self) -> str:
-        return sanitise_html(self.html) if self.html is not None else render_markdown(self.body)
+        if self.html is None:
+            return render_markdown(self.body)
+        return neutralise(sanitise_html(self.html))  # entities are characters by now
 
 
 def vouched_by_remote_group(view: GroupView, announced: bool) -> bool:
@@ -132,7 +134,7 @@ async def start_thread(
 ) -> Thread:
     if not vouched_by_remote_group(view, announced) and not view.may(Action.POST):
         raise Forbidden("Only active members of this group can start threads. Join it first.")
-    title = " ".join(title.split())
+    title = neutralise(title, name=True)
     draft = draft.cleaned()
     problems = collect(title=text_problem(title, "The title", limits.title_max))
     problems |= _draft_problems(draft, limits)
@@ -400,7 +402,7 @@ async def edit_post(
     problems = _draft_problems(draft, limits)
     is_opening_post = found.post.parent_id is None
     if is_opening_post and title is not None:
-        title = " ".join(title.split())
+        title = neutralise(title, name=True)
         problems |= collect(title=text_problem(title, "The title", limits.title_max))
     if problems:
         raise Invalid(problems)

@@ -15,15 +15,18 @@ import pytest
 from sqlalchemy import func, select
 
 from federation.keysink import attach_actor_keys
+from node import remote
 from node.config import Settings
 from node.errors import Conflict, DomainError, Forbidden
 from node.groups import view_group
+from node.members import update_profile
 from node.membership import (
     ban,
     decide_request,
     invite,
     join,
     leave,
+    put_membership,
     request_to_join,
     set_role,
 )
@@ -48,6 +51,7 @@ from tests.test_domain_services import (
     do_join,
     moderate,
     new_thread,
+    register,
     who,
 )
 
@@ -163,6 +167,88 @@ async def test_deleted_and_edited_text_is_gone_from_the_database_and_its_log(
     on_disk = bytes_on_disk(node)
     for words in (b"REPLYSECRET", b"EDITEDAWAY", b"OPENINGSECRET", b"Quiet thread"):
         assert words not in on_disk, words
+
+
+# --- names that cannot pass for someone else's ---------------------------------------------
+
+RLO, ZWSP, ZWJ, LRI, PDI = "\u202e", "\u200b", "\u200d", "\u2066", "\u2069"
+CONTROLS = (RLO, ZWSP, ZWJ, LRI, PDI, "\u202a", "\u2060", "\ufeff", "\u3164", "\x07")
+
+
+REORDERING = (RLO, LRI, PDI, "\u202a", "\u202b", "\u202c", "\u202d")
+
+
+def has_controls(text: str) -> bool:
+    return any(control in text for control in CONTROLS)
+
+
+def reorders(text: str) -> bool:
+    return any(control in text for control in REORDERING)
+
+
+def remote_facts(username: str, display_name: str, summary: str = "") -> remote.RemoteActorFacts:
+    iri = f"https://elsewhere.example/users/{username}"
+    return remote.RemoteActorFacts(
+        iri=iri, username=username, domain="elsewhere.example", display_name=display_name,
+        summary=summary, inbox=f"{iri}/inbox", shared_inbox=None, profile_url=None,
+    )  # fmt: skip
+
+
+async def test_names_titles_and_posts_lose_what_reorders_or_hides_text(
+    node: NodeContext, browser: Browser
+) -> None:
+    carol = await add_member(node, "carol")
+    async with node.transaction() as session:
+        mallory = await register(session, node, "mallory", display_name=f"{RLO}Carol{ZWSP}")
+        await update_profile(
+            session, node.settings.limits, mallory, display_name=f"Ca{ZWSP}rol{LRI}\u3164",
+            bio=f"about{RLO} me\x07",
+        )  # fmt: skip
+        stranger = await remote.upsert_remote_member(
+            session, remote_facts(f"car{RLO}ol", f"{LRI}Carol{ZWJ}{PDI}", f"hi{RLO}!"),
+            node.clock.now(),
+        )  # fmt: skip
+    assert (mallory.display_name, mallory.bio) == ("Carol", "about me")
+    assert (stranger.display_name, stranger.username, stranger.bio) == ("Carol", "carol", "hi!")
+
+    group = await add_group(node, carol, "diabetes", name=f"Diabetes{RLO} talk")
+    assert group.name == "Diabetes talk"
+    async with node.transaction() as session:
+        # Following the group, as the inbox would have it (without the Accept it sends).
+        await put_membership(session, None, group.id, stranger.id, "active", node.clock.now())
+    await do_join(node, "diabetes", mallory)
+    thread = await new_thread(node, "diabetes", mallory, f"Insulin{RLO}gnp.exe", f"x{RLO}y")
+    async with node.transaction() as session:
+        opening = await first_post(session, thread.id)
+        # A remote post's HTML, with the override as a character reference.
+        answer = await reply(
+            session, node.settings.limits, who(stranger), thread_id=thread.id, parent_id=None,
+            draft=Draft("ab", f"cw{RLO}", html="<p>a&#x202E;b&#8203;c</p>", ap_id="https://elsewhere.example/n/1"),
+            now=node.clock.now(),
+        )  # fmt: skip
+    assert thread.title == "Insulingnp.exe"
+    assert not has_controls(opening.source + opening.content_html)
+    assert answer.content_html == "<p>ab\u200bc</p>" and answer.content_warning == "cw"
+
+    # Then every page names each member by display name and handle, the two apart.
+    await browser.login("carol")
+    thread_page = await browser.get(f"/t/{thread.id}")
+    members_page = await browser.get("/g/diabetes/members")
+    moderation_page = await browser.get("/g/diabetes/moderation")
+    group_page = await browser.get("/g/diabetes")
+    for page in (thread_page, members_page, moderation_page, group_page):
+        assert page.status == 200, page.path
+        assert not reorders(page.text), page.path  # what people read
+    mallory_byline = '<bdi>Carol</bdi></a> <span class="handle">@<bdi>mallory</bdi></span>'
+    stranger_byline = (
+        '<bdi>Carol</bdi></a> <span class="handle">@<bdi>carol@elsewhere.example</bdi></span>'
+    )
+    carol_byline = '<bdi>Carol</bdi></a> <span class="handle">@<bdi>carol</bdi></span>'
+    assert mallory_byline in thread_page.html and stranger_byline in thread_page.html
+    for page in (members_page, moderation_page):
+        for byline in (mallory_byline, stranger_byline, carol_byline):
+            assert byline in page.html, (page.path, byline)
+    assert '<bdi>Carol</bdi> <span class="handle">@<bdi>mallory</bdi></span>' in group_page.html
 
 
 # --- membership changes that race ----------------------------------------------------------
