@@ -47,6 +47,9 @@ from node.validation import collect, text_problem
 HELPFUL = "helpful"
 DELETED_TITLE = "(deleted)"
 THREAD_NOT_FOUND = "There is no thread at this address."
+THREAD_CLOSED = (
+    "This thread is closed to replies: its opening post was deleted. A moderator can reopen it."
+)
 POST_NOT_FOUND = "There is no post at this address."
 
 
@@ -228,8 +231,11 @@ async def reply(
     parent = await session.get(Post, parent_id) if parent_id else None
     draft = _checked_reply(thread, parent_id, parent, draft, limits)
     assert viewer.member_id is not None
+    opening = (await _openings(session, {thread.id}))[thread.id]
+    if is_closed(thread, view.group, opening):
+        raise Conflict(THREAD_CLOSED)
     if parent is None:
-        parent = await first_post(session, thread.id)
+        parent = opening
     post = _new_post(thread.id, parent.id, viewer.member_id, draft, now)
     session.add(post)
     thread.last_activity_at = now
@@ -237,6 +243,14 @@ async def reply(
     await session.flush()
     record(session, PostReplied(post.id, origin))
     return post
+
+
+def is_closed(thread: Thread, group: ConditionGroup, opening: Post) -> bool:
+    """A deleted opening post closes its thread to replies, until a moderator reopens it.
+
+    A remote group's threads follow their own server: it alone knows whether its moderators
+    reopened one, and its Announce of a reply vouches for the reply."""
+    return group.domain == LOCAL and opening.deleted_at is not None and thread.reopened_at is None
 
 
 def _may_reply(group: ConditionGroup, standing: Standing, viewer: Viewer, announced: bool) -> None:
@@ -293,9 +307,7 @@ async def reply_many(
         ],
     )
     parents = await _by_key(session, Post, {r.parent_id for r in replies if r.parent_id})
-    openings = await _first_posts(
-        session, {r.thread_id for r in replies if not r.parent_id and r.thread_id in threads}
-    )
+    openings = await _openings(session, set(threads))
     results: list[str | DomainError] = []
     rows: list[dict[str, object]] = []
     touched_threads: set[str] = set()
@@ -313,7 +325,9 @@ async def reply_many(
             parent = parents.get(new.parent_id) if new.parent_id else None
             draft = _checked_reply(thread, new.parent_id, parent, new.draft, limits)
             assert member_id is not None
-            parent_id = parent.id if parent is not None else openings[thread.id]
+            if is_closed(thread, group, openings[thread.id]):
+                raise Conflict(THREAD_CLOSED)
+            parent_id = parent.id if parent is not None else openings[thread.id].id
         except DomainError as refused:
             results.append(refused)
             continue
@@ -358,16 +372,19 @@ async def _by_key(session: AsyncSession, model: Any, keys: set[Any]) -> dict[Any
     return found
 
 
-async def _first_posts(session: AsyncSession, thread_ids: set[str]) -> dict[str, str]:
-    """The opening post's id of each thread."""
+async def _openings(session: AsyncSession, thread_ids: set[str]) -> dict[str, Post]:
+    """The opening post of each thread, as it stands now, share-locked until the transaction
+    ends (PostgreSQL): a reply and the deletion that closes its thread take turns, so none
+    slips into a thread closed a moment before."""
     if not thread_ids:
         return {}
     rows = await session.execute(
-        select(Post.thread_id, Post.id).where(
-            Post.thread_id.in_(sorted(thread_ids)), Post.parent_id.is_(None)
-        )
+        select(Post)
+        .where(Post.thread_id.in_(sorted(thread_ids)), Post.parent_id.is_(None))
+        .with_for_update(read=True)
+        .execution_options(populate_existing=True)
     )
-    return {thread_id: post_id for thread_id, post_id in rows.all()}
+    return {post.thread_id: post for post in rows.scalars()}
 
 
 async def first_post(session: AsyncSession, thread_id: str) -> Post:
@@ -450,6 +467,26 @@ async def _lock(session: AsyncSession, post: Post) -> None:
     await session.refresh(post, with_for_update=True)
 
 
+async def reopen_thread(
+    session: AsyncSession, viewer: Viewer, *, thread_id: str, now: datetime
+) -> Thread:
+    """A moderator opens a thread closed by its opening post's deletion to replies again;
+    reopening it twice is harmless."""
+    thread, view = await _thread_in_context(session, thread_id, viewer)
+    if not view.may(Action.MODERATE):
+        raise Forbidden("Only this group's moderators can reopen a thread.")
+    opening = (await _openings(session, {thread.id}))[thread.id]
+    if thread.reopened_at is None and not is_closed(thread, view.group, opening):
+        raise Conflict("This thread is open to replies already.")
+    await session.execute(
+        update(Thread)
+        .where(Thread.id == thread.id, Thread.reopened_at.is_(None))
+        .values(reopened_at=now)
+        .execution_options(synchronize_session="fetch")
+    )
+    return thread
+
+
 async def tombstone(session: AsyncSession, post: Post, thread: Thread, now: datetime) -> None:
     """Erase a post's text (and its marks); its place in the thread stays."""
     note_erasure(session)
@@ -525,6 +562,11 @@ class ThreadView:
     thread: Thread
     group: GroupView
     posts: list[PostView]
+
+    @property
+    def closed(self) -> bool:
+        opening = next(view.post for view in self.posts if view.post.parent_id is None)
+        return is_closed(self.thread, self.group.group, opening)
 
 
 async def view_thread(session: AsyncSession, thread_id: str, viewer: Viewer) -> ThreadView:

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -31,15 +32,18 @@ from node.membership import (
     set_role,
 )
 from node.posts import (
+    THREAD_CLOSED,
     Draft,
+    NewReply,
     delete_post,
     edit_post,
     first_post,
     reply,
+    reply_many,
 )
 from node.runtime import NodeContext
 from node.storage.files import sqlite_file
-from node.storage.models import Member, Membership
+from node.storage.models import Member, Membership, Post, Thread
 from tests.browser import Browser
 from tests.clock import ManualClock
 from tests.conftest import CHEAP_PASSWORDS
@@ -249,6 +253,75 @@ async def test_names_titles_and_posts_lose_what_reorders_or_hides_text(
         for byline in (mallory_byline, stranger_byline, carol_byline):
             assert byline in page.html, (page.path, byline)
     assert '<bdi>Carol</bdi> <span class="handle">@<bdi>mallory</bdi></span>' in group_page.html
+
+
+# --- a thread whose opening post was deleted --------------------------------------------
+
+
+async def test_a_deleted_opening_post_closes_its_thread_until_a_moderator_reopens_it(
+    node: NodeContext, browser_factory: Callable[[], Awaitable[Browser]]
+) -> None:
+    owner = await add_member(node, "olga")
+    bea = await add_member(node, "bea")
+    group = await add_group(node, owner, "asthma")
+    await do_join(node, "asthma", bea)
+    async with node.transaction() as session:
+        stranger = await remote.upsert_remote_member(
+            session, remote_facts("rex", "Rex"), node.clock.now()
+        )
+        await put_membership(session, None, group.id, stranger.id, "active", node.clock.now())
+    thread = await new_thread(node, "asthma", bea, "Inhalers", "Which one?")
+    async with node.transaction() as session:
+        opening = await first_post(session, thread.id)
+        await delete_post(session, who(bea), post_id=opening.id, now=node.clock.now())
+    before = thread.last_activity_at
+    node.clock.advance(timedelta(minutes=5))
+
+    # A local member's reply, and replies from another server (one by one and in a batch),
+    # are refused; the thread is not bumped.
+    async with node.transaction() as session:
+        with pytest.raises(Conflict, match="closed"):
+            await reply(
+                session, node.settings.limits, who(bea), thread_id=thread.id, parent_id=None,
+                draft=Draft("still here"), now=node.clock.now(),
+            )  # fmt: skip
+        with pytest.raises(Conflict, match="closed"):
+            await reply(
+                session, node.settings.limits, who(stranger), thread_id=thread.id,
+                parent_id=None, draft=Draft("from afar", ap_id="https://elsewhere.example/n/2"),
+                now=node.clock.now(), origin=None,
+            )  # fmt: skip
+        results = await reply_many(
+            session, node.settings.limits,
+            [NewReply(who(stranger), thread.id, None, Draft("batch", ap_id="https://elsewhere.example/n/3"))],
+            node.clock.now(),
+        )  # fmt: skip
+        assert isinstance(results[0], Conflict)
+    async with node.transaction() as session:
+        stored = await session.get(Thread, thread.id)
+        assert stored is not None and stored.last_activity_at == before
+        assert await session.scalar(select(func.count()).where(Post.thread_id == thread.id)) == 1
+
+    # The page says so and offers no reply form; a reply sent anyway is refused with the reason.
+    member_browser = await browser_factory()
+    await member_browser.login("bea")
+    page = await member_browser.get(f"/t/{thread.id}")
+    assert "Closed to replies" in page.text and 'id="send-reply"' not in page.html
+    assert "Reopen the thread" not in page.text
+    refused = await member_browser.post(f"/t/{thread.id}/reply", {"body": "hello?"})
+    assert refused.status == 409 and THREAD_CLOSED in refused.text
+    assert (await member_browser.post(f"/t/{thread.id}/reopen")).status == 403
+
+    # A moderator reopens it; replies are taken again.
+    moderator = await browser_factory()
+    await moderator.login("olga")
+    page = await moderator.get(f"/t/{thread.id}")
+    assert "Reopen the thread" in page.text
+    reopened = await moderator.post(f"/t/{thread.id}/reopen")
+    assert reopened.status == 200 and 'id="send-reply"' in reopened.html
+    assert (await moderator.post(f"/t/{thread.id}/reopen")).status == 200  # twice is harmless
+    answered = await member_browser.post(f"/t/{thread.id}/reply", {"body": "thanks"})
+    assert answered.status == 200 and "thanks" in answered.text
 
 
 # --- membership changes that race ----------------------------------------------------------
