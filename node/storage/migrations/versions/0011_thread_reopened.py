@@ -20,9 +20,7 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("threads") as batch:
-        batch.add_column(
-            sa.Column("reopened_at", node.storage.models.UTCDateTime(), nullable=True)
-        )
+        batch.add_column(sa.Column("reopened_at", node.storage.models.UTCDateTime(), nullable=True))
 
 
 def downgrade() -> None:
