@@ -18,6 +18,7 @@ from node.events import GroupCreated, record
 from node.members import claim_handle, find_member, find_remote_by_name
 from node.policy import NO_STANDING, Action, Standing, Viewer, knows_of, may
 from node.storage.models import LOCAL, ConditionGroup, GroupCondition, Membership
+from node.text import neutralise
 from node.validation import (
     collect,
     handle_problem,
@@ -80,7 +81,8 @@ async def create_group(
     now: datetime,
 ) -> ConditionGroup:
     slug = normalise_handle(slug)
-    name = name.strip()
+    name = neutralise(name, name=True)
+    description, rules = neutralise(description).strip(), neutralise(rules).strip()
     tag_list = normalise_tags(list(tags) if not isinstance(tags, str) else tags)
     visibility = "private" if private else "public"
     policy = join_policy or ("request" if private else "open")
@@ -103,8 +105,8 @@ async def create_group(
     group = ConditionGroup(
         slug=slug,
         name=name,
-        description=description.strip(),
-        rules=rules.strip(),
+        description=description,
+        rules=rules,
         visibility=visibility,
         join_policy=policy,
         join_code=secrets.token_urlsafe(16),

@@ -15,6 +15,7 @@ from node.events import MemberCreated, MemberUpdated, record
 from node.passwords import Passwords
 from node.policy import ADMIN_ROLE, OPEN_VISIBILITIES
 from node.storage.models import LOCAL, ConditionGroup, Handle, Member, Membership
+from node.text import neutralise
 from node.validation import (
     collect,
     handle_problem,
@@ -54,7 +55,7 @@ async def create_member(
     consent_policy_version: str | None = None,
 ) -> Member:
     username = normalise_handle(username)
-    display_name = display_name.strip() or username
+    display_name = neutralise(display_name, name=True) or username
     problems = collect(
         username=handle_problem(username, "username"),
         password=password_problem(password, limits),
@@ -161,7 +162,8 @@ async def get_member(session: AsyncSession, username: str) -> Member:
 async def update_profile(
     session: AsyncSession, limits: Limits, member: Member, *, display_name: str, bio: str
 ) -> Member:
-    display_name = display_name.strip()
+    display_name = neutralise(display_name, name=True)
+    bio = neutralise(bio).strip()
     problems = collect(
         display_name=text_problem(display_name, "Display name", limits.display_name_max),
         bio=text_problem(bio, "About you", limits.bio_max, required=False),
@@ -169,7 +171,7 @@ async def update_profile(
     if problems:
         raise Invalid(problems)
     member.display_name = display_name
-    member.bio = bio.strip()
+    member.bio = bio
     await session.flush()
     record(session, MemberUpdated(member.id))
     return member

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.util import identity_key
 
 from node.errors import Conflict, Forbidden, Invalid, NotFound
 from node.events import MembershipChanged, Origin, record
 from node.groups import GROUP_NOT_FOUND, GroupView, find_group
 from node.members import find_member_by_handle
-from node.policy import Action, Viewer, asks_by_link
+from node.policy import NO_STANDING, Action, Standing, Viewer, asks_by_link, may
 from node.storage.models import LOCAL, ConditionGroup, Member, Membership
 from node.storage.states import MEMBERSHIP
 
@@ -23,15 +27,51 @@ def _require(view: GroupView, action: Action, message: str) -> None:
         raise Forbidden(message)
 
 
-async def _row(session: AsyncSession, group_id: int, member_id: int) -> Membership | None:
-    return await session.get(Membership, (group_id, member_id))
+class MembershipRaced(Exception):
+    """A concurrent transaction created the membership row this one was about to create."""
+
+
+T = TypeVar("T")
+Decision = Callable[[Membership | None], Awaitable[T]]
+
+
+async def locked_membership(
+    session: AsyncSession, group_id: int, member_id: int
+) -> Membership | None:
+    """The membership row as committed now, locked until the transaction ends.
+
+    On PostgreSQL the row is read with SELECT ... FOR UPDATE: two changes of one membership
+    (a ban and a leave, an approval and a rejection) take turns, and the later one decides on
+    what the earlier one left. SQLite's writers take turns already."""
+    found = await session.execute(
+        select(Membership)
+        .where(Membership.group_id == group_id, Membership.member_id == member_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return found.scalar_one_or_none()
+
+
+async def settle(session: AsyncSession, group_id: int, member_id: int, decide: Decision[T]) -> T:
+    """Run `decide` on the membership as it stands, locked (`locked_membership`).
+
+    A row that does not exist cannot be locked: when two transactions both create it, the
+    later insert fails, and its `decide` runs again on the row the other one made."""
+    for _ in range(3):
+        row = await locked_membership(session, group_id, member_id)
+        try:
+            return await decide(row)
+        except MembershipRaced:
+            continue
+    raise Conflict("This membership was changing at the same moment. Please try again.")
 
 
 async def remove_membership(
     session: AsyncSession, row: Membership, origin: Origin | None = None
 ) -> None:
     """The one way a membership ends (leaving, a declined request, an unfollow, a lifted ban,
-    a gone account): checked against its state graph and recorded as an event."""
+    a gone account): checked against its state graph and recorded as an event. `row` comes
+    from `locked_membership`, so no concurrent change is lost."""
     MEMBERSHIP.check_delete(row.state)
     record(
         session,
@@ -43,7 +83,7 @@ async def remove_membership(
     await session.flush()
 
 
-def put_membership(
+async def put_membership(
     session: AsyncSession,
     row: Membership | None,
     group_id: int,
@@ -52,45 +92,76 @@ def put_membership(
     now: datetime,
     origin: Origin | None = None,
     record_unchanged: bool = False,
+    role: str | None = None,
 ) -> Membership:
     """The one way a membership starts or changes state, local or remote: the state graph
-    checks the transition (models.py) and the change is recorded as an event.
+    checks the transition (models.py) and the change is recorded as an event. `row` comes
+    from `locked_membership` (through `settle`); a row created meanwhile by another
+    transaction raises MembershipRaced, for `settle` to decide again.
     `record_unchanged` records it even when the state stays (a repeated Follow is answered
     again)."""
     previous = row.state if row is not None else None
-    if previous != state or record_unchanged:
-        record(session, MembershipChanged(group_id, member_id, state, previous, origin))
     if row is None:
+        _forget_stale(session, group_id, member_id)
         row = Membership(
             group_id=group_id,
             member_id=member_id,
             state=state,
-            role="member",
+            role=role or "member",
             created_at=now,
             updated_at=now,
         )
-        session.add(row)
+        try:
+            async with session.begin_nested():
+                session.add(row)
+        except IntegrityError:
+            raise MembershipRaced from None
     else:
         row.state = state
         row.updated_at = now
+        if role is not None:
+            row.role = role
+        await session.flush()
+    if previous != state or record_unchanged:
+        record(session, MembershipChanged(group_id, member_id, state, previous, origin))
     return row
+
+
+def _forget_stale(session: AsyncSession, group_id: int, member_id: int) -> None:
+    """A row this session read earlier, that another transaction has deleted since, must not
+    stand in the way of the new one."""
+    stale = session.identity_map.get(identity_key(Membership, (group_id, member_id)))
+    if stale is not None:
+        session.expunge(stale)
+
+
+def _standing(row: Membership | None) -> Standing:
+    return Standing(row.state, row.role) if row is not None else NO_STANDING
+
+
+BANNED_MESSAGE = "You cannot join this group: a moderator has banned you from it."
 
 
 async def join(session: AsyncSession, view: GroupView, now: datetime) -> Membership:
-    """Join an open group, or accept an invitation to a private one."""
-    if view.viewer.member_id is None:
+    """Join an open group, or accept an invitation to a private one. Joining again (a second
+    click, two tabs) changes nothing and is no error."""
+    member_id = view.viewer.member_id
+    if member_id is None:
         raise Forbidden("Sign in to join a group.")
-    if view.standing.active:
-        raise Conflict("You are already a member of this group.")
-    if view.standing.banned:
-        raise Forbidden("You cannot join this group: a moderator has banned you from it.")
-    _require(view, Action.JOIN, "This group is joined by invitation or request only.")
-    row = await _row(session, view.group.id, view.viewer.member_id)
-    # A group on another server answers our Follow; until then the membership waits.
-    state = "active" if view.group.domain == LOCAL else "pending"
-    row = put_membership(session, row, view.group.id, view.viewer.member_id, state, now)
-    await session.flush()
-    return row
+
+    async def decide(row: Membership | None) -> Membership:
+        standing = _standing(row)
+        if row is not None and standing.active:
+            return row
+        if standing.banned:
+            raise Forbidden(BANNED_MESSAGE)
+        if not may(Action.JOIN, view.viewer, view.group.visibility, standing):
+            raise Forbidden("This group is joined by invitation or request only.")
+        # A group on another server answers our Follow; until then the membership waits.
+        state = "active" if view.group.domain == LOCAL else "pending"
+        return await put_membership(session, row, view.group.id, member_id, state, now)
+
+    return await settle(session, view.group.id, member_id, decide)
 
 
 async def group_for_join_link(session: AsyncSession, slug: str, code: str) -> ConditionGroup:
@@ -110,30 +181,33 @@ async def request_to_join(
 ) -> Membership:
     """Ask to join a private group through its join link; a moderator decides."""
     group = await group_for_join_link(session, slug, code)
-    if viewer.member_id is None:
+    member_id = viewer.member_id
+    if member_id is None:
         raise Forbidden("Sign in to ask to join this group.")
-    row = await _row(session, group.id, viewer.member_id)
-    if row is not None and row.state == "banned":
-        raise Forbidden("You cannot join this group: a moderator has banned you from it.")
-    if row is not None and row.state in ("active", "pending"):
-        return row
-    state = "active" if row is not None and row.state == "invited" else "pending"
-    row = put_membership(session, row, group.id, viewer.member_id, state, now)
-    await session.flush()
-    return row
+
+    async def decide(row: Membership | None) -> Membership:
+        if row is not None and row.state == "banned":
+            raise Forbidden(BANNED_MESSAGE)
+        if row is not None and row.state in ("active", "pending"):
+            return row
+        state = "active" if row is not None and row.state == "invited" else "pending"
+        return await put_membership(session, row, group.id, member_id, state, now)
+
+    return await settle(session, group.id, member_id, decide)
 
 
 async def leave(session: AsyncSession, view: GroupView) -> None:
     """Leave a group, withdraw a request or decline an invitation."""
-    if view.viewer.member_id is None or view.standing.state is None:
+    member_id = view.viewer.member_id
+    if member_id is None:
         raise Conflict("You are not a member of this group.")
-    if view.standing.banned:
+    row = await locked_membership(session, view.group.id, member_id)
+    if row is None or row.state == "banned":
+        # A ban that came first stands: leaving never lifts it.
         raise Conflict("You are not a member of this group.")
-    if view.standing.role == "owner":
+    if row.role == "owner":
         raise Conflict("The owner cannot leave; ask an admin to hand the group over first.")
-    row = await _row(session, view.group.id, view.viewer.member_id)
-    if row is not None:
-        await remove_membership(session, row)
+    await remove_membership(session, row)
 
 
 async def _target(session: AsyncSession, username: str) -> Member:
@@ -148,52 +222,71 @@ async def invite(
 ) -> Membership:
     _require(view, Action.MODERATE, "Only moderators can invite people.")
     member = await _target(session, username)
-    row = await _row(session, view.group.id, member.id)
-    if row is not None and row.state == "active":
-        raise Conflict(f"{member.username} is already a member.", field="username")
-    if row is not None and row.state == "banned":
-        raise Conflict(f"{member.username} is banned; lift the ban first.", field="username")
-    # Inviting someone who already asked to join is the same as approving them.
-    state = "active" if row is not None and row.state == "pending" else "invited"
-    row = put_membership(session, row, view.group.id, member.id, state, now)
-    await session.flush()
-    return row
+
+    async def decide(row: Membership | None) -> Membership:
+        if row is not None and row.state == "active":
+            raise Conflict(f"{member.username} is already a member.", field="username")
+        if row is not None and row.state == "banned":
+            raise Conflict(f"{member.username} is banned; lift the ban first.", field="username")
+        if row is not None and row.state == "invited":
+            return row
+        # Inviting someone who already asked to join is the same as approving them.
+        state = "active" if row is not None and row.state == "pending" else "invited"
+        return await put_membership(session, row, view.group.id, member.id, state, now)
+
+    return await settle(session, view.group.id, member.id, decide)
 
 
 async def decide_request(
     session: AsyncSession, view: GroupView, username: str, approve: bool, now: datetime
 ) -> None:
+    """Approve or decline a request to join: of an approval and a rejection at the same
+    moment, the first wins and the second is told what became of the request."""
     _require(view, Action.MODERATE, "Only moderators can answer join requests.")
     member = await _target(session, username)
-    row = await _row(session, view.group.id, member.id)
+    row = await locked_membership(session, view.group.id, member.id)
     if row is None or row.state != "pending":
-        raise Conflict(f"{member.username} has no open request to join.")
+        raise Conflict(_request_settled(member.username, row))
     if approve:
-        put_membership(session, row, view.group.id, member.id, "active", now)
-        await session.flush()
+        await put_membership(session, row, view.group.id, member.id, "active", now)
     else:
         await remove_membership(session, row)
 
 
+def _request_settled(username: str, row: Membership | None) -> str:
+    match row.state if row is not None else None:
+        case "active":
+            return f"{username} is a member already: their request was approved."
+        case "banned":
+            return f"{username} is banned from this group."
+        case "invited":
+            return f"{username} has no open request to join; they are invited."
+        case _:
+            return f"{username} has no open request to join: it was declined or withdrawn."
+
+
 async def ban(session: AsyncSession, view: GroupView, username: str, now: datetime) -> None:
+    """Ban a member, or someone who is not one (yet): the banned row keeps them out. A ban
+    racing the member's leave still holds, whichever comes first."""
     _require(view, Action.MODERATE, "Only moderators can ban people.")
     member = await _target(session, username)
     if member.id == view.viewer.member_id:
         raise Conflict("You cannot ban yourself.")
-    row = await _row(session, view.group.id, member.id)
-    if row is not None and row.role == "owner":
-        raise Conflict("The group's owner cannot be banned.")
-    if row is not None and row.role == "moderator" and not view.may(Action.APPOINT_MODERATORS):
-        raise Forbidden("Only the owner or an admin can ban a moderator.")
-    row = put_membership(session, row, view.group.id, member.id, "banned", now)
-    row.role = "member"
-    await session.flush()
+
+    async def decide(row: Membership | None) -> None:
+        if row is not None and row.role == "owner":
+            raise Conflict("The group's owner cannot be banned.")
+        if row is not None and row.role == "moderator" and not view.may(Action.APPOINT_MODERATORS):
+            raise Forbidden("Only the owner or an admin can ban a moderator.")
+        await put_membership(session, row, view.group.id, member.id, "banned", now, role="member")
+
+    await settle(session, view.group.id, member.id, decide)
 
 
 async def unban(session: AsyncSession, view: GroupView, username: str) -> None:
     _require(view, Action.MODERATE, "Only moderators can lift bans.")
     member = await _target(session, username)
-    row = await _row(session, view.group.id, member.id)
+    row = await locked_membership(session, view.group.id, member.id)
     if row is None or row.state != "banned":
         raise Conflict(f"{member.username} is not banned.")
     await remove_membership(session, row)
@@ -206,7 +299,7 @@ async def set_role(
     if role not in ("member", "moderator"):
         raise Invalid({"role": "A role is member or moderator."})
     member = await _target(session, username)
-    row = await _row(session, view.group.id, member.id)
+    row = await locked_membership(session, view.group.id, member.id)
     if row is None or row.state != "active":
         raise Conflict(f"{member.username} is not an active member.")
     if row.role == "owner":
@@ -289,4 +382,3 @@ async def moderators_of(session: AsyncSession, group_id: int) -> list[Member]:
         .order_by(Membership.created_at)
     )
     return list(rows.scalars())
-

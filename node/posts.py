@@ -39,13 +39,17 @@ from node.policy import (
     may_delete_post,
     may_edit_post,
 )
+from node.storage.engine import note_erasure
 from node.storage.models import LOCAL, ConditionGroup, Member, Membership, Post, Reaction, Thread
-from node.text import normalise_line_endings, render_markdown, sanitise_html
+from node.text import neutralise, normalise_line_endings, render_markdown, sanitise_html
 from node.validation import collect, text_problem
 
 HELPFUL = "helpful"
 DELETED_TITLE = "(deleted)"
 THREAD_NOT_FOUND = "There is no thread at this address."
+THREAD_CLOSED = (
+    "This thread is closed to replies: its opening post was deleted. A moderator can reopen it."
+)
 POST_NOT_FOUND = "There is no post at this address."
 
 
@@ -65,12 +69,14 @@ class Draft:
     def cleaned(self) -> Draft:
         return replace(
             self,
-            body=normalise_line_endings(self.body).strip(),
-            content_warning=self.content_warning.strip(),
+            body=neutralise(normalise_line_endings(self.body)).strip(),
+            content_warning=neutralise(self.content_warning, name=True),
         )
 
     def rendered(self) -> str:
-        return sanitise_html(self.html) if self.html is not None else render_markdown(self.body)
+        if self.html is None:
+            return render_markdown(self.body)
+        return neutralise(sanitise_html(self.html))  # entities are characters by now
 
 
 def vouched_by_remote_group(view: GroupView, announced: bool) -> bool:
@@ -131,7 +137,7 @@ async def start_thread(
 ) -> Thread:
     if not vouched_by_remote_group(view, announced) and not view.may(Action.POST):
         raise Forbidden("Only active members of this group can start threads. Join it first.")
-    title = " ".join(title.split())
+    title = neutralise(title, name=True)
     draft = draft.cleaned()
     problems = collect(title=text_problem(title, "The title", limits.title_max))
     problems |= _draft_problems(draft, limits)
@@ -225,8 +231,11 @@ async def reply(
     parent = await session.get(Post, parent_id) if parent_id else None
     draft = _checked_reply(thread, parent_id, parent, draft, limits)
     assert viewer.member_id is not None
+    opening = (await _openings(session, {thread.id}))[thread.id]
+    if is_closed(thread, view.group, opening):
+        raise Conflict(THREAD_CLOSED)
     if parent is None:
-        parent = await first_post(session, thread.id)
+        parent = opening
     post = _new_post(thread.id, parent.id, viewer.member_id, draft, now)
     session.add(post)
     thread.last_activity_at = now
@@ -234,6 +243,14 @@ async def reply(
     await session.flush()
     record(session, PostReplied(post.id, origin))
     return post
+
+
+def is_closed(thread: Thread, group: ConditionGroup, opening: Post) -> bool:
+    """A deleted opening post closes its thread to replies, until a moderator reopens it.
+
+    A remote group's threads follow their own server: it alone knows whether its moderators
+    reopened one, and its Announce of a reply vouches for the reply."""
+    return group.domain == LOCAL and opening.deleted_at is not None and thread.reopened_at is None
 
 
 def _may_reply(group: ConditionGroup, standing: Standing, viewer: Viewer, announced: bool) -> None:
@@ -290,9 +307,7 @@ async def reply_many(
         ],
     )
     parents = await _by_key(session, Post, {r.parent_id for r in replies if r.parent_id})
-    openings = await _first_posts(
-        session, {r.thread_id for r in replies if not r.parent_id and r.thread_id in threads}
-    )
+    openings = await _openings(session, set(threads))
     results: list[str | DomainError] = []
     rows: list[dict[str, object]] = []
     touched_threads: set[str] = set()
@@ -310,7 +325,9 @@ async def reply_many(
             parent = parents.get(new.parent_id) if new.parent_id else None
             draft = _checked_reply(thread, new.parent_id, parent, new.draft, limits)
             assert member_id is not None
-            parent_id = parent.id if parent is not None else openings[thread.id]
+            if is_closed(thread, group, openings[thread.id]):
+                raise Conflict(THREAD_CLOSED)
+            parent_id = parent.id if parent is not None else openings[thread.id].id
         except DomainError as refused:
             results.append(refused)
             continue
@@ -355,16 +372,19 @@ async def _by_key(session: AsyncSession, model: Any, keys: set[Any]) -> dict[Any
     return found
 
 
-async def _first_posts(session: AsyncSession, thread_ids: set[str]) -> dict[str, str]:
-    """The opening post's id of each thread."""
+async def _openings(session: AsyncSession, thread_ids: set[str]) -> dict[str, Post]:
+    """The opening post of each thread, as it stands now, share-locked until the transaction
+    ends (PostgreSQL): a reply and the deletion that closes its thread take turns, so none
+    slips into a thread closed a moment before."""
     if not thread_ids:
         return {}
     rows = await session.execute(
-        select(Post.thread_id, Post.id).where(
-            Post.thread_id.in_(sorted(thread_ids)), Post.parent_id.is_(None)
-        )
+        select(Post)
+        .where(Post.thread_id.in_(sorted(thread_ids)), Post.parent_id.is_(None))
+        .with_for_update(read=True)
+        .execution_options(populate_existing=True)
     )
-    return {thread_id: post_id for thread_id, post_id in rows.all()}
+    return {post.thread_id: post for post in rows.scalars()}
 
 
 async def first_post(session: AsyncSession, thread_id: str) -> Post:
@@ -388,6 +408,7 @@ async def edit_post(
     announced: bool = False,
 ) -> PostInContext:
     found = await post_in_context(session, post_id, viewer)
+    await _lock(session, found.post)
     is_author = found.post.author_id == viewer.member_id
     vouched = vouched_by_remote_group(found.view, announced) and is_author
     if not vouched and not may_edit_post(viewer, found.view.standing, is_author):
@@ -398,7 +419,7 @@ async def edit_post(
     problems = _draft_problems(draft, limits)
     is_opening_post = found.post.parent_id is None
     if is_opening_post and title is not None:
-        title = " ".join(title.split())
+        title = neutralise(title, name=True)
         problems |= collect(title=text_problem(title, "The title", limits.title_max))
     if problems:
         raise Invalid(problems)
@@ -406,6 +427,7 @@ async def edit_post(
     found.post.content_html = draft.rendered()
     found.post.content_warning = draft.content_warning
     found.post.edited_at = now
+    note_erasure(session)  # the earlier text is gone from the page, not yet from the file
     if is_opening_post and title is not None:
         found.thread.title = title
     await session.flush()
@@ -424,6 +446,7 @@ async def delete_post(
 ) -> PostInContext:
     """Replace a post by a tombstone: its text is erased, its place in the thread stays."""
     found = await post_in_context(session, post_id, viewer, authors_own=True)
+    await _lock(session, found.post)
     is_author = found.post.author_id == viewer.member_id
     vouched = vouched_by_remote_group(found.view, announced)
     if not vouched and not may_delete_post(
@@ -437,8 +460,36 @@ async def delete_post(
     return found
 
 
+async def _lock(session: AsyncSession, post: Post) -> None:
+    """Read the post again, locked until the transaction ends (PostgreSQL; SQLite's writers
+    take turns already): an edit racing a deletion then never writes the text back into a
+    tombstone, nor a deletion erases what it did not see."""
+    await session.refresh(post, with_for_update=True)
+
+
+async def reopen_thread(
+    session: AsyncSession, viewer: Viewer, *, thread_id: str, now: datetime
+) -> Thread:
+    """A moderator opens a thread closed by its opening post's deletion to replies again;
+    reopening it twice is harmless."""
+    thread, view = await _thread_in_context(session, thread_id, viewer)
+    if not view.may(Action.MODERATE):
+        raise Forbidden("Only this group's moderators can reopen a thread.")
+    opening = (await _openings(session, {thread.id}))[thread.id]
+    if thread.reopened_at is None and not is_closed(thread, view.group, opening):
+        raise Conflict("This thread is open to replies already.")
+    await session.execute(
+        update(Thread)
+        .where(Thread.id == thread.id, Thread.reopened_at.is_(None))
+        .values(reopened_at=now)
+        .execution_options(synchronize_session="fetch")
+    )
+    return thread
+
+
 async def tombstone(session: AsyncSession, post: Post, thread: Thread, now: datetime) -> None:
     """Erase a post's text (and its marks); its place in the thread stays."""
+    note_erasure(session)
     post.deleted_at = now
     post.source = ""
     post.content_html = ""
@@ -511,6 +562,11 @@ class ThreadView:
     thread: Thread
     group: GroupView
     posts: list[PostView]
+
+    @property
+    def closed(self) -> bool:
+        opening = next(view.post for view in self.posts if view.post.parent_id is None)
+        return is_closed(self.thread, self.group.group, opening)
 
 
 async def view_thread(session: AsyncSession, thread_id: str, viewer: Viewer) -> ThreadView:

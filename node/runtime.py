@@ -15,7 +15,13 @@ from node.clock import Clock, SystemClock
 from node.config import Settings
 from node.events import EventSink, take_pending
 from node.passwords import Passwords
-from node.storage.engine import begin_for_reading, create_engine, session_factory
+from node.storage.engine import (
+    begin_for_reading,
+    checkpoint_after_erasure,
+    create_engine,
+    session_factory,
+)
+from node.storage.files import protect_data
 from node.storage.migrate import upgrade_to_head
 
 
@@ -35,7 +41,10 @@ class NodeContext:
 
     @classmethod
     async def open(cls, settings: Settings, clock: Clock | None = None) -> NodeContext:
-        """Open the database (migrating it), and create the secret and keys on first start."""
+        """Open the database (migrating it), and create the secret and keys on first start.
+
+        The data dir and the database's files are made owner-only first."""
+        protect_data(settings.data_dir, settings.resolved_database_url)
         secret = load_or_create_node_secret(settings.data_dir)
         engine = create_engine(settings.resolved_database_url)
         try:
@@ -63,11 +72,13 @@ class NodeContext:
         `reading` starts it without SQLite's write lock, for work that only reads.
         """
         queue = self._one_writer if not reading and self.is_sqlite else nullcontext()
-        async with queue, self.sessions() as session, session.begin():
-            if reading:
-                await begin_for_reading(session)
-            yield session
-            await self.publish_pending(session)
+        async with queue, self.sessions() as session:
+            async with session.begin():
+                if reading:
+                    await begin_for_reading(session)
+                yield session
+                await self.publish_pending(session)
+            await checkpoint_after_erasure(self.engine, session)
 
     @property
     def is_sqlite(self) -> bool:
@@ -79,6 +90,13 @@ class NodeContext:
             for sink in self.sinks:
                 await sink.publish(session, events)
             events = take_pending(session)  # a sink may cause further changes
+
+    async def commit(self, session: AsyncSession) -> None:
+        """Publish the session's pending events and commit, for sessions opened outside
+        `transaction` (one per web request)."""
+        await self.publish_pending(session)
+        await session.commit()
+        await checkpoint_after_erasure(self.engine, session)
 
     async def close(self) -> None:
         await self.engine.dispose()

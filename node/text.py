@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
+
 import nh3
 from markdown_it import MarkdownIt
 
@@ -34,3 +37,32 @@ def render_markdown(source: str) -> str:
 
 def normalise_line_endings(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+# Embeddings, overrides and isolates: they reorder the text that follows them, so that
+# "gpj.exe" can read "exe.jpg", or a name can swallow the words after it.
+_REORDERING = re.compile("[\u202a-\u202e\u2066-\u2069]")
+# C0 and C1 controls other than tab and line feed; NUL stays, for the field checks to refuse
+# by name (PostgreSQL cannot store it).
+_CONTROLS = re.compile("[\x01-\x08\x0b-\x1f\x7f-\x9f]")
+# Letters that show nothing (Hangul fillers, the blank Braille pattern): a name of them
+# looks empty, or like another name with them added.
+_BLANK_LETTERS = re.compile("[\u115f\u1160\u3164\uffa0\u2800]")
+
+
+def neutralise(text: str, *, name: bool = False) -> str:
+    """Text that people will read, as it is kept: in NFC, without bidi embeddings, overrides
+    and isolates, and without control characters.
+
+    A `name` (display names, usernames of other servers, group names, titles, content
+    warnings) is one line and loses every invisible character as well: zero-width spaces and
+    joiners, direction marks, soft hyphens, fillers. Running text (posts, bios, descriptions)
+    keeps its line breaks, and the joiners and marks some scripts and emoji need.
+
+    Every piece of text that reaches the domain, from a form or from another server, passes
+    through here once."""
+    text = _CONTROLS.sub("", _REORDERING.sub("", unicodedata.normalize("NFC", text)))
+    if not name:
+        return text
+    visible = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return " ".join(_BLANK_LETTERS.sub("", visible).split())

@@ -373,7 +373,8 @@ async def test_a_remote_member_is_moderated_by_the_name_its_server_gives(
         group = await groups.find_group(session, "t1d")
         assert group is not None
         row = await session.get(Membership, (group.id, person.id))
-        membership.put_membership(session, row, group.id, person.id, "pending", node.clock.now())
+        now = node.clock.now()
+        await membership.put_membership(session, row, group.id, person.id, "pending", now)
     page = await nurse.get("/g/t1d/moderation")
     assert handle in page.text
     await act(nurse, "approve", handle)

@@ -27,6 +27,7 @@ from node.clock import Clock, ScaledClock, SystemClock
 from node.config import Settings, validate_domain
 from node.errors import DomainError, Invalid
 from node.runtime import NodeContext
+from node.storage.files import restrict_new_files
 from web.app import create_app_owning_node
 from web.demo import run_demo
 
@@ -278,6 +279,7 @@ def _describe(error: Exception) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    restrict_new_files()
     level = logging.INFO if args.command == "serve" else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -136,15 +136,13 @@ async def database_session(request: web.Request, handler: Handler) -> web.Stream
         try:
             response = await handler(request)
         except web.HTTPRedirection:
-            await node.publish_pending(session)
-            await session.commit()
+            await node.commit(session)
             raise
         except BaseException:
             await session.rollback()
             raise
         if response.status < 400 or request.get(KEEP_WRITES):
-            await node.publish_pending(session)
-            await session.commit()
+            await node.commit(session)
         else:
             await session.rollback()
         _set_csrf_seed_cookie(request, response)

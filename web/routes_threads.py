@@ -29,6 +29,7 @@ def register(router: web.UrlDispatcher) -> None:
     router.add_post(ids.GROUP_NEW_THREAD_PATH, new_thread_submit)
     router.add_get(ids.THREAD_PATH, thread_page)
     router.add_post(ids.THREAD_REPLY_PATH, reply_submit)
+    router.add_post(ids.THREAD_REOPEN_PATH, reopen_submit)
     router.add_get(ids.POST_PATH, post_link)
     router.add_get(ids.POST_EDIT_PATH, edit_form)
     router.add_post(ids.POST_EDIT_PATH, edit_submit)
@@ -127,6 +128,18 @@ async def reply_submit(request: web.Request) -> web.StreamResponse:
     except REFUSED as error:
         return await thread_page(request, values, _problems(error), _status(error))
     raise see_other(post_anchor(post.thread_id, post.id))
+
+
+async def reopen_submit(request: web.Request) -> web.StreamResponse:
+    require_member(request)
+    thread_id = request.match_info["thread_id"]
+    try:
+        await posts.reopen_thread(
+            db(request), viewer(request), thread_id=thread_id, now=now(request)
+        )
+    except (Conflict, Forbidden) as error:
+        return await thread_page(request, None, _problems(error), _status(error))
+    raise see_other(thread_path(thread_id))
 
 
 async def post_link(request: web.Request) -> web.StreamResponse:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.errors import Conflict
 from node.storage.models import LOCAL, ConditionGroup, Member
+from node.text import neutralise
 
 T = TypeVar("T")
 
@@ -30,6 +31,15 @@ class RemoteActorFacts:
     inbox: str
     shared_inbox: str | None
     profile_url: str | None
+
+    def neutralised(self) -> RemoteActorFacts:
+        """What people will read of the actor, through the same filter as local input."""
+        return replace(
+            self,
+            username=neutralise(self.username, name=True),
+            display_name=neutralise(self.display_name, name=True),
+            summary=neutralise(self.summary).strip(),
+        )
 
 
 async def member_by_iri(session: AsyncSession, iri: str) -> Member | None:
@@ -107,6 +117,7 @@ async def upsert_remote_member(
 ) -> Member:
     if facts.domain == LOCAL:
         raise ValueError("a remote member needs a domain")
+    facts = facts.neutralised()
     member = await member_by_iri(session, facts.iri)
     if member is None:
 
@@ -136,6 +147,7 @@ async def upsert_remote_group(
 ) -> ConditionGroup:
     if facts.domain == LOCAL:
         raise ValueError("a remote group needs a domain")
+    facts = facts.neutralised()
     group = await group_by_iri(session, facts.iri)
     if group is None:
 

@@ -38,7 +38,10 @@ async def erase_remote_account(
         group_ids.add(thread.group_id)
     await session.execute(delete(Reaction).where(Reaction.member_id == member_id))
     memberships = await session.execute(
-        select(Membership).where(Membership.member_id == member_id, Membership.state != "banned")
+        select(Membership)
+        .where(Membership.member_id == member_id, Membership.state != "banned")
+        .with_for_update()
+        .execution_options(populate_existing=True)
     )
     for row in memberships.scalars():
         await remove_membership(session, row, origin)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from node.errors import Conflict, Forbidden, NotFound
 from node.events import Origin
 from node.groups import GROUP_NOT_FOUND
-from node.membership import put_membership, remove_membership
+from node.membership import locked_membership, put_membership, remove_membership, settle
 from node.policy import federates
 from node.storage.models import LOCAL, ConditionGroup, Member, Membership
 from node.validation import normalise_handle
@@ -54,21 +54,22 @@ async def accept_remote_follow(
     """A remote person follows a local public group: they become an active member."""
     if group.domain != LOCAL or not federates(group.visibility):
         raise NotFound(GROUP_NOT_FOUND)
-    row = await session.get(Membership, (group.id, member.id))
-    if row is not None and row.state == "banned":
-        raise Forbidden("This person is banned from the group.")
-    # Recorded even when already active: a repeated Follow is answered with a fresh Accept.
-    row = put_membership(
-        session, row, group.id, member.id, "active", now, origin, record_unchanged=True
-    )
-    await session.flush()
-    return row
+
+    async def decide(row: Membership | None) -> Membership:
+        if row is not None and row.state == "banned":
+            raise Forbidden("This person is banned from the group.")
+        # Recorded even when already active: a repeated Follow is answered with a fresh Accept.
+        return await put_membership(
+            session, row, group.id, member.id, "active", now, origin, record_unchanged=True
+        )
+
+    return await settle(session, group.id, member.id, decide)
 
 
 async def end_remote_follow(
     session: AsyncSession, group: ConditionGroup, member: Member, origin: Origin
 ) -> None:
-    row = await session.get(Membership, (group.id, member.id))
+    row = await locked_membership(session, group.id, member.id)
     if row is None or row.state == "banned":
         return
     await remove_membership(session, row, origin)
@@ -83,12 +84,11 @@ async def follow_answered(
     now: datetime,
 ) -> None:
     """A remote group answered a local member's Follow."""
-    row = await session.get(Membership, (group.id, member.id))
+    row = await locked_membership(session, group.id, member.id)
     if row is None or row.state not in ("pending", "active"):
         raise Conflict("No follow of this group is waiting for an answer.")
     if accepted:
-        put_membership(session, row, group.id, member.id, "active", now, origin)
-        await session.flush()
+        await put_membership(session, row, group.id, member.id, "active", now, origin)
     else:
         await remove_membership(session, row, origin)
 
@@ -117,17 +117,20 @@ async def banned_by_remote_group(
     session: AsyncSession, group_id: int, member_id: int, origin: Origin, now: datetime
 ) -> None:
     """A remote group banned one of our members: what it says about itself is its to say."""
-    row = await session.get(Membership, (group_id, member_id))
-    row = put_membership(session, row, group_id, member_id, "banned", now, origin)
-    row.role = "member"
-    await session.flush()
+
+    async def decide(row: Membership | None) -> None:
+        await put_membership(
+            session, row, group_id, member_id, "banned", now, origin, role="member"
+        )
+
+    await settle(session, group_id, member_id, decide)
 
 
 async def unbanned_by_remote_group(
     session: AsyncSession, group_id: int, member_id: int, origin: Origin
 ) -> None:
     """The remote group lifted its ban: the member may follow it again (nothing is resent)."""
-    row = await session.get(Membership, (group_id, member_id))
+    row = await locked_membership(session, group_id, member_id)
     if row is not None and row.state == "banned":
         await remove_membership(session, row, origin)
 
@@ -137,7 +140,10 @@ async def inbox_gone(session: AsyncSession, inbox_url: str) -> None:
     belonging to our groups (and being sent to). A shared inbox says nothing about one person."""
     gone = select(Member.id).where(Member.inbox_url == inbox_url, Member.domain != LOCAL)
     rows = await session.execute(
-        select(Membership).where(Membership.member_id.in_(gone), Membership.state != "banned")
+        select(Membership)
+        .where(Membership.member_id.in_(gone), Membership.state != "banned")
+        .with_for_update()
+        .execution_options(populate_existing=True)
     )
     for row in rows.scalars():
         await remove_membership(session, row)

@@ -63,6 +63,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # Freed space is zeroed: a deleted or edited post's text is not left in the file.
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
         # SQLite's lower() folds ASCII only; PostgreSQL's folds every letter. Make them agree.
         dbapi_connection.create_function("lower", 1, _lower, deterministic=True)
@@ -75,6 +77,27 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
 def _lower(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
+
+
+ERASED = "healthnode.erased"
+
+
+def note_erasure(session: AsyncSession) -> None:
+    """The session's transaction erases text (a deleted or edited post): once it commits,
+    `checkpoint_after_erasure` moves it out of SQLite's write-ahead log."""
+    session.info[ERASED] = True
+
+
+async def checkpoint_after_erasure(engine: AsyncEngine, session: AsyncSession) -> None:
+    """After a committed erasure on SQLite, copy the log into the database and empty it: the
+    log's earlier frames still hold the erased text until then. PostgreSQL has no such step
+    (its dead row versions go at VACUUM; docs/POLICY.md)."""
+    if not session.info.pop(ERASED, False) or engine.dialect.name != "sqlite":
+        return
+    async with engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        # The driver's own connection: no transaction is opened around the checkpoint.
+        await raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
 
 
 AFTER_COMMIT = "healthnode.after_commit"
@@ -97,6 +120,7 @@ def _run_after_commit(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _forget_after_commit(session: Session) -> None:
     session.info.pop(AFTER_COMMIT, None)
+    session.info.pop(ERASED, None)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -176,6 +176,8 @@ class Thread(Base):
     ap_id: Mapped[str | None] = mapped_column(IRI, nullable=True, unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # A deleted opening post closes a thread to replies; a moderator may reopen it.
+    reopened_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     __table_args__ = (Index("ix_threads_group_activity", "group_id", "last_activity_at"),)
 
 
