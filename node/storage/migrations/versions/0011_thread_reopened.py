@@ -1,7 +1,7 @@
 """when a moderator reopened a thread whose opening post was deleted
 
 Revision ID: 0011_thread_reopened
-Revises: 0007_inbox_addressed_group
+Revises: 0009_tombstone_expiry
 Create Date: 2026-12-06 22:40:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import node.storage.models
 
 revision = "0011_thread_reopened"
-down_revision = "0007_inbox_addressed_group"
+down_revision = "0009_tombstone_expiry"
 branch_labels = None
 depends_on = None
 
