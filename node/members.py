@@ -53,12 +53,13 @@ async def create_member(
     )
     if problems:
         raise Invalid(problems)
+    password_hash = await passwords.hash(password)  # before any write: no lock held meanwhile
     await claim_handle(session, username, "member", "username")
     member = Member(
         username=username,
         display_name=display_name,
         bio="",
-        password_hash=passwords.hash(password),
+        password_hash=password_hash,
         role=ADMIN_ROLE if is_admin else "member",
         created_at=now,
         last_active_at=now,

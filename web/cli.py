@@ -24,7 +24,7 @@ from keys.pairs import generate_key_pair
 from keys.secret import SecretError
 from node import groups, members
 from node.clock import Clock, ScaledClock, SystemClock
-from node.config import Settings, validate_domain
+from node.config import Settings, parse_networks, validate_domain
 from node.errors import DomainError, Invalid
 from node.runtime import NodeContext
 from web.app import create_app_owning_node
@@ -33,6 +33,7 @@ from web.demo import run_demo
 DATABASE_URL_ENV = "HEALTHNODE_DATABASE_URL"
 CLOCK_RATE_ENV = "HEALTHNODE_CLOCK_RATE"
 BLOCKED_DOMAINS_ENV = "HEALTHNODE_BLOCKED_DOMAINS"
+TRUSTED_PROXIES_ENV = "HEALTHNODE_TRUSTED_PROXIES"
 
 
 class CommandError(Exception):
@@ -121,11 +122,16 @@ def settings_from(args: argparse.Namespace) -> Settings:
         for item in os.environ.get(BLOCKED_DOMAINS_ENV, "").split(",")
         if item.strip()
     )
+    try:
+        trusted_proxies = parse_networks(os.environ.get(TRUSTED_PROXIES_ENV, ""))
+    except ValueError as error:
+        raise CommandError(f"{TRUSTED_PROXIES_ENV}: {error}") from None
     return Settings(
         domain=domain,
         data_dir=args.data_dir,
         database_url=args.database_url,
         blocked_domains=blocked,
+        trusted_proxies=trusted_proxies,
     )
 
 

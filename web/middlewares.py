@@ -15,7 +15,6 @@ from web.appkeys import (
     CSRF_BASIS,
     CSRF_FAILED,
     DB,
-    KEEP_WRITES,
     ME,
     MEMBER,
     NEW_CSRF_SEED,
@@ -142,7 +141,7 @@ async def database_session(request: web.Request, handler: Handler) -> web.Stream
         except BaseException:
             await session.rollback()
             raise
-        if response.status < 400 or request.get(KEEP_WRITES):
+        if response.status < 400:
             await node.publish_pending(session)
             await session.commit()
         else:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 from aiohttp import web
 
 from node import auth, ids, members
 from node.errors import Conflict, Invalid
-from web.appkeys import KEEP_WRITES, SESSION_TOKEN
+from node.throttles import Throttled
+from web.appkeys import SESSION_TOKEN
+from web.client_address import client_address
 from web.middlewares import SESSION_COOKIE
 from web.pages import (
     STALE_FORM,
@@ -48,6 +52,15 @@ def _start_session(request: web.Request, response: web.StreamResponse, token: st
     )
 
 
+def _throttled(
+    request: web.Request, template: str, context: dict[str, object], error: Throttled
+) -> web.Response:
+    """The form again, saying how long to wait (429, with Retry-After)."""
+    response = render(request, template, context | {"errors": {"form": str(error)}}, 429)
+    response.headers["Retry-After"] = str(max(1, math.ceil(error.wait.total_seconds())))
+    return response
+
+
 async def register_form(request: web.Request) -> web.Response:
     return render(request, "register.html", {"values": {}, "errors": {}})
 
@@ -67,6 +80,15 @@ async def register_submit(request: web.Request) -> web.StreamResponse:
         errors["password_again"] = "The two passwords are not the same."
     node = node_of(request)
     if not errors:
+        try:
+            await auth.count_registration(
+                db(request), node.settings, client_address(request), now(request)
+            )
+        except Throttled as error:
+            return _throttled(request, "register.html", {"values": values}, error)
+        # The count holds from here, in every process; no lock is held while the password
+        # is hashed.
+        await db(request).commit()
         try:
             member = await members.create_member(
                 db(request),
@@ -105,17 +127,23 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         return render(request, "login.html", context | {"errors": {"form": STALE_FORM}}, 400)
     node = node_of(request)
     try:
-        member = await auth.authenticate(
+        attempt = await auth.begin_sign_in(
             db(request),
-            node.passwords,
             node.settings,
             username=username,
-            password=data.get("password", ""),
-            address=request.remote or "unknown",
+            address=client_address(request),
             now=now(request),
         )
+    except Throttled as error:
+        return _throttled(request, "login.html", context, error)
+    # The attempt is counted, in every process, before its password is checked; and no
+    # lock is held while it is.
+    await db(request).commit()
+    try:
+        member = await auth.finish_sign_in(
+            db(request), node.passwords, attempt, data.get("password", "")
+        )
     except auth.LoginRefused as error:
-        request[KEEP_WRITES] = True  # the failure must be counted
         return render(request, "login.html", context | {"errors": {"form": str(error)}}, 400)
     token = await auth.open_session(db(request), member, node.settings, now(request))
     response = see_other(next_path)
