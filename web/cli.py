@@ -13,8 +13,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from aiohttp import web
-
 from federation.convert import Documents
 from federation.keyrotation import UnknownActor, rotate_key
 from federation.keysink import attach_actor_keys
@@ -29,6 +27,7 @@ from node.errors import DomainError, Invalid
 from node.runtime import NodeContext
 from web.app import create_app_owning_node
 from web.demo import run_demo
+from web.serving import serve
 
 DATABASE_URL_ENV = "HEALTHNODE_DATABASE_URL"
 CLOCK_RATE_ENV = "HEALTHNODE_CLOCK_RATE"
@@ -250,11 +249,11 @@ def keep_what_started() -> None:
 def _serve(settings: Settings, host: str, port: int, workers: bool) -> None:
     app = create_app_owning_node(settings, clock=clock_for(settings), run_workers=workers)
 
-    def serving(_: str) -> None:  # run_app's line, once the node is open and the port bound
+    def serving() -> None:  # once the node is open and the port bound
         keep_what_started()
         print(f"healthnode serving {settings.base_url} on http://{host}:{port}", flush=True)
 
-    web.run_app(app, host=host, port=port, print=serving)
+    asyncio.run(serve(app, settings, host, port, ready=serving))
 
 
 async def _work(settings: Settings) -> None:

@@ -11,7 +11,7 @@ from node.errors import Conflict, Invalid
 from node.throttles import Throttled
 from web.appkeys import SESSION_TOKEN
 from web.client_address import client_address
-from web.middlewares import SESSION_COOKIE
+from web.cookies import SESSION_COOKIE, delete_cookie, set_cookie
 from web.pages import (
     STALE_FORM,
     db,
@@ -40,16 +40,8 @@ def register(router: web.UrlDispatcher) -> None:
 
 
 def _start_session(request: web.Request, response: web.StreamResponse, token: str) -> None:
-    settings = node_of(request).settings
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=settings.session_days * 86400,
-        httponly=True,
-        samesite="Lax",
-        secure=settings.scheme == "https",
-        path="/",
-    )
+    max_age = node_of(request).settings.session_days * 86400
+    set_cookie(request, response, SESSION_COOKIE, token, max_age=max_age)
 
 
 def _throttled(
@@ -156,7 +148,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     if token:
         await auth.close_session(db(request), token)
     response = see_other("/")
-    response.del_cookie(SESSION_COOKIE, path="/")
+    delete_cookie(request, response, SESSION_COOKIE)
     raise response
 
 
