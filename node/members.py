@@ -32,6 +32,22 @@ async def claim_handle(session: AsyncSession, handle: str, kind: str, what: str)
     raise Conflict(f"The {what} “{handle}” is not available. Choose another.", field=what)
 
 
+def check_new_member(
+    limits: Limits, *, username: str, password: str, display_name: str
+) -> tuple[str, str]:
+    """The normalised username and display name of a would-be member, or Invalid."""
+    username = normalise_handle(username)
+    display_name = display_name.strip() or username
+    problems = collect(
+        username=handle_problem(username, "username"),
+        password=password_problem(password, limits),
+        display_name=text_problem(display_name, "Display name", limits.display_name_max),
+    )
+    if problems:
+        raise Invalid(problems)
+    return username, display_name
+
+
 async def create_member(
     session: AsyncSession,
     passwords: Passwords,
@@ -44,15 +60,9 @@ async def create_member(
     is_admin: bool = False,
     consent_policy_version: str | None = None,
 ) -> Member:
-    username = normalise_handle(username)
-    display_name = display_name.strip() or username
-    problems = collect(
-        username=handle_problem(username, "username"),
-        password=password_problem(password, limits),
-        display_name=text_problem(display_name, "Display name", limits.display_name_max),
+    username, display_name = check_new_member(
+        limits, username=username, password=password, display_name=display_name
     )
-    if problems:
-        raise Invalid(problems)
     password_hash = await passwords.hash(password)  # before any write: no lock held meanwhile
     await claim_handle(session, username, "member", "username")
     member = Member(

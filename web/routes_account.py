@@ -71,6 +71,12 @@ async def register_submit(request: web.Request) -> web.StreamResponse:
     if data.get("password", "") != data.get("password_again", ""):
         errors["password_again"] = "The two passwords are not the same."
     node = node_of(request)
+    fields = {key: data.get(key, "") for key in ("username", "password", "display_name")}
+    if not errors:
+        try:  # before counting: a form with mistakes costs nothing and is not counted
+            members.check_new_member(node.settings.limits, **fields)
+        except Invalid as error:
+            errors |= error.problems
     if not errors:
         try:
             await auth.count_registration(
@@ -86,14 +92,10 @@ async def register_submit(request: web.Request) -> web.StreamResponse:
                 db(request),
                 node.passwords,
                 node.settings.limits,
-                username=data.get("username", ""),
-                password=data.get("password", ""),
-                display_name=data.get("display_name", ""),
+                **fields,
                 now=now(request),
                 consent_policy_version=node.settings.consent_policy_version,
             )
-        except Invalid as error:
-            errors |= error.problems
         except Conflict as error:
             errors[error.field or "form"] = str(error)
     if errors:
