@@ -195,9 +195,13 @@ def _set_csrf_seed_cookie(request: web.Request, response: web.StreamResponse) ->
 def _from_another_origin(request: web.Request) -> bool:
     """Whether the browser says the form was sent from another origin. Cookies do not tell
     ports apart, so a sibling origin on this host can hold a valid seed and token of its own;
-    its forms still carry its Origin."""
+    its forms still say where they come from: Sec-Fetch-Site where the browser sends it, else
+    Origin (which is "null", telling nothing, under our no-referrer policy)."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site not in ("same-origin", "none")
     origin = request.headers.get("Origin")
-    if origin is None:
+    if origin is None or origin == "null":
         return False
     own = (request.app[NODE].settings.base_url, f"{request.scheme}://{request.host}")
     return origin not in own
