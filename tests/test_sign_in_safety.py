@@ -403,12 +403,12 @@ async def test_connections_waiting_for_a_head_are_capped(make_node: NodeFactory)
         try:
             # Then the one that waited longest was closed to make room, long before its time
             assert await idle[0].ended_within(seconds=5) == b""
-            # And a person's request is still answered
-            async with (
-                aiohttp.ClientSession() as session,
-                session.get(f"http://127.0.0.1:{port}/") as answer,
-            ):
-                assert answer.status == 200
+            # And people's requests, pages and files, are still answered, several a connection
+            async with aiohttp.ClientSession() as session:
+                for path in ("/", "/static/style.css", "/"):
+                    async with session.get(f"http://127.0.0.1:{port}{path}") as answer:
+                        assert answer.status == 200, path
+                        assert len(await answer.read()) > 100, path
         finally:
             sending.cancel()
             for connection in (*idle, slow):
