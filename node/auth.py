@@ -1,73 +1,102 @@
-"""Signing in: credentials, rate limits on failures, and server-side browser sessions."""
+"""Signing in: credentials, throttled guessing, and server-side browser sessions."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from node import throttles
 from node.config import Settings
 from node.errors import DomainError
 from node.members import find_member
 from node.passwords import Passwords
-from node.storage.models import LoginFailure, Member, WebSession
+from node.storage.models import Member, WebSession
 from node.validation import normalise_handle
 
 LAST_ACTIVE_GRANULARITY = timedelta(minutes=5)
 
 
 class LoginRefused(DomainError):
-    """Wrong credentials, or too many recent failures; the message says which."""
+    """The username and password do not match."""
 
 
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def authenticate(
-    session: AsyncSession,
-    passwords: Passwords,
-    settings: Settings,
-    *,
-    username: str,
-    password: str,
-    address: str,
-    now: datetime,
-) -> Member:
-    """Check a password, refusing early when this account or address failed too often.
+def account_address_key(account: str, address: str) -> str:
+    return f"sign-in:{account}|{address}"
 
-    The caller must commit even when this raises, so that the failure is counted.
-    """
+
+def address_key(address: str) -> str:
+    return f"sign-in:{address}"
+
+
+def registration_key(address: str) -> str:
+    return f"register:{address}"
+
+
+@dataclass(frozen=True)
+class SignInAttempt:
+    """An attempt already counted against its throttles, whose password is yet to be checked."""
+
+    account: str
+    address: str
+    member_id: int | None
+    password_hash: str | None
+
+
+async def begin_sign_in(
+    session: AsyncSession, settings: Settings, *, username: str, address: str, now: datetime
+) -> SignInAttempt:
+    """Count the attempt against this account from this address, and against the address,
+    or raise throttles.Throttled. The caller commits before checking the password, so that
+    the count holds in every process while the (slow) check runs, and no lock is held then.
+
+    Nothing is counted against the account alone: from an address that has not failed, the
+    owner's right password is never refused."""
     account = normalise_handle(username)[:30].replace("\x00", "")
-    since = now - timedelta(minutes=settings.login_window_minutes)
-    per_account, per_address = (
-        await session.execute(
-            select(
-                func.count().filter(LoginFailure.account == account),
-                func.count().filter(LoginFailure.address == address),
-            ).where(
-                LoginFailure.at >= since,
-                or_(LoginFailure.account == account, LoginFailure.address == address),
-            )
-        )
-    ).one()
-    if (
-        per_account >= settings.login_failures_per_account
-        or per_address >= settings.login_failures_per_address
-    ):
-        raise LoginRefused(
-            "Too many failed sign-in attempts. Wait "
-            f"{settings.login_window_minutes} minutes and try again."
-        )
+    address = address[:64]
+    await throttles.count_attempt(
+        session, account_address_key(account, address), settings.sign_in_per_account_address, now
+    )
+    await throttles.count_attempt(session, address_key(address), settings.sign_in_per_address, now)
     member = await find_member(session, account)
-    if not passwords.verify(member.password_hash if member else None, password) or not member:
-        session.add(LoginFailure(account=account, address=address[:64], at=now))
-        await session.flush()
+    return SignInAttempt(
+        account=account,
+        address=address,
+        member_id=member.id if member else None,
+        password_hash=member.password_hash if member else None,
+    )
+
+
+async def finish_sign_in(
+    session: AsyncSession, passwords: Passwords, attempt: SignInAttempt, password: str
+) -> Member:
+    """Check the password of a counted attempt. A wrong one stays counted (LoginRefused);
+    a right one clears this account's count from this address and refunds the address's."""
+    right = await passwords.verify(attempt.password_hash, password)
+    member = await session.get(Member, attempt.member_id) if attempt.member_id else None
+    if not right or member is None:
         raise LoginRefused("That username and password do not match.")
+    await throttles.forget(session, account_address_key(attempt.account, attempt.address))
+    await throttles.refund_attempt(session, address_key(attempt.address))
     return member
+
+
+async def count_registration(
+    session: AsyncSession, settings: Settings, address: str, now: datetime
+) -> None:
+    """Count a registration from this address before the account is made, or raise
+    throttles.Throttled."""
+    await throttles.count_attempt(
+        session, registration_key(address[:64]), settings.registrations_per_address, now
+    )
 
 
 async def open_session(
@@ -83,7 +112,7 @@ async def open_session(
         )
     )
     member.last_active_at = now
-    await session.execute(delete(LoginFailure).where(LoginFailure.at < now - timedelta(days=1)))
+    await throttles.forget_quiet_keys(session, now, settings.throttles_forget_after)
     await session.flush()
     return token
 

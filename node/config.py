@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 DEFAULT_DOMAIN = "localhost:8080"
@@ -85,6 +86,41 @@ class PasswordCost:
     time_cost: int = 3
     memory_cost_kib: int = 65536
     parallelism: int = 4
+    # Hashes computed at once, in threads beside the event loop; more wait their turn.
+    concurrent_hashes: int = 2
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """Attempts allowed under one key (an account from an address, an address): `free`
+    attempts, then each further one only after a delay that doubles, up to `longest_delay`.
+    A key left alone for `forget_after` starts afresh."""
+
+    free: int
+    first_delay: timedelta = timedelta(minutes=1)
+    longest_delay: timedelta = timedelta(hours=1)
+    forget_after: timedelta = timedelta(days=1)
+
+    def delay_after(self, attempts: int) -> timedelta:
+        if attempts < self.free:
+            return timedelta(0)
+        doublings = min(attempts - self.free, 20)  # 2**20 minutes is past any sane cap
+        return min(self.first_delay * 2**doublings, self.longest_delay)
+
+
+def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated addresses or CIDR networks; ValueError names the first bad one."""
+    networks = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"{item!r} is not an address or a network such as 10.0.0.0/8"
+            ) from None
+    return tuple(networks)
 
 
 @dataclass(frozen=True)
@@ -95,12 +131,31 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     password_cost: PasswordCost = field(default_factory=PasswordCost)
     session_days: int = 30
-    login_window_minutes: int = 15
-    login_failures_per_account: int = 5
-    login_failures_per_address: int = 20
+    # Sign-in guesses are throttled per (account, address) and per address, never per account
+    # alone: a stranger's wrong passwords must not lock the owner out (docs/POLICY.md).
+    sign_in_per_account_address: Throttle = Throttle(free=5)
+    sign_in_per_address: Throttle = Throttle(free=20)
+    registrations_per_address: Throttle = Throttle(free=5)
+    # Peers whose X-Forwarded-For names the client (the reverse proxy in front of the node).
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # A request head (line and headers) must arrive whole within this, and only so many
+    # connections may be waiting for theirs at once.
+    request_head_seconds: float = 10.0
+    connections_awaiting_head_max: int = 256
     consent_policy_version: str = "2026-11"
     # Servers whose activities and signed fetches are refused, before any key is fetched.
     blocked_domains: frozenset[str] = frozenset()
+
+    @property
+    def throttles_forget_after(self) -> timedelta:
+        return max(
+            throttle.forget_after
+            for throttle in (
+                self.sign_in_per_account_address,
+                self.sign_in_per_address,
+                self.registrations_per_address,
+            )
+        )
 
     @property
     def is_development(self) -> bool:

@@ -42,6 +42,22 @@ async def claim_handle(session: AsyncSession, handle: str, kind: str, what: str)
     raise Conflict(f"The {what} “{handle}” is not available. Choose another.", field=what)
 
 
+def check_new_member(
+    limits: Limits, *, username: str, password: str, display_name: str
+) -> tuple[str, str]:
+    """The normalised username and display name of a would-be member, or Invalid."""
+    username = normalise_handle(username)
+    display_name = neutralise(display_name, name=True) or username
+    problems = collect(
+        username=handle_problem(username, "username"),
+        password=password_problem(password, limits),
+        display_name=text_problem(display_name, "Display name", limits.display_name_max),
+    )
+    if problems:
+        raise Invalid(problems)
+    return username, display_name
+
+
 async def create_member(
     session: AsyncSession,
     passwords: Passwords,
@@ -54,21 +70,16 @@ async def create_member(
     is_admin: bool = False,
     consent_policy_version: str | None = None,
 ) -> Member:
-    username = normalise_handle(username)
-    display_name = neutralise(display_name, name=True) or username
-    problems = collect(
-        username=handle_problem(username, "username"),
-        password=password_problem(password, limits),
-        display_name=text_problem(display_name, "Display name", limits.display_name_max),
+    username, display_name = check_new_member(
+        limits, username=username, password=password, display_name=display_name
     )
-    if problems:
-        raise Invalid(problems)
+    password_hash = await passwords.hash(password)  # before any write: no lock held meanwhile
     await claim_handle(session, username, "member", "username")
     member = Member(
         username=username,
         display_name=display_name,
         bio="",
-        password_hash=passwords.hash(password),
+        password_hash=password_hash,
         role=ADMIN_ROLE if is_admin else "member",
         created_at=now,
         last_active_at=now,

@@ -43,7 +43,11 @@ class Browser:
         return page
 
     async def post(
-        self, path: str, fields: dict[str, str] | None = None, csrf: bool = True
+        self,
+        path: str,
+        fields: dict[str, str] | None = None,
+        csrf: bool = True,
+        headers: dict[str, str] | None = None,
     ) -> Page:
         """Submit a form as a browser would, following the redirect that answers it."""
         if csrf and not self.token:
@@ -51,7 +55,7 @@ class Browser:
         data = dict(fields or {})
         if csrf:
             data.setdefault("csrf_token", self.token)
-        async with self.client.post(path, data=data) as response:
+        async with self.client.post(path, data=data, headers=headers) as response:
             page = Page(response.status, response.url.path_qs, await response.text())
         match = CSRF_PATTERN.search(page.html)
         if match:

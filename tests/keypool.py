@@ -25,3 +25,9 @@ def pooled_key_pair(node_secret: bytes) -> KeyPair:
         _pool.append(rsa.generate_private_key(public_exponent=65537, key_size=2048))
     key = _pool[index]
     return KeyPair(public_pem_of(key), seal_private_key(key, node_secret))
+
+
+def fill() -> None:
+    """Make the whole pool now, for tests that time the event loop while members are made."""
+    while len(_pool) < POOL_SIZE:
+        _pool.append(rsa.generate_private_key(public_exponent=65537, key_size=2048))

@@ -19,11 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.auth import (
     LoginRefused,
-    authenticate,
+    begin_sign_in,
     close_session,
+    finish_sign_in,
     member_for_session,
     open_session,
 )
+from node.config import Throttle
 from node.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from node.groups import GROUP_NOT_FOUND, create_group, directory, view_group
 from node.members import create_member
@@ -50,10 +52,10 @@ from node.posts import (
 )
 from node.runtime import NodeContext
 from node.storage.models import (
+    AttemptCounter,
     ConditionGroup,
     GroupCondition,
     Handle,
-    LoginFailure,
     Member,
     Membership,
     Post,
@@ -61,6 +63,8 @@ from node.storage.models import (
     Thread,
 )
 from node.text import render_markdown, sanitise_html
+from node.throttles import Throttled
+from tests.conftest import NodeFactory
 
 PASSWORD = "correct horse battery"
 
@@ -328,8 +332,8 @@ async def test_create_member_normalises_the_username_and_hashes_the_password(
     assert member.display_name == "alice_1"  # a blank display name falls back to the username
     assert (member.role, admin.role, admin.display_name) == ("member", "admin", "Root")
     assert member.password_hash != PASSWORD
-    assert node.passwords.verify(member.password_hash, PASSWORD)
-    assert not node.passwords.verify(member.password_hash, PASSWORD.upper())
+    assert await node.passwords.verify(member.password_hash, PASSWORD)
+    assert not await node.passwords.verify(member.password_hash, PASSWORD.upper())
     async with node.transaction() as session:
         handle = await session.get(Handle, "alice_1")
     assert handle is not None and handle.kind == "member"
@@ -1116,96 +1120,92 @@ def test_plain_formatting_survives() -> None:
 
 
 async def attempt(node: NodeContext, username: str, password: str, address: str) -> Member:
-    """One sign-in attempt; like the web handler, commit even when it is refused."""
-    failure: LoginRefused | None = None
+    """One sign-in attempt as the web handler makes it: counted and committed, then checked."""
     async with node.transaction() as session:
-        try:
-            return await authenticate(
-                session,
-                node.passwords,
-                node.settings,
-                username=username,
-                password=password,
-                address=address,
-                now=node.clock.now(),
-            )
-        except LoginRefused as refusal:
-            failure = refusal
-    raise failure
+        counted = await begin_sign_in(
+            session, node.settings, username=username, address=address, now=node.clock.now()
+        )
+    async with node.transaction() as session:
+        return await finish_sign_in(session, node.passwords, counted, password)
 
 
 async def test_authenticate_checks_credentials(node: NodeContext) -> None:
     alice = await add_member(node, "alice")
     await add_member(node, "bob")
     assert (await attempt(node, " ALICE ", PASSWORD, "192.0.2.1")).id == alice.id
-    assert await counts(node, LoginFailure) == (0,)
-    for username, password in (
-        ("alice", "wrong password"),
-        ("alice", ""),
-        ("alice", PASSWORD.upper()),
-        ("bob", PASSWORD + " "),
-        ("nobody", PASSWORD),
-        ("", PASSWORD),
+    for index, (username, password) in enumerate(
+        (
+            ("alice", "wrong password"),
+            ("alice", ""),
+            ("alice", PASSWORD.upper()),
+            ("bob", PASSWORD + " "),
+            ("nobody", PASSWORD),
+            ("", PASSWORD),
+        )
     ):
         with pytest.raises(LoginRefused, match="do not match"):
-            await attempt(node, username, password, "192.0.2.1")
-    # Each failure is recorded once the handler commits
-    assert await counts(node, LoginFailure) == (6,)
+            await attempt(node, username, password, f"192.0.2.{10 + index}")
 
 
-async def test_too_many_failures_lock_an_account_until_the_window_passes(
-    node: NodeContext,
-) -> None:
-    settings = node.settings
+async def test_guesses_slow_down_an_account_from_one_address_only(node: NodeContext) -> None:
+    throttle = node.settings.sign_in_per_account_address
     await add_member(node, "alice")
-    await add_member(node, "bob")
-    # Given one failure fewer than the limit, each from another address: no lock yet
-    for i in range(settings.login_failures_per_account - 1):
+    # Given as many wrong guesses at alice from one address as are free
+    for _ in range(throttle.free):
         with pytest.raises(LoginRefused, match="do not match"):
-            await attempt(node, "alice", "guess", f"198.51.100.{i}")
+            await attempt(node, "alice", "guess", "198.51.100.7")
+    # Then the next attempt from there, even with the right password, must wait
+    with pytest.raises(Throttled) as refused:
+        await attempt(node, "ALICE", PASSWORD, "198.51.100.7")
+    assert refused.value.wait == throttle.first_delay
+    # But the owner, from an address that has not failed, signs in at once
     assert (await attempt(node, "alice", PASSWORD, "203.0.113.9")).username == "alice"
-    # When one more failure reaches the limit
-    with pytest.raises(LoginRefused, match="do not match"):
-        await attempt(node, "ALICE", "guess", "198.51.100.200")
-    failures = await counts(node, LoginFailure)
-    # Then even the right password is refused, from any address, and not counted again
-    with pytest.raises(LoginRefused, match="Too many"):
-        await attempt(node, "alice", PASSWORD, "203.0.113.9")
-    assert await counts(node, LoginFailure) == failures
-    # And other accounts are unaffected
-    assert (await attempt(node, "bob", PASSWORD, "203.0.113.9")).username == "bob"
-    # Still refused just inside the window
-    node.clock.advance(timedelta(minutes=settings.login_window_minutes) - timedelta(seconds=1))
-    with pytest.raises(LoginRefused, match="Too many"):
-        await attempt(node, "alice", PASSWORD, "203.0.113.9")
-    # When the window has passed since the failures, Then the right password works again
-    node.clock.advance(timedelta(seconds=2))
-    assert (await attempt(node, "alice", PASSWORD, "203.0.113.9")).username == "alice"
+    # And once the delay has passed, one more guess is allowed, after which it doubles
+    node.clock.advance(throttle.first_delay)
+    with pytest.raises(LoginRefused):
+        await attempt(node, "alice", "guess", "198.51.100.7")
+    with pytest.raises(Throttled) as refused:
+        await attempt(node, "alice", PASSWORD, "198.51.100.7")
+    assert refused.value.wait == 2 * throttle.first_delay
+    node.clock.advance(2 * throttle.first_delay)
+    assert (await attempt(node, "alice", PASSWORD, "198.51.100.7")).username == "alice"
+    # And the right password clears the count for that address
+    with pytest.raises(LoginRefused):
+        await attempt(node, "alice", "guess", "198.51.100.7")
+    assert (await attempt(node, "alice", PASSWORD, "198.51.100.7")).username == "alice"
 
 
-async def test_too_many_failures_from_one_address_lock_that_address(make_node) -> None:  # type: ignore[no-untyped-def]
-    node = await make_node(login_failures_per_address=3, login_failures_per_account=100)
+async def test_guesses_from_one_address_at_many_accounts_slow_that_address(
+    make_node: NodeFactory,
+) -> None:
+    node = await make_node(sign_in_per_address=Throttle(free=3))
     await add_member(node, "alice")
     for name in ("x1", "x2", "x3"):
         with pytest.raises(LoginRefused, match="do not match"):
             await attempt(node, name, "guess", "198.51.100.7")
-    with pytest.raises(LoginRefused, match="Too many"):
+    with pytest.raises(Throttled):
         await attempt(node, "alice", PASSWORD, "198.51.100.7")
     assert (await attempt(node, "alice", PASSWORD, "198.51.100.8")).username == "alice"
+    # A right password from a busy address takes back its count: it is not a guess
+    await attempt(node, "alice", PASSWORD, "198.51.100.9")
+    await attempt(node, "alice", PASSWORD, "198.51.100.9")
+    async with node.transaction() as session:
+        counter = await session.get(AttemptCounter, "sign-in:198.51.100.9")
+    assert counter is not None and counter.attempts == 0
 
 
 async def test_sessions(node: NodeContext) -> None:
     alice = await add_member(node, "alice")
-    # Opening a session forgets failures older than a day
+    # Opening a session forgets attempt counts left alone for a day
     with pytest.raises(LoginRefused):
         await attempt(node, "alice", "guess", "198.51.100.1")
     node.clock.advance(timedelta(days=1, seconds=1))
     with pytest.raises(LoginRefused):
-        await attempt(node, "alice", "guess", "198.51.100.1")
+        await attempt(node, "alice", "guess", "198.51.100.2")
     async with node.transaction() as session:
         token = await open_session(session, alice, node.settings, node.clock.now())
         other = await open_session(session, alice, node.settings, node.clock.now())
-    assert await counts(node, LoginFailure) == (1,)
+    assert await counts(node, AttemptCounter) == (2,)  # the second address's two keys
     assert token != other and len(token) >= 32
 
     # A token finds its member; an unknown one finds nobody

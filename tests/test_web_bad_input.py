@@ -617,64 +617,6 @@ async def test_private_thread_answers_exactly_like_a_missing_thread(
 # --- signing in ------------------------------------------------------------------------------
 
 
-async def test_login_is_refused_after_too_many_failures_until_the_window_passes(
-    browser_factory: BrowserFactory, node: NodeContext
-) -> None:
-    # Given alice, and someone who got her password wrong as often as allowed
-    await member(browser_factory, "alice")
-    assert isinstance(node.clock, ManualClock)
-    settings = node.settings
-    browser = await browser_factory()
-    for attempt in range(settings.login_failures_per_account):
-        await browser.get("/login")
-        page = await browser.post(
-            "/login",
-            {"username": "ALICE" if attempt % 2 else "alice", "password": f"guess{attempt}"},
-        )
-        assert_refused(page, 400, "That username and password do not match.")
-    sessions = (await row_counts(node))["web_sessions"]
-
-    # When the right password is given
-    page = await browser.post("/login", {"username": "alice", "password": DEFAULT_PASSWORD})
-
-    # Then it is refused with a message, and no session is opened
-    assert_refused(
-        page,
-        400,
-        f"Too many failed sign-in attempts. Wait {settings.login_window_minutes} minutes",
-    )
-    assert 'action="/login"' in page.html
-    assert (await row_counts(node))["web_sessions"] == sessions
-
-    # And still just before the window has passed
-    node.clock.advance(timedelta(minutes=settings.login_window_minutes, seconds=-1))
-    page = await browser.post("/login", {"username": "alice", "password": DEFAULT_PASSWORD})
-    assert_refused(page, 400, "Too many failed sign-in attempts.")
-
-    # But once it has, the right password lets her in
-    node.clock.advance(timedelta(seconds=2))
-    page = await browser.post("/login", {"username": "alice", "password": DEFAULT_PASSWORD})
-    assert page.status == 200, page.text
-    assert "Sign out" in page.text
-    assert (await row_counts(node))["web_sessions"] == sessions + 1
-
-
-async def test_login_is_refused_after_too_many_failures_from_one_address(
-    browser_factory: BrowserFactory, node: NodeContext
-) -> None:
-    await member(browser_factory, "alice")
-    browser = await browser_factory()
-    await browser.get("/login")
-    for attempt in range(node.settings.login_failures_per_address):
-        page = await browser.post("/login", {"username": f"user{attempt}", "password": "wrong-one"})
-        assert_refused(page, 400, "That username and password do not match.")
-
-    page = await browser.post("/login", {"username": "alice", "password": DEFAULT_PASSWORD})
-
-    assert_refused(page, 400, "Too many failed sign-in attempts.")
-    assert "Sign out" not in page.text
-
-
 @pytest.mark.parametrize(
     "target",
     [

@@ -35,7 +35,7 @@ from node.runtime import NodeContext
 from node.storage.models import Member, Membership, Post, Reaction, Thread
 from tests.browser import DEFAULT_PASSWORD, Browser, Page
 from tests.conftest import BrowserFactory
-from web.middlewares import SESSION_COOKIE
+from web.cookies import SESSION_COOKIE
 
 VIEWERS = ("anonymous", "non_member", "pending", "member", "moderator", "banned", "admin")
 VISIBILITIES = ("public", "private")

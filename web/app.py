@@ -28,8 +28,10 @@ from web.middlewares import (
     csrf,
     database_session,
     error_pages,
+    one_cookie_each,
     security_headers,
 )
+from web.security_headers import strict_transport_security
 from web.templating import create_environment
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -93,6 +95,7 @@ def _application(settings: Settings) -> web.Application:
             security_headers,
             error_pages,
             address_hygiene,
+            one_cookie_each,
             body_first,
             database_session,
             csrf,
@@ -100,6 +103,7 @@ def _application(settings: Settings) -> web.Application:
         client_max_size=settings.limits.form_body_max,
     )
     app[TEMPLATES] = create_environment()
+    app.on_response_prepare.append(strict_transport_security)
     # Discovery and ActivityPub first: some of their paths sit under the pages' prefixes.
     routes_discovery.register(app.router)
     routes_activitypub.register(app.router)

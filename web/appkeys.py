@@ -25,5 +25,3 @@ SESSION_TOKEN = web.RequestKey("session_token", str)
 CSRF_BASIS = web.RequestKey("csrf_basis", str)
 NEW_CSRF_SEED = web.RequestKey("new_csrf_seed", str)
 CSRF_FAILED = web.RequestKey("csrf_failed", bool)
-# Keep this request's writes even though it answers with an error (a counted login failure).
-KEEP_WRITES = web.RequestKey("keep_writes", bool)

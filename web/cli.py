@@ -13,8 +13,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from aiohttp import web
-
 from federation.convert import Documents
 from federation.keyrotation import UnknownActor, rotate_key
 from federation.keysink import attach_actor_keys
@@ -24,16 +22,18 @@ from keys.pairs import generate_key_pair
 from keys.secret import SecretError
 from node import groups, members
 from node.clock import Clock, ScaledClock, SystemClock
-from node.config import Settings, validate_domain
+from node.config import Settings, parse_networks, validate_domain
 from node.errors import DomainError, Invalid
 from node.runtime import NodeContext
 from node.storage.files import restrict_new_files
 from web.app import create_app_owning_node
 from web.demo import run_demo
+from web.serving import serve
 
 DATABASE_URL_ENV = "HEALTHNODE_DATABASE_URL"
 CLOCK_RATE_ENV = "HEALTHNODE_CLOCK_RATE"
 BLOCKED_DOMAINS_ENV = "HEALTHNODE_BLOCKED_DOMAINS"
+TRUSTED_PROXIES_ENV = "HEALTHNODE_TRUSTED_PROXIES"
 
 
 class CommandError(Exception):
@@ -122,11 +122,16 @@ def settings_from(args: argparse.Namespace) -> Settings:
         for item in os.environ.get(BLOCKED_DOMAINS_ENV, "").split(",")
         if item.strip()
     )
+    try:
+        trusted_proxies = parse_networks(os.environ.get(TRUSTED_PROXIES_ENV, ""))
+    except ValueError as error:
+        raise CommandError(f"{TRUSTED_PROXIES_ENV}: {error}") from None
     return Settings(
         domain=domain,
         data_dir=args.data_dir,
         database_url=args.database_url,
         blocked_domains=blocked,
+        trusted_proxies=trusted_proxies,
     )
 
 
@@ -245,11 +250,11 @@ def keep_what_started() -> None:
 def _serve(settings: Settings, host: str, port: int, workers: bool) -> None:
     app = create_app_owning_node(settings, clock=clock_for(settings), run_workers=workers)
 
-    def serving(_: str) -> None:  # run_app's line, once the node is open and the port bound
+    def serving() -> None:  # once the node is open and the port bound
         keep_what_started()
         print(f"healthnode serving {settings.base_url} on http://{host}:{port}", flush=True)
 
-    web.run_app(app, host=host, port=port, print=serving)
+    asyncio.run(serve(app, settings, host, port, ready=serving))
 
 
 async def _work(settings: Settings) -> None:

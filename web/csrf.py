@@ -10,7 +10,6 @@ import hmac
 import secrets
 
 CSRF_FIELD = "csrf_token"
-SEED_COOKIE = "hn_csrf"
 
 
 def new_seed() -> str:

@@ -23,6 +23,7 @@ from node.runtime import NodeContext
 from node.storage.models import Membership
 from web.app import create_app_owning_node
 from web.appkeys import FEDERATION, NODE
+from web.serving import GuardedSite, runner_for
 
 DEMO_PASSWORD = "demo-password"
 
@@ -48,10 +49,10 @@ async def run_demo(data_dir: Path) -> None:
     try:
         for spec in (HOSPITAL, CHARITY, CLINIC):
             settings = Settings(domain=spec.domain, data_dir=data_dir / spec.name)
-            runner = web.AppRunner(create_app_owning_node(settings))
+            runner = runner_for(create_app_owning_node(settings), settings)
             runners.append(runner)
             await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", spec.port).start()
+            await GuardedSite(runner, settings, "127.0.0.1", spec.port).start()
         apps = {
             spec.name: runner.app
             for spec, runner in zip((HOSPITAL, CHARITY, CLINIC), runners, strict=True)

@@ -15,7 +15,6 @@ from web.appkeys import (
     CSRF_BASIS,
     CSRF_FAILED,
     DB,
-    KEEP_WRITES,
     ME,
     MEMBER,
     NEW_CSRF_SEED,
@@ -23,14 +22,14 @@ from web.appkeys import (
     SESSION_TOKEN,
     VIEWER,
 )
-from web.csrf import CSRF_FIELD, SEED_COOKIE, new_seed, token_matches
+from web.cookies import SEED_COOKIE, SESSION_COOKIE, duplicated_cookie, read_cookie, set_cookie
+from web.csrf import CSRF_FIELD, new_seed, token_matches
 from web.pages import Handler, answer_and_hang_up, is_signed_not_cookied, render
 from web.security_headers import SECURITY_HEADERS
 from web.signed_in import SignedIn
 
 log = logging.getLogger(__name__)
 
-SESSION_COOKIE = "hn_session"
 # A request body must arrive within this: a sender trickling bytes holds nothing for longer.
 BODY_READ_SECONDS = 10.0
 
@@ -69,8 +68,6 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
         exc.headers.update(SECURITY_HEADERS)
         raise
     response.headers.update(SECURITY_HEADERS)
-    if request.app[NODE].settings.scheme == "https":
-        response.headers["Strict-Transport-Security"] = "max-age=31536000"
     return response
 
 
@@ -100,6 +97,20 @@ async def address_hygiene(request: web.Request, handler: Handler) -> web.StreamR
     PostgreSQL refuses it in text outright."""
     if "\x00" in request.path or any("\x00" in value for value in request.query.values()):
         return error_page(request, 400, "The address contains a character that is not allowed.")
+    return await handler(request)
+
+
+@web.middleware
+async def one_cookie_each(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse a request that carries one of our cookies twice: a copy planted by another
+    origin on this host must not be able to stand in for the real one."""
+    name = duplicated_cookie(request)
+    if name is not None:
+        message = (
+            f"Your browser sent two cookies named {name}, so this node cannot tell which is "
+            "its own. Delete this site's cookies in your browser, then sign in again."
+        )
+        return error_page(request, 400, message)
     return await handler(request)
 
 
@@ -141,7 +152,7 @@ async def database_session(request: web.Request, handler: Handler) -> web.Stream
         except BaseException:
             await session.rollback()
             raise
-        if response.status < 400 or request.get(KEEP_WRITES):
+        if response.status < 400:
             await node.commit(session)
         else:
             await session.rollback()
@@ -151,7 +162,7 @@ async def database_session(request: web.Request, handler: Handler) -> web.Stream
 
 async def _sign_in_from_cookie(request: web.Request) -> None:
     node = request.app[NODE]
-    token = request.cookies.get(SESSION_COOKIE)
+    token = read_cookie(request, SESSION_COOKIE)
     writes = request.method not in ("GET", "HEAD")
     signed_in = (
         await member_for_session(request[DB], token, node.clock.now(), note_activity=writes)
@@ -165,7 +176,7 @@ async def _sign_in_from_cookie(request: web.Request) -> None:
         request[SESSION_TOKEN] = token
         request[CSRF_BASIS] = "session:" + token
         return
-    seed = request.cookies.get(SEED_COOKIE)
+    seed = read_cookie(request, SEED_COOKIE)
     if not seed or len(seed) > 64:
         seed = new_seed()
         request[NEW_CSRF_SEED] = seed
@@ -176,14 +187,22 @@ def _set_csrf_seed_cookie(request: web.Request, response: web.StreamResponse) ->
     seed = request.get(NEW_CSRF_SEED)
     # Only pages carry forms; JSON and other cacheable answers must not set cookies.
     if seed and response.content_type == "text/html":
-        response.set_cookie(
-            SEED_COOKIE,
-            seed,
-            httponly=True,
-            samesite="Lax",
-            secure=request.app[NODE].settings.scheme == "https",
-            path="/",
-        )
+        set_cookie(request, response, SEED_COOKIE, seed)
+
+
+def _from_another_origin(request: web.Request) -> bool:
+    """Whether the browser says the form was sent from another origin. Cookies do not tell
+    ports apart, so a sibling origin on this host can hold a valid seed and token of its own;
+    its forms still say where they come from: Sec-Fetch-Site where the browser sends it, else
+    Origin (which is "null", telling nothing, under our no-referrer policy)."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site not in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    if origin is None or origin == "null":
+        return False
+    own = (request.app[NODE].settings.base_url, f"{request.scheme}://{request.host}")
+    return origin not in own
 
 
 @web.middleware
@@ -193,7 +212,7 @@ async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     data = await request.post()
     offered = data.get(CSRF_FIELD)
-    if token_matches(
+    if not _from_another_origin(request) and token_matches(
         request.app[NODE].secret,
         request.get(CSRF_BASIS),
         offered if isinstance(offered, str) else "",

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 from aiohttp import web
 
 from node import auth, ids, members
 from node.errors import Conflict, Invalid
-from web.appkeys import KEEP_WRITES, SESSION_TOKEN
-from web.middlewares import SESSION_COOKIE
+from node.throttles import Throttled
+from web.appkeys import SESSION_TOKEN
+from web.client_address import client_address
+from web.cookies import SESSION_COOKIE, delete_cookie, set_cookie
 from web.pages import (
     STALE_FORM,
     db,
@@ -36,16 +40,17 @@ def register(router: web.UrlDispatcher) -> None:
 
 
 def _start_session(request: web.Request, response: web.StreamResponse, token: str) -> None:
-    settings = node_of(request).settings
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=settings.session_days * 86400,
-        httponly=True,
-        samesite="Lax",
-        secure=settings.scheme == "https",
-        path="/",
-    )
+    max_age = node_of(request).settings.session_days * 86400
+    set_cookie(request, response, SESSION_COOKIE, token, max_age=max_age)
+
+
+def _throttled(
+    request: web.Request, template: str, context: dict[str, object], error: Throttled
+) -> web.Response:
+    """The form again, saying how long to wait (429, with Retry-After)."""
+    response = render(request, template, context | {"errors": {"form": str(error)}}, 429)
+    response.headers["Retry-After"] = str(max(1, math.ceil(error.wait.total_seconds())))
+    return response
 
 
 async def register_form(request: web.Request) -> web.Response:
@@ -66,20 +71,31 @@ async def register_submit(request: web.Request) -> web.StreamResponse:
     if data.get("password", "") != data.get("password_again", ""):
         errors["password_again"] = "The two passwords are not the same."
     node = node_of(request)
+    fields = {key: data.get(key, "") for key in ("username", "password", "display_name")}
     if not errors:
+        try:  # before counting: a form with mistakes costs nothing and is not counted
+            members.check_new_member(node.settings.limits, **fields)
+        except Invalid as error:
+            errors |= error.problems
+    if not errors:
+        try:
+            await auth.count_registration(
+                db(request), node.settings, client_address(request), now(request)
+            )
+        except Throttled as error:
+            return _throttled(request, "register.html", {"values": values}, error)
+        # The count holds from here, in every process; no lock is held while the password
+        # is hashed.
+        await db(request).commit()
         try:
             member = await members.create_member(
                 db(request),
                 node.passwords,
                 node.settings.limits,
-                username=data.get("username", ""),
-                password=data.get("password", ""),
-                display_name=data.get("display_name", ""),
+                **fields,
                 now=now(request),
                 consent_policy_version=node.settings.consent_policy_version,
             )
-        except Invalid as error:
-            errors |= error.problems
         except Conflict as error:
             errors[error.field or "form"] = str(error)
     if errors:
@@ -105,17 +121,23 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         return render(request, "login.html", context | {"errors": {"form": STALE_FORM}}, 400)
     node = node_of(request)
     try:
-        member = await auth.authenticate(
+        attempt = await auth.begin_sign_in(
             db(request),
-            node.passwords,
             node.settings,
             username=username,
-            password=data.get("password", ""),
-            address=request.remote or "unknown",
+            address=client_address(request),
             now=now(request),
         )
+    except Throttled as error:
+        return _throttled(request, "login.html", context, error)
+    # The attempt is counted, in every process, before its password is checked; and no
+    # lock is held while it is.
+    await db(request).commit()
+    try:
+        member = await auth.finish_sign_in(
+            db(request), node.passwords, attempt, data.get("password", "")
+        )
     except auth.LoginRefused as error:
-        request[KEEP_WRITES] = True  # the failure must be counted
         return render(request, "login.html", context | {"errors": {"form": str(error)}}, 400)
     token = await auth.open_session(db(request), member, node.settings, now(request))
     response = see_other(next_path)
@@ -128,7 +150,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     if token:
         await auth.close_session(db(request), token)
     response = see_other("/")
-    response.del_cookie(SESSION_COOKIE, path="/")
+    delete_cookie(request, response, SESSION_COOKIE)
     raise response
 
 

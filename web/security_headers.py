@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from aiohttp import web
+
+from web.appkeys import NODE
+
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -15,3 +19,10 @@ SECURITY_HEADERS = {
     # The same addresses answer people with HTML and servers with ActivityStreams.
     "Vary": "Accept",
 }
+
+
+async def strict_transport_security(request: web.Request, response: web.StreamResponse) -> None:
+    """On an https node every answer says so: pages, redirects, errors, static files and
+    answers made from exceptions alike (a response-prepare hook sees each one sent)."""
+    if request.app[NODE].settings.scheme == "https":
+        response.headers["Strict-Transport-Security"] = "max-age=31536000"

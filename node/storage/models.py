@@ -220,12 +220,13 @@ class WebSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-class LoginFailure(Base):
-    __tablename__ = "login_failures"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    account: Mapped[str] = mapped_column(String(30), index=True)
-    address: Mapped[str] = mapped_column(String(64), index=True)
-    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+class AttemptCounter(Base):
+    """Attempts made under one throttle key (node/throttles.py), counted before each is checked."""
+
+    __tablename__ = "attempt_counters"
+    key: Mapped[str] = mapped_column(String(120), primary_key=True)
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class ActorKey(Base):

@@ -1,7 +1,7 @@
 """when a moderator reopened a thread whose opening post was deleted
 
 Revision ID: 0011_thread_reopened
-Revises: 0009_tombstone_expiry
+Revises: 0010_sign_in_throttle
 Create Date: 2026-12-06 22:40:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import node.storage.models
 
 revision = "0011_thread_reopened"
-down_revision = "0009_tombstone_expiry"
+down_revision = "0010_sign_in_throttle"
 branch_labels = None
 depends_on = None
 
