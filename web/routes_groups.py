@@ -133,7 +133,10 @@ async def ask_form(request: web.Request) -> web.Response:
         db(request), request.match_info["slug"], request.match_info["code"]
     )
     standing = await groups.standing_in(db(request), group.id, viewer(request))
-    return render(request, "ask_join.html", {"group": group, "standing": standing})
+    page = render(request, "ask_join.html", {"group": group, "standing": standing})
+    # A private group's page, shown to whoever holds the link, signed in or not.
+    page.headers["Cache-Control"] = "no-store"
+    return page
 
 
 async def ask_submit(request: web.Request) -> web.StreamResponse:
