@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import secrets
 from collections import defaultdict
@@ -31,6 +32,14 @@ from node.validation import collect, handle_problem, normalise_handle, text_prob
 
 TAG_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]*")
 GROUP_NOT_FOUND = "There is no group at this address."
+# 120 random bits, in base32: 24 characters of [a-z2-7], a valid handle nobody can guess.
+PRIVATE_SLUG_BYTES = 15
+
+
+def private_slug() -> str:
+    """A private group's address: random, so that the shared namespace of usernames and group
+    addresses can neither be searched for nor confirm a private group by its name."""
+    return base64.b32encode(secrets.token_bytes(PRIVATE_SLUG_BYTES)).decode().lower()
 
 
 @dataclass(frozen=True)
@@ -82,7 +91,9 @@ async def create_group(
     join_policy: str | None = None,
     now: datetime,
 ) -> ConditionGroup:
-    slug = normalise_handle(slug)
+    # A private group's address is never the one typed (it would occupy, and so confirm, a
+    # name in the namespace every member can probe by registering or creating a group).
+    slug = private_slug() if private else normalise_handle(slug)
     name = name.strip()
     tag_list = normalise_tags(list(tags) if not isinstance(tags, str) else tags)
     visibility = "private" if private else "public"
