@@ -28,7 +28,6 @@ from web.middlewares import (
     csrf,
     database_session,
     error_pages,
-    no_store_for_sessions,
     security_headers,
 )
 from web.templating import create_environment
@@ -92,7 +91,6 @@ def _application(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[
             security_headers,
-            no_store_for_sessions,
             error_pages,
             address_hygiene,
             body_first,

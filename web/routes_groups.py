@@ -97,7 +97,10 @@ async def new_group_submit(request: web.Request) -> web.StreamResponse:
 
 async def group_page(request: web.Request) -> web.Response:
     if wants_activity_json(request):
-        return await group_document(request)
+        group = await groups.find_group(db(request), request.match_info["slug"])
+        if group is None:
+            raise web.HTTPNotFound()
+        return await group_document(request, group)
     view = await groups.view_group(db(request), request.match_info["slug"], viewer(request))
     if not view.may(Action.READ):
         return render(request, "group_outside.html", {"view": view})
@@ -133,10 +136,7 @@ async def ask_form(request: web.Request) -> web.Response:
         db(request), request.match_info["slug"], request.match_info["code"]
     )
     standing = await groups.standing_in(db(request), group.id, viewer(request))
-    page = render(request, "ask_join.html", {"group": group, "standing": standing})
-    # A private group's page, shown to whoever holds the link, signed in or not.
-    page.headers["Cache-Control"] = "no-store"
-    return page
+    return render(request, "ask_join.html", {"group": group, "standing": standing})
 
 
 async def ask_submit(request: web.Request) -> web.StreamResponse:
