@@ -9,6 +9,7 @@ twin of the same shape (a random address, a fresh object id).
 from __future__ import annotations
 
 import functools
+import importlib.util
 import re
 import statistics
 import time
@@ -16,13 +17,16 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import DummyCookieJar
 from aiohttp.test_utils import TestClient, TestServer
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy import event
+from sqlalchemy import Connection, event, select, update
 
 from federation.httpsig import sign_cavage
 from node import groups, members, posts
@@ -30,12 +34,25 @@ from node.groups import private_slug
 from node.ids import new_object_id
 from node.policy import Viewer
 from node.runtime import NodeContext
+from node.storage.models import ConditionGroup, Handle
 from tests.browser import DEFAULT_PASSWORD, Browser
 from tests.conftest import BrowserFactory, NodeFactory
 from web.app import create_app
 
 AS2 = {"Accept": "application/activity+json"}
 BLOCKED = "evil.example"
+
+
+def _load_migration(name: str) -> Any:
+    path = Path(__file__).parent.parent / "node/storage/migrations/versions" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+MIGRATION_0008 = _load_migration("0008_private_group_addresses")
 # The attack named the private group by the name its creator typed; it never becomes its address.
 TYPED_NAME = "hiv_support"
 
@@ -390,3 +407,42 @@ async def test_signed_in_pages_and_private_pages_are_not_stored(
     async with anonymous.client.get("/g/t1d") as response:
         assert response.status == 200
         assert "Cache-Control" not in response.headers
+
+
+# --- existing private groups ----------------------------------------------------------------
+
+
+async def test_migration_0008_moves_existing_private_groups_off_their_typed_names(
+    web_node: NodeContext, seed: Seed
+) -> None:
+    # Given a private group as it was stored before: at its typed name, which it held as a handle
+    async with web_node.transaction() as session:
+        await session.execute(
+            update(Handle).where(Handle.name == seed.private_slug).values(name=TYPED_NAME)
+        )
+        await session.execute(
+            update(ConditionGroup)
+            .where(ConditionGroup.slug == seed.private_slug)
+            .values(slug=TYPED_NAME)
+        )
+
+    # When the migration runs
+    def migrate(connection: Connection) -> None:
+        with Operations.context(MigrationContext.configure(connection)):
+            MIGRATION_0008.upgrade()
+
+    async with web_node.engine.begin() as connection:
+        await connection.run_sync(migrate)
+
+    # Then the group has a random address of its own, and the typed name is free
+    async with web_node.transaction() as session:
+        group = (
+            await session.execute(
+                select(ConditionGroup).where(ConditionGroup.name == "HIV support")
+            )
+        ).scalar_one()
+        handles = set((await session.execute(select(Handle.name))).scalars())
+        public = await groups.find_group(session, "t1d")
+    assert len(group.slug) == 24 and group.slug not in (TYPED_NAME, seed.private_slug)
+    assert group.slug in handles and TYPED_NAME not in handles
+    assert public is not None  # public groups keep their addresses

@@ -28,6 +28,7 @@ from web.middlewares import (
     csrf,
     database_session,
     error_pages,
+    no_store_for_sessions,
     security_headers,
 )
 from web.templating import create_environment
@@ -91,6 +92,7 @@ def _application(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[
             security_headers,
+            no_store_for_sessions,
             error_pages,
             address_hygiene,
             body_first,
