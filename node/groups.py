@@ -253,8 +253,8 @@ async def view_of_row(
 
 async def find_public_group(session: AsyncSession, slug: str) -> ConditionGroup | None:
     """A local public group by its slug, filtered in the query: a private one is never loaded."""
-    where = _address_condition(slug)
-    if where is None or "@" in slug:
+    where = _address_condition(slug) if "@" not in slug else None
+    if where is None:
         return None
     return (
         await session.execute(
