@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import secrets
 from collections import defaultdict
@@ -9,14 +10,23 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, Select, String, and_, func, null, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.config import Limits
 from node.errors import Invalid, NotFound
 from node.events import GroupCreated, record
 from node.members import claim_handle, find_member, find_remote_by_name
-from node.policy import NO_STANDING, Action, Standing, Viewer, knows_of, may
+from node.policy import (
+    NO_STANDING,
+    OPEN_VISIBILITIES,
+    Action,
+    Standing,
+    Viewer,
+    knows_of,
+    may,
+    visible_in_sql,
+)
 from node.storage.models import LOCAL, ConditionGroup, GroupCondition, Membership
 from node.text import neutralise
 from node.validation import (
@@ -29,6 +39,14 @@ from node.validation import (
 
 TAG_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]*")
 GROUP_NOT_FOUND = "There is no group at this address."
+# 120 random bits, in base32: 24 characters of [a-z2-7], a valid handle nobody can guess.
+PRIVATE_SLUG_BYTES = 15
+
+
+def private_slug() -> str:
+    """A private group's address: random, so that the shared namespace of usernames and group
+    addresses can neither be searched for nor confirm a private group by its name."""
+    return base64.b32encode(secrets.token_bytes(PRIVATE_SLUG_BYTES)).decode().lower()
 
 
 @dataclass(frozen=True)
@@ -80,7 +98,9 @@ async def create_group(
     join_policy: str | None = None,
     now: datetime,
 ) -> ConditionGroup:
-    slug = normalise_handle(slug)
+    # A private group's address is never the one typed (it would occupy, and so confirm, a
+    # name in the namespace every member can probe by registering or creating a group).
+    slug = private_slug() if private else normalise_handle(slug)
     name = neutralise(name, name=True)
     description, rules = neutralise(description).strip(), neutralise(rules).strip()
     tag_list = normalise_tags(list(tags) if not isinstance(tags, str) else tags)
@@ -169,10 +189,10 @@ async def view_group(
     Lacking `need` on a group one may know of is also NotFound for reads, so a private group's
     content never answers differently from a missing one.
     """
-    group = await find_group_by_address(session, slug)
-    if group is None:
+    where = await _address_condition(session, slug)
+    if where is None:
         raise NotFound(GROUP_NOT_FOUND)
-    return await _checked_view(session, group, viewer, need)
+    return await _first_view(session, visible_groups(viewer, need).where(where), viewer, need)
 
 
 async def find_group_by_address(session: AsyncSession, address: str) -> ConditionGroup | None:
@@ -186,6 +206,83 @@ async def find_group_by_address(session: AsyncSession, address: str) -> Conditio
         ConditionGroup.domain,
         remote_handle_readings(address),
     )
+
+
+async def _address_condition(session: AsyncSession, address: str) -> ColumnElement[bool] | None:
+    """A local group by slug, or this node's copy of a remote group by slug@domain; None for
+    an address no group can have. A local slug becomes a condition of the one query that also
+    decides visibility; a remote group (never private here) is found by its name first."""
+    handle = normalise_handle(address)
+    if "@" not in handle:
+        if handle_problem(handle, "group address"):
+            return None
+        return and_(ConditionGroup.slug == handle, ConditionGroup.domain == LOCAL)
+    group = await find_group_by_address(session, address)
+    return None if group is None else ConditionGroup.id == group.id
+
+
+def visible_groups(
+    viewer: Viewer, need: Action | None = None, or_else: ColumnElement[bool] | None = None
+) -> Select[tuple[ConditionGroup, str | None, str | None]]:
+    """Groups with the viewer's membership state and role, only those the viewer may know of
+    (and, for a reading `need`, read), decided by node.policy in the query itself: what the
+    viewer may not know is never loaded, so it costs what a missing group costs.
+    `or_else` lets rows through on another ground (an author's own post)."""
+    if viewer.member_id is None:
+        statement = select(
+            ConditionGroup, null().cast(String).label("state"), null().cast(String).label("role")
+        )
+    else:
+        statement = select(ConditionGroup, Membership.state, Membership.role).outerjoin(
+            Membership,
+            and_(
+                Membership.group_id == ConditionGroup.id,
+                Membership.member_id == viewer.member_id,
+            ),
+        )
+    visible = visible_in_sql(viewer, need, ConditionGroup.visibility, Membership.state)
+    return statement.where(visible if or_else is None else or_(visible, or_else))
+
+
+async def _first_view(
+    session: AsyncSession,
+    statement: Select[tuple[ConditionGroup, str | None, str | None]],
+    viewer: Viewer,
+    need: Action | None,
+) -> GroupView:
+    row = (await session.execute(statement.limit(1))).first()
+    if row is None:
+        raise NotFound(GROUP_NOT_FOUND)
+    return await view_of_row(session, row[0], standing_of_row(row[1], row[2]), viewer, need)
+
+
+def standing_of_row(state: str | None, role: str | None) -> Standing:
+    return Standing(state, role) if state is not None else NO_STANDING
+
+
+async def view_of_row(
+    session: AsyncSession,
+    group: ConditionGroup,
+    standing: Standing,
+    viewer: Viewer,
+    need: Action | None,
+) -> GroupView:
+    """The view of a group that `visible_groups` let through: what SQL could not decide
+    (needs other than reading) is checked before anything more is loaded."""
+    check_visible(group, standing, viewer, need)
+    return await unchecked_view_of(session, group, standing, viewer)
+
+
+async def find_public_group(session: AsyncSession, slug: str) -> ConditionGroup | None:
+    """A local public group by its slug, filtered in the query: a private one is never loaded."""
+    where = await _address_condition(session, slug) if "@" not in slug else None
+    if where is None:
+        return None
+    return (
+        await session.execute(
+            select(ConditionGroup).where(where, ConditionGroup.visibility.in_(OPEN_VISIBILITIES))
+        )
+    ).scalar_one_or_none()
 
 
 async def find_group(session: AsyncSession, slug: str) -> ConditionGroup | None:
@@ -205,10 +302,8 @@ async def find_group(session: AsyncSession, slug: str) -> ConditionGroup | None:
 async def group_view_by_id(
     session: AsyncSession, group_id: int, viewer: Viewer, need: Action | None = None
 ) -> GroupView:
-    group = await session.get(ConditionGroup, group_id)
-    if group is None:
-        raise NotFound(GROUP_NOT_FOUND)
-    return await _checked_view(session, group, viewer, need)
+    statement = visible_groups(viewer, need).where(ConditionGroup.id == group_id)
+    return await _first_view(session, statement, viewer, need)
 
 
 async def unchecked_view(session: AsyncSession, group: ConditionGroup, viewer: Viewer) -> GroupView:
@@ -217,7 +312,15 @@ async def unchecked_view(session: AsyncSession, group: ConditionGroup, viewer: V
     Only for decisions that do not depend on seeing the group, such as an author deleting
     their own post after leaving.
     """
-    standing = await standing_in(session, group.id, viewer)
+    return await unchecked_view_of(
+        session, group, await standing_in(session, group.id, viewer), viewer
+    )
+
+
+async def unchecked_view_of(
+    session: AsyncSession, group: ConditionGroup, standing: Standing, viewer: Viewer
+) -> GroupView:
+    """`unchecked_view` for a standing already loaded."""
     return GroupView(group, standing, (await tags_of(session, [group.id]))[group.id], viewer)
 
 
@@ -242,13 +345,6 @@ async def standings_of(
     }
 
 
-def checked(view: GroupView, need: Action | None) -> GroupView:
-    """The view itself when its viewer may know of the group and has `need`; else NotFound,
-    the same answer as for a group that does not exist."""
-    check_visible(view.group, view.standing, view.viewer, need)
-    return view
-
-
 def check_visible(
     group: ConditionGroup, standing: Standing, viewer: Viewer, need: Action | None
 ) -> None:
@@ -257,12 +353,6 @@ def check_visible(
         raise NotFound(GROUP_NOT_FOUND)
     if need is not None and not may(need, viewer, group.visibility, standing):
         raise NotFound(GROUP_NOT_FOUND)
-
-
-async def _checked_view(
-    session: AsyncSession, group: ConditionGroup, viewer: Viewer, need: Action | None
-) -> GroupView:
-    return checked(await unchecked_view(session, group, viewer), need)
 
 
 @dataclass(frozen=True)
@@ -274,8 +364,11 @@ class DirectoryEntry:
 async def directory(
     session: AsyncSession, viewer: Viewer, query: str = "", tag: str = ""
 ) -> list[DirectoryEntry]:
-    """Groups the viewer may list, matching a name search and a condition tag."""
-    statement = select(ConditionGroup)
+    """Groups the viewer may list, matching a name search and a condition tag.
+
+    Only groups the viewer may list are ever loaded (the filter is in the query), so a search
+    that matches a private group costs what a search that matches nothing costs."""
+    statement = visible_groups(viewer, Action.LIST)
     query = query.strip().lower()
     if query:
         escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -291,22 +384,10 @@ async def directory(
         statement = statement.where(
             ConditionGroup.id.in_(select(GroupCondition.group_id).where(GroupCondition.tag == tag))
         )
-    groups = list(
-        (
-            await session.execute(statement.order_by(ConditionGroup.last_activity_at.desc()))
-        ).scalars()
-    )
-    if not groups:
+    rows = (await session.execute(statement.order_by(ConditionGroup.last_activity_at.desc()))).all()
+    if not rows:
         return []
-    ids = [group.id for group in groups]
-    standings: dict[int, Standing] = {}
-    if viewer.member_id is not None:
-        rows = await session.execute(
-            select(Membership).where(
-                Membership.member_id == viewer.member_id, Membership.group_id.in_(ids)
-            )
-        )
-        standings = {row.group_id: Standing(row.state, row.role) for row in rows.scalars()}
+    ids = [group.id for group, _, _ in rows]
     counts = dict(
         (
             await session.execute(
@@ -317,9 +398,10 @@ async def directory(
         ).all()
     )
     tags = await tags_of(session, ids)
-    entries = []
-    for group in groups:
-        view = GroupView(group, standings.get(group.id, NO_STANDING), tags[group.id], viewer)
-        if view.may(Action.LIST):
-            entries.append(DirectoryEntry(view, counts.get(group.id, 0)))
-    return entries
+    return [
+        DirectoryEntry(
+            GroupView(group, standing_of_row(state, role), tags[group.id], viewer),
+            counts.get(group.id, 0),
+        )
+        for group, state, role in rows
+    ]

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sqlalchemy import ColumnElement, false, or_, true
+
 
 class Action(StrEnum):
     LIST = "list"
@@ -40,6 +42,8 @@ class Viewer:
 
 
 ANONYMOUS = Viewer()
+# Visibilities readable by anyone, listed on profiles, counted in statistics and federated.
+OPEN_VISIBILITIES = ("public",)
 ADMIN_ROLE = "admin"
 
 
@@ -75,18 +79,25 @@ class Standing:
 NO_STANDING = Standing()
 
 
+# The standings in a private group that know it exists, and those that may read it.
+KNOWING_STATES = ("invited", "pending", "active")
+READING_STATES = ("active",)
+# Actions that reveal a group's content: the same rule as reading it.
+READING_ACTIONS = (Action.LIST, Action.READ, Action.SEE_MEMBERS)
+
+
 def knows_of(viewer: Viewer, visibility: str, standing: Standing) -> bool:
     """Whether the group's existence may be revealed at all (otherwise: not found)."""
-    if visibility == "public" or viewer.is_admin:
+    if visibility in OPEN_VISIBILITIES or viewer.is_admin:
         return True
-    return standing.state in ("invited", "pending", "active")
+    return standing.state in KNOWING_STATES
 
 
 def may(action: Action, viewer: Viewer, visibility: str, standing: Standing) -> bool:
-    public = visibility == "public"
+    public = visibility in OPEN_VISIBILITIES
     match action:
         case Action.LIST | Action.READ | Action.SEE_MEMBERS:
-            return public or viewer.is_admin or standing.active
+            return public or viewer.is_admin or standing.state in READING_STATES
         case Action.POST | Action.REPLY | Action.REACT:
             return viewer.signed_in and standing.active
         case Action.MODERATE:
@@ -100,8 +111,26 @@ def may(action: Action, viewer: Viewer, visibility: str, standing: Standing) -> 
     raise ValueError(f"unknown action {action!r}")
 
 
-# Visibilities readable by anyone, listed on profiles, counted in statistics and federated.
-OPEN_VISIBILITIES = ("public",)
+def visible_in_sql(
+    viewer: Viewer,
+    need: Action | None,
+    visibility: ColumnElement[str],
+    state: ColumnElement[str | None],
+) -> ColumnElement[bool]:
+    """`knows_of`, and for the reading actions `may(need)`, as a SQL condition on a group's
+    visibility column and the viewer's membership state column (NULL without a row).
+
+    Queries filter with it, so what the viewer may not know is never loaded: a private group
+    then costs the same work, and time, as one that does not exist. Other needs are decided
+    by `may` on the row that comes back.
+    """
+    if viewer.is_admin:
+        return true()
+    public = visibility.in_(OPEN_VISIBILITIES)
+    if viewer.member_id is None:
+        return or_(public, false())
+    states = READING_STATES if need in READING_ACTIONS else KNOWING_STATES
+    return or_(public, state.in_(states))
 
 
 def federates(visibility: str) -> bool:

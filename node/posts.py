@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, inspect, select, update
+from sqlalchemy import ColumnElement, delete, func, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,9 +25,11 @@ from node.events import (
 from node.groups import (
     GroupView,
     check_visible,
-    group_view_by_id,
+    standing_of_row,
     standings_of,
-    unchecked_view,
+    unchecked_view_of,
+    view_of_row,
+    visible_groups,
 )
 from node.ids import new_object_id
 from node.policy import (
@@ -173,14 +175,20 @@ class PostInContext:
 async def _thread_in_context(
     session: AsyncSession, thread_id: str, viewer: Viewer
 ) -> tuple[Thread, GroupView]:
-    thread = await session.get(Thread, thread_id)
-    if thread is None:
+    """A thread the viewer may read, decided in its one query: a private thread costs what a
+    missing one costs, and answers the same NotFound."""
+    row = (
+        await session.execute(
+            visible_groups(viewer, Action.READ)
+            .join(Thread, Thread.group_id == ConditionGroup.id)
+            .add_columns(Thread)
+            .where(Thread.id == thread_id)
+        )
+    ).first()
+    if row is None:
         raise NotFound(THREAD_NOT_FOUND)
-    try:
-        view = await group_view_by_id(session, thread.group_id, viewer, need=Action.READ)
-    except NotFound:
-        raise NotFound(THREAD_NOT_FOUND) from None
-    return thread, view
+    group, state, role, thread = row
+    return thread, await view_of_row(session, group, standing_of_row(state, role), viewer, None)
 
 
 def _check_readable_thread(group: ConditionGroup, standing: Standing, viewer: Viewer) -> None:
@@ -199,19 +207,42 @@ async def post_in_context(
     With `authors_own`, the post's author gets it even where they can no longer read the group
     (after leaving, or a ban): they may still delete what they wrote.
     """
-    post = await session.get(Post, post_id)
-    if post is None:
+    return await _post_where(session, Post.id == post_id, viewer, authors_own)
+
+
+async def opening_post_in_context(
+    session: AsyncSession, thread_id: str, viewer: Viewer
+) -> PostInContext:
+    """A thread's opening post, as `post_in_context` gives it."""
+    where = (Post.thread_id == thread_id) & Post.parent_id.is_(None)
+    return await _post_where(session, where, viewer, authors_own=False)
+
+
+async def _post_where(
+    session: AsyncSession, where: ColumnElement[bool], viewer: Viewer, authors_own: bool
+) -> PostInContext:
+    """The post, thread, group and standing in one query that lets through only what the viewer
+    may read (or, with `authors_own`, wrote): a private post costs what a missing one costs."""
+    own = authors_own and viewer.member_id is not None
+    row = (
+        await session.execute(
+            visible_groups(viewer, Action.READ, Post.author_id == viewer.member_id if own else None)
+            .join(Thread, Thread.group_id == ConditionGroup.id)
+            .join(Post, Post.thread_id == Thread.id)
+            .add_columns(Thread, Post)
+            .where(where)
+        )
+    ).first()
+    if row is None:
         raise NotFound(POST_NOT_FOUND)
-    if authors_own and viewer.member_id is not None and post.author_id == viewer.member_id:
-        thread = await session.get(Thread, post.thread_id)
-        group = await session.get(ConditionGroup, thread.group_id) if thread else None
-        if thread is not None and group is not None:
-            return PostInContext(post, thread, await unchecked_view(session, group, viewer))
-    try:
-        thread, view = await _thread_in_context(session, post.thread_id, viewer)
-    except NotFound:
-        raise NotFound(POST_NOT_FOUND) from None
-    return PostInContext(post, thread, view)
+    group, state, role, thread, post = row
+    standing = standing_of_row(state, role)
+    if own and post.author_id == viewer.member_id:
+        # The author's own post, even where they may no longer read the group.
+        return PostInContext(
+            post, thread, await unchecked_view_of(session, group, standing, viewer)
+        )
+    return PostInContext(post, thread, await view_of_row(session, group, standing, viewer, None))
 
 
 async def reply(

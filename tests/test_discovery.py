@@ -65,9 +65,10 @@ async def add_member(node: NodeContext, username: str) -> Member:
         )
 
 
-async def add_group(node: NodeContext, owner: Member, slug: str, private: bool = False) -> None:
+async def add_group(node: NodeContext, owner: Member, slug: str, private: bool = False) -> str:
+    """The group's address: `slug`, or a random one for a private group."""
     async with node.transaction() as session:
-        await create_group(
+        group = await create_group(
             session,
             node.settings.limits,
             owner_id=owner.id,
@@ -76,6 +77,7 @@ async def add_group(node: NodeContext, owner: Member, slug: str, private: bool =
             private=private,
             now=node.clock.now(),
         )
+    return group.slug
 
 
 async def add_thread(node: NodeContext, slug: str, author: Member) -> Thread:
@@ -353,7 +355,7 @@ async def test_nodeinfo_counts_only_what_strangers_may_see(
     dormant = await add_member(node, "dormant")
     gone = await add_member(node, "gone")
     await add_group(node, alice, "heart")
-    await add_group(node, alice, "secret", private=True)
+    secret = await add_group(node, alice, "secret", private=True)
     async with node.transaction() as session:
         await join(session, await view_group(session, "heart", Viewer(bob.id)), now)
     counted = await add_thread(node, "heart", alice)  # 1
@@ -361,7 +363,7 @@ async def test_nodeinfo_counts_only_what_strangers_may_see(
     deleted = await add_reply(node, counted, bob)
     async with node.transaction() as session:
         await delete_post(session, Viewer(bob.id), post_id=deleted.id, now=now)
-    await add_thread(node, "secret", alice)  # a private group's posts are never counted
+    await add_thread(node, secret, alice)  # a private group's posts are never counted
     async with node.transaction() as session:
         for member, idle_days in ((dormant, 100), (gone, 200)):
             row = await session.get(Member, member.id)

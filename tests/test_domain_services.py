@@ -506,37 +506,39 @@ async def test_private_groups_are_hidden_from_all_but_active_members_and_admins(
     pending, invited, banned = [await add_member(node, n) for n in ("pend", "inv", "ban")]
     async with node.transaction() as session:
         await ask(session, world.private, who(pending), world.private.join_code, node.clock.now())
-    await moderate(node, world.mo, "quiet_room", invite, "inv", node.clock.now())
-    await moderate(node, world.mo, "quiet_room", ban, "ban", node.clock.now())
+    await moderate(node, world.mo, world.private.slug, invite, "inv", node.clock.now())
+    await moderate(node, world.mo, world.private.slug, ban, "ban", node.clock.now())
 
     # Then the directory lists it to active members and admins only, even when searched
-    both = {"sugar", "quiet_room"}
+    both = {"sugar", world.private.slug}
     for outsider in (ANONYMOUS, who(world.otto), who(pending), who(invited), who(banned)):
         assert await slugs(node, outsider) == {"sugar"}, outsider
         assert await slugs(node, outsider, query="quiet") == set(), outsider
     for insider in (world.max, world.mo, world.olivia, world.ada):
         assert await slugs(node, who(insider)) == both, insider.username
-    assert await slugs(node, who(world.ada), query="quiet") == {"quiet_room"}
+    assert await slugs(node, who(world.ada), query="quiet") == {world.private.slug}
 
     # And it counts active members only, with its tags
     async with node.transaction() as session:
         entries = {e.view.group.slug: e for e in await directory(session, who(world.ada))}
-    assert entries["quiet_room"].member_count == 3  # olivia, mo, max
+    assert entries[world.private.slug].member_count == 3  # olivia, mo, max
     assert entries["sugar"].member_count == 3
     assert entries["sugar"].view.tags == ["type-1-diabetes"]
 
     # And viewing it answers outsiders exactly as for a group that does not exist
     async with node.transaction() as session:
         for outsider in (ANONYMOUS, who(world.otto), who(banned)):
-            for slug in ("quiet_room", "no_such_group"):
+            for slug in (world.private.slug, "no_such_group"):
                 with pytest.raises(NotFound) as hidden:
                     await view_group(session, slug, outsider)
                 assert str(hidden.value) == GROUP_NOT_FOUND
         # while invited and pending people see its name and their own standing
         for person, state in ((pending, "pending"), (invited, "invited")):
-            view = await view_group(session, "quiet_room", who(person))
+            view = await view_group(session, world.private.slug, who(person))
             assert (view.group.name, view.standing.state) == ("Quiet Room", state)
-        assert (await view_group(session, "quiet_room", who(world.ada))).standing.state is None
+        assert (
+            await view_group(session, world.private.slug, who(world.ada))
+        ).standing.state is None
 
 
 # --- membership ----------------------------------------------------------------------------
@@ -561,16 +563,16 @@ async def test_a_private_group_cannot_be_joined_directly(world: World) -> None:
     before = await counts(node, Membership)
     # An outsider does not even find it; an admin finds it but may not simply join
     with pytest.raises(NotFound):
-        await do_join(node, "quiet_room", world.otto)
+        await do_join(node, world.private.slug, world.otto)
     with pytest.raises(Forbidden):
-        await do_join(node, "quiet_room", world.ada)
+        await do_join(node, world.private.slug, world.ada)
     # Nor may someone whose request is pending let themself in
     async with node.transaction() as session:
         await ask(
             session, world.private, who(world.otto), world.private.join_code, node.clock.now()
         )
     with pytest.raises(Forbidden):
-        await do_join(node, "quiet_room", world.otto)
+        await do_join(node, world.private.slug, world.otto)
     assert await standing(node, world.private, world.otto) == ("pending", "member")
     assert await standing(node, world.private, world.ada) is None
     assert await counts(node, Membership) == (before[0] + 1,)
@@ -581,27 +583,27 @@ async def test_invitations(world: World) -> None:
     now = node.clock.now()
     # Only moderators invite, and only people who exist
     with pytest.raises(Forbidden):
-        await moderate(node, world.max, "quiet_room", invite, "otto", now)
+        await moderate(node, world.max, world.private.slug, invite, "otto", now)
     with pytest.raises(Invalid):
-        await moderate(node, world.mo, "quiet_room", invite, "nobody", now)
+        await moderate(node, world.mo, world.private.slug, invite, "nobody", now)
     with pytest.raises(Conflict):  # already a member
-        await moderate(node, world.mo, "quiet_room", invite, "max", now)
+        await moderate(node, world.mo, world.private.slug, invite, "max", now)
     banned = await add_member(node, "banned")
-    await moderate(node, world.mo, "quiet_room", ban, "banned", now)
+    await moderate(node, world.mo, world.private.slug, ban, "banned", now)
     with pytest.raises(Conflict):  # banned: the ban must be lifted first
-        await moderate(node, world.mo, "quiet_room", invite, "banned", now)
+        await moderate(node, world.mo, world.private.slug, invite, "banned", now)
     assert await standing(node, world.private, banned) == ("banned", "member")
     assert await standing(node, world.private, world.otto) is None
 
     # Given mo invites otto; When otto accepts; Then otto is an active member
-    await moderate(node, world.mo, "quiet_room", invite, " OTTO ", now)
+    await moderate(node, world.mo, world.private.slug, invite, " OTTO ", now)
     assert await standing(node, world.private, world.otto) == ("invited", "member")
-    await do_join(node, "quiet_room", world.otto)
+    await do_join(node, world.private.slug, world.otto)
     assert await standing(node, world.private, world.otto) == ("active", "member")
 
     # An invited person who follows the join link instead is let in as well
     newcomer = await add_member(node, "newcomer")
-    await moderate(node, world.ada, "quiet_room", invite, "newcomer", now)
+    await moderate(node, world.ada, world.private.slug, invite, "newcomer", now)
     async with node.transaction() as session:
         row = await ask(session, world.private, who(newcomer), world.private.join_code, now)
         assert row.state == "active"
@@ -610,7 +612,7 @@ async def test_invitations(world: World) -> None:
     asker = await add_member(node, "asker")
     async with node.transaction() as session:
         await ask(session, world.private, who(asker), world.private.join_code, now)
-    await moderate(node, world.mo, "quiet_room", invite, "asker", now)
+    await moderate(node, world.mo, world.private.slug, invite, "asker", now)
     assert await standing(node, world.private, asker) == ("active", "member")
 
 
@@ -654,22 +656,22 @@ async def test_moderators_decide_requests(world: World) -> None:
 
     # A plain member cannot decide
     with pytest.raises(Forbidden):
-        await moderate(node, world.max, "quiet_room", decide_request, "yes", True, now)
+        await moderate(node, world.max, world.private.slug, decide_request, "yes", True, now)
     assert await standing(node, world.private, yes) == ("pending", "member")
 
     # A moderator approves one, an admin who is no member declines the other
-    await moderate(node, world.mo, "quiet_room", decide_request, "yes", True, now)
-    await moderate(node, world.ada, "quiet_room", decide_request, "no", False, now)
+    await moderate(node, world.mo, world.private.slug, decide_request, "yes", True, now)
+    await moderate(node, world.ada, world.private.slug, decide_request, "no", False, now)
     assert await standing(node, world.private, yes) == ("active", "member")
     assert await standing(node, world.private, no) is None
     async with node.transaction() as session:
         with pytest.raises(NotFound):
-            await view_group(session, "quiet_room", who(no))
+            await view_group(session, world.private.slug, who(no))
 
     # There is nothing left to decide
     for username in ("yes", "no", "otto"):
         with pytest.raises(Conflict):
-            await moderate(node, world.mo, "quiet_room", decide_request, username, True, now)
+            await moderate(node, world.mo, world.private.slug, decide_request, username, True, now)
 
 
 async def test_a_ban_keeps_a_member_out(world: World) -> None:
@@ -677,7 +679,7 @@ async def test_a_ban_keeps_a_member_out(world: World) -> None:
     now = node.clock.now()
     # Given max is banned from both groups
     await moderate(node, world.mo, "sugar", ban, "max", now)
-    await moderate(node, world.mo, "quiet_room", ban, "MAX", now)
+    await moderate(node, world.mo, world.private.slug, ban, "MAX", now)
     assert await standing(node, world.public, world.max) == ("banned", "member")
     # Then max cannot join the public group again, nor wipe the ban by leaving
     with pytest.raises(Forbidden):
@@ -689,7 +691,7 @@ async def test_a_ban_keeps_a_member_out(world: World) -> None:
     # And the private group vanishes, its join link refuses
     async with node.transaction() as session:
         with pytest.raises(NotFound):
-            await view_group(session, "quiet_room", who(world.max))
+            await view_group(session, world.private.slug, who(world.max))
         with pytest.raises(Forbidden):
             await ask(session, world.private, who(world.max), world.private.join_code, now)
     # And an outsider can be banned before ever joining
@@ -742,7 +744,7 @@ async def test_leaving(world: World) -> None:
             session, world.private, who(world.otto), world.private.join_code, node.clock.now()
         )
     async with node.transaction() as session:
-        await leave(session, await view_group(session, "quiet_room", who(world.otto)))
+        await leave(session, await view_group(session, world.private.slug, who(world.otto)))
     assert await standing(node, world.private, world.otto) is None
     # The owner cannot leave
     async with node.transaction() as session:
@@ -785,9 +787,9 @@ async def test_members_are_listed_as_the_policy_allows(world: World) -> None:
     async with node.transaction() as session:
         public = await list_members(session, await view_group(session, "sugar", ANONYMOUS))
         private = await list_members(
-            session, await view_group(session, "quiet_room", who(world.ada))
+            session, await view_group(session, world.private.slug, who(world.ada))
         )
-        pending_view = await view_group(session, "quiet_room", who(world.otto))
+        pending_view = await view_group(session, world.private.slug, who(world.otto))
         with pytest.raises(NotFound):
             await list_members(session, pending_view)
     assert {e.member.username for e in public} == {"olivia", "mo", "max"}
@@ -887,7 +889,7 @@ async def test_replies(world: World) -> None:
 async def test_who_may_reply_and_who_sees_private_threads(world: World) -> None:
     node = world.node
     public_thread = await new_thread(node, "sugar", world.max)
-    private_thread = await new_thread(node, "quiet_room", world.max)
+    private_thread = await new_thread(node, world.private.slug, world.max)
     # An outsider reads but may not reply in public; an admin reads but does not post in private
     await refused(node, Forbidden, replying(node, public_thread, world.otto, "Hello"))
     await refused(node, Forbidden, replying(node, private_thread, world.ada, "Hello"))
@@ -994,10 +996,10 @@ async def test_who_may_delete_a_post(world: World) -> None:
 async def test_an_author_deletes_a_private_post_after_leaving(world: World) -> None:
     node = world.node
     # Given max wrote in the private group, and then left it
-    thread = await new_thread(node, "quiet_room", world.olivia)
+    thread = await new_thread(node, world.private.slug, world.olivia)
     post = await add_reply(node, thread, world.max, "My diagnosis, in detail")
     async with node.transaction() as session:
-        await leave(session, await view_group(session, "quiet_room", who(world.max)))
+        await leave(session, await view_group(session, world.private.slug, who(world.max)))
     # When max deletes the post, Then it is erased
     await run(node, deleting(node, who(world.max), post))
     async with node.transaction() as session:
@@ -1007,9 +1009,9 @@ async def test_an_author_deletes_a_private_post_after_leaving(world: World) -> N
 
 async def test_an_author_deletes_a_private_post_after_a_ban(world: World) -> None:
     node = world.node
-    thread = await new_thread(node, "quiet_room", world.olivia)
+    thread = await new_thread(node, world.private.slug, world.olivia)
     post = await add_reply(node, thread, world.max, "My diagnosis, in detail")
-    await moderate(node, world.mo, "quiet_room", ban, "max", node.clock.now())
+    await moderate(node, world.mo, world.private.slug, ban, "max", node.clock.now())
     await run(node, deleting(node, who(world.max), post))
     async with node.transaction() as session:
         gone = await session.get(Post, post.id)

@@ -30,7 +30,7 @@ async def seeded(node: NodeContext) -> dict[str, str]:
             session, node.settings.limits, owner_id=owner.id, slug="t1d",
             name="Type 1 diabetes", now=now,
         )  # fmt: skip
-        await groups.create_group(
+        hush = await groups.create_group(
             session, node.settings.limits, owner_id=owner.id, slug="hush",
             name="Quiet", private=True, now=now,
         )  # fmt: skip
@@ -41,10 +41,10 @@ async def seeded(node: NodeContext) -> dict[str, str]:
         )  # fmt: skip
         private = await posts.start_thread(
             session, node.settings.limits,
-            await groups.view_group(session, "hush", Viewer(owner.id)),
+            await groups.view_group(session, hush.slug, Viewer(owner.id)),
             title="Closed", draft=posts.Draft("Private words"), now=now,
         )  # fmt: skip
-    return {"public": public.id, "private": private.id}
+    return {"public": public.id, "private": private.id, "hush": hush.slug}
 
 
 async def served(node: NodeContext) -> TestClient:
@@ -88,7 +88,13 @@ async def test_documents_for_public_things_and_nothing_for_private_ones(
         assert moderators["orderedItems"] == ["https://hospital.example/u/nurse"]
 
         # Then the private group and its thread have no documents at all
-        for path in ("/g/hush", "/g/hush/outbox", "/g/hush/followers", f"/t/{threads['private']}"):
+        hush = threads["hush"]
+        for path in (
+            f"/g/{hush}",
+            f"/g/{hush}/outbox",
+            f"/g/{hush}/followers",
+            f"/t/{threads['private']}",
+        ):
             async with client.get(path, headers=AS2) as response:
                 body = await response.text()
                 assert response.status == 404, path

@@ -370,12 +370,12 @@ async def test_an_announce_of_our_private_groups_posts_reveals_and_accepts_nothi
     # Given a private group on the node, with a thread and a reply by nurse
     node = hospital.running.node
     async with node.transaction() as session:
-        await create_group(
+        hush = await create_group(
             session, node.settings.limits, owner_id=await nurse_id(hospital), slug="hush",
             name="Quiet condition circle", private=True, now=node.clock.now(),
         )  # fmt: skip
     page, reply = await local_thread(
-        hospital, "hush", "Private matters", "Only for us", "Our reply"
+        hospital, hush.slug, "Private matters", "Only for us", "Our reply"
     )
     # And a remote group that nurse follows, whose announces the node therefore reads
     circle = await followed_circle(hospital, remote)

@@ -181,6 +181,7 @@ async def build_world(node: NodeContext, browser_factory: BrowserFactory, viewer
                 join_policy="request" if private else None,
                 now=now,
             )
+            slug = group.slug  # a private group's is random, not the one typed
 
             async def as_owner(slug: str = slug) -> groups.GroupView:
                 return await groups.view_group(session, slug, Viewer(owner.id))

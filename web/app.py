@@ -28,6 +28,7 @@ from web.middlewares import (
     csrf,
     database_session,
     error_pages,
+    no_store_for_sessions,
     one_cookie_each,
     security_headers,
 )
@@ -93,6 +94,7 @@ def _application(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[
             security_headers,
+            no_store_for_sessions,
             error_pages,
             address_hygiene,
             one_cookie_each,

@@ -72,6 +72,32 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
 
 
 @web.middleware
+async def no_store_for_sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`Cache-Control: no-store` on every answer to a signed-in member, or that sets or drops a
+    cookie: the back button of a shared computer must not show a private thread after sign-out.
+    Anonymous public pages keep their caching; private pages are only ever served signed in,
+    or marked by their handler (join links)."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if _session_bound(request, exc):
+            exc.headers["Cache-Control"] = "no-store"
+        raise
+    if _session_bound(request, response):
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _session_bound(request: web.Request, response: web.StreamResponse) -> bool:
+    return (
+        request.get(MEMBER) is not None
+        or SESSION_COOKIE in request.cookies
+        or bool(response.cookies)
+        or "Set-Cookie" in response.headers
+    )
+
+
+@web.middleware
 async def error_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)

@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy.exc import NoResultFound
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation import inbox as inbox_edge
@@ -25,7 +24,6 @@ from node.actor_keys import INSTANCE_ACTOR, public_pem_of
 from node.errors import NotFound
 from node.policy import ANONYMOUS, federates
 from node.storage.models import (
-    LOCAL,
     ConditionGroup,
     Member,
     Post,
@@ -81,7 +79,11 @@ def federation_of(request: web.Request) -> Federation:
 async def _check_fetch_signature(request: web.Request) -> None:
     """A GET signed for a blocked server is refused. The signature is not verified: public
     documents are also answered unsigned (as Mastodon does without authorized-fetch mode),
-    so verifying would protect nothing that is not already public."""
+    so verifying would protect nothing that is not already public.
+
+    Only ever called once the document is known to exist and be public: for anything else the
+    answer is the 404 of a missing document, whatever the signature's fault, so a private
+    group or thread cannot be told from nothing by a bad signature."""
     headers = {name.lower(): value for name, value in request.headers.items()}
     try:
         key_id = inbox_edge.signing_key_id(headers)
@@ -134,21 +136,22 @@ async def member_document(request: web.Request, member: Member) -> web.Response:
     return as2(federation_of(request).documents.person(member, pem))
 
 
-async def group_document(request: web.Request, group: ConditionGroup) -> web.Response:
-    await _check_fetch_signature(request)
-    if group.domain != LOCAL or not federates(group.visibility):
-        raise web.HTTPNotFound()
+async def group_document(request: web.Request) -> web.Response:
+    group = await _public_group(request)
     pem = await public_pem_of(db(request), group_key_owner(group.id))
     if pem is None:
         raise web.HTTPNotFound()
+    await _check_fetch_signature(request)
     return as2(federation_of(request).documents.group(group, pem))
 
 
 async def _public_group(
     request: web.Request, session: AsyncSession | None = None
 ) -> ConditionGroup:
-    group = await groups.find_group(session or db(request), request.match_info["slug"])
-    if group is None or group.domain != LOCAL or not federates(group.visibility):
+    """The local public group the path names; a private one is not even loaded, so it is
+    not found exactly as a missing one is, in answer and in time."""
+    group = await groups.find_public_group(session or db(request), request.match_info["slug"])
+    if group is None:
         raise web.HTTPNotFound()
     return group
 
@@ -165,13 +168,17 @@ async def _local_member(request: web.Request, session: AsyncSession | None = Non
 
 async def post_document(request: web.Request, post_id: str) -> web.Response:
     """A Page or Note as AS2, asked for as the public (no viewer): private is not found."""
-    await _check_fetch_signature(request)
     try:
         found = await posts.post_in_context(db(request), post_id, ANONYMOUS)
     except NotFound:
         raise web.HTTPNotFound() from None
+    return await _post_answer(request, found)
+
+
+async def _post_answer(request: web.Request, found: posts.PostInContext) -> web.Response:
     if not federates(found.view.group.visibility):
         raise web.HTTPNotFound()
+    await _check_fetch_signature(request)
     documents = federation_of(request).documents
     iri = documents.object_iri(found.post, found.thread)
     if found.post.deleted_at is not None:
@@ -190,17 +197,17 @@ async def post_document(request: web.Request, post_id: str) -> web.Response:
 
 async def thread_document(request: web.Request, thread_id: str) -> web.Response:
     try:
-        first = await posts.first_post(db(request), thread_id)
-    except NoResultFound:
+        found = await posts.opening_post_in_context(db(request), thread_id, ANONYMOUS)
+    except NotFound:
         raise web.HTTPNotFound() from None
-    return await post_document(request, first.id)
+    return await _post_answer(request, found)
 
 
 async def activity_document(request: web.Request) -> web.Response:
-    await _check_fetch_signature(request)
     row = await published.activity(db(request), request.match_info["activity_id"])
     if row is None:
         raise web.HTTPNotFound()
+    await _check_fetch_signature(request)
     document = json.loads(row.body)
     return as2(document, status=410 if row.type == "Tombstone" else 200)
 
@@ -218,8 +225,8 @@ def _page_number(request: web.Request) -> int | None:
 
 
 async def group_outbox(request: web.Request) -> web.Response:
-    await _check_fetch_signature(request)
     group = await _public_group(request)
+    await _check_fetch_signature(request)
     documents = federation_of(request).documents
     page = _page_number(request)
     found = await published.group_announces(
@@ -238,8 +245,8 @@ async def group_outbox(request: web.Request) -> web.Response:
 
 async def group_followers(request: web.Request) -> web.Response:
     """The count only: who belongs to a health group is nobody else's business."""
-    await _check_fetch_signature(request)
     group = await _public_group(request)
+    await _check_fetch_signature(request)
     count = await membership.active_member_count(db(request), group.id)
     documents = federation_of(request).documents
     document = documents.collection(documents.iris.group_followers(group.slug), count)
@@ -249,8 +256,8 @@ async def group_followers(request: web.Request) -> web.Response:
 
 
 async def group_moderators(request: web.Request) -> web.Response:
-    await _check_fetch_signature(request)
     group = await _public_group(request)
+    await _check_fetch_signature(request)
     moderators = await membership.moderators_of(db(request), group.id)
     documents = federation_of(request).documents
     items = [documents.member_iri(member) for member in moderators]
@@ -259,8 +266,8 @@ async def group_moderators(request: web.Request) -> web.Response:
 
 
 async def group_featured(request: web.Request) -> web.Response:
-    await _check_fetch_signature(request)
     group = await _public_group(request)
+    await _check_fetch_signature(request)
     documents = federation_of(request).documents
     return as2(documents.collection(documents.iris.group_featured(group.slug), 0, []))
 

@@ -29,9 +29,8 @@ from federation.discovery import (
 from federation.stats import usage_counts
 from node import ids
 from node.config import Settings
-from node.groups import find_group
+from node.groups import find_public_group
 from node.members import find_member
-from node.policy import federates
 from web.appkeys import NEW_CSRF_SEED, NODE
 from web.pages import db
 
@@ -87,9 +86,10 @@ async def _local_actor(
         if member is not None:
             return "member", member.username
     if found.kind in (None, "group"):
-        group = await find_group(session, found.name)
-        # Private groups have no actor and are never federated: nothing to discover.
-        if group is not None and federates(group.visibility):
+        # Private groups have no actor and are never federated: nothing to discover, and
+        # the query never loads one, so asking costs what asking for nothing costs.
+        group = await find_public_group(session, found.name)
+        if group is not None:
             return "group", group.slug
     return None
 

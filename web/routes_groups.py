@@ -97,10 +97,7 @@ async def new_group_submit(request: web.Request) -> web.StreamResponse:
 
 async def group_page(request: web.Request) -> web.Response:
     if wants_activity_json(request):
-        group = await groups.find_group(db(request), request.match_info["slug"])
-        if group is None:
-            raise web.HTTPNotFound()
-        return await group_document(request, group)
+        return await group_document(request)
     view = await groups.view_group(db(request), request.match_info["slug"], viewer(request))
     if not view.may(Action.READ):
         return render(request, "group_outside.html", {"view": view})
@@ -136,7 +133,10 @@ async def ask_form(request: web.Request) -> web.Response:
         db(request), request.match_info["slug"], request.match_info["code"]
     )
     standing = await groups.standing_in(db(request), group.id, viewer(request))
-    return render(request, "ask_join.html", {"group": group, "standing": standing})
+    page = render(request, "ask_join.html", {"group": group, "standing": standing})
+    # A private group's page, shown to whoever holds the link, signed in or not.
+    page.headers["Cache-Control"] = "no-store"
+    return page
 
 
 async def ask_submit(request: web.Request) -> web.StreamResponse:

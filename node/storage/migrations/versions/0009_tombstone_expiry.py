@@ -1,7 +1,7 @@
 """tombstones say who deleted, and expire
 
 Revision ID: 0009_tombstone_expiry
-Revises: 0007_inbox_addressed_group
+Revises: 0008_private_group_addresses
 Create Date: 2026-12-06 22:40:00
 
 A Delete of a post not here yet is kept with who sent it, so that it suppresses the post's
@@ -18,7 +18,7 @@ from alembic import op
 import node.storage.models
 
 revision = "0009_tombstone_expiry"
-down_revision = "0007_inbox_addressed_group"
+down_revision = "0008_private_group_addresses"
 branch_labels = None
 depends_on = None
 
