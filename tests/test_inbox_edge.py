@@ -154,7 +154,7 @@ async def test_a_hostile_json_ld_body_whose_key_never_comes_leaves_the_pages_ans
         during.append(await page_seconds(hospital))
     # Then every page answered promptly (the body waits for its key, unread)
     assert silent.connections >= 1, "the node never asked for the key"
-    assert max(during) < max(1.0, 20 * baseline), (baseline, during)
+    assert max(during) < max(2.0, 20 * baseline), (baseline, during)
     assert not any(task.done() for task in hostile)
     # And when the key's server hangs up, each is refused with the one fixed answer: had its
     # JSON-LD been read, the answer would be about the document (a 400), not the key
