@@ -2,7 +2,9 @@
 
 A burst of activities from a new server causes one fetch per actor: look-ups of one URI wait
 on a shared lock. A cached key is refetched when it is older than the freshness window, or
-once when a signature fails to verify with it (the actor may have rotated its key).
+when a signature fails to verify with it (the actor may have rotated its key), but a key is
+fetched at most once per KEY_REFETCH_INTERVAL however many requests name it: a failed fetch
+is remembered as long, so that a flood of badly signed requests costs one outbound GET.
 
 An actor's keys are its `publicKey` and, per FEP-521a, the Ed25519 Multikeys of its
 `assertionMethod` (read in federation/vocab.py); each is cached by its id, as a PEM, and
@@ -28,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.client import FederationClient, FetchError, Signer
 from federation.jsonld import InvalidDocument, normalise
+from federation.jsontext import off_the_loop
 from federation.vocab import ActorDoc, VocabError, parse_actor, same_origin
 from keys.pairs import open_private_key
 from node import remote
@@ -39,6 +42,7 @@ from node.storage.models import ActorKey, ConditionGroup, Member, RemoteKey
 KEY_FRESHNESS = timedelta(days=1)
 RECENT_KEYS = timedelta(minutes=5)
 RECENT_KEYS_MAX = 4096
+KEY_REFETCH_INTERVAL = timedelta(seconds=60)
 
 
 class UnknownKey(Exception):
@@ -99,6 +103,8 @@ class ActorDirectory:
         self.instance_key_id = iris.key_id(InstanceActorRef())
         self._locks = _Locks()
         self._recent: OrderedDict[str, RemoteKeyInfo] = OrderedDict()
+        # key id -> (when a fetch of it failed, why): not fetched again before the interval.
+        self._failed: OrderedDict[str, tuple[datetime, str]] = OrderedDict()
 
     # ------------------------------------------------------------ our keys
 
@@ -130,7 +136,7 @@ class ActorDirectory:
         async with self._locks.get(iri):
             document = await self.client.get_json(iri, signer, now)
         try:
-            actor = parse_actor(normalise(document))
+            actor = parse_actor(await off_the_loop(normalise, document))
         except (VocabError, InvalidDocument) as error:
             raise FetchError("invalid", f"{iri[:200]} is not a usable actor: {error}") from None
         if actor.id != iri:
@@ -142,18 +148,22 @@ class ActorDirectory:
         for key_id, public_pem in published.items():
             await self._store_key(session, key_id, actor.id, public_pem, now)
         # A key the actor no longer publishes (an FEP-521a key it dropped) no longer speaks
-        # for it, here or in this process's memory.
+        # for it.
         await session.execute(
             delete(RemoteKey).where(
                 RemoteKey.actor_iri == actor.id, RemoteKey.key_id.not_in(list(published))
             )
         )
+        # What this process remembers of the actor's keys gives way to what was just stored
+        # (a rotated key, read from an Update, is used at once).
         for key_id in [
             key_id
             for key_id, info in self._recent.items()
-            if info.actor_iri == actor.id and key_id not in published
+            if info.actor_iri == actor.id or key_id in published
         ]:
             del self._recent[key_id]
+        for key_id in published:
+            self._failed.pop(key_id, None)
         facts = remote.RemoteActorFacts(
             iri=actor.id,
             username=actor.preferred_username,
@@ -211,19 +221,32 @@ class ActorDirectory:
         """A remote key: from this process's memory, the database, or its server, in that
         order. Concurrent look-ups of one key wait for one fetch; what a request fetched is
         remembered in memory at once, so a burst of activities from a new actor costs one fetch.
+        `refresh` asks for the key as its server publishes it now, unless it was fetched (here
+        or by another process) within KEY_REFETCH_INTERVAL; a key whose fetch failed within it
+        is refused without asking its server again.
 
         No database connection is held while waiting for the key or its server: the look-up
         and the writing of a fetched key are short transactions of their own."""
         async with self._locks.get("key " + key_id):
             remembered = self._recent.get(key_id)
-            if not refresh and remembered and now - remembered.fetched_at <= RECENT_KEYS:
+            in_memory_for = KEY_REFETCH_INTERVAL if refresh else RECENT_KEYS
+            if remembered and now - remembered.fetched_at <= in_memory_for:
                 return remembered
+            failed = self._failed.get(key_id)
+            if failed is not None and now - failed[0] <= KEY_REFETCH_INTERVAL:
+                raise UnknownKey(f"{failed[1]} (not fetched again yet)")
             async with self.transactions(reading=True) as session:
                 row = await session.get(RemoteKey, key_id)
                 stored = row and (row.actor_iri, row.public_pem, row.fetched_at)
                 signer = await self.instance_signer(session)
-            if stored is None or refresh or now - stored[2] > KEY_FRESHNESS:
-                stored = await self._fetch_key(signer, key_id, now)
+            stored_for = KEY_REFETCH_INTERVAL if refresh else KEY_FRESHNESS
+            if stored is None or now - stored[2] > stored_for:
+                try:
+                    stored = await self._fetch_key(signer, key_id, now)
+                except UnknownKey as error:
+                    self._remember_failure(key_id, now, str(error))
+                    raise
+                self._failed.pop(key_id, None)
             actor_iri, public_pem, fetched_at = stored
             try:
                 public_key = load_pem_public_key(public_pem.encode())
@@ -234,6 +257,12 @@ class ActorDirectory:
             while len(self._recent) > RECENT_KEYS_MAX:
                 self._recent.popitem(last=False)
             return info
+
+    def _remember_failure(self, key_id: str, now: datetime, reason: str) -> None:
+        self._failed.pop(key_id, None)
+        self._failed[key_id] = (now, reason)
+        while len(self._failed) > RECENT_KEYS_MAX:
+            self._failed.popitem(last=False)
 
     async def _fetch_key(
         self, signer: Signer, key_id: str, now: datetime
@@ -255,7 +284,7 @@ class ActorDirectory:
                 actor = await self.fetch_actor_document(signer, owner, now)
             else:
                 try:
-                    actor = parse_actor(normalise(document))
+                    actor = parse_actor(await off_the_loop(normalise, document))
                 except (VocabError, InvalidDocument) as error:
                     raise UnknownKey(f"{document_url[:200]} is not an actor: {error}") from None
                 if actor.id != document_url:

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from yarl import URL
 
 from federation.httpsig import sign_cavage, sign_message_signature
-from federation.jsontext import load_json
+from federation.jsontext import load_json, off_the_loop
 from federation.knock import (
     CAVAGE,
     REFUSALS,
@@ -222,7 +222,7 @@ class FederationClient:
             except OSError as error:
                 raise FetchError("refused", str(error)) from None
             try:
-                return load_json(body)
+                return await off_the_loop(load_json, body)
             except ValueError as error:
                 reason = f"{url[:200]} did not answer with usable JSON: {error}"
                 raise FetchError("invalid", reason) from None

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -55,30 +55,45 @@ def content_digest_header(body: bytes) -> str:
 
 
 _DIGEST_ALGORITHMS = {"sha-256": hashlib.sha256, "sha-512": hashlib.sha512}
+DIGEST_HEADERS = ("digest", "content-digest")
 
 
-def check_digest(body: bytes, digest: str | None, content_digest: str | None) -> None:
-    """Every digest the sender gave must match the body; at least one must be given."""
-    checked = False
-    if digest:
-        for item in digest.split(","):
-            name, _, value = item.strip().partition("=")
-            algorithm = _DIGEST_ALGORITHMS.get(name.lower())
-            if algorithm is None:
-                continue
-            if base64.b64encode(algorithm(body).digest()).decode() != value.strip():
-                raise SignatureMismatch("Digest does not match the body")
-            checked = True
-    if content_digest:
-        for name, value in _parse_byte_sequence_dictionary(content_digest).items():
-            algorithm = _DIGEST_ALGORITHMS.get(name)
-            if algorithm is None:
-                continue
-            if algorithm(body).digest() != value:
-                raise SignatureMismatch("Content-Digest does not match the body")
-            checked = True
-    if not checked:
-        raise MalformedSignature("no SHA-256 or SHA-512 Digest or Content-Digest header")
+def check_signed_digests(body: bytes, headers: Mapping[str, str], covered: Iterable[str]) -> None:
+    """Check the digest headers the signature covers, and only those (`headers` maps
+    lower-case names to values). Each must name an algorithm we compute (SHA-256, SHA-512),
+    and every value it gives in one must match the body. An unsigned digest header proves
+    nothing, so it is never read: a signed one we cannot check is refused, not passed over
+    for another that anyone could have added."""
+    signed = [name for name in DIGEST_HEADERS if name in set(covered)]
+    if not signed:
+        raise MalformedSignature("the signature covers no Digest or Content-Digest")
+    for name in signed:
+        if name not in headers:
+            raise MalformedSignature(f"the signed header {name!r} is missing")
+        given = (
+            _parse_byte_sequence_dictionary(headers[name])
+            if name == "content-digest"
+            else _parse_instance_digests(headers[name])
+        )
+        label = "Content-Digest" if name == "content-digest" else "Digest"
+        checkable = {algorithm: value for algorithm, value in given.items()
+                     if algorithm in _DIGEST_ALGORITHMS}  # fmt: skip
+        if not checkable:
+            raise SignatureMismatch(f"the signed {label} has no SHA-256 or SHA-512 value")
+        for algorithm, value in checkable.items():
+            if _DIGEST_ALGORITHMS[algorithm](body).digest() != value:
+                raise SignatureMismatch(f"{label} does not match the body")
+
+
+def _parse_instance_digests(value: str) -> dict[str, bytes]:
+    """An RFC 3230 `Digest` header: `ALGORITHM=base64` pairs, separated by commas."""
+    result: dict[str, bytes] = {}
+    for item in value.split(","):
+        name, separator, encoded = item.strip().partition("=")
+        if not separator:
+            raise MalformedSignature("Digest members must be ALGORITHM=value")
+        result[name.strip().lower()] = _b64decode(encoded.strip())
+    return result
 
 
 def _parse_byte_sequence_dictionary(value: str) -> dict[str, bytes]:
@@ -222,7 +237,7 @@ def verify_cavage(
     text = cavage_signing_string(
         method, path_and_query, headers, signature.headers, signature.created, signature.expires
     )
-    _verify_with_key(public_key, signature.signature, text.encode(), signature.algorithm)
+    verify_with_key(public_key, signature.signature, text.encode(), signature.algorithm)
 
 
 # ---------------------------------------------------------------- RFC 9421
@@ -354,7 +369,7 @@ def verify_message_signature(
     public_key: PublicKeyTypes,
 ) -> None:
     base = message_signature_base(signature, method=method, url=url, headers=headers)
-    _verify_with_key(public_key, signature.signature, base.encode(), signature.algorithm)
+    verify_with_key(public_key, signature.signature, base.encode(), signature.algorithm)
 
 
 def sign_message_signature(
@@ -421,7 +436,7 @@ def sign_message_signature(
 # ---------------------------------------------------------------- keys
 
 
-def _verify_with_key(
+def verify_with_key(
     public_key: PublicKeyTypes, signature: bytes, message: bytes, algorithm: str | None
 ) -> None:
     """Verify with the algorithm the key's type allows; a named algorithm must agree with it."""

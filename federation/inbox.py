@@ -1,9 +1,15 @@
 """The inbox edge: authenticate a POSTed activity, store it, answer 202. Processing is later.
 
-Order of checks (cheapest and most telling first): size, JSON, signature headers, digest,
-date, the activity's id/type/actor, origin of the id, the signer's key (fetched through the
-actor directory, refetched once on failure for rotated keys), the key's owner, the signature.
-Any failure answers 401 with a reason, malformed headers 400, and nothing is stored.
+Order of checks, cheapest first, and nothing read from the body before the sender is known:
+size (web/), the signature headers (present, well formed, covering what they must, the Date
+window), the signed digest against the raw body, the blocked-server check on the keyId, the
+signer's key (fetched through the actor directory) and the signature. Only then is the body
+read as JSON and JSON-LD, in a thread and within bounds (federation/jsonld.py), and the
+activity's actor, id and key owner compared.
+
+Faults of the request itself answer 400 (malformed) or 401 with their reason. Everything that
+depends on what a key fetch found answers one fixed 401, whatever went wrong, and the reason
+is logged: a reason would tell an anonymous sender what this node can reach.
 """
 
 from __future__ import annotations
@@ -27,9 +33,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation import httpsig
-from federation.actors import ActorDirectory, UnknownKey
+from federation.actors import ActorDirectory, RemoteKeyInfo, UnknownKey
 from federation.jsonld import InvalidDocument, normalise
-from federation.jsontext import load_json
+from federation.jsontext import load_json, off_the_loop
 from federation.processing import HANDLED_TYPES
 from federation.vocab import Activity, VocabError, parse_activity, same_origin
 from node.storage.models import InboxItem
@@ -80,12 +86,15 @@ class ParsedSignature:
     key_id: str
     created: int | None
     expires: int | None
-    cavage: httpsig.CavageSignature | None
-    message: httpsig.MessageSignature | None
+    covered: tuple[str, ...]  # the headers and components the signature covers
+    algorithm: str | None
+    value: bytes
+    signed: bytes  # the signing string (draft-cavage) or signature base (RFC 9421)
 
 
 def parse_signature(request: SignedRequest) -> ParsedSignature:
-    """Find the signature and insist that it covers what makes a request unforgeable."""
+    """Find the signature, insist that it covers what makes a request unforgeable, and build
+    what it signs: all from the headers, so that a fault is found before any key is fetched."""
     headers = request.headers
     try:
         if "signature-input" in headers:
@@ -100,19 +109,32 @@ def parse_signature(request: SignedRequest) -> ParsedSignature:
                 raise Refused(401, "the signature must cover @method, @target-uri, content-digest")
             if message.created is None:
                 raise Refused(401, "the message signature has no created time")
-            return ParsedSignature(message.key_id, message.created, message.expires, None, message)
+            base = httpsig.message_signature_base(
+                message, method=request.method, url=request.url, headers=headers
+            )
+            return ParsedSignature(
+                message.key_id, message.created, message.expires, message.components,
+                message.algorithm, message.signature, base.encode(),
+            )  # fmt: skip
         if "signature" not in headers:
             raise Refused(401, "the request is not signed")
         cavage = httpsig.parse_cavage_signature(headers["signature"])
+        required = {"(request-target)", "host", "date", "digest"}
+        if not required <= set(cavage.headers):
+            raise Refused(401, "the signature must cover (request-target), host, date and digest")
+        text = httpsig.cavage_signing_string(
+            request.method, request.path_and_query, headers, cavage.headers,
+            cavage.created, cavage.expires,
+        )  # fmt: skip
     except httpsig.MalformedSignature as error:
         raise Refused(400, f"malformed signature: {error}") from None
-    required = {"(request-target)", "host", "date", "digest"}
-    if not required <= set(cavage.headers):
-        raise Refused(401, "the signature must cover (request-target), host, date and digest")
     # (created) and (expires) count only when the signature covers them.
     created = cavage.created if "(created)" in cavage.headers else None
     expires = cavage.expires if "(expires)" in cavage.headers else None
-    return ParsedSignature(cavage.key_id, created, expires, cavage, None)
+    return ParsedSignature(
+        cavage.key_id, created, expires, cavage.headers, cavage.algorithm, cavage.signature,
+        text.encode(),
+    )  # fmt: skip
 
 
 def signing_key_id(headers: Mapping[str, str]) -> str | None:
@@ -145,24 +167,30 @@ def is_blocked(settings: Any, iri: str) -> bool:
     )
 
 
-def verify_with(signature: ParsedSignature, request: SignedRequest, public_key: Any) -> None:
-    if signature.cavage is not None:
-        httpsig.verify_cavage(
-            signature.cavage,
-            method=request.method,
-            path_and_query=request.path_and_query,
-            headers=request.headers,
-            public_key=public_key,
-        )
-    else:
-        assert signature.message is not None
-        httpsig.verify_message_signature(
-            signature.message,
-            method=request.method,
-            url=request.url,
-            headers=request.headers,
-            public_key=public_key,
-        )
+# The one answer to every failure that depends on what fetching the signer's key found.
+UNVERIFIED = "the signature could not be verified"
+
+
+def check_request(request: SignedRequest, now: datetime) -> ParsedSignature:
+    """The checks that need neither the body's meaning nor the network: the signature's
+    headers, the host it was signed for, its time, and the signed digest of the raw body."""
+    signature = parse_signature(request)
+    if (
+        "host" in signature.covered
+        and request.expected_host
+        and request.headers.get("host", "").lower() != request.expected_host.lower()
+    ):
+        raise Refused(401, "the request was signed for another host")
+    _check_date(request.headers, signature.created, now)
+    if signature.expires is not None and signature.expires < now.timestamp():
+        raise Refused(401, "the signature has expired")
+    try:
+        httpsig.check_signed_digests(request.body, request.headers, signature.covered)
+    except httpsig.MalformedSignature as error:
+        raise Refused(400, f"malformed signature: {error}") from None
+    except httpsig.SignatureMismatch as error:
+        raise Refused(401, str(error)) from None
+    return signature
 
 
 async def authenticate(
@@ -173,67 +201,59 @@ async def authenticate(
 ) -> tuple[Activity, dict[str, Any]]:
     """Everything short of storing: returns the parsed activity or raises Refused.
 
-    `blocked` is asked about the (normalised) actor and the key before any key is fetched."""
+    `blocked` is asked about the key before it is fetched, and about the actor."""
+    signature = check_request(request, now)
+    if blocked is not None and blocked(signature.key_id):
+        raise Refused(403, "activities from this server are refused")
+    key = await _verified_key(directory, signature, now)
     try:
-        document = load_json(request.body)
-    except ValueError as error:
-        raise Refused(400, str(error)) from None
-    signature = parse_signature(request)
-    if (
-        signature.cavage is not None
-        and request.expected_host
-        and request.headers.get("host", "").lower() != request.expected_host.lower()
-    ):
-        raise Refused(401, "the request was signed for another host")
-    try:
-        httpsig.check_digest(
-            request.body, request.headers.get("digest"), request.headers.get("content-digest")
-        )
-    except httpsig.MalformedSignature as error:
-        raise Refused(401, str(error)) from None
-    except httpsig.SignatureMismatch as error:
-        raise Refused(401, str(error)) from None
-    _check_date(request.headers, signature.created, now)
-    if signature.expires is not None and signature.expires < now.timestamp():
-        raise Refused(401, "the signature has expired")
-    try:
-        normalised = normalise(document)
-        activity = parse_activity(normalised)
-    except (InvalidDocument, VocabError) as error:
+        activity, normalised = await off_the_loop(_read_activity, request.body)
+    except (ValueError, InvalidDocument, VocabError) as error:  # not JSON, JSON-LD, AS2
         raise Refused(400, str(error)) from None
     if not same_origin(activity.id, activity.actor):
         raise Refused(401, "the activity's id is not on its actor's server")
     if not same_origin(signature.key_id, activity.actor):
         raise Refused(401, "the signing key is not on the actor's server")
-    if blocked is not None and (blocked(activity.actor) or blocked(signature.key_id)):
+    if blocked is not None and blocked(activity.actor):
         raise Refused(403, "activities from this server are refused")
-    await _verify_signer(directory, signature, request, activity, now)
+    if key.actor_iri != activity.actor:
+        log.info(
+            "inbox: refused %s: the signing key belongs to someone other than the actor (%s)",
+            activity.id[:200], key.actor_iri[:200],
+        )  # fmt: skip
+        raise Refused(401, UNVERIFIED)
     return activity, normalised
 
 
-async def _verify_signer(
-    directory: ActorDirectory,
-    signature: ParsedSignature,
-    request: SignedRequest,
-    activity: Activity,
-    now: datetime,
-) -> None:
+def _read_activity(body: bytes) -> tuple[Activity, dict[str, Any]]:
+    """JSON, JSON-LD and the activity's shape: CPU work, run in a document thread."""
+    normalised = normalise(load_json(body))
+    return parse_activity(normalised), normalised
+
+
+async def _verified_key(
+    directory: ActorDirectory, signature: ParsedSignature, now: datetime
+) -> RemoteKeyInfo:
+    """The signer's key, once the signature verifies with it. A mismatch asks the directory
+    for the key again, which fetches it only if it was not fetched recently (a rotated key)."""
     for refresh in (False, True):
         try:
             key = await directory.remote_key(signature.key_id, now, refresh=refresh)
         except UnknownKey as error:
-            raise Refused(401, str(error)) from None
-        if key.actor_iri != activity.actor:
-            raise Refused(401, "the signing key belongs to someone other than the actor")
+            log.info("inbox: refused a request signed with %s: %s", signature.key_id[:200], error)
+            raise Refused(401, UNVERIFIED) from None
         try:
-            verify_with(signature, request, key.public_key)
-            return
-        except httpsig.MalformedSignature as error:
-            raise Refused(400, f"malformed signature: {error}") from None
-        except httpsig.SignatureMismatch:
+            httpsig.verify_with_key(
+                key.public_key, signature.value, signature.signed, signature.algorithm
+            )
+            return key
+        except httpsig.SignatureMismatch as error:
             if refresh:
-                raise Refused(401, "the signature does not verify") from None
-            # The actor may have rotated its key: fetch it again, once.
+                log.info(
+                    "inbox: refused a request signed with %s: %s", signature.key_id[:200], error
+                )
+                raise Refused(401, UNVERIFIED) from None
+    raise AssertionError("unreachable")
 
 
 class KnownAddressees:

@@ -8,9 +8,12 @@ rather than failing later, in processing or in storage.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 # A \uD800-\uDFFF escape: a surrogate, paired or not; only these need the full check.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -35,3 +38,17 @@ def load_json(data: bytes) -> Any:
         except RecursionError:
             raise ValueError("the JSON is nested too deeply") from None
     return document
+
+
+# Threads for CPU-heavy reading of documents (large JSON, JSON-LD expansion), so the event
+# loop keeps answering pages meanwhile: two per process at most, whatever the number of
+# senders, so that such work cannot take every core either.
+DOCUMENT_THREADS = 2
+_document_threads = ThreadPoolExecutor(DOCUMENT_THREADS, thread_name_prefix="documents")
+
+T = TypeVar("T")
+
+
+async def off_the_loop(work: Callable[..., T], *args: Any) -> T:
+    """Run `work(*args)` in one of the document threads."""
+    return await asyncio.get_running_loop().run_in_executor(_document_threads, work, *args)

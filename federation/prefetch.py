@@ -22,6 +22,7 @@ from typing import Any
 from federation.actors import ActorDirectory, ActorDoc
 from federation.client import FetchError
 from federation.jsonld import InvalidDocument, normalise
+from federation.jsontext import off_the_loop
 
 OBJECTS_KEPT = 256
 OBJECT_BYTES_KEPT = 4 * 1024 * 1024  # kept as JSON text: memory bounded by what is counted
@@ -147,7 +148,9 @@ class Prefetcher:
                 try:
                     if item.kind is FetchKind.OBJECT:
                         document = await self.directory.client.get_json(item.iri, signer, now)
-                        self.fetched.keep_object(item.iri, checked_object(item.iri, document))
+                        self.fetched.keep_object(
+                            item.iri, await off_the_loop(checked_object, item.iri, document)
+                        )
                         return
                     actor = await self.directory.fetch_actor_document(signer, item.iri, now)
                     if item.kind is FetchKind.PERSON and actor.type in ("Group", "Application"):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
+from federation.actors import KEY_REFETCH_INTERVAL
 from node.storage.models import Member, Membership, Post, Reaction, RemoteKey, Thread
 from tests.browser import Browser
 from tests.conftest import NodeFactory
@@ -352,6 +354,9 @@ async def test_a_rotated_group_key_is_picked_up_by_followers(
         charity, select(RemoteKey.public_pem).where(RemoteKey.actor_iri == group_iri)
     )
     assert old_key
+    # And more than a minute has passed on the charity since it fetched that key (a key is
+    # fetched again at most once a minute, federation/actors.py)
+    charity.node.clock.advance(KEY_REFETCH_INTERVAL + timedelta(seconds=1))
 
     # When the hospital rotates the group's key (its Update goes to the followers)
     async with hospital.node.transaction() as session:

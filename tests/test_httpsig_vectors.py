@@ -118,9 +118,10 @@ def test_rfc9421_b26_ed25519_signature_byte_for_byte() -> None:
 
 
 def test_rfc9421_content_digest_of_the_appendix_body() -> None:
-    httpsig.check_digest(CAVAGE_BODY, None, RFC_HEADERS["content-digest"])
+    covered = ("content-digest",)
+    httpsig.check_signed_digests(CAVAGE_BODY, RFC_HEADERS, covered)
     with pytest.raises(httpsig.SignatureMismatch):
-        httpsig.check_digest(b'{"hello": "world!"}', None, RFC_HEADERS["content-digest"])
+        httpsig.check_signed_digests(b'{"hello": "world!"}', RFC_HEADERS, covered)
 
 
 def test_our_signed_post_verifies_and_covers_what_peers_require() -> None:
@@ -138,7 +139,7 @@ def test_our_signed_post_verifies_and_covers_what_peers_require() -> None:
     parsed = httpsig.parse_cavage_signature(headers["Signature"])
     assert parsed.headers == ("(request-target)", "host", "date", "digest")
     lowered = {name.lower(): value for name, value in headers.items()}
-    httpsig.check_digest(body, lowered["digest"], None)
+    httpsig.check_signed_digests(body, lowered, parsed.headers)
     httpsig.verify_cavage(
         parsed,
         method="POST",

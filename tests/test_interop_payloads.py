@@ -728,7 +728,7 @@ CONVERSATIONS = [
             "the blog actor's Announce{Update{Article}}: not a group anyone here follows",
             "done"), inbox="shared"),
     )),
-    Conversation("fep-1b12", (), (
+    Conversation("fep-1b12", ("fep1b12_forum.json",), (
         Step("fep1b12_announce_example.json", Refused(
             "the FEP's Announce example has a scheme-less id (example.org/a/5)", 400, "id")),
     )),

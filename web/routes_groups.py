@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from federation.client import FetchError
@@ -25,6 +27,8 @@ from web.pages import (
     viewer,
 )
 from web.routes_activitypub import group_document, wants_activity_json
+
+log = logging.getLogger(__name__)
 
 
 def register(router: web.UrlDispatcher) -> None:
@@ -243,7 +247,10 @@ async def follow_remote_group(request: web.Request) -> web.StreamResponse:
             raise see_other(ids.path_of(local))
         group = await federation.directory.remote_group(session, iri, moment)
     except FetchError as error:
-        message = f"That group could not be found or reached: {error}"
+        # Why, only in the log: the form would otherwise tell anyone with an account which
+        # addresses this node can reach, and what answers there.
+        log.info("remote follow of %r failed: %s", handle[:200], error)
+        message = f"That group could not be found or reached. {FOLLOW_HINT}"
         return render(
             request, "follow_remote.html", {"values": values, "errors": {"handle": message}}, 400
         )
