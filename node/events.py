@@ -102,6 +102,14 @@ class AccountErased:
     origin: Origin
 
 
+@dataclass(frozen=True)
+class ReportFiled:
+    """A report was filed; federation sends a `Flag` when its target lives on another server
+    (from the instance actor: the reporter is never named) and it did not come from one."""
+
+    report_id: int
+
+
 Event = (
     MemberCreated
     | MemberUpdated
@@ -113,6 +121,7 @@ Event = (
     | HelpfulChanged
     | MembershipChanged
     | AccountErased
+    | ReportFiled
 )
 
 

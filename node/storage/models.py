@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.engine.default import DefaultExecutionContext
@@ -93,6 +95,8 @@ class Member(Base):
     last_active_at: Mapped[datetime] = mapped_column(UTCDateTime)
     consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     consent_policy_version: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # An admin suspended the account (node-wide): it cannot sign in, post or be followed.
+    suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     __table_args__ = (
         CheckConstraint("role IN ('member', 'admin')", name="role"),
         UniqueConstraint("username", "domain", name="uq_members_username_domain"),
@@ -120,6 +124,12 @@ class ConditionGroup(Base):
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # Only moderators start threads (Lemmy's `postingRestrictedToMods`).
+    posting_restricted_to_mods: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    # A new member's first N posts wait for a moderator's approval (0: none are held).
+    hold_first_posts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     __table_args__ = (
         UniqueConstraint("slug", "domain", name="uq_condition_groups_slug_domain"),
         CheckConstraint("visibility IN ('public', 'private')", name="visibility"),
@@ -154,6 +164,8 @@ class Membership(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # The Follow we sent for a local member joining a remote group, to match its Accept.
     follow_activity_id: Mapped[str | None] = mapped_column(IRI, nullable=True)
+    # A ban with an end: the member may join again from then on (None: until lifted).
+    banned_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     __table_args__ = (
         CheckConstraint(MEMBERSHIP.check_constraint(), name="state"),
         CheckConstraint("role IN ('member', 'moderator', 'owner')", name="role"),
@@ -178,6 +190,10 @@ class Thread(Base):
     last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # A deleted opening post closes a thread to replies; a moderator may reopen it.
     reopened_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # A moderator locked the thread to new replies (Lemmy's `Lock`).
+    locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # A moderator pinned the thread to the top of its group (Lemmy's `stickied`, `featured`).
+    pinned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     __table_args__ = (Index("ix_threads_group_activity", "group_id", "last_activity_at"),)
 
 
@@ -194,6 +210,9 @@ class Post(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     edited_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Held for a moderator's review: seen only by its author and the group's moderators, and
+    # not federated until approved (which clears it).
+    held_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Reaction(Base):
@@ -361,3 +380,82 @@ class DeletedObject(Base):
     ap_id: Mapped[str] = mapped_column(IRI, index=True)
     deleted_by: Mapped[str] = mapped_column(IRI)
     deleted_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+REPORT_CATEGORIES = (
+    "misinformation",
+    "crisis",
+    "harassment",
+    "spam",
+    "privacy",
+    "under_age",
+    "other",
+)
+REPORT_STATES = ("open", "resolved", "dismissed")
+
+
+class Report(Base):
+    """A report of a post or a member, by a local member, by another server (a `Flag`, the
+    reporter never named), or by the node itself (a crisis phrase)."""
+
+    __tablename__ = "reports"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The group whose moderators see it; None: only the node's admins (a member reported).
+    group_id: Mapped[int | None] = mapped_column(
+        ForeignKey("condition_groups.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    post_id: Mapped[str | None] = mapped_column(
+        ForeignKey("posts.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    member_id: Mapped[int | None] = mapped_column(
+        ForeignKey("members.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    # A local reporter; None for a report from another server or from the node itself.
+    reporter_id: Mapped[int | None] = mapped_column(
+        ForeignKey("members.id", ondelete="SET NULL"), nullable=True
+    )
+    # The server a `Flag` came from; LOCAL for reports made here.
+    origin_domain: Mapped[str] = mapped_column(String(255), default=LOCAL, server_default="")
+    flag_activity_id: Mapped[str | None] = mapped_column(IRI, nullable=True, unique=True)
+    category: Mapped[str] = mapped_column(String(20))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(String(10), default="open", index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # What the reporter is told, in plain words, never who acted.
+    outcome: Mapped[str] = mapped_column(Text, default="")
+    __table_args__ = (
+        CheckConstraint(
+            "category IN (" + ", ".join(f"'{c}'" for c in REPORT_CATEGORIES) + ")",
+            name="category",
+        ),
+        CheckConstraint(
+            "state IN (" + ", ".join(f"'{s}'" for s in REPORT_STATES) + ")", name="state"
+        ),
+        CheckConstraint("post_id IS NOT NULL OR member_id IS NOT NULL", name="has_target"),
+    )
+
+
+class ModerationLogEntry(Base):
+    """One moderation action: who, what, when, why. Append-only: nothing updates or deletes
+    an entry (node.modlog has no function that could)."""
+
+    __tablename__ = "moderation_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The group it was done in; None for node-wide actions (admins).
+    group_id: Mapped[int | None] = mapped_column(
+        ForeignKey("condition_groups.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    # The local moderator or admin who acted; None when another server's moderators did.
+    actor_id: Mapped[int | None] = mapped_column(
+        ForeignKey("members.id", ondelete="SET NULL"), nullable=True
+    )
+    # Who acted, as shown in the log (a handle, or the remote actor's IRI).
+    actor_label: Mapped[str] = mapped_column(String(2048))
+    action: Mapped[str] = mapped_column(String(30))
+    post_id: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    thread_id: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    member_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    report_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
