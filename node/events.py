@@ -65,6 +65,37 @@ class PostDeleted:
     post_id: str
     by_member_id: int
     origin: Origin | None = None
+    # A moderator's removal says why (federated as the Delete's `summary`, as Lemmy does).
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ThreadLockChanged:
+    """A moderator locked a thread to replies, or unlocked it."""
+
+    thread_id: str
+    locked: bool
+    by_member_id: int
+    origin: Origin | None = None
+
+
+@dataclass(frozen=True)
+class ThreadPinChanged:
+    """A moderator pinned a thread to the top of its group (featured), or unpinned it."""
+
+    thread_id: str
+    pinned: bool
+    by_member_id: int
+    origin: Origin | None = None
+
+
+@dataclass(frozen=True)
+class GroupUpdated:
+    """A group's public description (name, description, rules, tags, join policy, posting
+    restriction) changed."""
+
+    group_id: int
+    origin: Origin | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +153,9 @@ Event = (
     | MembershipChanged
     | AccountErased
     | ReportFiled
+    | ThreadLockChanged
+    | ThreadPinChanged
+    | GroupUpdated
 )
 
 

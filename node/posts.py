@@ -19,6 +19,8 @@ from node.events import (
     PostDeleted,
     PostEdited,
     PostReplied,
+    ThreadLockChanged,
+    ThreadPinChanged,
     ThreadStarted,
     record,
 )
@@ -277,10 +279,14 @@ async def reply(
 
 
 def is_closed(thread: Thread, group: ConditionGroup, opening: Post) -> bool:
-    """A deleted opening post closes its thread to replies, until a moderator reopens it.
+    """A locked thread takes no replies; nor does one whose opening post was deleted, until a
+    moderator reopens it.
 
     A remote group's threads follow their own server: it alone knows whether its moderators
-    reopened one, and its Announce of a reply vouches for the reply."""
+    reopened one, and its Announce of a reply vouches for the reply. Its `Lock` is kept here
+    (`set_thread_locked`), so our members are told at once."""
+    if thread.locked_at is not None:
+        return True
     return group.domain == LOCAL and opening.deleted_at is not None and thread.reopened_at is None
 
 
@@ -474,8 +480,10 @@ async def delete_post(
     now: datetime,
     origin: Origin | None = None,
     announced: bool = False,
+    reason: str | None = None,
 ) -> PostInContext:
-    """Replace a post by a tombstone: its text is erased, its place in the thread stays."""
+    """Replace a post by a tombstone: its text is erased, its place in the thread stays.
+    A moderator's removal gives a `reason` (it goes out with the Delete)."""
     found = await post_in_context(session, post_id, viewer, authors_own=True)
     await _lock(session, found.post)
     is_author = found.post.author_id == viewer.member_id
@@ -487,7 +495,7 @@ async def delete_post(
     if found.post.deleted_at is None:
         await tombstone(session, found.post, found.thread, now)
         assert viewer.member_id is not None
-        record(session, PostDeleted(found.post.id, viewer.member_id, origin))
+        record(session, PostDeleted(found.post.id, viewer.member_id, origin, reason))
     return found
 
 
@@ -515,6 +523,53 @@ async def reopen_thread(
         .values(reopened_at=now)
         .execution_options(synchronize_session="fetch")
     )
+    return thread
+
+
+async def set_thread_locked(
+    session: AsyncSession,
+    viewer: Viewer,
+    *,
+    thread_id: str,
+    locked: bool,
+    now: datetime,
+    origin: Origin | None = None,
+    announced: bool = False,
+) -> Thread:
+    """Lock a thread to replies, or unlock it: a moderator of its group here, or the remote
+    group's own `Lock` (`announced`). Doing it twice is harmless and records nothing."""
+    thread, view = await _thread_in_context(session, thread_id, viewer)
+    if not vouched_by_remote_group(view, announced) and not view.may(Action.MODERATE):
+        raise Forbidden("Only this group's moderators can lock or unlock a thread.")
+    await session.refresh(thread, with_for_update=True)
+    if (thread.locked_at is not None) != locked:
+        thread.locked_at = now if locked else None
+        await session.flush()
+        assert viewer.member_id is not None
+        record(session, ThreadLockChanged(thread.id, locked, viewer.member_id, origin))
+    return thread
+
+
+async def set_thread_pinned(
+    session: AsyncSession,
+    viewer: Viewer,
+    *,
+    thread_id: str,
+    pinned: bool,
+    now: datetime,
+    origin: Origin | None = None,
+    announced: bool = False,
+) -> Thread:
+    """Pin a thread to the top of its group (featured), or unpin it; as `set_thread_locked`."""
+    thread, view = await _thread_in_context(session, thread_id, viewer)
+    if not vouched_by_remote_group(view, announced) and not view.may(Action.MODERATE):
+        raise Forbidden("Only this group's moderators can pin or unpin a thread.")
+    await session.refresh(thread, with_for_update=True)
+    if (thread.pinned_at is not None) != pinned:
+        thread.pinned_at = now if pinned else None
+        await session.flush()
+        assert viewer.member_id is not None
+        record(session, ThreadPinChanged(thread.id, pinned, viewer.member_id, origin))
     return thread
 
 
