@@ -74,7 +74,7 @@ class Draft:
         return replace(
             self,
             body=neutralise(normalise_line_endings(self.body)).strip(),
-            content_warning=neutralise(self.content_warning, name=True),
+            content_warning=neutralise(self.content_warning),
         )
 
     def rendered(self) -> str:

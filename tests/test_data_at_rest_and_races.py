@@ -139,9 +139,9 @@ async def test_deleted_and_edited_text_is_gone_from_the_database_and_its_log(
     node: NodeContext, browser: Browser
 ) -> None:
     alice = await add_member(node, "alice")
-    await add_group(node, alice, "diabetes", private=True)
+    group = await add_group(node, alice, "diabetes", private=True)
     opening_words = "OPENINGSECRET " * 40  # long enough to span cells
-    thread = await new_thread(node, "diabetes", alice, "Quiet thread", opening_words)
+    thread = await new_thread(node, group.slug, alice, "Quiet thread", opening_words)
     async with node.transaction() as session:
         opening = await first_post(session, thread.id)
         answer = await reply(
@@ -388,17 +388,19 @@ async def test_approve_racing_reject_one_wins_the_other_is_told(
     owner = await add_member(node, "olga")
     mod = await add_member(node, "moe")
     group = await add_group(node, owner, "quiet", private=True, join_policy="request")
-    await moderate(node, owner, "quiet", invite, "moe", node.clock.now())
-    await do_join(node, "quiet", mod)
-    await moderate(node, owner, "quiet", set_role, "moe", "moderator", node.clock.now())
+    await moderate(node, owner, group.slug, invite, "moe", node.clock.now())
+    await do_join(node, group.slug, mod)
+    await moderate(node, owner, group.slug, set_role, "moe", "moderator", node.clock.now())
     for round_number in range(ROUNDS):
         person = await add_member(node, f"asker{round_number}")
         async with node.transaction() as session:
-            await request_to_join(session, "quiet", group.join_code, who(person), node.clock.now())
+            await request_to_join(
+                session, group.slug, group.join_code, who(person), node.clock.now()
+            )
         now = node.clock.now()
         approved, rejected = await asyncio.gather(
-            as_member(node, owner, "quiet", decide_request, person.username, True, now),
-            as_member(twin, mod, "quiet", decide_request, person.username, False, now),
+            as_member(node, owner, group.slug, decide_request, person.username, True, now),
+            as_member(twin, mod, group.slug, decide_request, person.username, False, now),
         )
         final = await state_of(node, group.id, person.id)
         if isinstance(rejected, Conflict):
