@@ -41,5 +41,6 @@ def create_environment() -> jinja2.Environment:
         thread_path=ids.thread_path,
         post_path=ids.post_path,
         help_path=ids.HELP_PATH,
+        admin_crisis_path=ids.ADMIN_CRISIS_PATH,
     )
     return environment

@@ -487,6 +487,10 @@ class CrisisPhrase(Base):
 NOTICE_NAMES = ("guidelines", "emergency_notice")
 
 
+def _quoted(values: tuple[str, ...]) -> str:
+    return "(" + ", ".join(f"'{value}'" for value in values) + ")"
+
+
 class NodeNotice(Base):
     """A text the admins write for everyone: the community guidelines, and the notice that
     peer support is not medical advice. A notice never written has no row."""
@@ -495,8 +499,4 @@ class NodeNotice(Base):
     name: Mapped[str] = mapped_column(String(30), primary_key=True)
     body: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    __table_args__ = (
-        CheckConstraint(
-            "name IN (" + ", ".join(f"'{n}'" for n in NOTICE_NAMES) + ")", name="name"
-        ),
-    )
+    __table_args__ = (CheckConstraint(f"name IN {_quoted(NOTICE_NAMES)}", name="name"),)
