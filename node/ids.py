@@ -66,6 +66,8 @@ THREAD_REOPEN_PATH = "/t/{thread_id}/reopen"
 POST_EDIT_PATH = "/p/{post_id}/edit"
 POST_DELETE_PATH = "/p/{post_id}/delete"
 POST_HELPFUL_PATH = "/p/{post_id}/helpful"
+HELP_PATH = "/help"  # crisis resources; linked from the same place on every page
+ADMIN_CRISIS_PATH = "/admin/crisis"
 
 # Discovery, as published in WebFinger, NodeInfo and host-meta documents.
 WEBFINGER_PATH = "/.well-known/webfinger"

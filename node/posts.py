@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.config import Limits
+from node.crisis import WrittenPost, report_crisis_posts
 from node.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from node.events import (
     HelpfulChanged,
@@ -164,6 +165,8 @@ async def start_thread(
     view.group.last_activity_at = now
     await session.flush()
     record(session, ThreadStarted(thread.id, post.id, origin))
+    texts = (title, draft.body, draft.content_warning)
+    await report_crisis_posts(session, [_written(post.id, view.group, origin, texts)], now)
     return thread
 
 
@@ -275,7 +278,15 @@ async def reply(
     view.group.last_activity_at = now
     await session.flush()
     record(session, PostReplied(post.id, origin))
+    texts = (draft.body, draft.content_warning)
+    await report_crisis_posts(session, [_written(post.id, view.group, origin, texts)], now)
     return post
+
+
+def _written(
+    post_id: str, group: ConditionGroup, origin: Origin | None, texts: tuple[str, ...]
+) -> WrittenPost:
+    return WrittenPost(post_id, group.id, group.domain == LOCAL, origin is None, texts)
 
 
 def is_closed(thread: Thread, group: ConditionGroup, opening: Post) -> bool:
@@ -384,9 +395,14 @@ async def reply_many(
         .where(ConditionGroup.id.in_(sorted(touched_groups)))
         .values(last_activity_at=now)
     )
+    written = []
     for new, result in zip(replies, results, strict=True):
         if isinstance(result, str):
             record(session, PostReplied(result, new.origin))
+            group = group_rows[threads[new.thread_id].group_id]
+            texts = (new.draft.body, new.draft.content_warning)
+            written.append(_written(result, group, new.origin, texts))
+    await report_crisis_posts(session, written, now)
     return results
 
 

@@ -17,6 +17,7 @@ from web import (
     routes_account,
     routes_activitypub,
     routes_admin,
+    routes_crisis,
     routes_discovery,
     routes_groups,
     routes_threads,
@@ -113,5 +114,6 @@ def _application(settings: Settings) -> web.Application:
     routes_groups.register(app.router)
     routes_threads.register(app.router)
     routes_admin.register(app.router)
+    routes_crisis.register(app.router)
     app.router.add_static("/static/", STATIC_DIR)
     return app

@@ -6,7 +6,7 @@ import math
 
 from aiohttp import web
 
-from node import auth, ids, members
+from node import auth, crisis, ids, members
 from node.errors import Conflict, Invalid
 from node.throttles import Throttled
 from web.appkeys import SESSION_TOKEN
@@ -54,7 +54,8 @@ def _throttled(
 
 
 async def register_form(request: web.Request) -> web.Response:
-    return render(request, "register.html", {"values": {}, "errors": {}})
+    notices = await crisis.notices(db(request))
+    return render(request, "register.html", {"values": {}, "errors": {}, "notices": notices})
 
 
 @rerenders_stale_forms
@@ -83,7 +84,9 @@ async def register_submit(request: web.Request) -> web.StreamResponse:
                 db(request), node.settings, client_address(request), now(request)
             )
         except Throttled as error:
-            return _throttled(request, "register.html", {"values": values}, error)
+            notices = await crisis.notices(db(request))
+            context = {"values": values, "notices": notices}
+            return _throttled(request, "register.html", context, error)
         # The count holds from here, in every process; no lock is held while the password
         # is hashed.
         await db(request).commit()
@@ -99,7 +102,8 @@ async def register_submit(request: web.Request) -> web.StreamResponse:
         except Conflict as error:
             errors[error.field or "form"] = str(error)
     if errors:
-        return render(request, "register.html", {"values": values, "errors": errors}, 400)
+        context = {"values": values, "errors": errors, "notices": await crisis.notices(db(request))}
+        return render(request, "register.html", context, 400)
     token = await auth.open_session(db(request), member, node.settings, now(request))
     response = see_other("/")
     _start_session(request, response, token)

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from federation.client import FetchError
 from federation.discovery import resolve_handle
-from node import groups, ids, membership, posts
+from node import crisis, groups, ids, membership, posts
 from node.errors import Conflict, DomainError, Forbidden, Invalid
 from node.ids import group_path
 from node.policy import ANONYMOUS, NO_STANDING, Action, asks_by_link, may
@@ -103,10 +103,11 @@ async def group_page(request: web.Request) -> web.Response:
     if wants_activity_json(request):
         return await group_document(request)
     view = await groups.view_group(db(request), request.match_info["slug"], viewer(request))
+    notices = await crisis.notices(db(request))
     if not view.may(Action.READ):
-        return render(request, "group_outside.html", {"view": view})
+        return render(request, "group_outside.html", {"view": view, "notices": notices})
     threads = await posts.threads_of_group(db(request), view)
-    return render(request, "group.html", {"view": view, "threads": threads})
+    return render(request, "group.html", {"view": view, "threads": threads, "notices": notices})
 
 
 async def members_page(request: web.Request) -> web.Response:

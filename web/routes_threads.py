@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from aiohttp import web
+from dataclasses import dataclass
 
-from node import groups, ids, posts
+from aiohttp import web
+from multidict import MultiDict
+
+from node import crisis, groups, ids, posts
 from node.errors import Conflict, Forbidden, Invalid
 from node.ids import thread_path
 from node.policy import Action
+from node.storage.models import CrisisResource
 from web.pages import (
     STALE_FORM,
     db,
@@ -53,6 +57,27 @@ def _status(error: Exception) -> int:
     return 403 if isinstance(error, Forbidden) else 409 if isinstance(error, Conflict) else 400
 
 
+# The form field saying that the author has seen the crisis resources for this draft.
+CRISIS_SEEN = "crisis_seen"
+
+
+@dataclass(frozen=True)
+class CrisisPrompt:
+    resources: list[CrisisResource]
+    notices: crisis.Notices
+
+
+async def crisis_prompt(
+    request: web.Request, data: MultiDict[str], *texts: str
+) -> CrisisPrompt | None:
+    """The resources to show before publishing, once: when the draft says a crisis phrase and
+    its author has not been shown them yet. Nothing is ever refused for it."""
+    session = db(request)
+    if data.get(CRISIS_SEEN) == "yes" or not await crisis.draft_matches(session, *texts):
+        return None
+    return CrisisPrompt(await crisis.resources(session), await crisis.notices(session))
+
+
 async def new_thread_form(request: web.Request) -> web.Response:
     require_member(request)
     view = await groups.view_group(
@@ -68,10 +93,15 @@ async def new_thread_submit(request: web.Request) -> web.StreamResponse:
         db(request), request.match_info["slug"], viewer(request), need=Action.READ
     )
     data = await form(request)
-    values = {key: data.get(key, "") for key in ("title", "body", "content_warning")}
+    values = {key: data.get(key, "") for key in ("title", "body", "content_warning", CRISIS_SEEN)}
     errors: dict[str, str] = {"form": STALE_FORM} if stale_form(request) else {}
     status = 400
     if not errors:
+        texts = (values["title"], values["body"], values["content_warning"])
+        prompt = await crisis_prompt(request, data, *texts)
+        if prompt is not None:
+            context = {"view": view, "values": values, "errors": errors, "crisis": prompt}
+            return render(request, "thread_new.html", context)
         try:
             thread = await posts.start_thread(
                 db(request),
@@ -94,6 +124,7 @@ async def thread_page(
     values: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
     status: int = 200,
+    prompt: CrisisPrompt | None = None,
 ) -> web.Response:
     if wants_activity_json(request) and request.method == "GET":
         return await thread_document(request, request.match_info["thread_id"])
@@ -104,6 +135,7 @@ async def thread_page(
         "values": values or {},
         "errors": errors or {},
         "replying_to": next((p for p in thread.posts if p.post.id == replying_to), None),
+        "crisis": prompt,
     }
     return render(request, "thread.html", context, status)
 
@@ -112,9 +144,12 @@ async def thread_page(
 async def reply_submit(request: web.Request) -> web.StreamResponse:
     require_member(request)
     data = await form(request)
-    values = {key: data.get(key, "") for key in ("body", "content_warning", "parent")}
+    values = {key: data.get(key, "") for key in ("body", "content_warning", "parent", CRISIS_SEEN)}
     if stale_form(request):
         return await thread_page(request, values, {"form": STALE_FORM}, 400)
+    prompt = await crisis_prompt(request, data, values["body"], values["content_warning"])
+    if prompt is not None:
+        return await thread_page(request, values, prompt=prompt)
     try:
         post = await posts.reply(
             db(request),

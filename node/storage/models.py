@@ -459,3 +459,44 @@ class ModerationLogEntry(Base):
     report_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class CrisisResource(Base):
+    """A place to turn in a crisis (a helpline, a text line), set by the node's admins and
+    listed on the help page and beside any draft that matches a crisis phrase."""
+
+    __tablename__ = "crisis_resources"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # A phone number or a text line ("Text SHOUT to 85258"), as people should read it.
+    line: Mapped[str] = mapped_column(String(200), default="")
+    url: Mapped[str] = mapped_column(String(2048), default="")
+    region: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CrisisPhrase(Base):
+    """A phrase that, written in a post, shows the author the crisis resources and tells the
+    group's moderators (node.crisis decides what matches)."""
+
+    __tablename__ = "crisis_phrases"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    phrase: Mapped[str] = mapped_column(String(200), unique=True)
+
+
+NOTICE_NAMES = ("guidelines", "emergency_notice")
+
+
+def _quoted(values: tuple[str, ...]) -> str:
+    return "(" + ", ".join(f"'{value}'" for value in values) + ")"
+
+
+class NodeNotice(Base):
+    """A text the admins write for everyone: the community guidelines, and the notice that
+    peer support is not medical advice. A notice never written has no row."""
+
+    __tablename__ = "node_notices"
+    name: Mapped[str] = mapped_column(String(30), primary_key=True)
+    body: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    __table_args__ = (CheckConstraint(f"name IN {_quoted(NOTICE_NAMES)}", name="name"),)
