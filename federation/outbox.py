@@ -271,6 +271,11 @@ class Outbox:
             inboxes = followers[ref.group.id]
             if event.origin is not None:
                 inner: Any = activity_of(session, event.origin)
+            elif author.domain != LOCAL:
+                # A remote member's post held for review, approved here later: its Create was
+                # read in another transaction, so the group announces the post itself.
+                planned.append(self._plan_announce(ref.group, page_or_note(), inboxes))
+                return planned
             else:
                 created = self._local_activity(kind, author, ref.group, page_or_note())
                 planned.append(created)
