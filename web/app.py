@@ -18,6 +18,7 @@ from web import (
     routes_activitypub,
     routes_admin,
     routes_discovery,
+    routes_group_settings,
     routes_groups,
     routes_threads,
 )
@@ -111,6 +112,7 @@ def _application(settings: Settings) -> web.Application:
     routes_activitypub.register(app.router)
     routes_account.register(app.router)
     routes_groups.register(app.router)
+    routes_group_settings.register(app.router)
     routes_threads.register(app.router)
     routes_admin.register(app.router)
     app.router.add_static("/static/", STATIC_DIR)
