@@ -18,6 +18,7 @@ from node.storage.models import (
     ConditionGroup,
     Membership,
     ModerationLogEntry,
+    OutboxActivity,
     Post,
     Thread,
 )
@@ -485,4 +486,11 @@ async def test_held_posts_never_leave_the_node_before_approval(
     await eventually(
         lambda: on(charity, select(Thread.id).where(Thread.title == "Local first")),
         "the local member's thread on the charity after approval",
+    )
+    # And the group announced the charity member's post itself: it never wrote an activity
+    # in her name (her own Create was read in an earlier transaction)
+    bea_iri = f"{charity.base_url}/u/bea"
+    assert not await on(
+        hospital,
+        select(func.count()).select_from(OutboxActivity).where(OutboxActivity.actor_iri == bea_iri),
     )
