@@ -223,8 +223,8 @@ class Outbox:
         )
         contexts = {}
         for post, thread, group, author, replied_to, replied_to_author in rows.all():
-            if not federates(group.visibility):
-                continue
+            if not federates(group.visibility) or post.held_at is not None:
+                continue  # a held post is published by its approval, and nothing before it
             above = None
             if post.parent_id is not None:
                 assert replied_to is not None and replied_to_author is not None
