@@ -463,8 +463,17 @@ async def test_held_posts_never_leave_the_node_before_approval(
         lambda: on(charity, select(Thread.id).where(Thread.title == "Control")),
         "the owner's thread on the charity",
     )
+    # And the clinic's member, new here too, replies to it: held as well
+    clinic_control = await on(clinic, select(Thread.id).where(Thread.title == "Control"))
+    page = await cal.post(f"/t/{clinic_control}/reply", {"body": "Held reply"})
+    assert page.status == 200, page.text[:500]
+    held_reply = await eventually(
+        lambda: on(hospital, select(Post.id).where(Post.source == "Held reply")),
+        "the clinic member's reply on the hospital",
+    )
+    assert await on(hospital, select(Post.held_at).where(Post.id == held_reply)) is not None
     sent = b"".join(request.body for request in hospital.recorder.requests)
-    assert b"Held here" not in sent and b"Held too" not in sent
+    assert b"Held here" not in sent and b"Held too" not in sent and b"Held reply" not in sent
     assert (
         await on(clinic, select(Thread.id).where(Thread.title.in_(("Local first", "Remote first"))))
         is None
@@ -473,7 +482,7 @@ async def test_held_posts_never_leave_the_node_before_approval(
 
     # When a moderator approves both
     held_local = await on(hospital, select(Post.id).where(Post.source == "Held here"))
-    for post_id in (held_local, held_remote):
+    for post_id in (held_local, held_remote, held_reply):
         page = await owner.post(f"{group_path}/held/{post_id}/approve")
         assert page.status == 200, page.text[:500]
 
@@ -486,6 +495,10 @@ async def test_held_posts_never_leave_the_node_before_approval(
     await eventually(
         lambda: on(charity, select(Thread.id).where(Thread.title == "Local first")),
         "the local member's thread on the charity after approval",
+    )
+    await eventually(
+        lambda: on(charity, select(Post.id).where(Post.source == "Held reply")),
+        "the clinic member's reply on the charity after approval",
     )
     # And the group announced the charity member's post itself: it never wrote an activity
     # in her name (her own Create was read in an earlier transaction)
