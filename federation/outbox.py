@@ -223,8 +223,8 @@ class Outbox:
         )
         contexts = {}
         for post, thread, group, author, replied_to, replied_to_author in rows.all():
-            if not federates(group.visibility):
-                continue
+            if not federates(group.visibility) or post.held_at is not None:
+                continue  # a held post is published by its approval, and nothing before it
             above = None
             if post.parent_id is not None:
                 assert replied_to is not None and replied_to_author is not None
@@ -271,6 +271,11 @@ class Outbox:
             inboxes = followers[ref.group.id]
             if event.origin is not None:
                 inner: Any = activity_of(session, event.origin)
+            elif author.domain != LOCAL:
+                # A remote member's post held for review, approved here later: its Create was
+                # read in another transaction, so the group announces the post itself.
+                planned.append(self._plan_announce(ref.group, page_or_note(), inboxes))
+                return planned
             else:
                 created = self._local_activity(kind, author, ref.group, page_or_note())
                 planned.append(created)

@@ -29,6 +29,7 @@ async def usage_counts(session: AsyncSession, now: datetime) -> dict[str, int]:
         .join(Member, Member.id == Post.author_id)
         .where(
             Post.deleted_at.is_(None),
+            Post.held_at.is_(None),  # not published until a moderator approves it
             Member.domain == LOCAL,
             ConditionGroup.domain == LOCAL,
             ConditionGroup.visibility.in_(OPEN_VISIBILITIES),

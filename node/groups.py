@@ -10,13 +10,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Select, String, and_, func, null, or_, select
+from sqlalchemy import ColumnElement, Select, String, and_, delete, func, null, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.config import Limits
-from node.errors import Invalid, NotFound
-from node.events import GroupCreated, record
+from node.errors import Forbidden, Invalid, NotFound
+from node.events import GroupCreated, GroupUpdated, record
 from node.members import claim_handle, find_member, find_remote_by_name
+from node.modlog import ModAction, log_action
 from node.policy import (
     NO_STANDING,
     OPEN_VISIBILITIES,
@@ -39,6 +40,8 @@ from node.validation import (
 
 TAG_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]*")
 GROUP_NOT_FOUND = "There is no group at this address."
+# A new member's first posts held for review: more than this would be a closed group.
+HOLD_FIRST_POSTS_MAX = 20
 # 120 random bits, in base32: 24 characters of [a-z2-7], a valid handle nobody can guess.
 PRIVATE_SLUG_BYTES = 15
 
@@ -106,7 +109,7 @@ async def create_group(
     tag_list = normalise_tags(list(tags) if not isinstance(tags, str) else tags)
     visibility = "private" if private else "public"
     policy = join_policy or ("request" if private else "open")
-    allowed_policies = ("request", "invite") if private else ("open",)
+    allowed_policies = join_policies(private)
     problems = collect(
         slug=handle_problem(slug, "group address"),
         name=text_problem(name, "Group name", limits.group_name_max),
@@ -150,6 +153,99 @@ async def create_group(
     await session.flush()
     record(session, GroupCreated(group.id))
     return group
+
+
+def join_policies(private: bool) -> tuple[str, ...]:
+    """The join policies a group of that visibility may have (the table's CHECK says the same):
+    a public group is open to all; a private one is joined by request or invitation."""
+    return ("request", "invite") if private else ("open",)
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    """What a group's owner may change after creation. Visibility is not among them: a private
+    group's address is random, and a public group's posts have already left the node."""
+
+    name: str
+    description: str
+    rules: str
+    tags: list[str] | str
+    join_policy: str
+    posting_restricted_to_mods: bool
+    hold_first_posts: str | int
+
+
+def _hold_count(raw: str | int) -> tuple[int, str | None]:
+    text = str(raw).strip() or "0"
+    if not (text.isascii() and text.isdigit()) or int(text) > HOLD_FIRST_POSTS_MAX:
+        return 0, f"Give a number of posts from 0 (none held) to {HOLD_FIRST_POSTS_MAX}."
+    return int(text), None
+
+
+async def update_group(
+    session: AsyncSession,
+    limits: Limits,
+    view: GroupView,
+    settings: GroupSettings,
+    *,
+    actor_label: str,
+    now: datetime,
+) -> list[str]:
+    """The owner changes the group's settings, checked as `create_group` checks them. Gives
+    the names of the fields that changed; a change is logged and recorded as GroupUpdated
+    (federation sends a public group's `Update`); saving without a change does neither."""
+    if view.group.domain != LOCAL or not view.may(Action.EDIT_SETTINGS):
+        raise Forbidden("Only the group's owner can change its settings.")
+    group = view.group
+    name = neutralise(settings.name, name=True)
+    description = neutralise(settings.description).strip()
+    rules = neutralise(settings.rules).strip()
+    tag_list = normalise_tags(settings.tags)
+    allowed_policies = join_policies(group.visibility == "private")
+    hold, hold_problem = _hold_count(settings.hold_first_posts)
+    problems = collect(
+        name=text_problem(name, "Group name", limits.group_name_max),
+        description=text_problem(
+            description, "Description", limits.group_description_max, required=False
+        ),
+        rules=text_problem(rules, "Rules", limits.group_rules_max, required=False),
+        tags=tags_problem(tag_list, limits),
+        join_policy=None
+        if settings.join_policy in allowed_policies
+        else f"A {group.visibility} group's join policy is one of: {', '.join(allowed_policies)}.",
+        hold_first_posts=hold_problem,
+    )
+    if problems:
+        raise Invalid(problems)
+    wanted = {
+        "name": name,
+        "description": description,
+        "rules": rules,
+        "join_policy": settings.join_policy,
+        "posting_restricted_to_mods": settings.posting_restricted_to_mods,
+        "hold_first_posts": hold,
+    }
+    changed = [field for field, value in wanted.items() if getattr(group, field) != value]
+    for field in changed:
+        setattr(group, field, wanted[field])
+    if sorted(tag_list) != sorted(view.tags):
+        changed.append("tags")
+        await session.execute(delete(GroupCondition).where(GroupCondition.group_id == group.id))
+        session.add_all(GroupCondition(group_id=group.id, tag=tag) for tag in tag_list)
+    if not changed:
+        return []
+    await session.flush()
+    await log_action(
+        session,
+        action=ModAction.EDIT_GROUP,
+        reason="settings changed: " + ", ".join(changed),
+        now=now,
+        actor_label=actor_label,
+        actor_id=view.viewer.member_id,
+        group_id=group.id,
+    )
+    record(session, GroupUpdated(group.id))
+    return changed
 
 
 async def create_group_for_username(

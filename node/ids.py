@@ -61,6 +61,10 @@ GROUP_LEAVE_PATH = "/g/{slug}/leave"
 GROUP_NEW_THREAD_PATH = "/g/{slug}/new"
 GROUP_MODERATION_PATH = "/g/{slug}/moderation"
 GROUP_MODERATION_ACTION_PATH = "/g/{slug}/moderation/{action}"
+GROUP_SETTINGS_PATH = "/g/{slug}/settings"
+GROUP_HELD_PATH = "/g/{slug}/held"
+GROUP_HELD_DECISION_PATH = "/g/{slug}/held/{post_id}/{decision}"
+GROUP_WITHDRAW_INVITE_PATH = "/g/{slug}/invitations/withdraw"
 THREAD_REPLY_PATH = "/t/{thread_id}/reply"
 THREAD_REOPEN_PATH = "/t/{thread_id}/reopen"
 POST_EDIT_PATH = "/p/{post_id}/edit"
@@ -353,6 +357,14 @@ def group_path(slug: str, domain: str = "") -> str:
 
 def group_moderation_path(slug: str) -> str:
     return GROUP_MODERATION_PATH.format(slug=slug)
+
+
+def group_settings_path(slug: str) -> str:
+    return GROUP_SETTINGS_PATH.format(slug=slug)
+
+
+def group_held_path(slug: str) -> str:
+    return GROUP_HELD_PATH.format(slug=slug)
 
 
 def thread_path(thread_id: str) -> str:

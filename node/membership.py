@@ -17,9 +17,11 @@ from node.errors import Conflict, Forbidden, Invalid, NotFound
 from node.events import MembershipChanged, Origin, record
 from node.groups import GROUP_NOT_FOUND, GroupView, find_group
 from node.members import find_member_by_handle
+from node.modlog import ModAction, log_action
 from node.policy import NO_STANDING, Action, Standing, Viewer, asks_by_link, may
 from node.storage.models import LOCAL, ConditionGroup, Member, Membership
 from node.storage.states import MEMBERSHIP
+from node.text import neutralise
 
 
 def _require(view: GroupView, action: Action, message: str) -> None:
@@ -251,6 +253,36 @@ async def decide_request(
         await put_membership(session, row, view.group.id, member.id, "active", now)
     else:
         await remove_membership(session, row)
+
+
+async def withdraw_invitation(
+    session: AsyncSession,
+    view: GroupView,
+    username: str,
+    *,
+    actor_label: str,
+    now: datetime,
+    reason: str = "",
+) -> None:
+    """A moderator takes back an invitation not yet accepted: the invited row goes, and the
+    person no longer knows of a private group. One already accepted is a membership, and
+    stays (removing a member is a ban)."""
+    _require(view, Action.MODERATE, "Only moderators can withdraw invitations.")
+    member = await _target(session, username)
+    row = await locked_membership(session, view.group.id, member.id)
+    if row is None or row.state != "invited":
+        raise Conflict(f"{member.username} has no open invitation: it was accepted or declined.")
+    await remove_membership(session, row)
+    await log_action(
+        session,
+        action=ModAction.WITHDRAW_INVITE,
+        reason=neutralise(reason).strip() or "invitation withdrawn",
+        now=now,
+        actor_label=actor_label,
+        actor_id=view.viewer.member_id,
+        group_id=view.group.id,
+        member_id=member.id,
+    )
 
 
 def _request_settled(username: str, row: Membership | None) -> str:

@@ -8,6 +8,8 @@ The matrix (docs/POLICY.md has it as a table):
   same answer as for a group that does not exist.
 - Moderators and owners moderate their group; node admins moderate every group, and may read a
   private group to do so, but post only where they are active members.
+- Only a group's owner edits its settings (name, description, rules, tags, join policy,
+  announcement-only, held first posts).
 - Banned people never post, reply, react or join again; a private group vanishes for them.
 """
 
@@ -29,6 +31,7 @@ class Action(StrEnum):
     MODERATE = "moderate"
     JOIN = "join"
     APPOINT_MODERATORS = "appoint_moderators"
+    EDIT_SETTINGS = "edit_settings"
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,9 @@ def may(action: Action, viewer: Viewer, visibility: str, standing: Standing) -> 
             return viewer.is_admin or standing.moderates
         case Action.APPOINT_MODERATORS:
             return viewer.is_admin or (standing.active and standing.role == "owner")
+        case Action.EDIT_SETTINGS:
+            # The owner's: what the group is, and how it is run, is theirs to say.
+            return standing.active and standing.role == "owner"
         case Action.JOIN:
             if not viewer.signed_in or standing.banned or standing.active:
                 return False

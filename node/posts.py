@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, inspect, select, update
+from sqlalchemy import ColumnElement, delete, func, insert, inspect, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,6 +35,7 @@ from node.groups import (
     visible_groups,
 )
 from node.ids import new_object_id
+from node.modlog import ModAction, log_action, required_reason
 from node.policy import (
     NO_STANDING,
     Action,
@@ -56,6 +57,10 @@ THREAD_CLOSED = (
     "This thread is closed to replies: its opening post was deleted. A moderator can reopen it."
 )
 POST_NOT_FOUND = "There is no post at this address."
+THREAD_HELD = "This thread waits for a moderator's approval; replies can follow once approved."
+PARENT_HELD = "The post you are replying to waits for a moderator's approval."
+POST_HELD = "This post waits for a moderator's approval."
+APPROVED = "approved"
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,7 @@ def _new_post_row(
         "created_at": now,
         "edited_at": None,
         "deleted_at": None,
+        "held_at": None,
         "ap_id": draft.ap_id,
     }
 
@@ -149,6 +155,7 @@ async def start_thread(
     if problems:
         raise Invalid(problems)
     assert view.viewer.member_id is not None
+    held = await _holds(session, view.group, view.viewer, view.standing, view.viewer.member_id)
     thread = Thread(
         id=new_object_id(),
         group_id=view.group.id,
@@ -161,13 +168,59 @@ async def start_thread(
     session.add(thread)
     await session.flush()
     post = _new_post(thread.id, None, view.viewer.member_id, draft, now)
+    post.held_at = now if held else None
     session.add(post)
+    if held:
+        # Seen by its author and the moderators only, and published when approved.
+        await session.flush()
+        return thread
     view.group.last_activity_at = now
     await session.flush()
     record(session, ThreadStarted(thread.id, post.id, origin))
     texts = (title, draft.body, draft.content_warning)
     await report_crisis_posts(session, [_written(post.id, view.group, origin, texts)], now)
     return thread
+
+
+async def _holds(
+    session: AsyncSession, group: ConditionGroup, viewer: Viewer, standing: Standing, author_id: int
+) -> bool:
+    """Whether a new post by `author_id` waits for a moderator: in a local group that holds
+    first posts, until its author has that many posts approved there. Moderators are never
+    held; a remote group decides for itself what it holds."""
+    if not _group_holds(group) or may(Action.MODERATE, viewer, group.visibility, standing):
+        return False
+    counts = await _approved_counts(session, {(group.id, author_id)})
+    return counts.get((group.id, author_id), 0) < group.hold_first_posts
+
+
+def _group_holds(group: ConditionGroup) -> bool:
+    return group.domain == LOCAL and group.hold_first_posts > 0
+
+
+async def _approved_counts(
+    session: AsyncSession, pairs: set[tuple[int, int]]
+) -> dict[tuple[int, int], int]:
+    """How many posts each (group id, author id) has had published (never held, or approved;
+    deleted ones count: they were published)."""
+    if not pairs:
+        return {}
+    rows = await session.execute(
+        select(Thread.group_id, Post.author_id, func.count())
+        .join(Thread, Thread.id == Post.thread_id)
+        .where(
+            Thread.group_id.in_(sorted({group_id for group_id, _ in pairs})),
+            Post.author_id.in_(sorted({author_id for _, author_id in pairs})),
+            Post.held_at.is_(None),
+        )
+        .group_by(Thread.group_id, Post.author_id)
+    )
+    return {(group_id, author_id): int(count) for group_id, author_id, count in rows.all()}
+
+
+def _sees_held(view: GroupView, author_id: int) -> bool:
+    """A held post is seen by its author and the group's moderators, by nobody else."""
+    return view.viewer.member_id == author_id or view.may(Action.MODERATE)
 
 
 @dataclass(frozen=True)
@@ -182,18 +235,27 @@ async def _thread_in_context(
 ) -> tuple[Thread, GroupView]:
     """A thread the viewer may read, decided in its one query: a private thread costs what a
     missing one costs, and answers the same NotFound."""
+    opening_held = (
+        select(Post.held_at)
+        .where(Post.thread_id == Thread.id, Post.parent_id.is_(None))
+        .correlate(Thread)
+        .scalar_subquery()
+    )
     row = (
         await session.execute(
             visible_groups(viewer, Action.READ)
             .join(Thread, Thread.group_id == ConditionGroup.id)
-            .add_columns(Thread)
+            .add_columns(Thread, opening_held)
             .where(Thread.id == thread_id)
         )
     ).first()
     if row is None:
         raise NotFound(THREAD_NOT_FOUND)
-    group, state, role, thread = row
-    return thread, await view_of_row(session, group, standing_of_row(state, role), viewer, None)
+    group, state, role, thread, held_at = row
+    view = await view_of_row(session, group, standing_of_row(state, role), viewer, None)
+    if held_at is not None and not _sees_held(view, thread.author_id):
+        raise NotFound(THREAD_NOT_FOUND)
+    return thread, view
 
 
 def _check_readable_thread(group: ConditionGroup, standing: Standing, viewer: Viewer) -> None:
@@ -247,7 +309,10 @@ async def _post_where(
         return PostInContext(
             post, thread, await unchecked_view_of(session, group, standing, viewer)
         )
-    return PostInContext(post, thread, await view_of_row(session, group, standing, viewer, None))
+    view = await view_of_row(session, group, standing, viewer, None)
+    if post.held_at is not None and not _sees_held(view, post.author_id):
+        raise NotFound(POST_NOT_FOUND)
+    return PostInContext(post, thread, view)
 
 
 async def reply(
@@ -270,9 +335,16 @@ async def reply(
     opening = (await _openings(session, {thread.id}))[thread.id]
     if is_closed(thread, view.group, opening):
         raise Conflict(THREAD_CLOSED)
+    if opening.held_at is not None:
+        raise Conflict(THREAD_HELD)
     if parent is None:
         parent = opening
     post = _new_post(thread.id, parent.id, viewer.member_id, draft, now)
+    if await _holds(session, view.group, viewer, view.standing, viewer.member_id):
+        post.held_at = now
+        session.add(post)
+        await session.flush()
+        return post  # published, and bumps its thread, when approved
     session.add(post)
     thread.last_activity_at = now
     view.group.last_activity_at = now
@@ -315,6 +387,8 @@ def _checked_reply(
         raise Invalid({"parent": "The post you are replying to does not exist."})
     if parent is not None and parent.deleted_at is not None:
         raise Invalid({"parent": "The post you are replying to has been deleted."})
+    if parent is not None and parent.held_at is not None:
+        raise Invalid({"parent": PARENT_HELD})
     draft = draft.cleaned()
     problems = _draft_problems(draft, limits)
     if problems:
@@ -356,10 +430,21 @@ async def reply_many(
     )
     parents = await _by_key(session, Post, {r.parent_id for r in replies if r.parent_id})
     openings = await _openings(session, set(threads))
+    approved = await _approved_counts(
+        session,
+        {
+            (threads[r.thread_id].group_id, r.viewer.member_id)
+            for r in replies
+            if r.thread_id in threads
+            and r.viewer.member_id is not None
+            and _group_holds(group_rows[threads[r.thread_id].group_id])
+        },
+    )
     results: list[str | DomainError] = []
     rows: list[dict[str, object]] = []
     touched_threads: set[str] = set()
     touched_groups: set[int] = set()
+    held: set[str] = set()
     for new in replies:
         try:
             thread = threads.get(new.thread_id)
@@ -375,6 +460,8 @@ async def reply_many(
             assert member_id is not None
             if is_closed(thread, group, openings[thread.id]):
                 raise Conflict(THREAD_CLOSED)
+            if openings[thread.id].held_at is not None:
+                raise Conflict(THREAD_HELD)
             parent_id = parent.id if parent is not None else openings[thread.id].id
         except DomainError as refused:
             results.append(refused)
@@ -382,6 +469,15 @@ async def reply_many(
         row = _new_post_row(thread.id, parent_id, member_id, draft, now)
         rows.append(row)
         results.append(str(row["id"]))
+        moderates = may(Action.MODERATE, new.viewer, group.visibility, standing)
+        if (
+            _group_holds(group)
+            and not moderates
+            and approved.get((group.id, member_id), 0) < group.hold_first_posts
+        ):
+            row["held_at"] = now
+            held.add(str(row["id"]))
+            continue
         touched_threads.add(thread.id)
         touched_groups.add(group.id)
     if not rows:
@@ -397,7 +493,7 @@ async def reply_many(
     )
     written = []
     for new, result in zip(replies, results, strict=True):
-        if isinstance(result, str):
+        if isinstance(result, str) and result not in held:
             record(session, PostReplied(result, new.origin))
             group = group_rows[threads[new.thread_id].group_id]
             texts = (new.draft.body, new.draft.content_warning)
@@ -484,7 +580,8 @@ async def edit_post(
     if is_opening_post and title is not None:
         found.thread.title = title
     await session.flush()
-    record(session, PostEdited(found.post.id, origin))
+    if found.post.held_at is None:  # a held post is published as it stands when approved
+        record(session, PostEdited(found.post.id, origin))
     return found
 
 
@@ -511,7 +608,110 @@ async def delete_post(
     if found.post.deleted_at is None:
         await tombstone(session, found.post, found.thread, now)
         assert viewer.member_id is not None
-        record(session, PostDeleted(found.post.id, viewer.member_id, origin, reason))
+        if found.post.held_at is None:  # a held post was never published: nothing to undo
+            record(session, PostDeleted(found.post.id, viewer.member_id, origin, reason))
+    return found
+
+
+@dataclass(frozen=True)
+class HeldPost:
+    post: Post
+    thread: Thread
+    author: Member
+
+
+async def held_posts(session: AsyncSession, view: GroupView) -> list[HeldPost]:
+    """The posts waiting for approval in a group, oldest first: for its moderators only."""
+    if not view.may(Action.MODERATE):
+        raise Forbidden("Only this group's moderators can see the posts waiting for approval.")
+    rows = await session.execute(
+        select(Post, Thread, Member)
+        .join(Thread, Thread.id == Post.thread_id)
+        .join(Member, Member.id == Post.author_id)
+        .where(
+            Thread.group_id == view.group.id,
+            Post.held_at.is_not(None),
+            Post.deleted_at.is_(None),
+        )
+        .order_by(Post.held_at, Post.id)
+        .limit(200)
+    )
+    return [HeldPost(post, thread, author) for post, thread, author in rows.all()]
+
+
+async def _held_in_context(session: AsyncSession, viewer: Viewer, post_id: str) -> PostInContext:
+    found = await post_in_context(session, post_id, viewer)
+    if not found.view.may(Action.MODERATE):
+        raise Forbidden("Only this group's moderators can approve or reject a post.")
+    await _lock(session, found.post)
+    if found.post.held_at is None:
+        raise Conflict("This post is not waiting for approval: it was approved already.")
+    if found.post.deleted_at is not None:
+        raise Conflict("This post is not waiting for approval: it was rejected or deleted.")
+    return found
+
+
+async def approve_post(
+    session: AsyncSession,
+    viewer: Viewer,
+    *,
+    post_id: str,
+    actor_label: str,
+    now: datetime,
+    reason: str = "",
+) -> PostInContext:
+    """A moderator publishes a held post: from now on everyone who may read the group sees
+    it, its thread moves up, and it federates (the event held back is recorded now)."""
+    found = await _held_in_context(session, viewer, post_id)
+    found.post.held_at = None
+    found.thread.last_activity_at = now
+    found.view.group.last_activity_at = now
+    await session.flush()
+    await log_action(
+        session,
+        action=ModAction.APPROVE_POST,
+        reason=neutralise(reason).strip() or APPROVED,
+        now=now,
+        actor_label=actor_label,
+        actor_id=viewer.member_id,
+        group_id=found.view.group.id,
+        post_id=found.post.id,
+        thread_id=found.thread.id,
+        member_id=found.post.author_id,
+    )
+    if found.post.parent_id is None:
+        record(session, ThreadStarted(found.thread.id, found.post.id))
+    else:
+        record(session, PostReplied(found.post.id))
+    return found
+
+
+async def reject_post(
+    session: AsyncSession,
+    viewer: Viewer,
+    *,
+    post_id: str,
+    reason: str,
+    actor_label: str,
+    now: datetime,
+) -> PostInContext:
+    """A moderator rejects a held post: its text is erased and it stays unseen; nothing
+    federates, as nothing was ever published."""
+    reason = required_reason(reason)
+    found = await _held_in_context(session, viewer, post_id)
+    await tombstone(session, found.post, found.thread, now)
+    await log_action(
+        session,
+        action=ModAction.REJECT_POST,
+        reason=reason,
+        now=now,
+        actor_label=actor_label,
+        actor_id=viewer.member_id,
+        group_id=found.view.group.id,
+        post_id=found.post.id,
+        thread_id=found.thread.id,
+        member_id=found.post.author_id,
+    )
     return found
 
 
@@ -619,6 +819,8 @@ async def set_helpful(
         raise Forbidden("Only active members of this group can mark posts helpful.")
     if found.post.deleted_at is not None:
         raise Conflict("This post has been deleted.")
+    if found.post.held_at is not None:
+        raise Conflict(POST_HELD)
     if found.post.author_id == viewer.member_id and helpful:
         raise Conflict("You cannot mark your own post helpful.")
     assert viewer.member_id is not None
@@ -658,6 +860,10 @@ class PostView:
     def deleted(self) -> bool:
         return self.post.deleted_at is not None
 
+    @property
+    def held(self) -> bool:
+        return self.post.held_at is not None
+
 
 @dataclass(frozen=True)
 class ThreadView:
@@ -676,7 +882,7 @@ async def view_thread(session: AsyncSession, thread_id: str, viewer: Viewer) -> 
     rows = await session.execute(
         select(Post, Member)
         .join(Member, Member.id == Post.author_id)
-        .where(Post.thread_id == thread.id)
+        .where(Post.thread_id == thread.id, _held_shown(view))
         .order_by(Post.created_at, Post.id)
     )
     pairs = rows.all()
@@ -721,20 +927,47 @@ async def threads_of_group(session: AsyncSession, view: GroupView) -> list[Threa
     if not view.may(Action.READ):
         raise NotFound("There is no group at this address.")
     replies = (
-        select(Post.thread_id, (func.count() - 1).label("replies"))
-        .where(Post.thread_id.in_(select(Thread.id).where(Thread.group_id == view.group.id)))
+        select(Post.thread_id, func.count().label("replies"))
+        .where(
+            Post.thread_id.in_(select(Thread.id).where(Thread.group_id == view.group.id)),
+            Post.parent_id.is_not(None),
+            Post.held_at.is_(None),
+        )
         .group_by(Post.thread_id)
         .subquery()
     )
     rows = await session.execute(
-        select(Thread, Member, replies.c.replies)
+        select(Thread, Member, func.coalesce(replies.c.replies, 0))
         .join(Member, Member.id == Thread.author_id)
-        .join(replies, replies.c.thread_id == Thread.id)
-        .where(Thread.group_id == view.group.id)
+        .outerjoin(replies, replies.c.thread_id == Thread.id)
+        .where(Thread.group_id == view.group.id, _held_threads_shown(view))
         .order_by(Thread.last_activity_at.desc())
         .limit(200)
     )
     return [ThreadSummary(thread, author, count) for thread, author, count in rows.all()]
+
+
+def _held_shown(view: GroupView) -> ColumnElement[bool]:
+    """Posts of the group the viewer sees: a held one only if they wrote or moderate it."""
+    if view.may(Action.MODERATE):
+        return true()
+    if view.viewer.member_id is None:
+        return Post.held_at.is_(None)
+    return Post.held_at.is_(None) | (Post.author_id == view.viewer.member_id)
+
+
+def _held_threads_shown(
+    view: GroupView | None, member_id: int | None = None
+) -> ColumnElement[bool]:
+    """Threads the viewer sees: one whose opening post is held only if they started it or
+    moderate its group (`view` None: a list across groups, where nobody moderates)."""
+    if view is not None and view.may(Action.MODERATE):
+        return true()
+    member_id = view.viewer.member_id if view is not None else member_id
+    held = select(Post.thread_id).where(Post.parent_id.is_(None), Post.held_at.is_not(None))
+    if member_id is not None:
+        held = held.where(Post.author_id != member_id)
+    return Thread.id.not_in(held)
 
 
 @dataclass(frozen=True)
@@ -756,7 +989,7 @@ async def feed_for(session: AsyncSession, viewer: Viewer, limit: int = 20) -> li
             Membership,
             (Membership.group_id == ConditionGroup.id) & (Membership.member_id == viewer.member_id),
         )
-        .where(Membership.state == "active")
+        .where(Membership.state == "active", _held_threads_shown(None, viewer.member_id))
         .order_by(Thread.last_activity_at.desc())
         .limit(limit)
     )

@@ -90,7 +90,9 @@ def _cases() -> list[pytest.param]:
 
 def test_the_matrix_covers_every_person_visibility_and_action() -> None:
     assert set(MATRIX) == {(v, p) for v in ("public", "private") for p in PEOPLE}
-    assert set(COLUMNS) == (set(Action) - {Action.APPOINT_MODERATORS}) | {"knows_of"}
+    assert set(COLUMNS) == (set(Action) - {Action.APPOINT_MODERATORS, Action.EDIT_SETTINGS}) | {
+        "knows_of"
+    }
 
 
 @pytest.mark.parametrize(("visibility", "person", "column", "expected"), _cases())
@@ -122,6 +124,17 @@ APPOINTERS = {
 def test_who_appoints_moderators(visibility: str, person: str, expected: bool) -> None:
     viewer, standing = PEOPLE[person]
     assert may(Action.APPOINT_MODERATORS, viewer, visibility, standing) is expected
+
+
+# A group's settings are its owner's alone (not the admins': the owner says what it is).
+SETTINGS_EDITORS = APPOINTERS | {"admin": N}
+
+
+@pytest.mark.parametrize("visibility", ["public", "private"])
+@pytest.mark.parametrize(("person", "expected"), list(SETTINGS_EDITORS.items()))
+def test_who_edits_the_settings(visibility: str, person: str, expected: bool) -> None:
+    viewer, standing = PEOPLE[person]
+    assert may(Action.EDIT_SETTINGS, viewer, visibility, standing) is expected
 
 
 @pytest.mark.parametrize("visibility", ["public", "private"])

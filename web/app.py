@@ -19,6 +19,7 @@ from web import (
     routes_admin,
     routes_crisis,
     routes_discovery,
+    routes_group_settings,
     routes_groups,
     routes_threads,
 )
@@ -112,6 +113,7 @@ def _application(settings: Settings) -> web.Application:
     routes_activitypub.register(app.router)
     routes_account.register(app.router)
     routes_groups.register(app.router)
+    routes_group_settings.register(app.router)
     routes_threads.register(app.router)
     routes_admin.register(app.router)
     routes_crisis.register(app.router)

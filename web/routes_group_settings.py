@@ -1,0 +1,191 @@
+"""A group's settings (its owner's), its held posts (its moderators'), withdrawing invitations."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from node import groups, ids, membership, posts
+from node.errors import Conflict, Forbidden, Invalid
+from node.policy import Action
+from web import routes_groups
+from web.pages import (
+    STALE_FORM,
+    db,
+    form,
+    node_of,
+    now,
+    render,
+    require_member,
+    rerenders_stale_forms,
+    see_other,
+    stale_form,
+    viewer,
+)
+
+SETTINGS_FIELDS = ("name", "description", "rules", "tags", "join_policy", "hold_first_posts")
+DECISIONS = ("approve", "reject")
+
+
+def register(router: web.UrlDispatcher) -> None:
+    router.add_get(ids.GROUP_SETTINGS_PATH, settings_form)
+    router.add_post(ids.GROUP_SETTINGS_PATH, settings_submit)
+    router.add_get(ids.GROUP_HELD_PATH, held_page)
+    router.add_post(ids.GROUP_HELD_DECISION_PATH, held_decision)
+    router.add_post(ids.GROUP_WITHDRAW_INVITE_PATH, withdraw_invitation)
+
+
+async def _owned_view(request: web.Request) -> groups.GroupView:
+    require_member(request)
+    view = await groups.view_group(db(request), request.match_info["slug"], viewer(request))
+    if view.group.domain or not view.may(Action.EDIT_SETTINGS):
+        raise Forbidden("Only the group's owner can change its settings.")
+    return view
+
+
+def _current_values(view: groups.GroupView) -> dict[str, str]:
+    group = view.group
+    return {
+        "name": group.name,
+        "description": group.description,
+        "rules": group.rules,
+        "tags": ", ".join(view.tags),
+        "join_policy": group.join_policy,
+        "hold_first_posts": str(group.hold_first_posts),
+        "posting_restricted_to_mods": "yes" if group.posting_restricted_to_mods else "",
+    }
+
+
+def _settings_page(
+    request: web.Request,
+    view: groups.GroupView,
+    values: dict[str, str],
+    errors: dict[str, str],
+    status: int = 200,
+    changed: list[str] | None = None,
+) -> web.Response:
+    context = {
+        "view": view,
+        "values": values,
+        "errors": errors,
+        "changed": changed,
+        "policies": groups.join_policies(view.group.visibility == "private"),
+        "hold_max": groups.HOLD_FIRST_POSTS_MAX,
+    }
+    return render(request, "group_settings.html", context, status)
+
+
+async def settings_form(request: web.Request) -> web.Response:
+    view = await _owned_view(request)
+    return _settings_page(request, view, _current_values(view), {})
+
+
+@rerenders_stale_forms
+async def settings_submit(request: web.Request) -> web.StreamResponse:
+    view = await _owned_view(request)
+    me = require_member(request)
+    data = await form(request)
+    values = {key: data.get(key, "") for key in SETTINGS_FIELDS}
+    values["posting_restricted_to_mods"] = "yes" if data.get("posting_restricted_to_mods") else ""
+    if stale_form(request):
+        return _settings_page(request, view, values, {"form": STALE_FORM}, 400)
+    settings = groups.GroupSettings(
+        name=values["name"],
+        description=values["description"],
+        rules=values["rules"],
+        tags=values["tags"],
+        join_policy=values["join_policy"],
+        posting_restricted_to_mods=bool(values["posting_restricted_to_mods"]),
+        hold_first_posts=values["hold_first_posts"],
+    )
+    try:
+        changed = await groups.update_group(
+            db(request),
+            node_of(request).settings.limits,
+            view,
+            settings,
+            actor_label=me.username,
+            now=now(request),
+        )
+    except Invalid as error:
+        return _settings_page(request, view, values, error.problems, 400)
+    fresh = await groups.unchecked_view(db(request), view.group, viewer(request))
+    return _settings_page(request, fresh, _current_values(fresh), {}, changed=changed)
+
+
+async def _moderated_view(request: web.Request) -> groups.GroupView:
+    require_member(request)
+    view = await groups.view_group(db(request), request.match_info["slug"], viewer(request))
+    if not view.may(Action.MODERATE):
+        raise Forbidden("Only this group's moderators can see the posts waiting for approval.")
+    return view
+
+
+async def held_page(
+    request: web.Request, errors: dict[str, str] | None = None, status: int = 200
+) -> web.Response:
+    view = await _moderated_view(request)
+    held = await posts.held_posts(db(request), view)
+    context = {"view": view, "held": held, "errors": errors or {}}
+    return render(request, "group_held.html", context, status)
+
+
+@rerenders_stale_forms
+async def held_decision(request: web.Request) -> web.StreamResponse:
+    me = require_member(request)
+    decision = request.match_info["decision"]
+    if decision not in DECISIONS:
+        raise web.HTTPNotFound()
+    if stale_form(request):
+        return await held_page(request, {"form": STALE_FORM}, 400)
+    view = await _moderated_view(request)
+    data = await form(request)
+    post_id = request.match_info["post_id"]
+    session, moment = db(request), now(request)
+    try:
+        if decision == "approve":
+            await posts.approve_post(
+                session,
+                viewer(request),
+                post_id=post_id,
+                actor_label=me.username,
+                now=moment,
+                reason=data.get("reason", ""),
+            )
+        else:
+            await posts.reject_post(
+                session,
+                viewer(request),
+                post_id=post_id,
+                reason=data.get("reason", ""),
+                actor_label=me.username,
+                now=moment,
+            )
+    except Invalid as error:
+        return await held_page(request, {"form": "; ".join(error.problems.values())}, 400)
+    except Conflict as error:
+        return await held_page(request, {"form": str(error)}, 409)
+    raise see_other(ids.group_held_path(view.group.slug))
+
+
+@rerenders_stale_forms
+async def withdraw_invitation(request: web.Request) -> web.StreamResponse:
+    me = require_member(request)
+    if stale_form(request):
+        return await routes_groups.moderation_page(request, {"form": STALE_FORM}, 400)
+    view = await groups.view_group(db(request), request.match_info["slug"], viewer(request))
+    data = await form(request)
+    try:
+        await membership.withdraw_invitation(
+            db(request),
+            view,
+            data.get("username", ""),
+            actor_label=me.username,
+            now=now(request),
+            reason=data.get("reason", ""),
+        )
+    except Invalid as error:
+        message = "; ".join(error.problems.values())
+        return await routes_groups.moderation_page(request, {"username": message}, 400)
+    except Conflict as error:
+        return await routes_groups.moderation_page(request, {"username": str(error)}, 409)
+    raise see_other(ids.group_moderation_path(view.group.slug))
