@@ -701,7 +701,8 @@ class ThreadSummary:
 
 
 async def threads_of_group(session: AsyncSession, view: GroupView) -> list[ThreadSummary]:
-    """A group's threads, newest activity first; NotFound if the viewer may not read them."""
+    """A group's threads, pinned ones first, then newest activity first; NotFound if the
+    viewer may not read them."""
     if not view.may(Action.READ):
         raise NotFound("There is no group at this address.")
     replies = (
@@ -715,7 +716,7 @@ async def threads_of_group(session: AsyncSession, view: GroupView) -> list[Threa
         .join(Member, Member.id == Thread.author_id)
         .join(replies, replies.c.thread_id == Thread.id)
         .where(Thread.group_id == view.group.id)
-        .order_by(Thread.last_activity_at.desc())
+        .order_by(Thread.pinned_at.is_(None), Thread.last_activity_at.desc())
         .limit(200)
     )
     return [ThreadSummary(thread, author, count) for thread, author, count in rows.all()]
