@@ -15,7 +15,14 @@ from hypothesis import strategies as st
 
 from node import ids
 from node.validation import HANDLE_PATTERN
-from web import routes_account, routes_activitypub, routes_discovery, routes_groups, routes_threads
+from web import (
+    routes_account,
+    routes_activitypub,
+    routes_discovery,
+    routes_groups,
+    routes_moderation,
+    routes_threads,
+)
 
 BASE = "https://hospital.example"
 DEV = "http://localhost:8080"
@@ -356,6 +363,7 @@ def _app() -> web.Application:
         routes_activitypub,
         routes_account,
         routes_groups,
+        routes_moderation,
         routes_threads,
     ):
         module.register(app.router)

@@ -19,6 +19,7 @@ from web import (
     routes_admin,
     routes_discovery,
     routes_groups,
+    routes_moderation,
     routes_threads,
 )
 from web.appkeys import FEDERATION, NODE, TEMPLATES
@@ -113,5 +114,6 @@ def _application(settings: Settings) -> web.Application:
     routes_groups.register(app.router)
     routes_threads.register(app.router)
     routes_admin.register(app.router)
+    routes_moderation.register(app.router)
     app.router.add_static("/static/", STATIC_DIR)
     return app
