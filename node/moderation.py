@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -252,41 +253,36 @@ def _same_target(report: Report) -> ColumnElement[bool]:
     return (Report.member_id == report.member_id) & Report.post_id.is_(None)
 
 
-async def _by_id(session: AsyncSession, model: type, ids: Iterable[object]) -> dict[object, object]:
+Row = TypeVar("Row", Post, Thread, ConditionGroup, Member)
+
+
+async def _by_id(session: AsyncSession, model: type[Row], ids: Iterable[Any]) -> dict[Any, Row]:
+    """Rows of `model` by id, in one query."""
     wanted = {value for value in ids if value is not None}
     if not wanted:
         return {}
-    rows = await session.execute(select(model).where(model.id.in_(wanted)))  # type: ignore[attr-defined]
+    rows = await session.execute(select(model).where(model.id.in_(wanted)))
     return {row.id: row for row in rows.scalars()}
 
 
 async def _entries(session: AsyncSession, reports: list[Report]) -> list[QueueEntry]:
     """Reports gathered by target: self-harm or crisis first, then the longest waiting."""
     post_rows = await _by_id(session, Post, (r.post_id for r in reports))
-    thread_rows = await _by_id(session, Thread, (p.thread_id for p in post_rows.values()))  # type: ignore[attr-defined]
-    group_rows = await _by_id(
-        session,
-        ConditionGroup,
-        [r.group_id for r in reports] + [t.group_id for t in thread_rows.values()],  # type: ignore[attr-defined]
-    )
-    people = await _by_id(
-        session,
-        Member,
-        [r.member_id for r in reports]
-        + [r.reporter_id for r in reports]
-        + [p.author_id for p in post_rows.values()],  # type: ignore[attr-defined]
-    )
+    thread_rows = await _by_id(session, Thread, (p.thread_id for p in post_rows.values()))
+    group_ids = [r.group_id for r in reports] + [t.group_id for t in thread_rows.values()]
+    group_rows = await _by_id(session, ConditionGroup, group_ids)
+    people_ids = [r.member_id for r in reports] + [r.reporter_id for r in reports]
+    people = await _by_id(session, Member, people_ids + [p.author_id for p in post_rows.values()])
     entries: dict[tuple[str, str], QueueEntry] = {}
     for report in reports:
         key = _target_key(report)
         if key not in entries:
             post = post_rows.get(report.post_id)
-            thread = thread_rows.get(post.thread_id) if post is not None else None  # type: ignore[attr-defined]
-            group = group_rows.get(thread.group_id if thread is not None else report.group_id)  # type: ignore[attr-defined]
-            author = post.author_id if post is not None else report.member_id  # type: ignore[attr-defined]
-            entries[key] = QueueEntry(post, thread, group, people.get(author))  # type: ignore[arg-type]
-        reporter = people.get(report.reporter_id)
-        entries[key].reports.append(ReportLine(report, reporter))  # type: ignore[arg-type]
+            thread = thread_rows.get(post.thread_id) if post is not None else None
+            group = group_rows.get(thread.group_id if thread is not None else report.group_id)
+            author = post.author_id if post is not None else report.member_id
+            entries[key] = QueueEntry(post, thread, group, people.get(author))
+        entries[key].reports.append(ReportLine(report, people.get(report.reporter_id)))
     return sorted(entries.values(), key=lambda e: (not e.crisis, e.first.created_at, e.first.id))
 
 
