@@ -11,7 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
-from node import members
+from federation.origins import received_origin
+from node import groups, members, moderation, remote
+from node.errors import Forbidden
+from node.policy import Viewer
 from node.reports import ReportCategory, file_report
 from node.runtime import NodeContext
 from node.storage.models import ModerationLogEntry, Post, Report, Thread
@@ -406,3 +409,35 @@ async def test_the_moderation_log_is_append_only_in_the_database(group: Group) -
         entry = await session.get(ModerationLogEntry, entry_id)
         assert entry is not None and entry.actor_id is None
         assert (entry.reason, entry.actor_label) == ("FAQ", "olga")
+
+
+async def test_an_ended_ban_lets_a_remote_member_follow_again(group: Group) -> None:
+    """Another server's member comes back by following the group again (not through /join)."""
+    # Given a member of another server, banned from the group for a day
+    now = group.clock.now()
+    async with group.node.transaction() as session:
+        facts = remote.RemoteActorFacts(
+            iri="https://peer.example/users/eve", username="eve", domain="peer.example",
+            display_name="Eve", summary="", inbox="https://peer.example/users/eve/inbox",
+            shared_inbox=None, profile_url=None,
+        )  # fmt: skip
+        eve = await remote.upsert_remote_member(session, facts, now)
+        owner = await members.find_member(session, "olga")
+        assert owner is not None
+        view = await groups.view_group(session, "t1d", Viewer(owner.id))
+        await moderation.ban(session, view, eve, reason="Spam", days=1, now=now)
+        group_row = view.group
+
+    async def follow(activity: str) -> Any:
+        raw = {"id": activity, "type": "Follow", "actor": facts.iri}
+        async with group.node.transaction() as session:
+            return await remote.accept_remote_follow(
+                session, group_row, eve, received_origin(session, raw), group.clock.now()
+            )
+
+    # When she follows again during the ban, she is refused
+    with pytest.raises(Forbidden):
+        await follow("https://peer.example/follows/1")
+    # And once it has ended, she is a member again
+    group.clock.advance(timedelta(days=1))
+    assert (await follow("https://peer.example/follows/2")).state == "active"
