@@ -84,6 +84,9 @@ async def finish_sign_in(
     member = await session.get(Member, attempt.member_id) if attempt.member_id else None
     if not right or member is None:
         raise LoginRefused("That username and password do not match.")
+    if member.suspended_at is not None:
+        # Said only to whoever knows the password: it tells a guesser nothing.
+        raise LoginRefused("This account is suspended by the node's admins.")
     await throttles.forget(session, account_address_key(attempt.account, attempt.address))
     await throttles.refund_attempt(session, address_key(attempt.address))
     return member
@@ -126,6 +129,8 @@ async def member_for_session(
     if row is None or row.expires_at <= now:
         return None
     member = await session.get(Member, row.member_id)
+    if member is None or member.suspended_at is not None:
+        return None  # a suspension ends every session at once, whatever is left of it
     if (
         note_activity
         and member is not None

@@ -72,6 +72,22 @@ POST_DELETE_PATH = "/p/{post_id}/delete"
 POST_HELPFUL_PATH = "/p/{post_id}/helpful"
 HELP_PATH = "/help"  # crisis resources; linked from the same place on every page
 ADMIN_CRISIS_PATH = "/admin/crisis"
+# Reports and moderation (node.moderation).
+POST_REPORT_PATH = "/p/{post_id}/report"
+MEMBER_REPORT_PATH = "/u/{username}/report"
+GROUP_REPORTS_PATH = "/g/{slug}/reports"
+GROUP_MODERATION_LOG_PATH = "/g/{slug}/moderation/log"
+GROUP_BAN_CONFIRM_PATH = "/g/{slug}/moderation/ban"
+THREAD_LOCK_PATH = "/t/{thread_id}/lock"
+THREAD_PIN_PATH = "/t/{thread_id}/pin"
+# Pages outside the actors' address space (no IRI ever names them).
+MY_REPORTS_PAGE = "/reports/mine"
+REPORT_PAGE = "/reports/{report_id}"
+REPORT_ACT_PAGE = "/reports/{report_id}/act"
+NOTICES_PAGE = "/notices"
+NOTICES_READ_PAGE = "/notices/read"
+ADMIN_REPORTS_PAGE = "/admin/reports"
+ADMIN_AUDIT_PAGE = "/admin/audit"
 
 # Discovery, as published in WebFinger, NodeInfo and host-meta documents.
 WEBFINGER_PATH = "/.well-known/webfinger"
@@ -365,6 +381,14 @@ def group_settings_path(slug: str) -> str:
 
 def group_held_path(slug: str) -> str:
     return GROUP_HELD_PATH.format(slug=slug)
+
+
+def group_reports_path(slug: str) -> str:
+    return GROUP_REPORTS_PATH.format(slug=slug)
+
+
+def report_page(report_id: int) -> str:
+    return REPORT_PAGE.format(report_id=report_id)
 
 
 def thread_path(thread_id: str) -> str:

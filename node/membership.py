@@ -152,6 +152,9 @@ async def join(session: AsyncSession, view: GroupView, now: datetime) -> Members
         raise Forbidden("Sign in to join a group.")
 
     async def decide(row: Membership | None) -> Membership:
+        if row is not None and ban_has_ended(row, now):
+            await remove_membership(session, row)
+            row = None
         standing = _standing(row)
         if row is not None and standing.active:
             return row
@@ -188,6 +191,9 @@ async def request_to_join(
         raise Forbidden("Sign in to ask to join this group.")
 
     async def decide(row: Membership | None) -> Membership:
+        if row is not None and ban_has_ended(row, now):
+            await remove_membership(session, row)
+            row = None
         if row is not None and row.state == "banned":
             raise Forbidden(BANNED_MESSAGE)
         if row is not None and row.state in ("active", "pending"):
@@ -297,27 +303,54 @@ def _request_settled(username: str, row: Membership | None) -> str:
             return f"{username} has no open request to join: it was declined or withdrawn."
 
 
+def ban_has_ended(row: Membership, now: datetime) -> bool:
+    """A ban with an end lets the member join again from then on; its row stays until they
+    do (or a moderator lifts it), so that nothing about them changes by itself."""
+    return row.state == "banned" and row.banned_until is not None and row.banned_until <= now
+
+
+async def find_target(session: AsyncSession, username: str) -> Member:
+    """The member a moderator names by handle (local, or username@domain)."""
+    return await _target(session, username)
+
+
 async def ban(session: AsyncSession, view: GroupView, username: str, now: datetime) -> None:
-    """Ban a member, or someone who is not one (yet): the banned row keeps them out. A ban
-    racing the member's leave still holds, whichever comes first."""
+    """`ban_member`, named by handle, until lifted."""
+    await ban_member(session, view, await _target(session, username), now)
+
+
+async def ban_member(
+    session: AsyncSession,
+    view: GroupView,
+    member: Member,
+    now: datetime,
+    until: datetime | None = None,
+) -> None:
+    """Ban a member, or someone who is not one (yet): the banned row keeps them out, until
+    `until` when given. A ban racing the member's leave still holds, whichever comes first."""
     _require(view, Action.MODERATE, "Only moderators can ban people.")
-    member = await _target(session, username)
     if member.id == view.viewer.member_id:
         raise Conflict("You cannot ban yourself.")
+    if until is not None and until <= now:
+        raise Invalid({"until": "A ban's end must be in the future."})
 
     async def decide(row: Membership | None) -> None:
         if row is not None and row.role == "owner":
             raise Conflict("The group's owner cannot be banned.")
         if row is not None and row.role == "moderator" and not view.may(Action.APPOINT_MODERATORS):
             raise Forbidden("Only the owner or an admin can ban a moderator.")
-        await put_membership(session, row, view.group.id, member.id, "banned", now, role="member")
+        banned = await put_membership(
+            session, row, view.group.id, member.id, "banned", now, role="member"
+        )
+        banned.banned_until = until
+        await session.flush()
 
     await settle(session, view.group.id, member.id, decide)
 
 
-async def unban(session: AsyncSession, view: GroupView, username: str) -> None:
+async def unban(session: AsyncSession, view: GroupView, member: Member) -> None:
+    """Lift a ban: the row goes, and the member may ask or join again."""
     _require(view, Action.MODERATE, "Only moderators can lift bans.")
-    member = await _target(session, username)
     row = await locked_membership(session, view.group.id, member.id)
     if row is None or row.state != "banned":
         raise Conflict(f"{member.username} is not banned.")
@@ -414,3 +447,11 @@ async def moderators_of(session: AsyncSession, group_id: int) -> list[Member]:
         .order_by(Membership.created_at)
     )
     return list(rows.scalars())
+
+
+async def ban_ended(session: AsyncSession, view: GroupView, now: datetime) -> bool:
+    """Whether the viewer's ban from this group has run out (they may join again)."""
+    if not view.standing.banned or view.viewer.member_id is None:
+        return False
+    row = await session.get(Membership, (view.group.id, view.viewer.member_id))
+    return row is not None and ban_has_ended(row, now)

@@ -923,7 +923,8 @@ class ThreadSummary:
 
 
 async def threads_of_group(session: AsyncSession, view: GroupView) -> list[ThreadSummary]:
-    """A group's threads, newest activity first; NotFound if the viewer may not read them."""
+    """A group's threads, pinned ones first, then newest activity first; NotFound if the
+    viewer may not read them."""
     if not view.may(Action.READ):
         raise NotFound("There is no group at this address.")
     replies = (
@@ -941,7 +942,7 @@ async def threads_of_group(session: AsyncSession, view: GroupView) -> list[Threa
         .join(Member, Member.id == Thread.author_id)
         .outerjoin(replies, replies.c.thread_id == Thread.id)
         .where(Thread.group_id == view.group.id, _held_threads_shown(view))
-        .order_by(Thread.last_activity_at.desc())
+        .order_by(Thread.pinned_at.is_(None), Thread.last_activity_at.desc())
         .limit(200)
     )
     return [ThreadSummary(thread, author, count) for thread, author, count in rows.all()]

@@ -301,7 +301,8 @@ async def test_a_banned_remote_member_is_blocked_and_a_leaving_one_unfollows(
 
     # When the owner bans bea from the group
     await owner.get("/g/t1d/moderation")
-    page = await owner.post("/g/t1d/moderation/ban", {"username": f"bea@{charity.domain}"})
+    fields = {"username": f"bea@{charity.domain}", "reason": "Spam", "confirm": "yes"}
+    page = await owner.post("/g/t1d/moderation/ban", fields)
     assert page.status == 200, page.text[:300]
 
     # Then the charity's node learns of the Block, and bea can no longer post there

@@ -352,7 +352,9 @@ async def state_of(node: NodeContext, member_id: int) -> tuple[str, str] | None:
 
 
 async def act(nurse: Browser, action: str, handle: str) -> None:
-    page = await nurse.post(f"/g/t1d/moderation/{action}", {"username": handle})
+    # A ban gives a reason and ticks its confirmation (docs/POLICY.md).
+    reasoned = {"reason": "Spam", "confirm": "yes"} if action == "ban" else {}
+    page = await nurse.post(f"/g/t1d/moderation/{action}", {"username": handle, **reasoned})
     assert page.status == 200 and page.path == "/g/t1d/moderation", (action, page.text[:400])
 
 

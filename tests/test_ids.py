@@ -21,6 +21,7 @@ from web import (
     routes_discovery,
     routes_group_settings,
     routes_groups,
+    routes_moderation,
     routes_threads,
 )
 
@@ -364,6 +365,7 @@ def _app() -> web.Application:
         routes_account,
         routes_groups,
         routes_group_settings,
+        routes_moderation,
         routes_threads,
     ):
         module.register(app.router)

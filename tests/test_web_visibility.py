@@ -552,6 +552,12 @@ async def test_the_private_group_leaves_no_trace_for_outsiders(
     assert space.name not in (await browser.get(f"/?tag={space.tag}")).text
     pairs = [
         (f"/g/{space.slug}/moderation", f"/g/{MISSING_SLUG}/moderation"),
+        (f"/g/{space.slug}/reports", f"/g/{MISSING_SLUG}/reports"),
+        (f"/g/{space.slug}/moderation/log", f"/g/{MISSING_SLUG}/moderation/log"),
+        (
+            f"/g/{space.slug}/moderation/ban?username=x",
+            f"/g/{MISSING_SLUG}/moderation/ban?username=x",
+        ),
         (f"/g/{space.slug}/ask/wrong-code", f"/g/{MISSING_SLUG}/ask/wrong-code"),
         (f"/p/{space.post_id}", f"/p/{new_object_id()}"),
     ]
@@ -561,6 +567,7 @@ async def test_the_private_group_leaves_no_trace_for_outsiders(
             (f"/g/{space.slug}/new", f"/g/{MISSING_SLUG}/new"),
             (f"/p/{space.post_id}/edit", f"/p/{fake_post}/edit"),
             (f"/p/{space.post_id}/delete", f"/p/{fake_post}/delete"),
+            (f"/p/{space.post_id}/report", f"/p/{fake_post}/report"),
         ]
     for hidden_path, missing_path in pairs:
         missing = await browser.get(missing_path)

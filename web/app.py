@@ -21,6 +21,7 @@ from web import (
     routes_discovery,
     routes_group_settings,
     routes_groups,
+    routes_moderation,
     routes_threads,
 )
 from web.appkeys import FEDERATION, NODE, TEMPLATES
@@ -117,5 +118,6 @@ def _application(settings: Settings) -> web.Application:
     routes_threads.register(app.router)
     routes_admin.register(app.router)
     routes_crisis.register(app.router)
+    routes_moderation.register(app.router)
     app.router.add_static("/static/", STATIC_DIR)
     return app

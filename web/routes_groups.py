@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from multidict import MultiDict
 
 from federation.client import FetchError
 from federation.discovery import resolve_handle
-from node import crisis, groups, ids, membership, posts
+from node import crisis, groups, ids, membership, moderation, posts
 from node.errors import Conflict, DomainError, Forbidden, Invalid
 from node.ids import group_path
 from node.policy import ANONYMOUS, NO_STANDING, Action, asks_by_link, may
@@ -107,7 +108,9 @@ async def group_page(request: web.Request) -> web.Response:
     if not view.may(Action.READ):
         return render(request, "group_outside.html", {"view": view, "notices": notices})
     threads = await posts.threads_of_group(db(request), view)
-    return render(request, "group.html", {"view": view, "threads": threads, "notices": notices})
+    ban_ended = await membership.ban_ended(db(request), view, now(request))
+    context = {"view": view, "threads": threads, "ban_ended": ban_ended, "notices": notices}
+    return render(request, "group.html", context)
 
 
 async def members_page(request: web.Request) -> web.Response:
@@ -194,9 +197,15 @@ async def moderation_action(request: web.Request) -> web.StreamResponse:
                     session, view, username, action == "approve", moment
                 )
             case "ban":
-                await membership.ban(session, view, username, moment)
+                return await _ban(request, view, data)
             case "unban":
-                await membership.unban(session, view, username)
+                await moderation.lift_ban(
+                    session,
+                    view,
+                    await membership.find_target(session, username),
+                    reason=data.get("reason", ""),
+                    now=moment,
+                )
             case "promote" | "demote":
                 role = "moderator" if action == "promote" else "member"
                 await membership.set_role(session, view, username, role, moment)
@@ -207,6 +216,34 @@ async def moderation_action(request: web.Request) -> web.StreamResponse:
         return await moderation_page(request, {"username": message}, 400)
     except DomainError:
         raise
+    raise see_other(ids.group_moderation_path(view.group.slug))
+
+
+async def _ban(
+    request: web.Request, view: groups.GroupView, data: MultiDict[str]
+) -> web.StreamResponse:
+    """A ban needs a reason and a ticked confirmation (the page `ban_form` shows first)."""
+    if not view.may(Action.MODERATE):
+        raise Forbidden("Only this group's moderators can ban people.")
+    session = db(request)
+    values = {key: data.get(key, "") for key in ("username", "reason", "days")}
+    person = await membership.find_target(session, values["username"])
+    errors: dict[str, str] = {}
+    if data.get("confirm") != "yes":
+        errors["confirm"] = moderation.CONFIRM_PROBLEM
+    try:
+        days = moderation.parse_ban_days(values["days"])
+        if not errors:
+            await moderation.ban(
+                session, view, person, reason=values["reason"], days=days, now=now(request)
+            )
+    except (Invalid, Conflict) as error:
+        errors |= error.problems if isinstance(error, Invalid) else {"form": str(error)}
+    if not values["reason"].strip():
+        errors["reason"] = "Give a reason: it goes in the moderation log."
+    if errors:
+        context = {"view": view, "person": person, "values": values, "errors": errors}
+        return render(request, "ban_confirm.html", context, 400)
     raise see_other(ids.group_moderation_path(view.group.slug))
 
 

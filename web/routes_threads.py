@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from multidict import MultiDict
 
-from node import crisis, groups, ids, posts
+from node import crisis, groups, ids, moderation, posts
 from node.errors import Conflict, Forbidden, Invalid
 from node.ids import thread_path
 from node.policy import Action
@@ -223,19 +223,49 @@ async def edit_submit(request: web.Request) -> web.StreamResponse:
     return render(request, "post_edit.html", context, status)
 
 
-async def delete_form(request: web.Request) -> web.Response:
+async def delete_form(
+    request: web.Request, values: dict[str, str] | None = None, errors: dict[str, str] | None = None
+) -> web.Response:
     require_member(request)
     found = await posts.post_in_context(
         db(request), request.match_info["post_id"], viewer(request), authors_own=True
     )
-    return render(request, "post_delete.html", {"found": found})
+    context = {
+        "found": found,
+        "removal": found.post.author_id != viewer(request).member_id,
+        "values": values or {},
+        "errors": errors or {},
+    }
+    return render(request, "post_delete.html", context, 400 if errors else 200)
 
 
+@rerenders_stale_forms
 async def delete_submit(request: web.Request) -> web.StreamResponse:
+    """An author deletes their post with one confirmation; a moderator removing someone
+    else's also gives a reason (for the log and the removal's Delete) and ticks a box."""
     require_member(request)
-    found = await posts.delete_post(
-        db(request), viewer(request), post_id=request.match_info["post_id"], now=now(request)
-    )
+    post_id, session, who = request.match_info["post_id"], db(request), viewer(request)
+    data = await form(request)
+    if stale_form(request):
+        return await delete_form(request, {}, {"form": STALE_FORM})
+    found = await posts.post_in_context(session, post_id, who, authors_own=True)
+    if found.post.author_id == who.member_id:
+        found = await posts.delete_post(session, who, post_id=post_id, now=now(request))
+    else:
+        if not found.view.may(Action.MODERATE):
+            raise Forbidden("Only the author or a moderator can delete this post.")
+        values = {"reason": data.get("reason", "")}
+        problems = {} if data.get("confirm") == "yes" else {"confirm": moderation.CONFIRM_PROBLEM}
+        try:
+            if problems:
+                raise Invalid(problems)
+            found = await moderation.remove_post(
+                session, who, post_id=post_id, reason=values["reason"], now=now(request)
+            )
+        except Invalid as error:
+            if not values["reason"].strip():
+                problems["reason"] = "Give a reason: it goes in the moderation log."
+            return await delete_form(request, values, problems | error.problems)
     if not found.view.may(Action.READ):
         raise see_other("/")
     raise see_other(post_anchor(found.thread.id, found.post.id))

@@ -17,7 +17,10 @@ class SignedIn:
     username: str
     display_name: str
     role: str
+    unread_notices: int = 0
 
     @classmethod
     def of(cls, member: Member) -> SignedIn:
-        return cls(member.id, member.username, member.display_name, member.role)
+        return cls(
+            member.id, member.username, member.display_name, member.role, member.unread_notices
+        )

@@ -14,6 +14,16 @@ def _when(moment: datetime | None) -> str:
     return moment.strftime("%-d %b %Y, %H:%M UTC") if moment else ""
 
 
+def _since(moment: datetime, now: datetime) -> str:
+    """How long ago, in the largest whole unit: what a queue shows of a report's age."""
+    seconds = max(0, int((now - moment).total_seconds()))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''} ago"
+    return "just now"
+
+
 def _iso(moment: datetime | None) -> str:
     return moment.isoformat() if moment else ""
 
@@ -27,6 +37,7 @@ def create_environment() -> jinja2.Environment:
     )
     environment.filters["when"] = _when
     environment.filters["iso"] = _iso
+    environment.filters["since"] = _since
     environment.globals.update(
         group_href=lambda group: ids.group_path(group.slug, group.domain),
         # A remote person's profile lives on their own server.

@@ -12,7 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from node.errors import Conflict, Forbidden, NotFound
 from node.events import Origin
 from node.groups import GROUP_NOT_FOUND
-from node.membership import locked_membership, put_membership, remove_membership, settle
+from node.membership import (
+    ban_has_ended,
+    locked_membership,
+    put_membership,
+    remove_membership,
+    settle,
+)
 from node.policy import federates
 from node.storage.models import LOCAL, ConditionGroup, Member, Membership
 from node.validation import normalise_handle
@@ -56,6 +62,9 @@ async def accept_remote_follow(
         raise NotFound(GROUP_NOT_FOUND)
 
     async def decide(row: Membership | None) -> Membership:
+        if row is not None and ban_has_ended(row, now):
+            await remove_membership(session, row, origin)
+            row = None
         if row is not None and row.state == "banned":
             raise Forbidden("This person is banned from the group.")
         # Recorded even when already active: a repeated Follow is answered with a fresh Accept.

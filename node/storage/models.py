@@ -97,6 +97,8 @@ class Member(Base):
     consent_policy_version: Mapped[str | None] = mapped_column(String(40), nullable=True)
     # An admin suspended the account (node-wide): it cannot sign in, post or be followed.
     suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Warnings from moderators not yet read: every page says so until the notices page is seen.
+    unread_notices: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     __table_args__ = (
         CheckConstraint("role IN ('member', 'admin')", name="role"),
         UniqueConstraint("username", "domain", name="uq_members_username_domain"),

@@ -1,7 +1,7 @@
 """crisis resources and phrases, and the admins' notices (guidelines, not medical advice)
 
 Revision ID: 0017_crisis_support
-Revises: 0012_reports_and_moderation
+Revises: 0013_moderation_queue
 Create Date: 2026-12-06 23:00:00
 """
 
@@ -14,7 +14,7 @@ import node.storage.models
 from node.storage.models import NOTICE_NAMES
 
 revision = "0017_crisis_support"
-down_revision = "0012_reports_and_moderation"
+down_revision = "0013_moderation_queue"
 branch_labels = None
 depends_on = None
 

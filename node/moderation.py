@@ -1,0 +1,782 @@
+"""The moderation queue: members report posts and people; a group's moderators (and the node's
+admins) act on what is reported, each action with a reason that goes in the moderation log;
+the reporter is told the outcome in plain words, never who acted.
+
+Who may do what (docs/POLICY.md, "Reports and the moderation queue"):
+- any signed-in member reports a post they may read, or a member of this node;
+- a group's moderators and owner see and act on the reports of posts in their group, and
+  lock, pin, remove and ban there; the node's admins do so everywhere, and alone see reports
+  of members and suspend accounts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from node import membership, posts
+from node.errors import Conflict, Forbidden, Invalid, NotFound
+from node.groups import GroupView, group_view_by_id
+from node.members import get_member, handle_of
+from node.modlog import ModAction, log_action, required_reason
+from node.policy import Action, Viewer
+from node.reports import ReportCategory, ReportState, file_report, parse_category
+from node.storage.models import (
+    LOCAL,
+    ConditionGroup,
+    Member,
+    ModerationLogEntry,
+    Post,
+    Report,
+    Thread,
+    WebSession,
+)
+
+REPORT_NOT_FOUND = "There is no report at this address."
+REPORT_THANKS = (
+    "Thank you. The moderators will look at it; you can see what became of it under “My reports”."
+)
+SUSPENDED_MESSAGE = "This account is suspended: it cannot sign in, post, reply or report."
+QUEUE_MAX = 500  # open reports read for one queue page
+LOG_MAX = 500  # log entries shown on one page, newest first
+BAN_DAYS_MAX = 3650
+
+CATEGORY_LABELS: dict[str, str] = {
+    ReportCategory.MISINFORMATION: "Misinformation",
+    ReportCategory.CRISIS: "Self-harm or crisis",
+    ReportCategory.HARASSMENT: "Harassment",
+    ReportCategory.SPAM: "Spam",
+    ReportCategory.PRIVACY: "Privacy",
+    ReportCategory.UNDER_AGE: "Under age",
+    ReportCategory.OTHER: "Something else",
+}
+
+ACTION_LABELS: dict[str, str] = {
+    ModAction.DISMISS_REPORT: "dismissed a report",
+    ModAction.REMOVE_POST: "removed a post",
+    ModAction.LOCK_THREAD: "locked a thread",
+    ModAction.UNLOCK_THREAD: "unlocked a thread",
+    ModAction.PIN_THREAD: "pinned a thread",
+    ModAction.UNPIN_THREAD: "unpinned a thread",
+    ModAction.REOPEN_THREAD: "reopened a thread",
+    ModAction.WARN_MEMBER: "warned a member",
+    ModAction.BAN: "banned a member",
+    ModAction.UNBAN: "lifted a ban",
+    ModAction.SUSPEND_ACCOUNT: "suspended an account",
+    ModAction.UNSUSPEND_ACCOUNT: "lifted a suspension",
+}
+
+
+class QueueAction(StrEnum):
+    """What a moderator may do about a report."""
+
+    DISMISS = "dismiss"
+    REMOVE_POST = "remove_post"
+    LOCK_THREAD = "lock_thread"
+    WARN_MEMBER = "warn_member"
+    BAN = "ban"
+    SUSPEND = "suspend"  # admins only
+
+
+# Actions that cannot be taken back in one click ask for a ticked confirmation as well.
+CONFIRMED_ACTIONS = frozenset({QueueAction.REMOVE_POST, QueueAction.BAN, QueueAction.SUSPEND})
+CONFIRM_PROBLEM = "Tick the box to confirm: this cannot be undone in one click."
+
+OUTCOMES: dict[QueueAction, str] = {
+    QueueAction.DISMISS: "Reviewed: the moderators took no action.",
+    QueueAction.REMOVE_POST: "The post was removed.",
+    QueueAction.LOCK_THREAD: "The thread was locked to new replies.",
+    QueueAction.WARN_MEMBER: "The member was warned.",
+    QueueAction.BAN: "The member was banned from the group.",
+    QueueAction.SUSPEND: "The member's account was suspended.",
+}
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%-d %b %Y, %H:%M UTC")
+
+
+def parse_ban_days(text: str) -> int | None:
+    """A ban's length in whole days; empty: until lifted."""
+    text = text.strip()
+    if not text:
+        return None
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= BAN_DAYS_MAX:
+        raise Invalid({"days": f"A ban lasts 1 to {BAN_DAYS_MAX} days, or leave it empty."})
+    return int(text)
+
+
+async def _acting_member(session: AsyncSession, viewer: Viewer) -> Member:
+    member = await session.get(Member, viewer.member_id) if viewer.member_id else None
+    if member is None:
+        raise Forbidden("Sign in first.")
+    if member.suspended_at is not None:
+        raise Forbidden(SUSPENDED_MESSAGE)
+    return member
+
+
+# ------------------------------------------------------------------------- filing reports
+
+
+async def _open_report_by(
+    session: AsyncSession, reporter_id: int, target: ColumnElement[bool]
+) -> Report | None:
+    found = await session.execute(
+        select(Report)
+        .where(Report.reporter_id == reporter_id, Report.state == ReportState.OPEN, target)
+        .limit(1)
+    )
+    return found.scalar_one_or_none()
+
+
+async def report_post(
+    session: AsyncSession,
+    viewer: Viewer,
+    *,
+    post_id: str,
+    category: str,
+    comment: str,
+    now: datetime,
+) -> Report:
+    """A member reports a post they may read. Reporting it again while the first report is
+    open changes nothing (no second report, the same thanks)."""
+    reporter = await _acting_member(session, viewer)
+    found = await posts.post_in_context(session, post_id, viewer)
+    if found.post.deleted_at is not None:
+        raise Conflict("This post has been deleted already.")
+    parsed = parse_category(category)
+    existing = await _open_report_by(session, reporter.id, Report.post_id == found.post.id)
+    if existing is not None:
+        return existing
+    return await file_report(
+        session,
+        category=parsed,
+        now=now,
+        group_id=found.thread.group_id,
+        post_id=found.post.id,
+        member_id=found.post.author_id,
+        reporter_id=reporter.id,
+        comment=comment,
+    )
+
+
+async def report_member(
+    session: AsyncSession,
+    viewer: Viewer,
+    *,
+    username: str,
+    category: str,
+    comment: str,
+    now: datetime,
+) -> Report:
+    """A member reports another member of this node, for the node's admins."""
+    reporter = await _acting_member(session, viewer)
+    person = await get_member(session, username)
+    if person.id == reporter.id:
+        raise Invalid({"target": "You cannot report yourself."})
+    parsed = parse_category(category)
+    target = (Report.member_id == person.id) & Report.post_id.is_(None)
+    existing = await _open_report_by(session, reporter.id, target)
+    if existing is not None:
+        return existing
+    return await file_report(
+        session,
+        category=parsed,
+        now=now,
+        group_id=None,
+        member_id=person.id,
+        reporter_id=reporter.id,
+        comment=comment,
+    )
+
+
+# ------------------------------------------------------------------------------ the queue
+
+
+@dataclass(frozen=True)
+class ReportLine:
+    report: Report
+    reporter: Member | None
+
+    @property
+    def source(self) -> str:
+        """Who reported, as moderators see it: a member, another server, or this node."""
+        if self.reporter is not None:
+            return handle_of(self.reporter)
+        if self.report.origin_domain != LOCAL:
+            return f"the server {self.report.origin_domain}"
+        return "this node (automatic)"
+
+    @property
+    def category_label(self) -> str:
+        return CATEGORY_LABELS.get(self.report.category, self.report.category)
+
+
+@dataclass
+class QueueEntry:
+    """The open reports of one target (a post, or a member), oldest first."""
+
+    post: Post | None
+    thread: Thread | None
+    group: ConditionGroup | None
+    member: Member | None  # the post's author, or the member reported
+    reports: list[ReportLine] = field(default_factory=list)
+
+    @property
+    def crisis(self) -> bool:
+        return any(line.report.category == ReportCategory.CRISIS for line in self.reports)
+
+    @property
+    def first(self) -> Report:
+        return self.reports[0].report
+
+    @property
+    def categories(self) -> list[str]:
+        return sorted({line.category_label for line in self.reports})
+
+
+def _target_key(report: Report) -> tuple[str, str]:
+    if report.post_id is not None:
+        return ("post", report.post_id)
+    return ("member", str(report.member_id))
+
+
+def _same_target(report: Report) -> ColumnElement[bool]:
+    if report.post_id is not None:
+        return Report.post_id == report.post_id
+    return (Report.member_id == report.member_id) & Report.post_id.is_(None)
+
+
+Row = TypeVar("Row", Post, Thread, ConditionGroup, Member)
+
+
+async def _by_id(session: AsyncSession, model: type[Row], ids: Iterable[Any]) -> dict[Any, Row]:
+    """Rows of `model` by id, in one query."""
+    wanted = {value for value in ids if value is not None}
+    if not wanted:
+        return {}
+    rows = await session.execute(select(model).where(model.id.in_(wanted)))
+    return {row.id: row for row in rows.scalars()}
+
+
+async def _entries(session: AsyncSession, reports: list[Report]) -> list[QueueEntry]:
+    """Reports gathered by target: self-harm or crisis first, then the longest waiting."""
+    post_rows = await _by_id(session, Post, (r.post_id for r in reports))
+    thread_rows = await _by_id(session, Thread, (p.thread_id for p in post_rows.values()))
+    group_ids = [r.group_id for r in reports] + [t.group_id for t in thread_rows.values()]
+    group_rows = await _by_id(session, ConditionGroup, group_ids)
+    people_ids = [r.member_id for r in reports] + [r.reporter_id for r in reports]
+    people = await _by_id(session, Member, people_ids + [p.author_id for p in post_rows.values()])
+    entries: dict[tuple[str, str], QueueEntry] = {}
+    for report in reports:
+        key = _target_key(report)
+        if key not in entries:
+            post = post_rows.get(report.post_id)
+            thread = thread_rows.get(post.thread_id) if post is not None else None
+            group = group_rows.get(thread.group_id if thread is not None else report.group_id)
+            author = post.author_id if post is not None else report.member_id
+            entries[key] = QueueEntry(post, thread, group, people.get(author))
+        entries[key].reports.append(ReportLine(report, people.get(report.reporter_id)))
+    return sorted(entries.values(), key=lambda e: (not e.crisis, e.first.created_at, e.first.id))
+
+
+async def _open_reports(session: AsyncSession, where: ColumnElement[bool]) -> list[Report]:
+    rows = await session.execute(
+        select(Report)
+        .where(Report.state == ReportState.OPEN, where)
+        .order_by(Report.created_at, Report.id)
+        .limit(QUEUE_MAX)
+    )
+    return list(rows.scalars())
+
+
+async def group_queue(session: AsyncSession, view: GroupView) -> list[QueueEntry]:
+    """The open reports of posts in a group: for its moderators (and the node's admins)."""
+    if not view.may(Action.MODERATE):
+        raise Forbidden("Only this group's moderators can see its reports.")
+    return await _entries(session, await _open_reports(session, Report.group_id == view.group.id))
+
+
+async def node_queue(session: AsyncSession, viewer: Viewer) -> list[QueueEntry]:
+    """Every open report on this node, including reports of members: for admins."""
+    if not viewer.is_admin:
+        raise NotFound(REPORT_NOT_FOUND)
+    return await _entries(session, await _open_reports(session, Report.id.is_not(None)))
+
+
+@dataclass(frozen=True)
+class Moderated:
+    """A report the viewer may act on, with the group it belongs to (None: node-wide)."""
+
+    report: Report
+    view: GroupView | None
+
+
+async def moderated_report(session: AsyncSession, viewer: Viewer, report_id: int) -> Moderated:
+    """The report, if the viewer moderates it; otherwise the same answer as a missing one."""
+    report = await session.get(Report, report_id)
+    if report is None or viewer.member_id is None:
+        raise NotFound(REPORT_NOT_FOUND)
+    if report.group_id is None:
+        if not viewer.is_admin:
+            raise NotFound(REPORT_NOT_FOUND)
+        return Moderated(report, None)
+    try:
+        view = await group_view_by_id(session, report.group_id, viewer)
+    except NotFound:
+        raise NotFound(REPORT_NOT_FOUND) from None
+    if not view.may(Action.MODERATE):
+        raise NotFound(REPORT_NOT_FOUND)
+    return Moderated(report, view)
+
+
+async def review(session: AsyncSession, viewer: Viewer, report_id: int) -> QueueEntry:
+    """One report with the other open reports of its target, for the moderator deciding."""
+    found = await moderated_report(session, viewer, report_id)
+    same = await _open_reports(session, _same_target(found.report))
+    if found.report not in same:
+        same.insert(0, found.report)
+    return (await _entries(session, same))[0]
+
+
+# ---------------------------------------------------------------------------- the actions
+
+
+async def _resolve(
+    session: AsyncSession, report: Report, state: ReportState, outcome: str, now: datetime
+) -> None:
+    """Close every open report of the same target with the same outcome."""
+    await session.execute(
+        update(Report)
+        .where(Report.state == ReportState.OPEN, _same_target(report))
+        .values(state=state.value, outcome=outcome, resolved_at=now)
+        .execution_options(synchronize_session="fetch")
+    )
+
+
+async def resolve_post_reports(
+    session: AsyncSession, post_id: str, outcome: str, now: datetime
+) -> None:
+    await session.execute(
+        update(Report)
+        .where(Report.state == ReportState.OPEN, Report.post_id == post_id)
+        .values(state=ReportState.RESOLVED.value, outcome=outcome, resolved_at=now)
+        .execution_options(synchronize_session="fetch")
+    )
+
+
+async def remove_post(
+    session: AsyncSession,
+    viewer: Viewer,
+    *,
+    post_id: str,
+    reason: str,
+    now: datetime,
+    report_id: int | None = None,
+) -> posts.PostInContext:
+    """A moderator removes someone's post: a tombstone stays, the reason goes with the
+    removal (and with its Delete), in the log, and open reports of it are resolved."""
+    reason = required_reason(reason)
+    actor = await _acting_member(session, viewer)
+    found = await posts.delete_post(session, viewer, post_id=post_id, now=now, reason=reason)
+    await log_action(
+        session,
+        action=ModAction.REMOVE_POST,
+        reason=reason,
+        now=now,
+        actor_label=handle_of(actor),
+        actor_id=actor.id,
+        group_id=found.thread.group_id,
+        post_id=found.post.id,
+        thread_id=found.thread.id,
+        member_id=found.post.author_id,
+        report_id=report_id,
+    )
+    await resolve_post_reports(session, found.post.id, OUTCOMES[QueueAction.REMOVE_POST], now)
+    return found
+
+
+async def set_thread_locked(
+    session: AsyncSession,
+    viewer: Viewer,
+    *,
+    thread_id: str,
+    locked: bool,
+    reason: str,
+    now: datetime,
+    report_id: int | None = None,
+) -> Thread:
+    reason = required_reason(reason)
+    actor = await _acting_member(session, viewer)
+    thread = await posts.set_thread_locked(
+        session, viewer, thread_id=thread_id, locked=locked, now=now
+    )
+    await log_action(
+        session,
+        action=ModAction.LOCK_THREAD if locked else ModAction.UNLOCK_THREAD,
+        reason=reason,
+        now=now,
+        actor_label=handle_of(actor),
+        actor_id=actor.id,
+        group_id=thread.group_id,
+        thread_id=thread.id,
+        report_id=report_id,
+    )
+    return thread
+
+
+async def set_thread_pinned(
+    session: AsyncSession,
+    viewer: Viewer,
+    *,
+    thread_id: str,
+    pinned: bool,
+    reason: str,
+    now: datetime,
+) -> Thread:
+    reason = required_reason(reason)
+    actor = await _acting_member(session, viewer)
+    thread = await posts.set_thread_pinned(
+        session, viewer, thread_id=thread_id, pinned=pinned, now=now
+    )
+    await log_action(
+        session,
+        action=ModAction.PIN_THREAD if pinned else ModAction.UNPIN_THREAD,
+        reason=reason,
+        now=now,
+        actor_label=handle_of(actor),
+        actor_id=actor.id,
+        group_id=thread.group_id,
+        thread_id=thread.id,
+    )
+    return thread
+
+
+async def ban(
+    session: AsyncSession,
+    view: GroupView,
+    member: Member,
+    *,
+    reason: str,
+    days: int | None,
+    now: datetime,
+    report_id: int | None = None,
+) -> str:
+    """Ban from the group, until lifted or for `days`; the outcome, in words."""
+    reason = required_reason(reason)
+    actor = await _acting_member(session, view.viewer)
+    until = now + timedelta(days=days) if days else None
+    await membership.ban_member(session, view, member, now, until)
+    await log_action(
+        session,
+        action=ModAction.BAN,
+        reason=reason,
+        now=now,
+        actor_label=handle_of(actor),
+        actor_id=actor.id,
+        group_id=view.group.id,
+        member_id=member.id,
+        report_id=report_id,
+    )
+    outcome = OUTCOMES[QueueAction.BAN]
+    return f"{outcome[:-1]} until {_when(until)}." if until else outcome
+
+
+async def lift_ban(
+    session: AsyncSession, view: GroupView, member: Member, *, reason: str, now: datetime
+) -> None:
+    reason = required_reason(reason)
+    actor = await _acting_member(session, view.viewer)
+    await membership.unban(session, view, member)
+    await log_action(
+        session,
+        action=ModAction.UNBAN,
+        reason=reason,
+        now=now,
+        actor_label=handle_of(actor),
+        actor_id=actor.id,
+        group_id=view.group.id,
+        member_id=member.id,
+    )
+
+
+async def warn(
+    session: AsyncSession,
+    viewer: Viewer,
+    member: Member,
+    *,
+    group_id: int | None,
+    reason: str,
+    now: datetime,
+    report_id: int | None = None,
+) -> None:
+    """Warn a member of this node: the reason is the warning they read on their notices
+    page, and every page tells them it is there until they have read it."""
+    reason = required_reason(reason)
+    actor = await _acting_member(session, viewer)
+    if member.domain != LOCAL:
+        raise Conflict("Only members of this node can be warned here; ban them instead.")
+    member.unread_notices += 1
+    await log_action(
+        session,
+        action=ModAction.WARN_MEMBER,
+        reason=reason,
+        now=now,
+        actor_label=handle_of(actor),
+        actor_id=actor.id,
+        group_id=group_id,
+        member_id=member.id,
+        report_id=report_id,
+    )
+
+
+async def suspend(
+    session: AsyncSession,
+    viewer: Viewer,
+    member: Member,
+    *,
+    reason: str,
+    now: datetime,
+    report_id: int | None = None,
+) -> None:
+    """An admin suspends an account of this node: it cannot sign in again, and every browser
+    signed in as it is signed out at once."""
+    reason = required_reason(reason)
+    actor = await _acting_member(session, viewer)
+    if not viewer.is_admin:
+        raise Forbidden("Only the node's admins can suspend an account.")
+    if member.domain != LOCAL:
+        raise Conflict("Only accounts of this node can be suspended; ban them instead.")
+    if member.id == actor.id:
+        raise Conflict("You cannot suspend your own account.")
+    if member.suspended_at is None:
+        member.suspended_at = now
+    await session.execute(delete(WebSession).where(WebSession.member_id == member.id))
+    await log_action(
+        session,
+        action=ModAction.SUSPEND_ACCOUNT,
+        reason=reason,
+        now=now,
+        actor_label=handle_of(actor),
+        actor_id=actor.id,
+        member_id=member.id,
+        report_id=report_id,
+    )
+
+
+def parse_action(text: str) -> QueueAction:
+    try:
+        return QueueAction(text)
+    except ValueError:
+        raise Invalid({"action": "Choose what to do."}) from None
+
+
+async def act_on_report(
+    session: AsyncSession,
+    viewer: Viewer,
+    report_id: int,
+    *,
+    action: str,
+    reason: str,
+    confirmed: bool,
+    ban_days: str,
+    now: datetime,
+) -> Report:
+    """Do what the moderator chose about a report, log it with its reason, and close every open
+    report of the same target with the outcome in plain words."""
+    found = await moderated_report(session, viewer, report_id)
+    report = found.report
+    chosen = parse_action(action)
+    problems: dict[str, str] = {}
+    try:
+        reason = required_reason(reason)
+    except Invalid as error:
+        problems |= error.problems
+    if chosen in CONFIRMED_ACTIONS and not confirmed:
+        problems["confirm"] = CONFIRM_PROBLEM
+    days = parse_ban_days(ban_days) if chosen == QueueAction.BAN else None
+    if problems:
+        raise Invalid(problems)
+    if report.state != ReportState.OPEN:
+        raise Conflict(f"This report was handled already. {report.outcome}")
+    post = await session.get(Post, report.post_id) if report.post_id else None
+    author_id = post.author_id if post is not None else report.member_id
+    member = await session.get(Member, author_id) if author_id is not None else None
+    outcome = OUTCOMES[chosen]
+    match chosen:
+        case QueueAction.DISMISS:
+            actor = await _acting_member(session, viewer)
+            await log_action(
+                session,
+                action=ModAction.DISMISS_REPORT,
+                reason=reason,
+                now=now,
+                actor_label=handle_of(actor),
+                actor_id=actor.id,
+                group_id=report.group_id,
+                post_id=report.post_id,
+                member_id=report.member_id,
+                report_id=report.id,
+            )
+        case QueueAction.REMOVE_POST | QueueAction.LOCK_THREAD if post is None:
+            raise Conflict("This report is about a member, not a post.")
+        case QueueAction.REMOVE_POST:
+            assert post is not None
+            await remove_post(
+                session, viewer, post_id=post.id, reason=reason, now=now, report_id=report.id
+            )
+        case QueueAction.LOCK_THREAD:
+            assert post is not None
+            await set_thread_locked(
+                session,
+                viewer,
+                thread_id=post.thread_id,
+                locked=True,
+                reason=reason,
+                now=now,
+                report_id=report.id,
+            )
+        case _ if member is None:
+            raise Conflict("The member this report is about is no longer here.")
+        case QueueAction.WARN_MEMBER:
+            assert member is not None
+            await warn(
+                session,
+                viewer,
+                member,
+                group_id=report.group_id,
+                reason=reason,
+                now=now,
+                report_id=report.id,
+            )
+        case QueueAction.BAN:
+            assert member is not None
+            if found.view is None:
+                raise Conflict("A report of a member belongs to no group: suspend instead.")
+            outcome = await ban(
+                session,
+                found.view,
+                member,
+                reason=reason,
+                days=days,
+                now=now,
+                report_id=report.id,
+            )
+        case QueueAction.SUSPEND:
+            assert member is not None
+            await suspend(session, viewer, member, reason=reason, now=now, report_id=report.id)
+    state = ReportState.DISMISSED if chosen == QueueAction.DISMISS else ReportState.RESOLVED
+    await _resolve(session, report, state, outcome, now)
+    await session.refresh(report)
+    return report
+
+
+# ------------------------------------------------------------- what members see of it all
+
+
+@dataclass(frozen=True)
+class MyReport:
+    report: Report
+    target: str  # in words: "a post", "a member (@name)"
+
+    @property
+    def category_label(self) -> str:
+        return CATEGORY_LABELS.get(self.report.category, self.report.category)
+
+
+async def reports_of(session: AsyncSession, viewer: Viewer) -> list[MyReport]:
+    """The viewer's own reports, newest first, with their state and outcome (never who
+    acted on them)."""
+    if viewer.member_id is None:
+        return []
+    rows = await session.execute(
+        select(Report, Member)
+        .outerjoin(Member, Member.id == Report.member_id)
+        .where(Report.reporter_id == viewer.member_id)
+        .order_by(Report.created_at.desc(), Report.id.desc())
+        .limit(LOG_MAX)
+    )
+    mine = []
+    for report, person in rows.all():
+        if report.post_id is not None:
+            target = "a post"
+        else:
+            target = f"a member (@{handle_of(person)})" if person is not None else "a member"
+        mine.append(MyReport(report, target))
+    return mine
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A moderator's warning, as the member reads it: where, when and why, not who."""
+
+    group: ConditionGroup | None
+    reason: str
+    created_at: datetime
+
+
+async def notices_of(session: AsyncSession, member_id: int) -> list[Notice]:
+    rows = await session.execute(
+        select(ModerationLogEntry, ConditionGroup)
+        .outerjoin(ConditionGroup, ConditionGroup.id == ModerationLogEntry.group_id)
+        .where(
+            ModerationLogEntry.member_id == member_id,
+            ModerationLogEntry.action == ModAction.WARN_MEMBER.value,
+        )
+        .order_by(ModerationLogEntry.created_at.desc(), ModerationLogEntry.id.desc())
+        .limit(LOG_MAX)
+    )
+    return [Notice(group, entry.reason, entry.created_at) for entry, group in rows.all()]
+
+
+async def mark_notices_read(session: AsyncSession, member_id: int) -> None:
+    member = await session.get(Member, member_id)
+    if member is not None and member.unread_notices:
+        member.unread_notices = 0
+        await session.flush()
+
+
+# --------------------------------------------------------------------------------- logs
+
+
+@dataclass(frozen=True)
+class LogLine:
+    entry: ModerationLogEntry
+    group: ConditionGroup | None
+    member: Member | None  # whom it was about, when a member
+
+    @property
+    def action_label(self) -> str:
+        return ACTION_LABELS.get(self.entry.action, self.entry.action.replace("_", " "))
+
+
+async def _log(session: AsyncSession, where: ColumnElement[bool]) -> list[LogLine]:
+    rows = await session.execute(
+        select(ModerationLogEntry, ConditionGroup, Member)
+        .outerjoin(ConditionGroup, ConditionGroup.id == ModerationLogEntry.group_id)
+        .outerjoin(Member, Member.id == ModerationLogEntry.member_id)
+        .where(where)
+        .order_by(ModerationLogEntry.created_at.desc(), ModerationLogEntry.id.desc())
+        .limit(LOG_MAX)
+    )
+    return [LogLine(entry, group, member) for entry, group, member in rows.all()]
+
+
+async def group_log(session: AsyncSession, view: GroupView) -> list[LogLine]:
+    """The group's moderation log: for its moderators (and the node's admins)."""
+    if not view.may(Action.MODERATE):
+        raise Forbidden("Only this group's moderators can read its moderation log.")
+    return await _log(session, ModerationLogEntry.group_id == view.group.id)
+
+
+async def audit_log(session: AsyncSession, viewer: Viewer) -> list[LogLine]:
+    """Every entry on this node, in every group and node-wide: for admins."""
+    if not viewer.is_admin:
+        raise NotFound("There is nothing at this address.")
+    return await _log(session, ModerationLogEntry.id.is_not(None))
