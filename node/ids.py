@@ -70,8 +70,8 @@ THREAD_REOPEN_PATH = "/t/{thread_id}/reopen"
 POST_EDIT_PATH = "/p/{post_id}/edit"
 POST_DELETE_PATH = "/p/{post_id}/delete"
 POST_HELPFUL_PATH = "/p/{post_id}/helpful"
-HELP_PATH = "/help"  # crisis resources; linked from the same place on every page
-ADMIN_CRISIS_PATH = "/admin/crisis"
+HELP_PAGE = "/help"  # crisis resources; linked from the same place on every page
+ADMIN_CRISIS_PAGE = "/admin/crisis"
 # Reports and moderation (node.moderation).
 POST_REPORT_PATH = "/p/{post_id}/report"
 MEMBER_REPORT_PATH = "/u/{username}/report"

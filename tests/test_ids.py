@@ -18,6 +18,7 @@ from node.validation import HANDLE_PATTERN
 from web import (
     routes_account,
     routes_activitypub,
+    routes_crisis,
     routes_discovery,
     routes_group_settings,
     routes_groups,
@@ -366,6 +367,7 @@ def _app() -> web.Application:
         routes_groups,
         routes_group_settings,
         routes_moderation,
+        routes_crisis,
         routes_threads,
     ):
         module.register(app.router)

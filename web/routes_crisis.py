@@ -10,15 +10,15 @@ from node.errors import Invalid
 from web.pages import db, form, member, now, render, row_id, see_other
 from web.routes_admin import _require_admin as require_admin
 
-ADMIN_RESOURCES_PATH = f"{ids.ADMIN_CRISIS_PATH}/resources"
-ADMIN_RESOURCE_DELETE_PATH = f"{ids.ADMIN_CRISIS_PATH}/resources/{{resource_id}}/delete"
-ADMIN_PHRASES_PATH = f"{ids.ADMIN_CRISIS_PATH}/phrases"
-ADMIN_NOTICES_PATH = f"{ids.ADMIN_CRISIS_PATH}/notices"
+ADMIN_RESOURCES_PATH = f"{ids.ADMIN_CRISIS_PAGE}/resources"
+ADMIN_RESOURCE_DELETE_PATH = f"{ids.ADMIN_CRISIS_PAGE}/resources/{{resource_id}}/delete"
+ADMIN_PHRASES_PATH = f"{ids.ADMIN_CRISIS_PAGE}/phrases"
+ADMIN_NOTICES_PATH = f"{ids.ADMIN_CRISIS_PAGE}/notices"
 
 
 def register(router: web.UrlDispatcher) -> None:
-    router.add_get(ids.HELP_PATH, help_page)
-    router.add_get(ids.ADMIN_CRISIS_PATH, admin_page)
+    router.add_get(ids.HELP_PAGE, help_page)
+    router.add_get(ids.ADMIN_CRISIS_PAGE, admin_page)
     router.add_post(ADMIN_RESOURCES_PATH, add_resource)
     router.add_post(ADMIN_RESOURCE_DELETE_PATH, remove_resource)
     router.add_post(ADMIN_PHRASES_PATH, set_phrases)
@@ -75,7 +75,7 @@ async def add_resource(request: web.Request) -> web.StreamResponse:
         await crisis.add_resource(db(request), admin, **values, now=now(request))
     except Invalid as error:
         return await admin_page(request, values, error.problems, 400)
-    raise see_other(ids.ADMIN_CRISIS_PATH)
+    raise see_other(ids.ADMIN_CRISIS_PAGE)
 
 
 async def remove_resource(request: web.Request) -> web.StreamResponse:
@@ -83,7 +83,7 @@ async def remove_resource(request: web.Request) -> web.StreamResponse:
     admin = member(request)
     assert admin is not None
     await crisis.remove_resource(db(request), admin, row_id(request, "resource_id"), now(request))
-    raise see_other(ids.ADMIN_CRISIS_PATH)
+    raise see_other(ids.ADMIN_CRISIS_PAGE)
 
 
 async def set_phrases(request: web.Request) -> web.StreamResponse:
@@ -94,7 +94,7 @@ async def set_phrases(request: web.Request) -> web.StreamResponse:
         await crisis.set_phrases(db(request), admin, values["phrases"], now(request))
     except Invalid as error:
         return await admin_page(request, values, error.problems, 400)
-    raise see_other(ids.ADMIN_CRISIS_PATH)
+    raise see_other(ids.ADMIN_CRISIS_PAGE)
 
 
 async def set_notices(request: web.Request) -> web.StreamResponse:
@@ -105,4 +105,4 @@ async def set_notices(request: web.Request) -> web.StreamResponse:
         await crisis.set_notices(db(request), admin, **values, now=now(request))
     except Invalid as error:
         return await admin_page(request, values, error.problems, 400)
-    raise see_other(ids.ADMIN_CRISIS_PATH)
+    raise see_other(ids.ADMIN_CRISIS_PAGE)

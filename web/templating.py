@@ -51,7 +51,7 @@ def create_environment() -> jinja2.Environment:
         group_path=ids.group_path,
         thread_path=ids.thread_path,
         post_path=ids.post_path,
-        help_path=ids.HELP_PATH,
-        admin_crisis_path=ids.ADMIN_CRISIS_PATH,
+        help_path=ids.HELP_PAGE,
+        admin_crisis_path=ids.ADMIN_CRISIS_PAGE,
     )
     return environment
