@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, delete, func, insert, inspect, select, upd
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from node import rate_limits
 from node.config import Limits
 from node.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from node.events import (
@@ -148,6 +149,7 @@ async def start_thread(
     if problems:
         raise Invalid(problems)
     assert view.viewer.member_id is not None
+    await rate_limits.count_post(session, limits.rates, view, origin, now)
     thread = Thread(
         id=new_object_id(),
         group_id=view.group.id,
@@ -267,6 +269,7 @@ async def reply(
     opening = (await _openings(session, {thread.id}))[thread.id]
     if is_closed(thread, view.group, opening):
         raise Conflict(THREAD_CLOSED)
+    await rate_limits.count_post(session, limits.rates, view, origin, now)
     if parent is None:
         parent = opening
     post = _new_post(thread.id, parent.id, viewer.member_id, draft, now)
