@@ -56,6 +56,8 @@ def rates(**changes: Any) -> Limits:
 
 @dataclass
 class Answer:
+    """An answer as it came: no redirect followed."""
+
     status: int
     retry_after: str | None
     text: str
@@ -233,16 +235,9 @@ async def limited(
     await close_hospital(hospital)
 
 
-@dataclass
-class InboxAnswer:
-    status: int
-    retry_after: str | None
-    reason: str
-
-
 async def deliver(
     hospital: Hospital, sender: FakeRemote, document: dict[str, Any], signer: str = "mallory"
-) -> InboxAnswer:
+) -> Answer:
     """POST `document` to the group's inbox, signed with `signer`'s key at `sender`."""
     body = encode(document)
     headers = signed(hospital, sender, body, key=sender.keys[signer], key_id=sender.key_id(signer))
@@ -253,7 +248,7 @@ async def deliver(
         ) as response,
     ):
         text = await response.text()
-        return InboxAnswer(response.status, response.headers.get("Retry-After"), text)
+        return Answer(response.status, response.headers.get("Retry-After"), text)
 
 
 def undo_of(activity: dict[str, Any]) -> dict[str, Any]:
@@ -284,7 +279,7 @@ async def test_inbox_posts_past_a_hosts_budget_are_refused_before_any_key_fetch(
     # Then it is refused with the wait, and that key was never asked for, nor anything kept
     assert answer.status == 429, answer
     assert answer.retry_after == "20"  # one POST back every 20 s
-    assert "too many requests from this server" in answer.reason
+    assert "too many requests from this server" in answer.text
     assert third.gets("/users/mallory") == []
     assert await inbox_items(limited) == kept
 
@@ -317,7 +312,7 @@ async def test_follow_requests_past_a_hosts_limit_wait(
     # Then it waits for the hour to pass since the first, and nothing of it is kept
     assert answer.status == 429, answer
     assert answer.retry_after == str(44 * 60)
-    assert "too many follow requests from this server" in answer.reason
+    assert "too many follow requests from this server" in answer.text
     assert await inbox_items(limited) == kept
 
     # And once the hour is over, the server's actors may ask again
