@@ -10,6 +10,7 @@ from federation.actors import ActorDirectory
 from federation.client import FederationClient
 from federation.convert import Documents
 from federation.inbox import InboxWriter, KnownAddressees, is_blocked
+from federation.inbox_budget import InboxBudget
 from federation.outbox import Outbox
 from federation.prefetch import Prefetcher
 from federation.processing import Processor
@@ -55,6 +56,7 @@ class Federation:
         self.inbox_queue = InboxQueue(node, processor, prefetcher)
         self.inbox_worker = Worker("inbox", self.inbox_queue.drain, INBOX_PACE, CLAIM)
         self.addressees = KnownAddressees()
+        self.inbox_budget = InboxBudget(node.settings.limits.rates.inbox_per_host)
         self.inbox_writer = InboxWriter(
             node.transaction, node.engine.dialect.name, self.inbox_worker.wake
         )

@@ -63,9 +63,14 @@ async def begin_sign_in(
     account = normalise_handle(username)[:30].replace("\x00", "")
     address = address[:64]
     await throttles.count_attempt(
-        session, account_address_key(account, address), settings.sign_in_per_account_address, now
+        session,
+        account_address_key(account, address),
+        settings.limits.rates.sign_in_per_account_address,
+        now,
     )
-    await throttles.count_attempt(session, address_key(address), settings.sign_in_per_address, now)
+    await throttles.count_attempt(
+        session, address_key(address), settings.limits.rates.sign_in_per_address, now
+    )
     member = await find_member(session, account)
     return SignInAttempt(
         account=account,
@@ -98,7 +103,10 @@ async def count_registration(
     """Count a registration from this address before the account is made, or raise
     throttles.Throttled."""
     await throttles.count_attempt(
-        session, registration_key(address[:64]), settings.registrations_per_address, now
+        session,
+        registration_key(address[:64]),
+        settings.limits.rates.registrations_per_address,
+        now,
     )
 
 
@@ -115,7 +123,7 @@ async def open_session(
         )
     )
     member.last_active_at = now
-    await throttles.forget_quiet_keys(session, now, settings.throttles_forget_after)
+    await throttles.forget_quiet_keys(session, now, settings.limits.rates.counters_forget_after)
     await session.flush()
     return token
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 
@@ -60,37 +61,6 @@ def validate_domain(domain: str) -> str:
 
 
 @dataclass(frozen=True)
-class Limits:
-    """Documented input limits (README, "Limits")."""
-
-    username_max: int = 30
-    display_name_max: int = 60
-    bio_max: int = 2000
-    password_min: int = 8
-    password_max: int = 1000
-    group_name_max: int = 80
-    group_description_max: int = 2000
-    group_rules_max: int = 5000
-    condition_tags_max: int = 10
-    condition_tag_max: int = 40
-    title_max: int = 200
-    post_max: int = 20000
-    content_warning_max: int = 200
-    form_body_max: int = 256 * 1024
-
-
-@dataclass(frozen=True)
-class PasswordCost:
-    """argon2id parameters; tests use a cheaper profile than production."""
-
-    time_cost: int = 3
-    memory_cost_kib: int = 65536
-    parallelism: int = 4
-    # Hashes computed at once, in threads beside the event loop; more wait their turn.
-    concurrent_hashes: int = 2
-
-
-@dataclass(frozen=True)
 class Throttle:
     """Attempts allowed under one key (an account from an address, an address): `free`
     attempts, then each further one only after a delay that doubles, up to `longest_delay`.
@@ -106,6 +76,162 @@ class Throttle:
             return timedelta(0)
         doublings = min(attempts - self.free, 20)  # 2**20 minutes is past any sane cap
         return min(self.first_delay * 2**doublings, self.longest_delay)
+
+
+@dataclass(frozen=True)
+class Rate:
+    """About `count` actions per `period`. Counted in the database (posts, reports, follow
+    requests), it is a window that opens with the first action: the next action past `count`
+    waits until `period` after that first. For inbox POSTs, counted in memory, it is a bucket
+    of `count` tokens that refills at `count` per `period`."""
+
+    count: int
+    period: timedelta
+
+
+def describe_period(period: timedelta) -> str:
+    seconds = int(period.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0 and seconds >= size:
+            amount = seconds // size
+            return f"{amount} {unit}" if amount == 1 else f"{amount} {unit}s"
+    return f"{seconds} seconds"
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """How often anyone may do what (README "Rate limits", docs/POLICY.md, docs/FEDERATION.md).
+    None turns a rate off; the throttles on guessing cannot be turned off."""
+
+    # Sign-in guesses are throttled per (account, address) and per address, never per account
+    # alone: a stranger's wrong passwords must not lock the owner out (docs/POLICY.md).
+    sign_in_per_account_address: Throttle = Throttle(free=5)
+    sign_in_per_address: Throttle = Throttle(free=20)
+    registrations_per_address: Throttle = Throttle(free=5)
+    # New threads and replies written here, per member; not for a group's moderators in
+    # their group, nor for the node's admins.
+    posts_per_member: Rate | None = Rate(30, timedelta(minutes=10))
+    # Reports filed here, per member, moderators and admins included.
+    reports_per_member: Rate | None = Rate(20, timedelta(hours=1))
+    # Inbox POSTs per host named by the signature's keyId, per process, before any key fetch.
+    inbox_per_host: Rate | None = Rate(300, timedelta(minutes=1))
+    # Follow activities received from actors of one host, across processes.
+    follows_per_host: Rate | None = Rate(60, timedelta(hours=1))
+
+    @property
+    def counters_forget_after(self) -> timedelta:
+        """How long a counter row must outlive its last use for every limit to hold."""
+        periods = [
+            throttle.forget_after
+            for throttle in (
+                self.sign_in_per_account_address,
+                self.sign_in_per_address,
+                self.registrations_per_address,
+            )
+        ]
+        periods += [
+            rate.period
+            for rate in (self.posts_per_member, self.reports_per_member, self.follows_per_host)
+            if rate is not None
+        ]
+        return max(periods)
+
+
+DEFAULT_RATE_LIMITS = RateLimits()
+_PERIOD = r"[0-9]{1,6}[smhd]"
+_THROTTLE = re.compile(
+    rf"(?P<free>[0-9]{{1,4}})(?:\s*,\s*(?P<first>{_PERIOD})\s*,\s*(?P<longest>{_PERIOD}))?"
+)
+_RATE = re.compile(rf"(?P<count>[0-9]{{1,7}})\s*/\s*(?P<period>{_PERIOD})")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+PERIOD_MAX = timedelta(days=7)
+
+
+def parse_period(text: str) -> timedelta:
+    period = timedelta(seconds=int(text[:-1]) * _UNITS[text[-1]])
+    if not timedelta(seconds=1) <= period <= PERIOD_MAX:
+        raise ValueError(f"{text!r} is not between 1s and 7d")
+    return period
+
+
+def parse_rate(text: str) -> Rate | None:
+    """`COUNT/PERIOD` such as `30/10m` (units s, m, h, d), or `off`."""
+    text = text.strip().lower()
+    if text == "off":
+        return None
+    match = _RATE.fullmatch(text)
+    if not match or int(match.group("count")) == 0:
+        raise ValueError(f"{text!r} is not COUNT/PERIOD such as 30/10m (s, m, h, d), or off")
+    return Rate(int(match.group("count")), parse_period(match.group("period")))
+
+
+def parse_throttle(text: str) -> Throttle:
+    """`FREE` tries, or `FREE,FIRST_DELAY,LONGEST_DELAY` such as `5,1m,1h`."""
+    text = text.strip().lower()
+    match = _THROTTLE.fullmatch(text)
+    if not match or int(match.group("free")) == 0:
+        raise ValueError(f"{text!r} is not FREE or FREE,FIRST_DELAY,LONGEST_DELAY such as 5,1m,1h")
+    if match.group("first") is None:
+        return Throttle(free=int(match.group("free")))
+    first, longest = parse_period(match.group("first")), parse_period(match.group("longest"))
+    throttle = Throttle(free=int(match.group("free")), first_delay=first, longest_delay=longest)
+    if not first <= longest <= throttle.forget_after:
+        raise ValueError(f"{text!r}: the delays must grow, up to {throttle.forget_after.days} day")
+    return throttle
+
+
+def parse_rate_limits(environ: Mapping[str, str], prefix: str) -> RateLimits:
+    """RateLimits with each field named `prefix` + its name in capitals (in `environ`)
+    changed; ValueError names the first variable that is wrong, or unknown (a misspelling
+    must not leave a limit silently at its default)."""
+    changes: dict[str, Throttle | Rate | None] = {}
+    for field_ in fields(RateLimits):
+        variable = prefix + field_.name.upper()
+        if variable not in environ:
+            continue
+        default = getattr(DEFAULT_RATE_LIMITS, field_.name)
+        parse = parse_throttle if isinstance(default, Throttle) else parse_rate
+        try:
+            changes[field_.name] = parse(environ[variable])
+        except ValueError as error:
+            raise ValueError(f"{variable}: {error}") from None
+    known = {prefix + field_.name.upper() for field_ in fields(RateLimits)}
+    unknown = sorted(name for name in environ if name.startswith(prefix) and name not in known)
+    if unknown:
+        raise ValueError(f"{unknown[0]} is not a rate limit; see README, Rate limits")
+    return RateLimits(**changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Documented limits (README, "Limits"): of input, and of how often (`rates`)."""
+
+    username_max: int = 30
+    display_name_max: int = 60
+    bio_max: int = 2000
+    password_min: int = 8
+    password_max: int = 1000
+    group_name_max: int = 80
+    group_description_max: int = 2000
+    group_rules_max: int = 5000
+    condition_tags_max: int = 10
+    condition_tag_max: int = 40
+    title_max: int = 200
+    post_max: int = 20000
+    content_warning_max: int = 200
+    form_body_max: int = 256 * 1024
+    rates: RateLimits = field(default_factory=RateLimits)
+
+
+@dataclass(frozen=True)
+class PasswordCost:
+    """argon2id parameters; tests use a cheaper profile than production."""
+
+    time_cost: int = 3
+    memory_cost_kib: int = 65536
+    parallelism: int = 4
+    # Hashes computed at once, in threads beside the event loop; more wait their turn.
+    concurrent_hashes: int = 2
 
 
 def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -131,11 +257,6 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     password_cost: PasswordCost = field(default_factory=PasswordCost)
     session_days: int = 30
-    # Sign-in guesses are throttled per (account, address) and per address, never per account
-    # alone: a stranger's wrong passwords must not lock the owner out (docs/POLICY.md).
-    sign_in_per_account_address: Throttle = Throttle(free=5)
-    sign_in_per_address: Throttle = Throttle(free=20)
-    registrations_per_address: Throttle = Throttle(free=5)
     # Peers whose X-Forwarded-For names the client (the reverse proxy in front of the node).
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     # A request head (line and headers) must arrive whole within this, and only so many
@@ -145,17 +266,6 @@ class Settings:
     consent_policy_version: str = "2026-11"
     # Servers whose activities and signed fetches are refused, before any key is fetched.
     blocked_domains: frozenset[str] = frozenset()
-
-    @property
-    def throttles_forget_after(self) -> timedelta:
-        return max(
-            throttle.forget_after
-            for throttle in (
-                self.sign_in_per_account_address,
-                self.sign_in_per_address,
-                self.registrations_per_address,
-            )
-        )
 
     @property
     def is_development(self) -> bool:

@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node import membership, posts
+from node.config import RateLimits
 from node.errors import Conflict, Forbidden, Invalid, NotFound
 from node.groups import GroupView, group_view_by_id
 from node.members import get_member, handle_of
@@ -143,6 +144,7 @@ async def report_post(
     category: str,
     comment: str,
     now: datetime,
+    rates: RateLimits | None = None,
 ) -> Report:
     """A member reports a post they may read. Reporting it again while the first report is
     open changes nothing (no second report, the same thanks)."""
@@ -163,6 +165,7 @@ async def report_post(
         member_id=found.post.author_id,
         reporter_id=reporter.id,
         comment=comment,
+        rates=rates,
     )
 
 
@@ -174,6 +177,7 @@ async def report_member(
     category: str,
     comment: str,
     now: datetime,
+    rates: RateLimits | None = None,
 ) -> Report:
     """A member reports another member of this node, for the node's admins."""
     reporter = await _acting_member(session, viewer)
@@ -193,6 +197,7 @@ async def report_member(
         member_id=person.id,
         reporter_id=reporter.id,
         comment=comment,
+        rates=rates,
     )
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, delete, func, insert, inspect, select, tru
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from node import rate_limits
 from node.config import Limits
 from node.crisis import WrittenPost, report_crisis_posts
 from node.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
@@ -155,6 +156,7 @@ async def start_thread(
     if problems:
         raise Invalid(problems)
     assert view.viewer.member_id is not None
+    await rate_limits.count_post(session, limits.rates, view, origin, now)
     held = await _holds(session, view.group, view.viewer, view.standing, view.viewer.member_id)
     thread = Thread(
         id=new_object_id(),
@@ -337,6 +339,7 @@ async def reply(
         raise Conflict(THREAD_CLOSED)
     if opening.held_at is not None:
         raise Conflict(THREAD_HELD)
+    await rate_limits.count_post(session, limits.rates, view, origin, now)
     if parent is None:
         parent = opening
     post = _new_post(thread.id, parent.id, viewer.member_id, draft, now)

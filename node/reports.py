@@ -13,8 +13,10 @@ from enum import StrEnum
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from node.config import DEFAULT_RATE_LIMITS, RateLimits
 from node.errors import Invalid
 from node.events import ReportFiled, record
+from node.rate_limits import count_report
 from node.storage.models import LOCAL, REPORT_CATEGORIES, Report
 from node.text import neutralise
 
@@ -59,14 +61,20 @@ async def file_report(
     comment: str = "",
     origin_domain: str = LOCAL,
     flag_activity_id: str | None = None,
+    rates: RateLimits | None = None,
 ) -> Report:
     """Store an open report and record `ReportFiled` (federation sends a `Flag` for remote
-    content from it). Who may report what is the caller's check (policy decides)."""
+    content from it). Who may report what is the caller's check (policy decides).
+
+    A member's report counts against `rates.reports_per_member` (the node's RateLimits;
+    their defaults when not given), or raises throttles.Throttled."""
     if post_id is None and member_id is None:
         raise Invalid({"target": "A report names a post or a member."})
     comment = neutralise(comment).strip()
     if len(comment) > COMMENT_MAX:
         raise Invalid({"comment": f"A comment is at most {COMMENT_MAX} characters."})
+    if reporter_id is not None:
+        await count_report(session, rates or DEFAULT_RATE_LIMITS, reporter_id, now)
     report = Report(
         group_id=group_id,
         post_id=post_id,

@@ -1,9 +1,11 @@
-"""Attempt counters that hold across processes: sign-in guesses and registrations.
+"""Attempt counters that hold across processes: sign-in guesses and registrations
+(throttles), posts, reports and follow requests (rates).
 
-An attempt is counted before it is made (the password checked, the account created), by a
-compare-and-set on its counter row, so that concurrent attempts in any number of processes
-sharing the database never get more than the throttle allows. An attempt that turns out
-well is refunded by the caller.
+An attempt is counted before it is made (the password checked, the account created, the
+post written), by a compare-and-set on its counter row, so that concurrent attempts in any
+number of processes sharing the database never get more than the limit allows. An attempt
+that turns out well is refunded by the caller; one counted in the same transaction as what
+it makes is taken back with it if that fails.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from node.config import Throttle
+from node.config import Rate, Throttle
 from node.errors import DomainError
 from node.storage.models import AttemptCounter
 
@@ -27,9 +29,9 @@ CONTENDED_TRIES = 8
 class Throttled(DomainError):
     """Too many attempts under a key: the next is allowed after `wait`."""
 
-    def __init__(self, wait: timedelta) -> None:
+    def __init__(self, wait: timedelta, reason: str = "Too many attempts.") -> None:
         self.wait = wait
-        super().__init__(f"Too many attempts. Please wait {describe_wait(wait)} and try again.")
+        super().__init__(f"{reason} Please wait {describe_wait(wait)} and try again.")
 
 
 def describe_wait(wait: timedelta) -> str:
@@ -74,6 +76,45 @@ async def count_attempt(session: AsyncSession, key: str, throttle: Throttle, now
         if changed.rowcount == 1:  # type: ignore[attr-defined]
             return
     raise Throttled(throttle.first_delay)
+
+
+async def count_in_window(
+    session: AsyncSession, key: str, rate: Rate, now: datetime, reason: str
+) -> None:
+    """Count one action under `key` in its window, or raise Throttled (saying `reason`) if
+    `rate.count` were done in it already. The window opens with the first action after the
+    last window closed; for these keys `last_at` holds when it opened."""
+    for _ in range(CONTENDED_TRIES):
+        row = (
+            await session.execute(
+                select(AttemptCounter.attempts, AttemptCounter.last_at).where(
+                    AttemptCounter.key == key
+                )
+            )
+        ).one_or_none()
+        if row is None:
+            if await _insert_first(session, key, now):
+                return
+            continue
+        attempts, opened_at = row
+        if now - opened_at >= rate.period:
+            counted = {"attempts": 1, "last_at": now}  # a new window opens
+        elif attempts >= rate.count:
+            raise Throttled(opened_at + rate.period - now, reason)
+        else:
+            counted = {"attempts": attempts + 1}
+        changed = await session.execute(
+            update(AttemptCounter)
+            .where(
+                AttemptCounter.key == key,
+                AttemptCounter.attempts == attempts,
+                AttemptCounter.last_at == opened_at,
+            )
+            .values(**counted)
+        )
+        if changed.rowcount == 1:  # type: ignore[attr-defined]
+            return
+    raise Throttled(rate.period / rate.count, reason)
 
 
 async def _insert_first(session: AsyncSession, key: str, now: datetime) -> bool:

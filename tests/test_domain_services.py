@@ -25,7 +25,7 @@ from node.auth import (
     member_for_session,
     open_session,
 )
-from node.config import Throttle
+from node.config import Limits, RateLimits, Throttle
 from node.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from node.groups import GROUP_NOT_FOUND, create_group, directory, view_group
 from node.members import create_member
@@ -1150,7 +1150,7 @@ async def test_authenticate_checks_credentials(node: NodeContext) -> None:
 
 
 async def test_guesses_slow_down_an_account_from_one_address_only(node: NodeContext) -> None:
-    throttle = node.settings.sign_in_per_account_address
+    throttle = node.settings.limits.rates.sign_in_per_account_address
     await add_member(node, "alice")
     # Given as many wrong guesses at alice from one address as are free
     for _ in range(throttle.free):
@@ -1180,7 +1180,7 @@ async def test_guesses_slow_down_an_account_from_one_address_only(node: NodeCont
 async def test_guesses_from_one_address_at_many_accounts_slow_that_address(
     make_node: NodeFactory,
 ) -> None:
-    node = await make_node(sign_in_per_address=Throttle(free=3))
+    node = await make_node(limits=Limits(rates=RateLimits(sign_in_per_address=Throttle(free=3))))
     await add_member(node, "alice")
     for name in ("x1", "x2", "x3"):
         with pytest.raises(LoginRefused, match="do not match"):

@@ -76,7 +76,7 @@ async def test_a_strangers_wrong_passwords_never_lock_the_owner_out(
 ) -> None:
     node = await make_node(trusted_proxies=PROXY)
     assert isinstance(node.clock, ManualClock)
-    throttle = node.settings.sign_in_per_account_address
+    throttle = node.settings.limits.rates.sign_in_per_account_address
     stranger = await browser_on(node, aiohttp_client)
     await stranger.register("alice")
     await stranger.logout()
@@ -109,7 +109,7 @@ async def test_x_forwarded_for_counts_only_from_a_trusted_proxy(
     browser = await browser_on(node, aiohttp_client)
     await browser.register("alice")
     await browser.logout()
-    throttle = node.settings.sign_in_per_account_address
+    throttle = node.settings.limits.rates.sign_in_per_account_address
     for guess in range(throttle.free):
         headers = {"X-Forwarded-For": f"192.0.2.{guess}"}
         assert_page(await sign_in(browser, "guess", headers), 400, "do not match")
@@ -132,7 +132,7 @@ async def test_registrations_are_limited_per_address(
     make_node: NodeFactory, aiohttp_client: ClientFactory
 ) -> None:
     node = await make_node(trusted_proxies=PROXY)
-    throttle = node.settings.registrations_per_address
+    throttle = node.settings.limits.rates.registrations_per_address
 
     async def register(username: str, headers: dict[str, str]) -> Page:
         browser = await browser_on(node, aiohttp_client)
@@ -163,7 +163,7 @@ async def test_a_burst_of_guesses_at_two_web_processes_checks_no_more_than_the_b
         browsers = [Browser(await aiohttp_client(server)) for server in servers]
         await browsers[0].register("alice")
         seed, token = await login_form(servers[0])
-        budget = first.settings.sign_in_per_account_address.free
+        budget = first.settings.limits.rates.sign_in_per_account_address.free
 
         async def attempt(index: int, password: str, address: str) -> tuple[int, str]:
             client = browsers[index % 2].client

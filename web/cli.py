@@ -22,7 +22,7 @@ from keys.pairs import generate_key_pair
 from keys.secret import SecretError
 from node import groups, members
 from node.clock import Clock, ScaledClock, SystemClock
-from node.config import Settings, parse_networks, validate_domain
+from node.config import Limits, Settings, parse_networks, parse_rate_limits, validate_domain
 from node.errors import DomainError, Invalid
 from node.runtime import NodeContext
 from node.storage.files import restrict_new_files
@@ -34,6 +34,8 @@ DATABASE_URL_ENV = "HEALTHNODE_DATABASE_URL"
 CLOCK_RATE_ENV = "HEALTHNODE_CLOCK_RATE"
 BLOCKED_DOMAINS_ENV = "HEALTHNODE_BLOCKED_DOMAINS"
 TRUSTED_PROXIES_ENV = "HEALTHNODE_TRUSTED_PROXIES"
+# HEALTHNODE_RATE_POSTS_PER_MEMBER=30/10m and so on: one variable per RateLimits field.
+RATE_ENV_PREFIX = "HEALTHNODE_RATE_"
 
 
 class CommandError(Exception):
@@ -126,10 +128,15 @@ def settings_from(args: argparse.Namespace) -> Settings:
         trusted_proxies = parse_networks(os.environ.get(TRUSTED_PROXIES_ENV, ""))
     except ValueError as error:
         raise CommandError(f"{TRUSTED_PROXIES_ENV}: {error}") from None
+    try:
+        rates = parse_rate_limits(os.environ, RATE_ENV_PREFIX)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
     return Settings(
         domain=domain,
         data_dir=args.data_dir,
         database_url=args.database_url,
+        limits=Limits(rates=rates),
         blocked_domains=blocked,
         trusted_proxies=trusted_proxies,
     )

@@ -11,6 +11,7 @@ from node.auth import member_for_session
 from node.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from node.policy import viewer_for
 from node.storage.engine import begin_for_reading
+from node.throttles import Throttled
 from web.appkeys import (
     CSRF_BASIS,
     CSRF_FAILED,
@@ -24,7 +25,7 @@ from web.appkeys import (
 )
 from web.cookies import SEED_COOKIE, SESSION_COOKIE, duplicated_cookie, read_cookie, set_cookie
 from web.csrf import CSRF_FIELD, new_seed, token_matches
-from web.pages import Handler, answer_and_hang_up, is_signed_not_cookied, render
+from web.pages import Handler, answer_and_hang_up, is_signed_not_cookied, render, retry_after
 from web.security_headers import SECURITY_HEADERS
 from web.signed_in import SignedIn
 
@@ -43,6 +44,7 @@ TITLE_OF = {
     409: "That did not work",
     408: "Too slow",
     413: "Too large",
+    429: "Please wait",
     500: "Something went wrong",
 }
 
@@ -110,6 +112,8 @@ async def error_pages(request: web.Request, handler: Handler) -> web.StreamRespo
             raise
         message = "There is nothing at this address." if exc.status == 404 else exc.reason
         return error_page(request, exc.status, message)
+    except Throttled as error:  # a page that does not keep the form's text says the wait
+        return retry_after(error_page(request, 429, str(error)), error.wait)
     except DomainError as error:
         return error_page(request, STATUS_OF.get(type(error), 400), str(error))
     except Exception:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -68,6 +69,12 @@ def render(
         )
     )
     return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
+
+
+def retry_after(response: web.StreamResponse, wait: timedelta) -> web.StreamResponse:
+    """A 429's `Retry-After`: whole seconds, at least one."""
+    response.headers["Retry-After"] = str(max(1, math.ceil(wait.total_seconds())))
+    return response
 
 
 def local_path(target: str) -> str | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from aiohttp import web
 
 from node import auth, crisis, ids, members
@@ -21,6 +19,7 @@ from web.pages import (
     render,
     require_member,
     rerenders_stale_forms,
+    retry_after,
     safe_next,
     see_other,
     stale_form,
@@ -49,7 +48,7 @@ def _throttled(
 ) -> web.Response:
     """The form again, saying how long to wait (429, with Retry-After)."""
     response = render(request, template, context | {"errors": {"form": str(error)}}, 429)
-    response.headers["Retry-After"] = str(max(1, math.ceil(error.wait.total_seconds())))
+    retry_after(response, error.wait)
     return response
 
 

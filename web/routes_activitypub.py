@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -23,14 +24,16 @@ from node import groups, ids, members, membership, posts, published
 from node.actor_keys import INSTANCE_ACTOR, public_pem_of
 from node.errors import NotFound
 from node.policy import ANONYMOUS, federates
+from node.rate_limits import count_follow_request
 from node.storage.models import (
     ConditionGroup,
     Member,
     Post,
 )
+from node.throttles import Throttled
 from web.appkeys import FEDERATION, NODE
 from web.middlewares import BODY_READ_SECONDS
-from web.pages import answer_and_hang_up, db, signed_not_cookied
+from web.pages import answer_and_hang_up, db, retry_after, signed_not_cookied
 
 INBOX_BODY_MAX = 1024 * 1024
 PAGE_SIZE = 20
@@ -303,6 +306,24 @@ async def shared_inbox(request: web.Request) -> web.Response:
     return await _receive(request, None)
 
 
+def _claimed_host(request: web.Request) -> str:
+    """The host of the key a request says it is signed with; "" when it names none (or
+    says it badly: then it is refused with its reason further on)."""
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    try:
+        key_id = inbox_edge.signing_key_id(headers)
+    except inbox_edge.Refused:
+        return ""
+    return inbox_edge.host_name(key_id) if key_id else ""
+
+
+def _too_many(wait: timedelta, reason: str) -> web.Response:
+    """429 with Retry-After: a sender (ours included, federation/queue.py) tries again then."""
+    too_many = json_error(429, reason)
+    retry_after(too_many, wait)
+    return too_many
+
+
 async def _read_capped(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > INBOX_BODY_MAX:
         raise web.HTTPRequestEntityTooLarge(
@@ -325,6 +346,9 @@ async def _receive(
     signer's key is looked up or fetched, and only the keeping writes (group-committed)."""
     node = request.app[NODE]
     federation = federation_of(request)
+    wait = federation.inbox_budget.take(_claimed_host(request), node.clock.now())
+    if wait is not None:  # before the body is read or any key fetched
+        return _too_many(wait, "too many requests from this server; please slow down")
     try:
         body = await _read_capped(request)
     except web.HTTPRequestEntityTooLarge:
@@ -349,6 +373,13 @@ async def _receive(
         )
     except inbox_edge.Refused as refused:
         return json_error(refused.status, str(refused))
+    if activity.type == "Follow":
+        try:
+            async with node.transaction() as session:
+                host = inbox_edge.host_name(activity.actor)
+                await count_follow_request(session, node.settings.limits.rates, host, now)
+        except Throttled as throttled:
+            return _too_many(throttled.wait, "too many follow requests from this server")
     if inbox_edge.is_handled(activity):
         try:
             await federation.inbox_writer.store(activity, document, now, addressed_group_id)

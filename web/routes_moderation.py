@@ -9,6 +9,7 @@ from node.errors import Conflict, Forbidden, Invalid
 from node.members import get_member
 from node.policy import Action
 from node.reports import ReportCategory
+from web.appkeys import NODE
 from web.pages import (
     STALE_FORM,
     db,
@@ -77,8 +78,9 @@ async def post_report_submit(request: web.Request) -> web.StreamResponse:
     if not errors:
         try:
             await moderation.report_post(
-                db(request), viewer(request), post_id=post_id, now=now(request), **values
-            )
+                db(request), viewer(request), post_id=post_id, now=now(request),
+                rates=request.app[NODE].settings.limits.rates, **values,
+            )  # fmt: skip
         except REFUSED as error:
             errors, status = _problems(error), _status(error)
         else:
@@ -112,8 +114,9 @@ async def member_report_submit(request: web.Request) -> web.StreamResponse:
     if not errors:
         try:
             await moderation.report_member(
-                db(request), viewer(request), username=person.username, now=now(request), **values
-            )
+                db(request), viewer(request), username=person.username, now=now(request),
+                rates=request.app[NODE].settings.limits.rates, **values,
+            )  # fmt: skip
         except REFUSED as error:
             errors, status = _problems(error), _status(error)
         else:

@@ -12,6 +12,7 @@ from node.errors import Conflict, Forbidden, Invalid
 from node.ids import thread_path
 from node.policy import Action
 from node.storage.models import CrisisResource
+from node.throttles import Throttled
 from web.pages import (
     STALE_FORM,
     db,
@@ -21,6 +22,7 @@ from web.pages import (
     render,
     require_member,
     rerenders_stale_forms,
+    retry_after,
     see_other,
     stale_form,
     viewer,
@@ -46,14 +48,16 @@ def post_anchor(thread_id: str, post_id: str) -> str:
     return f"{thread_path(thread_id)}#post-{post_id}"
 
 
-REFUSED = (Invalid, Conflict, Forbidden)
+REFUSED = (Invalid, Conflict, Forbidden, Throttled)
 
 
-def _problems(error: Invalid | Conflict | Forbidden) -> dict[str, str]:
+def _problems(error: Invalid | Conflict | Forbidden | Throttled) -> dict[str, str]:
     return error.problems if isinstance(error, Invalid) else {"form": str(error)}
 
 
 def _status(error: Exception) -> int:
+    if isinstance(error, Throttled):
+        return 429
     return 403 if isinstance(error, Forbidden) else 409 if isinstance(error, Conflict) else 400
 
 
@@ -78,6 +82,13 @@ async def crisis_prompt(
     return CrisisPrompt(await crisis.resources(session), await crisis.notices(session))
 
 
+def _with_wait(response: web.Response, error: Exception | None) -> web.Response:
+    """The form again, with its text kept; a post over the limit says when to try again."""
+    if isinstance(error, Throttled):
+        retry_after(response, error.wait)
+    return response
+
+
 async def new_thread_form(request: web.Request) -> web.Response:
     require_member(request)
     view = await groups.view_group(
@@ -95,7 +106,7 @@ async def new_thread_submit(request: web.Request) -> web.StreamResponse:
     data = await form(request)
     values = {key: data.get(key, "") for key in ("title", "body", "content_warning", CRISIS_SEEN)}
     errors: dict[str, str] = {"form": STALE_FORM} if stale_form(request) else {}
-    status = 400
+    status, refused = 400, None
     if not errors:
         texts = (values["title"], values["body"], values["content_warning"])
         prompt = await crisis_prompt(request, data, *texts)
@@ -112,11 +123,11 @@ async def new_thread_submit(request: web.Request) -> web.StreamResponse:
                 now=now(request),
             )
         except REFUSED as error:
-            errors, status = _problems(error), _status(error)
+            errors, status, refused = _problems(error), _status(error), error
         else:
             raise see_other(thread_path(thread.id))
     context = {"view": view, "values": values, "errors": errors}
-    return render(request, "thread_new.html", context, status)
+    return _with_wait(render(request, "thread_new.html", context, status), refused)
 
 
 async def thread_page(
@@ -161,7 +172,8 @@ async def reply_submit(request: web.Request) -> web.StreamResponse:
             now=now(request),
         )
     except REFUSED as error:
-        return await thread_page(request, values, _problems(error), _status(error))
+        page = await thread_page(request, values, _problems(error), _status(error))
+        return _with_wait(page, error)
     raise see_other(post_anchor(post.thread_id, post.id))
 
 
