@@ -9,10 +9,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestServer
 from sqlalchemy import func, select, text
 
 from federation.origins import received_origin
 from node import groups, members, moderation, remote
+from node.config import Limits, Rate, RateLimits
 from node.errors import Forbidden
 from node.policy import Viewer
 from node.reports import ReportCategory, file_report
@@ -22,6 +24,7 @@ from tests.browser import DEFAULT_PASSWORD, Browser
 from tests.clock import ManualClock
 from tests.conftest import BrowserFactory
 from tests.test_web_flows import create_group
+from web.app import create_app
 
 
 async def scalar(node: NodeContext, statement: Any) -> Any:
@@ -441,3 +444,27 @@ async def test_an_ended_ban_lets_a_remote_member_follow_again(group: Group) -> N
     # And once it has ended, she is a member again
     group.clock.advance(timedelta(days=1))
     assert (await follow("https://peer.example/follows/2")).state == "active"
+
+
+async def test_reports_past_the_members_limit_answer_429_with_the_wait(
+    make_node: Any, aiohttp_client: Any
+) -> None:
+    """The report pages pass the node's configured limit: past it, a page with the wait,
+    and nothing more filed."""
+    limited = Limits(rates=RateLimits(reports_per_member=Rate(1, timedelta(hours=1))))
+    node = await make_node("limited", clock=ManualClock(), limits=limited)
+    server = TestServer(create_app(node))
+    await server.start_server()
+    people = {}
+    for name in ("olga", "bob", "carla"):
+        people[name] = Browser(await aiohttp_client(server))
+        await people[name].register(name, display_name=name.title())
+    carla = people["carla"]
+    assert (await carla.get("/u/olga/report")).status == 200
+    filed = await carla.post("/u/olga/report", {"category": "spam", "comment": ""})
+    assert filed.status == 200, filed.text[:400]
+    await carla.get("/u/bob/report")
+    refused = await carla.post("/u/bob/report", {"category": "spam", "comment": ""})
+    assert refused.status == 429, refused.text[:400]
+    assert "try again" in refused.text
+    assert await scalar(node, select(func.count()).select_from(Report)) == 1
