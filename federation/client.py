@@ -58,6 +58,14 @@ class FetchError(Exception):
         self.status = status
 
 
+class PolicyRefused(FetchError):
+    """The federation policy refuses the server: nothing was sent to it."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__("refused", f"the federation policy refuses {host[:200]}")
+        self.host = host
+
+
 @dataclass(frozen=True)
 class ClientLimits:
     connect_seconds: float = 5.0
@@ -179,8 +187,7 @@ class FederationClient:
 
     async def _check_policy(self, url: str) -> None:
         if self.permits is not None and not await self.permits(url):
-            host = urlsplit(url).hostname or ""
-            raise FetchError("refused", f"the federation policy refuses {host[:200]}")
+            raise PolicyRefused(urlsplit(url).hostname or "")
 
     async def get_json(
         self,

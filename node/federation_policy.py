@@ -127,9 +127,7 @@ async def listed_domains(session: AsyncSession) -> list[ListedDomain]:
 
 async def _locked_policy_row(session: AsyncSession) -> FederationPolicyRow:
     statement = (
-        select(FederationPolicyRow)
-        .where(FederationPolicyRow.id == POLICY_ROW_ID)
-        .with_for_update()
+        select(FederationPolicyRow).where(FederationPolicyRow.id == POLICY_ROW_ID).with_for_update()
     )
     row = (await session.execute(statement)).scalar_one_or_none()
     if row is None:  # the migration inserts it; a wiped table is re-created in open mode
@@ -271,9 +269,13 @@ async def apply_policy(session: AsyncSession, policy: DomainPolicy, now: datetim
     remote members whose server is not. Returns how many memberships ended."""
     ended = 0
     for model in (Member, ConditionGroup):
-        rows = await session.execute(
-            select(model.domain, model.federation_hidden).where(model.domain != LOCAL).distinct()
-        )
+        rows = (
+            await session.execute(
+                select(model.domain, model.federation_hidden)
+                .where(model.domain != LOCAL)
+                .distinct()
+            )
+        ).all()
         hide = {domain for domain, hidden in rows if not policy.permits(domain) and not hidden}
         show = {domain for domain, hidden in rows if policy.permits(domain) and hidden}
         for domains, hidden in ((hide, True), (show, False)):

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, func, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from node.config import Limits
 from node.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
@@ -42,6 +43,7 @@ from node.policy import (
     may,
     may_delete_post,
     may_edit_post,
+    shown_by_federation_policy,
 )
 from node.storage.engine import note_erasure
 from node.storage.models import LOCAL, ConditionGroup, Member, Membership, Post, Reaction, Thread
@@ -183,8 +185,9 @@ async def _thread_in_context(
         await session.execute(
             visible_groups(viewer, Action.READ)
             .join(Thread, Thread.group_id == ConditionGroup.id)
+            .join(Member, Member.id == Thread.author_id)
             .add_columns(Thread)
-            .where(Thread.id == thread_id)
+            .where(Thread.id == thread_id, shown_by_federation_policy(Member.federation_hidden))
         )
     ).first()
     if row is None:
@@ -226,13 +229,21 @@ async def _post_where(
     """The post, thread, group and standing in one query that lets through only what the viewer
     may read (or, with `authors_own`, wrote): a private post costs what a missing one costs."""
     own = authors_own and viewer.member_id is not None
+    thread_author = aliased(Member)
     row = (
         await session.execute(
             visible_groups(viewer, Action.READ, Post.author_id == viewer.member_id if own else None)
             .join(Thread, Thread.group_id == ConditionGroup.id)
             .join(Post, Post.thread_id == Thread.id)
+            .join(Member, Member.id == Post.author_id)
+            .join(thread_author, thread_author.id == Thread.author_id)
             .add_columns(Thread, Post)
-            .where(where)
+            .where(
+                where,
+                shown_by_federation_policy(
+                    Member.federation_hidden, thread_author.federation_hidden
+                ),
+            )
         )
     ).first()
     if row is None:
@@ -660,7 +671,7 @@ async def view_thread(session: AsyncSession, thread_id: str, viewer: Viewer) -> 
     rows = await session.execute(
         select(Post, Member)
         .join(Member, Member.id == Post.author_id)
-        .where(Post.thread_id == thread.id)
+        .where(Post.thread_id == thread.id, shown_by_federation_policy(Member.federation_hidden))
         .order_by(Post.created_at, Post.id)
     )
     pairs = rows.all()
@@ -714,7 +725,9 @@ async def threads_of_group(session: AsyncSession, view: GroupView) -> list[Threa
         select(Thread, Member, replies.c.replies)
         .join(Member, Member.id == Thread.author_id)
         .join(replies, replies.c.thread_id == Thread.id)
-        .where(Thread.group_id == view.group.id)
+        .where(
+            Thread.group_id == view.group.id, shown_by_federation_policy(Member.federation_hidden)
+        )
         .order_by(Thread.last_activity_at.desc())
         .limit(200)
     )
@@ -740,7 +753,10 @@ async def feed_for(session: AsyncSession, viewer: Viewer, limit: int = 20) -> li
             Membership,
             (Membership.group_id == ConditionGroup.id) & (Membership.member_id == viewer.member_id),
         )
-        .where(Membership.state == "active")
+        .where(
+            Membership.state == "active",
+            shown_by_federation_policy(Member.federation_hidden, ConditionGroup.federation_hidden),
+        )
         .order_by(Thread.last_activity_at.desc())
         .limit(limit)
     )
