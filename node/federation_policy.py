@@ -199,7 +199,7 @@ async def _changed(
         actor_id=actor_id,
         group_id=None,
     )
-    ended = await apply_policy(session, await load_policy(session, env_blocked), now)
+    ended = await apply_policy(session, await load_policy(session, env_blocked))
     return Changed(summary, ended)
 
 
@@ -263,11 +263,11 @@ async def unlist_domain(
     return await _changed(session, f"unlist {domain}", "", now, actor_label, actor_id, env_blocked)
 
 
-async def apply_policy(session: AsyncSession, policy: DomainPolicy, now: datetime) -> int:
+async def apply_policy(session: AsyncSession, policy: DomainPolicy) -> int:
     """Bring the stored rows in line with `policy`: hide (or show again) remote members and
     groups by whether their server is permitted, and end the memberships in our groups of
     remote members whose server is not. Returns how many memberships ended."""
-    ended = 0
+    refused_people: set[str] = set()
     for model in (Member, ConditionGroup):
         rows = (
             await session.execute(
@@ -276,8 +276,11 @@ async def apply_policy(session: AsyncSession, policy: DomainPolicy, now: datetim
                 .distinct()
             )
         ).all()
-        hide = {domain for domain, hidden in rows if not policy.permits(domain) and not hidden}
-        show = {domain for domain, hidden in rows if policy.permits(domain) and hidden}
+        refused = {domain for domain, _ in rows if not policy.permits(domain)}
+        if model is Member:
+            refused_people = refused
+        hide = {domain for domain, hidden in rows if domain in refused and not hidden}
+        show = {domain for domain, hidden in rows if domain not in refused and hidden}
         for domains, hidden in ((hide, True), (show, False)):
             if domains:
                 await session.execute(
@@ -285,17 +288,20 @@ async def apply_policy(session: AsyncSession, policy: DomainPolicy, now: datetim
                     .where(model.domain.in_(sorted(domains)))
                     .values(federation_hidden=hidden)
                 )
-    refused = await session.execute(
+    if not refused_people:
+        return 0
+    memberships = await session.execute(
         select(Membership.group_id, Membership.member_id)
         .join(Member, Member.id == Membership.member_id)
         .join(ConditionGroup, ConditionGroup.id == Membership.group_id)
-        .where(Member.domain != LOCAL, ConditionGroup.domain == LOCAL)
+        .where(
+            Member.domain.in_(sorted(refused_people)),
+            ConditionGroup.domain == LOCAL,
+            Membership.state != "banned",  # a ban stays: it is ours to lift
+        )
     )
-    for group_id, member_id in refused.all():
-        member = await session.get(Member, member_id)
-        assert member is not None
-        if policy.permits(member.domain):
-            continue
+    ended = 0
+    for group_id, member_id in memberships.all():
         row = await locked_membership(session, group_id, member_id)
         if row is not None and row.state != "banned":
             await remove_membership(session, row)

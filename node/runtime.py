@@ -69,7 +69,7 @@ class NodeContext:
                 await ensure_key_pair(session, INSTANCE_ACTOR, secret, context.clock.now())
                 # The environment's blocked domains may have changed since the last start.
                 policy = await load_policy(session, settings.blocked_domains)
-                await apply_policy(session, policy, context.clock.now())
+                await apply_policy(session, policy)
         except BaseException:
             await engine.dispose()
             raise
