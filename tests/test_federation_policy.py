@@ -228,7 +228,7 @@ async def test_a_block_from_the_command_line_ends_follows_hides_content_and_appl
     assert "Hello from localhost" not in (await reader.get("/g/t1d")).text
     assert (await reader.get(f"/t/{thread.id}")).status == 404
     # And within seconds (of the node's clock), the running node refuses her server
-    node.clock.advance(federation_policy.RECHECK + timedelta(seconds=1))  # type: ignore[attr-defined]
+    node.clock.advance(timedelta(seconds=3))  # type: ignore[attr-defined]
     fetches = await key_fetches(neighbour)
     answer = await post_signed(
         hospital, neighbour, follow(neighbour, "mallory", hospital.group_iri)
