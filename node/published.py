@@ -16,7 +16,9 @@ class Page:
     bodies: list[str]  # the stored JSON of each activity, newest first
 
 
-async def group_announces(session: AsyncSession, actor_iri: str, page: int, size: int) -> Page:
+async def group_announces(
+    session: AsyncSession, actor_iri: str, page: int, size: int
+) -> Page:
     """A group's Announces of activities, newest first. Not its bare Announce{Page} boosts
     (sent for Mastodon's sake): Lemmy reads every item of a group's outbox as an Announce of
     an activity, and one boost would spoil the whole page."""
