@@ -212,6 +212,8 @@ class InboxQueue:
         how many were claimed. Should the batch's transaction itself fail, its items are
         processed one per transaction instead."""
         await self._prune(self.node.clock.now())
+        # Processing asks the policy without waiting (Processor.blocked): read it fresh here.
+        await self.node.federation_policy.current()
         try:
             return await self._process_batch()
         except DBAPIError:
