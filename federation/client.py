@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -56,6 +56,14 @@ class FetchError(Exception):
         super().__init__(message)
         self.kind = kind
         self.status = status
+
+
+class PolicyRefused(FetchError):
+    """The federation policy refuses the server: nothing was sent to it."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__("refused", f"the federation policy refuses {host[:200]}")
+        self.host = host
 
 
 @dataclass(frozen=True)
@@ -151,8 +159,11 @@ class FederationClient:
         limits: ClientLimits | None = None,
         trace_configs: Sequence[aiohttp.TraceConfig] = (),
         signatures: SignaturePreference | None = None,
+        permits: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.allow_loopback = allow_loopback
+        # The federation policy (node/federation_policy.py): a refused server is never asked.
+        self.permits = permits
         self.limits = limits or ClientLimits()
         # Which signature family each origin accepts, learnt by post_signed (per process).
         self.signatures = signatures or SignaturePreference()
@@ -174,6 +185,10 @@ class FederationClient:
     async def close(self) -> None:
         await self.session.close()
 
+    async def _check_policy(self, url: str) -> None:
+        if self.permits is not None and not await self.permits(url):
+            raise PolicyRefused(urlsplit(url).hostname or "")
+
     async def get_json(
         self,
         url: str,
@@ -192,6 +207,7 @@ class FederationClient:
         origin = origin_of(url)
         for _ in range(MAX_REDIRECTS + 1):
             check_url(url, self.allow_loopback)
+            await self._check_policy(url)
             headers = {"Accept": accept}
             if signer is not None:
                 headers |= sign_cavage(
@@ -207,6 +223,7 @@ class FederationClient:
                     if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                         url = urljoin(url, resp.headers["Location"])
                         check_url(url, self.allow_loopback)
+                        await self._check_policy(url)
                         if not other_origins and origin_of(url) != origin:
                             raise FetchError(
                                 "refused",
@@ -238,6 +255,7 @@ class FederationClient:
         signed with the other family, and the answer to that one is the answer. A family
         that gets a 2xx is remembered for the origin. Each request is signed once."""
         check_url(url, self.allow_loopback)
+        await self._check_policy(url)
         try:
             target = str(URL(url))  # the target URI as it goes on the wire
         except ValueError:

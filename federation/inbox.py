@@ -2,7 +2,7 @@
 
 Order of checks, cheapest first, and nothing read from the body before the sender is known:
 size (web/), the signature headers (present, well formed, covering what they must, the Date
-window), the signed digest against the raw body, the blocked-server check on the keyId, the
+window), the signed digest against the raw body, the federation policy on the keyId's server, the
 signer's key (fetched through the actor directory) and the signature. Only then is the body
 read as JSON and JSON-LD, in a thread and within bounds (federation/jsonld.py), and the
 activity's actor, id and key owner compared.
@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -38,6 +37,7 @@ from federation.jsonld import InvalidDocument, normalise
 from federation.jsontext import load_json, off_the_loop
 from federation.processing import HANDLED_TYPES
 from federation.vocab import Activity, VocabError, parse_activity, same_origin
+from node.federation_policy import REFUSED
 from node.storage.models import InboxItem
 from node.storage.states import InboxItemState
 
@@ -152,21 +152,6 @@ def signing_key_id(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-def host_name(iri: str) -> str:
-    """The host an IRI names, as blocks compare it (no port, no trailing dot, lower case)."""
-    try:
-        return (urlsplit(iri).hostname or "").rstrip(".").lower()
-    except ValueError:
-        return ""
-
-
-def is_blocked(settings: Any, iri: str) -> bool:
-    host = host_name(iri)
-    return bool(host) and any(
-        host == blocked or host.endswith("." + blocked) for blocked in settings.blocked_domains
-    )
-
-
 # The one answer to every failure that depends on what fetching the signer's key found.
 UNVERIFIED = "the signature could not be verified"
 
@@ -204,7 +189,7 @@ async def authenticate(
     `blocked` is asked about the key before it is fetched, and about the actor."""
     signature = check_request(request, now)
     if blocked is not None and blocked(signature.key_id):
-        raise Refused(403, "activities from this server are refused")
+        raise Refused(403, REFUSED)
     key = await _verified_key(directory, signature, now)
     try:
         activity, normalised = await off_the_loop(_read_activity, request.body)
@@ -215,7 +200,7 @@ async def authenticate(
     if not same_origin(signature.key_id, activity.actor):
         raise Refused(401, "the signing key is not on the actor's server")
     if blocked is not None and blocked(activity.actor):
-        raise Refused(403, "activities from this server are refused")
+        raise Refused(403, REFUSED)
     if key.actor_iri != activity.actor:
         log.info(
             "inbox: refused %s: the signing key belongs to someone other than the actor (%s)",

@@ -25,6 +25,7 @@ from federation.origins import activity_of
 from node import events, remote
 from node.actor_keys import INSTANCE_ACTOR, public_pem_of
 from node.clock import Clock
+from node.federation_policy import PolicyCache
 from node.ids import ActivityRef, new_object_id
 from node.policy import federates
 from node.storage.engine import after_commit
@@ -42,6 +43,7 @@ from node.storage.states import DELIVERY, DeliveryState
 
 # Why the unsent deliveries of something whose post was deleted are abandoned.
 POST_DELETED = "the post was deleted"
+REFUSED_BY_POLICY = "the federation policy refuses this server"
 
 PostWritten = events.ThreadStarted | events.PostReplied | events.PostEdited
 # A post, its thread and group; its author; the post it replies to, with that one's author.
@@ -65,10 +67,13 @@ class Outbox:
         documents: Documents,
         clock: Clock,
         wake_deliveries: Callable[[], None],
+        policy: PolicyCache | None = None,
     ) -> None:
         self.documents = documents
         self.clock = clock
         self.wake_deliveries = wake_deliveries
+        # The federation policy: no delivery is created for a server it refuses.
+        self.policy = policy
 
     async def publish(self, session: AsyncSession, batch: list[events.Event]) -> None:
         written: list[PostWritten] = []
@@ -138,6 +143,9 @@ class Outbox:
         )
 
     async def _insert_deliveries(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+        if rows and self.policy is not None:
+            policy = await self.policy.current()
+            rows = [row for row in rows if policy.permits(row["inbox_url"])]
         if rows:
             # One executemany for a fan-out of any size, not one INSERT per follower's inbox.
             await session.execute(insert(Delivery), rows)

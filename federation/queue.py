@@ -25,7 +25,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from federation.actors import ActorDirectory
 from federation.client import FederationClient, FetchError, Signer
-from federation.outbox import POST_DELETED
+from federation.outbox import POST_DELETED, REFUSED_BY_POLICY
 from federation.prefetch import NeedsFetch, Prefetcher, Wanted, wanted_text
 from federation.processing import MAX_ANCESTOR_FETCHES, Processor, Rejected, Retry
 from federation.replies import CLAIM, BatchedReplies
@@ -212,6 +212,8 @@ class InboxQueue:
         how many were claimed. Should the batch's transaction itself fail, its items are
         processed one per transaction instead."""
         await self._prune(self.node.clock.now())
+        # Processing asks the policy without waiting (Processor.blocked): read it fresh here.
+        await self.node.federation_policy.current()
         try:
             return await self._process_batch()
         except DBAPIError:
@@ -687,6 +689,11 @@ class DeliveryQueue:
                             claim.delivery_id, claim.host, abandoned=POST_DELETED, lease=lease
                         )
                     body = current.body.encode()
+            if not (await self.node.federation_policy.current()).permits(claim.inbox_url):
+                # Queued before the policy refused its server: it is never sent.
+                return Outcome(
+                    claim.delivery_id, claim.host, abandoned=REFUSED_BY_POLICY, lease=lease
+                )
             outcome = Outcome(
                 claim.delivery_id,
                 claim.host,

@@ -9,7 +9,7 @@ import aiohttp
 from federation.actors import ActorDirectory
 from federation.client import FederationClient
 from federation.convert import Documents
-from federation.inbox import InboxWriter, KnownAddressees, is_blocked
+from federation.inbox import InboxWriter, KnownAddressees
 from federation.inbox_budget import InboxBudget
 from federation.outbox import Outbox
 from federation.prefetch import Prefetcher
@@ -32,7 +32,9 @@ class Federation:
         self.node = node
         self.documents = Documents(node.settings)
         self.client = FederationClient(
-            allow_loopback=node.settings.is_development, trace_configs=trace_configs
+            allow_loopback=node.settings.is_development,
+            trace_configs=trace_configs,
+            permits=self.permits,
         )
         self.directory = ActorDirectory(
             self.client,
@@ -44,13 +46,15 @@ class Federation:
         self.delivery_worker = Worker(
             "deliveries", self.delivery_queue.drain, DELIVERY_PACE, self.delivery_queue.batch
         )
-        self.outbox = Outbox(self.documents, node.clock, self.delivery_worker.wake)
+        self.outbox = Outbox(
+            self.documents, node.clock, self.delivery_worker.wake, node.federation_policy
+        )
         processor = Processor(
             self.documents,
             self.directory,
             self.outbox,
             node.settings.limits,
-            blocked=lambda iri: is_blocked(node.settings, iri),
+            blocked=lambda iri: not node.federation_policy.latest.permits(iri),
         )
         prefetcher = Prefetcher(self.directory, processor.fetched, node.transaction)
         self.inbox_queue = InboxQueue(node, processor, prefetcher)
@@ -62,6 +66,10 @@ class Federation:
         )
         node.sinks.append(self.outbox)
         self.workers_running = False
+
+    async def permits(self, iri: str) -> bool:
+        """Whether the federation policy lets this node talk to the server of `iri`."""
+        return (await self.node.federation_policy.current()).permits(iri)
 
     def start_workers(self) -> None:
         self.inbox_worker.start()

@@ -26,6 +26,7 @@ from node.policy import (
     Viewer,
     knows_of,
     may,
+    shown_by_federation_policy,
     visible_in_sql,
 )
 from node.storage.models import LOCAL, ConditionGroup, GroupCondition, Membership
@@ -337,7 +338,10 @@ def visible_groups(
             ),
         )
     visible = visible_in_sql(viewer, need, ConditionGroup.visibility, Membership.state)
-    return statement.where(visible if or_else is None else or_(visible, or_else))
+    return statement.where(
+        visible if or_else is None else or_(visible, or_else),
+        shown_by_federation_policy(ConditionGroup.federation_hidden),
+    )
 
 
 async def _first_view(

@@ -18,7 +18,15 @@ from node.events import MembershipChanged, Origin, record
 from node.groups import GROUP_NOT_FOUND, GroupView, find_group
 from node.members import find_member_by_handle
 from node.modlog import ModAction, log_action
-from node.policy import NO_STANDING, Action, Standing, Viewer, asks_by_link, may
+from node.policy import (
+    NO_STANDING,
+    Action,
+    Standing,
+    Viewer,
+    asks_by_link,
+    may,
+    shown_by_federation_policy,
+)
 from node.storage.models import LOCAL, ConditionGroup, Member, Membership
 from node.storage.states import MEMBERSHIP
 from node.text import neutralise
@@ -387,7 +395,11 @@ async def _members_in(
     rows = await session.execute(
         select(Member, Membership.state, Membership.role)
         .join(Membership, Membership.member_id == Member.id)
-        .where(Membership.group_id == group_id, Membership.state.in_(states))
+        .where(
+            Membership.group_id == group_id,
+            Membership.state.in_(states),
+            shown_by_federation_policy(Member.federation_hidden),
+        )
         .order_by(Membership.created_at)
     )
     return [MemberEntry(member, state, role) for member, state, role in rows.all()]

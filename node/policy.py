@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, false, or_, true
+from sqlalchemy import ColumnElement, and_, false, or_, true
 
 
 class Action(StrEnum):
@@ -137,6 +137,13 @@ def visible_in_sql(
         return or_(public, false())
     states = READING_STATES if need in READING_ACTIONS else KNOWING_STATES
     return or_(public, state.in_(states))
+
+
+def shown_by_federation_policy(*hidden: ColumnElement[bool]) -> ColumnElement[bool]:
+    """Rows of a server the federation policy refuses (their `federation_hidden` columns,
+    kept by node/federation_policy.py) are shown to nobody, admins included, until it is
+    allowed again: a SQL condition for the queries that list or load them."""
+    return and_(*(column == false() for column in hidden))
 
 
 def federates(visibility: str) -> bool:

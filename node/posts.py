@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, func, insert, inspect, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from node import rate_limits
 from node.config import Limits
@@ -45,6 +46,7 @@ from node.policy import (
     may,
     may_delete_post,
     may_edit_post,
+    shown_by_federation_policy,
 )
 from node.storage.engine import note_erasure
 from node.storage.models import LOCAL, ConditionGroup, Member, Membership, Post, Reaction, Thread
@@ -247,8 +249,9 @@ async def _thread_in_context(
         await session.execute(
             visible_groups(viewer, Action.READ)
             .join(Thread, Thread.group_id == ConditionGroup.id)
+            .join(Member, Member.id == Thread.author_id)
             .add_columns(Thread, opening_held)
-            .where(Thread.id == thread_id)
+            .where(Thread.id == thread_id, shown_by_federation_policy(Member.federation_hidden))
         )
     ).first()
     if row is None:
@@ -293,13 +296,21 @@ async def _post_where(
     """The post, thread, group and standing in one query that lets through only what the viewer
     may read (or, with `authors_own`, wrote): a private post costs what a missing one costs."""
     own = authors_own and viewer.member_id is not None
+    thread_author = aliased(Member)
     row = (
         await session.execute(
             visible_groups(viewer, Action.READ, Post.author_id == viewer.member_id if own else None)
             .join(Thread, Thread.group_id == ConditionGroup.id)
             .join(Post, Post.thread_id == Thread.id)
+            .join(Member, Member.id == Post.author_id)
+            .join(thread_author, thread_author.id == Thread.author_id)
             .add_columns(Thread, Post)
-            .where(where)
+            .where(
+                where,
+                shown_by_federation_policy(
+                    Member.federation_hidden, thread_author.federation_hidden
+                ),
+            )
         )
     ).first()
     if row is None:
@@ -885,7 +896,11 @@ async def view_thread(session: AsyncSession, thread_id: str, viewer: Viewer) -> 
     rows = await session.execute(
         select(Post, Member)
         .join(Member, Member.id == Post.author_id)
-        .where(Post.thread_id == thread.id, _held_shown(view))
+        .where(
+            Post.thread_id == thread.id,
+            _held_shown(view),
+            shown_by_federation_policy(Member.federation_hidden),
+        )
         .order_by(Post.created_at, Post.id)
     )
     pairs = rows.all()
@@ -944,7 +959,11 @@ async def threads_of_group(session: AsyncSession, view: GroupView) -> list[Threa
         select(Thread, Member, func.coalesce(replies.c.replies, 0))
         .join(Member, Member.id == Thread.author_id)
         .outerjoin(replies, replies.c.thread_id == Thread.id)
-        .where(Thread.group_id == view.group.id, _held_threads_shown(view))
+        .where(
+            Thread.group_id == view.group.id,
+            _held_threads_shown(view),
+            shown_by_federation_policy(Member.federation_hidden),
+        )
         .order_by(Thread.pinned_at.is_(None), Thread.last_activity_at.desc())
         .limit(200)
     )
@@ -993,7 +1012,11 @@ async def feed_for(session: AsyncSession, viewer: Viewer, limit: int = 20) -> li
             Membership,
             (Membership.group_id == ConditionGroup.id) & (Membership.member_id == viewer.member_id),
         )
-        .where(Membership.state == "active", _held_threads_shown(None, viewer.member_id))
+        .where(
+            Membership.state == "active",
+            _held_threads_shown(None, viewer.member_id),
+            shown_by_federation_policy(Member.federation_hidden, ConditionGroup.federation_hidden),
+        )
         .order_by(Thread.last_activity_at.desc())
         .limit(limit)
     )

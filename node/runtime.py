@@ -14,6 +14,7 @@ from node.actor_keys import INSTANCE_ACTOR, ensure_key_pair
 from node.clock import Clock, SystemClock
 from node.config import Settings
 from node.events import EventSink, take_pending
+from node.federation_policy import PolicyCache, apply_policy, load_policy
 from node.passwords import Passwords
 from node.storage.engine import (
     begin_for_reading,
@@ -38,6 +39,13 @@ class NodeContext:
     # start the moment the last one commits, instead of polling SQLite's lock with its
     # growing sleeps (up to 100 ms between two tries).
     _one_writer: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    # Which servers this node federates with, as this process last read it.
+    federation_policy: PolicyCache = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.federation_policy = PolicyCache(
+            self.sessions, self.clock, self.settings.blocked_domains
+        )
 
     @classmethod
     async def open(cls, settings: Settings, clock: Clock | None = None) -> NodeContext:
@@ -59,6 +67,9 @@ class NodeContext:
             )
             async with context.transaction() as session:
                 await ensure_key_pair(session, INSTANCE_ACTOR, secret, context.clock.now())
+                # The environment's blocked domains may have changed since the last start.
+                policy = await load_policy(session, settings.blocked_domains)
+                await apply_policy(session, policy)
         except BaseException:
             await engine.dispose()
             raise

@@ -20,7 +20,7 @@ from federation.outbox import Outbox
 from federation.service import Federation
 from keys.pairs import generate_key_pair
 from keys.secret import SecretError
-from node import groups, members
+from node import federation_policy, groups, members
 from node.clock import Clock, ScaledClock, SystemClock
 from node.config import Limits, Settings, parse_networks, parse_rate_limits, validate_domain
 from node.errors import DomainError, Invalid
@@ -108,9 +108,38 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("actor", help="a username, a public group's slug, or 'instance'")
     _storage_options(rotate)
 
+    _federation_commands(commands)
+
     demo = commands.add_parser("demo", help="three federating nodes on 127.0.0.1:8001-8003")
     demo.add_argument("--data-dir", type=Path, default=Path("data/demo"))
     return parser
+
+
+def _policy_domain(text: str) -> str:
+    try:
+        return federation_policy.parse_policy_domain(text)
+    except Invalid as error:
+        raise argparse.ArgumentTypeError(_describe(error)) from None
+
+
+def _federation_commands(commands: argparse._SubParsersAction[Parser]) -> None:
+    federation = commands.add_parser(
+        "federation", help="which servers this node federates with"
+    ).add_subparsers(dest="action", required=True, parser_class=Parser)
+    mode = federation.add_parser("mode", help="open: all but blocked; allowlist: only allowed")
+    mode.add_argument("mode", choices=[mode.value for mode in federation_policy.PolicyMode])
+    _storage_options(mode)
+    for kind in federation_policy.ListKind:
+        listing = federation.add_parser(
+            kind.value, help=f"{kind.value} a domain and its subdomains"
+        )
+        listing.add_argument("domain", metavar="DOMAIN", type=_policy_domain)
+        listing.add_argument("--reason", default="")
+        _storage_options(listing)
+    unlist = federation.add_parser("unlist", help="neither allow nor block a domain any more")
+    unlist.add_argument("domain", metavar="DOMAIN", type=_policy_domain)
+    _storage_options(unlist)
+    _storage_options(federation.add_parser("list", help="the mode, then one line per domain"))
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -245,6 +274,61 @@ def _keys_rotate(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable[
     return work
 
 
+CLI_ACTOR = "command line"
+
+
+def _federation(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable[str]]:
+    async def work(node: NodeContext) -> str:
+        env_blocked = node.settings.blocked_domains
+        now = node.clock.now()
+        async with node.transaction() as session:
+            if args.action == "list":
+                return _policy_listing(
+                    await federation_policy.load_policy(session, env_blocked),
+                    await federation_policy.listed_domains(session),
+                    env_blocked,
+                )
+            if args.action == "mode":
+                changed = await federation_policy.set_mode(
+                    session, federation_policy.PolicyMode(args.mode), now=now,
+                    actor_label=CLI_ACTOR, env_blocked=env_blocked,
+                )  # fmt: skip
+            elif args.action == "unlist":
+                changed = await federation_policy.unlist_domain(
+                    session, args.domain, now=now, actor_label=CLI_ACTOR, env_blocked=env_blocked
+                )
+            else:
+                changed = await federation_policy.list_domain(
+                    session, args.domain, federation_policy.ListKind(args.action),
+                    reason=args.reason, now=now, actor_label=CLI_ACTOR, env_blocked=env_blocked,
+                )  # fmt: skip
+        ended = changed.ended_memberships
+        return f"federation {changed.summary}" + (
+            f" ({ended} membership{'' if ended == 1 else 's'} ended)" if ended else ""
+        )
+
+    return work
+
+
+def _one_field(text: str) -> str:
+    return " ".join(text.split())  # a reason never breaks the tab-separated line
+
+
+def _policy_listing(
+    policy: federation_policy.DomainPolicy,
+    listed: list[federation_policy.ListedDomain],
+    env_blocked: frozenset[str],
+) -> str:
+    """`mode<TAB>MODE`, then `DOMAIN<TAB>KIND<TAB>REASON` per domain, sorted by domain."""
+    lines = [f"mode\t{policy.mode.value}"]
+    lines += [f"{item.domain}\t{item.kind.value}\t{_one_field(item.reason)}" for item in listed]
+    lines += [
+        f"{domain}\tblock\tset by {BLOCKED_DOMAINS_ENV}"
+        for domain in sorted(env_blocked - {item.domain for item in listed})
+    ]
+    return "\n".join(lines)
+
+
 def keep_what_started() -> None:
     """Once the node has started, what is alive (modules, mappers, compiled statements,
     templates) lives as long as the process: frozen out of the collector's sight, it is not
@@ -311,6 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             work = _member_create(args)
         elif args.command == "keys":
             work = _keys_rotate(args)
+        elif args.command == "federation":
+            work = _federation(args)
         else:
             work = _group_create(args)
         print(asyncio.run(_with_node(settings, work)))

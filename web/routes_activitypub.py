@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from federation import inbox as inbox_edge
 from federation.actors import group_key_owner, member_key_owner
 from federation.convert import AS2_MEDIA_TYPE
-from federation.inbox import is_blocked
 from federation.service import Federation
 from node import groups, ids, members, membership, posts, published
 from node.actor_keys import INSTANCE_ACTOR, public_pem_of
@@ -80,9 +79,9 @@ def federation_of(request: web.Request) -> Federation:
 
 
 async def _check_fetch_signature(request: web.Request) -> None:
-    """A GET signed for a blocked server is refused. The signature is not verified: public
-    documents are also answered unsigned (as Mastodon does without authorized-fetch mode),
-    so verifying would protect nothing that is not already public.
+    """A GET signed for a server the federation policy refuses is refused. The signature is
+    not verified: public documents are also answered unsigned (as Mastodon does without
+    authorized-fetch mode), so verifying would protect nothing that is not already public.
 
     Only ever called once the document is known to exist and be public: for anything else the
     answer is the 404 of a missing document, whatever the signature's fault, so a private
@@ -94,7 +93,7 @@ async def _check_fetch_signature(request: web.Request) -> None:
         raise web.HTTPBadRequest(text=str(refused)) from None
     if key_id is None:
         return
-    if is_blocked(request.app[NODE].settings, key_id):
+    if not (await request.app[NODE].federation_policy.current()).permits(key_id):
         raise web.HTTPForbidden(text="requests from this server are refused")
 
 
@@ -364,12 +363,13 @@ async def _receive(
         group_id = found.id if isinstance(found, ConditionGroup) else None
         federation.addressees.add(request.path, group_id)
     addressed_group_id = federation.addressees.group_of(request.path)
+    policy = await node.federation_policy.current()
     try:
         activity, document = await inbox_edge.authenticate(
             federation.directory,
             signed,
             now,
-            blocked=lambda iri: inbox_edge.is_blocked(node.settings, iri),
+            blocked=lambda iri: not policy.permits(iri),
         )
     except inbox_edge.Refused as refused:
         return json_error(refused.status, str(refused))

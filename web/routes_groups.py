@@ -7,7 +7,7 @@ import logging
 from aiohttp import web
 from multidict import MultiDict
 
-from federation.client import FetchError
+from federation.client import FetchError, PolicyRefused
 from federation.discovery import resolve_handle
 from node import crisis, groups, ids, membership, moderation, posts
 from node.errors import Conflict, DomainError, Forbidden, Invalid
@@ -284,6 +284,14 @@ async def follow_remote_group(request: web.Request) -> web.StreamResponse:
         if local is not None:
             raise see_other(ids.path_of(local))
         group = await federation.directory.remote_group(session, iri, moment)
+    except PolicyRefused as refused:
+        message = (
+            f"This server does not federate with {refused.host[:200]}: "
+            "its admins have not allowed that server."
+        )
+        return render(
+            request, "follow_remote.html", {"values": values, "errors": {"handle": message}}, 400
+        )
     except FetchError as error:
         # Why, only in the log: the form would otherwise tell anyone with an account which
         # addresses this node can reach, and what answers there.

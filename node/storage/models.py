@@ -99,6 +99,9 @@ class Member(Base):
     suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # Warnings from moderators not yet read: every page says so until the notices page is seen.
     unread_notices: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A remote member whose server the federation policy refuses: hidden from pages and
+    # collections until it is allowed again (node.federation_policy keeps this up to date).
+    federation_hidden: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     __table_args__ = (
         CheckConstraint("role IN ('member', 'admin')", name="role"),
         UniqueConstraint("username", "domain", name="uq_members_username_domain"),
@@ -132,6 +135,8 @@ class ConditionGroup(Base):
     )
     # A new member's first N posts wait for a moderator's approval (0: none are held).
     hold_first_posts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A remote group whose server the federation policy refuses (as Member.federation_hidden).
+    federation_hidden: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     __table_args__ = (
         UniqueConstraint("slug", "domain", name="uq_condition_groups_slug_domain"),
         CheckConstraint("visibility IN ('public', 'private')", name="visibility"),
@@ -502,3 +507,38 @@ class NodeNotice(Base):
     body: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     __table_args__ = (CheckConstraint(f"name IN {_quoted(NOTICE_NAMES)}", name="name"),)
+
+
+FEDERATION_MODES = ("open", "allowlist")
+FEDERATION_LIST_KINDS = ("allow", "block")
+
+
+class FederationPolicyRow(Base):
+    """The node's one federation policy row: its mode, and a version every change bumps, so
+    that each process re-reads the domain list only when it changed."""
+
+    __tablename__ = "federation_policy"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1
+    mode: Mapped[str] = mapped_column(String(10), default="open")
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    __table_args__ = (
+        CheckConstraint(
+            "mode IN (" + ", ".join(f"'{m}'" for m in FEDERATION_MODES) + ")", name="mode"
+        ),
+    )
+
+
+class FederationDomain(Base):
+    """A server the admins allowed or blocked (a host name; it covers its subdomains)."""
+
+    __tablename__ = "federation_domains"
+    domain: Mapped[str] = mapped_column(String(253), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(5))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    __table_args__ = (
+        CheckConstraint(
+            "kind IN (" + ", ".join(f"'{k}'" for k in FEDERATION_LIST_KINDS) + ")", name="kind"
+        ),
+    )
