@@ -22,6 +22,7 @@ from federation.service import Federation
 from node import groups, ids, members, membership, posts, published
 from node.actor_keys import INSTANCE_ACTOR, public_pem_of
 from node.errors import NotFound
+from node.federation_policy import host_of
 from node.policy import ANONYMOUS, federates
 from node.rate_limits import count_follow_request
 from node.storage.models import (
@@ -313,7 +314,7 @@ def _claimed_host(request: web.Request) -> str:
         key_id = inbox_edge.signing_key_id(headers)
     except inbox_edge.Refused:
         return ""
-    return inbox_edge.host_name(key_id) if key_id else ""
+    return host_of(key_id) if key_id else ""
 
 
 def _too_many(wait: timedelta, reason: str) -> web.Response:
@@ -376,7 +377,7 @@ async def _receive(
     if activity.type == "Follow":
         try:
             async with node.transaction() as session:
-                host = inbox_edge.host_name(activity.actor)
+                host = host_of(activity.actor)
                 await count_follow_request(session, node.settings.limits.rates, host, now)
         except Throttled as throttled:
             return _too_many(throttled.wait, "too many follow requests from this server")

@@ -20,13 +20,13 @@ depends_on = None
 
 def upgrade() -> None:
     when = node.storage.models.UTCDateTime()
+    # A plain ADD COLUMN, not a batch: rebuilding these tables on SQLite would trip over the
+    # moderation log's triggers (0013), which name condition_groups.
     for table in ("members", "condition_groups"):
-        with op.batch_alter_table(table) as batch:
-            batch.add_column(
-                sa.Column(
-                    "federation_hidden", sa.Boolean(), nullable=False, server_default=sa.false()
-                )
-            )
+        op.add_column(
+            table,
+            sa.Column("federation_hidden", sa.Boolean(), nullable=False, server_default=sa.false()),
+        )
     policy = op.create_table(
         "federation_policy",
         sa.Column("id", sa.Integer(), nullable=False),
