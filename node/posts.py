@@ -55,6 +55,7 @@ THREAD_CLOSED = (
     "This thread is closed to replies: its opening post was deleted. A moderator can reopen it."
 )
 POST_NOT_FOUND = "There is no post at this address."
+THREADS_BY_MODERATORS = "Only moderators can start threads in this group."
 
 
 @dataclass(frozen=True)
@@ -139,8 +140,12 @@ async def start_thread(
     origin: Origin | None = None,
     announced: bool = False,
 ) -> Thread:
-    if not vouched_by_remote_group(view, announced) and not view.may(Action.POST):
+    vouched = vouched_by_remote_group(view, announced)
+    if not vouched and not view.may(Action.POST):
         raise Forbidden("Only active members of this group can start threads. Join it first.")
+    if not vouched and view.group.posting_restricted_to_mods and not _moderates_here(view):
+        # Lemmy's `postingRestrictedToMods`: ours, and a remote group's as it publishes it.
+        raise Forbidden(THREADS_BY_MODERATORS)
     title = neutralise(title, name=True)
     draft = draft.cleaned()
     problems = collect(title=text_problem(title, "The title", limits.title_max))
@@ -165,6 +170,11 @@ async def start_thread(
     await session.flush()
     record(session, ThreadStarted(thread.id, post.id, origin))
     return thread
+
+
+def _moderates_here(view: GroupView) -> bool:
+    """A moderator of the group; our admins moderate our groups, not another server's."""
+    return view.standing.moderates or (view.group.domain == LOCAL and view.may(Action.MODERATE))
 
 
 @dataclass(frozen=True)
