@@ -557,7 +557,9 @@ class Processor:
         # A moderator's removal gives its reason in `summary` (Lemmy's shape).
         summary = activity.raw.get("summary")
         reason = None
-        if member_id != ref.post.author_id and isinstance(summary, str) and summary.strip():
+        by_group = announced_by is not None and activity.actor == announced_by.actor_iri
+        by_other = by_group or member_id != ref.post.author_id
+        if by_other and isinstance(summary, str) and summary.strip():
             reason = html_to_text(summary)[: modlog.REASON_MAX]
         still_there = ref.post.deleted_at is None
         found = await posts.delete_post(
