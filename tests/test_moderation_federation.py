@@ -5,6 +5,7 @@ hosts a public group, a charity and a clinic whose members follow it (docs/FEDER
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from node import posts, reports
+from federation.jsonld import LEMMY_CONTEXT, SECURITY_V1
+from node import groups, membership, posts, reports
+from node.errors import DomainError, Forbidden
 from node.events import GroupUpdated, record
 from node.policy import Viewer
 from node.storage.models import (
@@ -29,6 +32,18 @@ from node.storage.models import (
 from tests.browser import Browser
 from tests.conftest import NodeFactory
 from tests.federation_harness import RunningNode, eventually, start_node
+from tests.peers import (
+    AS2,
+    PUBLIC,
+    FakeRemote,
+    Hospital,
+    at_once,
+    cavage_headers,
+    encode,
+    post,
+    processed,
+    public_pem,
+)
 
 AS2_ACCEPT = {"Accept": "application/activity+json"}
 
@@ -401,3 +416,165 @@ async def test_announcement_only_is_published_and_enforced_on_both_sides(
         lambda: one(clinic, select(Thread.id).where(Thread.title == "Clinic hours")),
         "the moderator's thread on the clinic",
     )
+
+
+# ---------------------------------------------------------------- a Lemmy-shaped community
+
+
+def lemmy_community(remote: FakeRemote, restricted: bool = False) -> dict[str, Any]:
+    """A community on the fake server, in Lemmy's shape (tests/fixtures/lemmy_group.json),
+    its key trent's; mallory moderates it."""
+    iri = remote.base_url + "/c/main"
+    return {
+        "@context": [AS2, SECURITY_V1],
+        "id": iri,
+        "type": "Group",
+        "preferredUsername": "main",
+        "name": "Main",
+        "summary": "<p>A community</p>",
+        "inbox": iri + "/inbox",
+        "followers": iri + "/followers",
+        "attributedTo": iri + "/moderators",
+        "featured": iri + "/featured",
+        "postingRestrictedToMods": restricted,
+        "endpoints": {"sharedInbox": remote.base_url + "/inbox"},
+        "publicKey": {
+            "id": iri + "#main-key",
+            "owner": iri,
+            "publicKeyPem": public_pem(remote.keys["trent"]),
+        },
+    }
+
+
+async def test_a_lemmy_communitys_moderation_is_applied_here(
+    hospital: Hospital, remote: FakeRemote
+) -> None:
+    node = hospital.running.node
+    community = lemmy_community(remote)
+    remote.documents["/c/main"] = community
+    group_iri, moderator = community["id"], remote.actor("mallory")
+    nurse_id = await member_id(hospital.running, "nurse")
+    # Given the hospital's nurse follows the community
+    async with node.transaction() as session:
+        directory = hospital.running.federation.directory
+        group = await directory.remote_group(session, group_iri, node.clock.now())
+        view = await groups.view_group(session, f"{group.slug}@{group.domain}", Viewer(nurse_id))
+        await membership.join(session, view, node.clock.now())
+
+    async def from_community(activity: dict[str, Any], announced: bool = True) -> None:
+        """`activity` reaches our shared inbox: announced by the community, or as it is
+        (signed by its actor: the community, or its moderator)."""
+        number = uuid.uuid4().hex
+        document = activity
+        if announced:
+            document = {
+                "@context": AS2, "id": f"{group_iri}/activities/announce/{number}",
+                "type": "Announce", "actor": group_iri, "object": activity,
+                "to": [PUBLIC], "cc": [group_iri + "/followers"],
+            }  # fmt: skip
+        document = {"@context": [AS2, LEMMY_CONTEXT], **document}
+        url = hospital.base_url + "/inbox"
+        body = encode(document)
+        key, key_id = remote.keys["trent"], group_iri + "#main-key"
+        if document["actor"] == moderator:
+            key, key_id = remote.keys["mallory"], remote.key_id("mallory")
+        headers = cavage_headers(url=url, body=body, key=key, key_id=key_id, now=hospital.now())
+        answer = await post(url, body, headers)
+        assert answer.status == 202, answer
+        state = await eventually(lambda: processed(hospital, document["id"]), document["type"])
+        assert state == "done", document
+
+    def by_moderator(kind: str, obj: Any, **extra: Any) -> dict[str, Any]:
+        return {
+            "id": f"{remote.base_url}/activities/{kind.lower()}/{uuid.uuid4().hex}",
+            "type": kind, "actor": moderator, "object": obj, "to": [PUBLIC], "cc": [group_iri],
+            "audience": group_iri, **extra,
+        }  # fmt: skip
+
+    def follow_received() -> dict[str, Any] | None:
+        for request in remote.received:
+            if request.method == "POST" and request.path == "/c/main/inbox":
+                found: dict[str, Any] = request.json()
+                return found
+        return None
+
+    follow = await eventually(lambda: at_once(follow_received()), "the Follow at the community")
+    await from_community(
+        {"id": f"{group_iri}/activities/accept/{uuid.uuid4().hex}", "type": "Accept",
+         "actor": group_iri, "object": follow, "to": [follow["actor"]]},
+        announced=False,
+    )  # fmt: skip
+
+    # And a thread by its moderator
+    page_iri = remote.base_url + "/post/1"
+    page = {
+        "id": page_iri, "type": "Page", "attributedTo": moderator, "name": "Welcome",
+        "content": "<p>Read the rules</p>", "to": [group_iri, PUBLIC], "cc": [],
+        "audience": group_iri,
+    }  # fmt: skip
+    await from_community(by_moderator("Create", page))
+    thread_id = await one(hospital.running, select(Thread.id).where(Thread.title == "Welcome"))
+    assert thread_id
+
+    async def thread() -> Thread:
+        found: Thread = await one(hospital.running, select(Thread).where(Thread.id == thread_id))
+        return found
+
+    # When the community announces its moderator's Lock and Add to featured
+    await from_community(by_moderator("Lock", page_iri))
+    await from_community(by_moderator("Add", page_iri, target=group_iri + "/featured"))
+    # Then the thread is locked and pinned here, and the nurse's reply is refused at once
+    assert (await thread()).locked_at is not None and (await thread()).pinned_at is not None
+    async with node.transaction() as session:
+        opening = await posts.first_post(session, thread_id)
+        with pytest.raises(DomainError):
+            await posts.reply(
+                session, node.settings.limits, Viewer(nurse_id), thread_id=thread_id,
+                parent_id=opening.id, draft=posts.Draft("Can I?"), now=node.clock.now(),
+            )  # fmt: skip
+
+    # When the community itself undoes the Lock, and its moderator's Remove unpins
+    undo = {
+        "id": f"{group_iri}/activities/undo/{uuid.uuid4().hex}", "type": "Undo",
+        "actor": group_iri, "object": by_moderator("Lock", page_iri), "to": [PUBLIC],
+    }  # fmt: skip
+    await from_community(undo, announced=False)
+    await from_community(by_moderator("Remove", page_iri, target=group_iri + "/featured"))
+    assert (await thread()).locked_at is None and (await thread()).pinned_at is None
+
+    # When the community removes the thread itself, with a reason
+    delete = {
+        "id": f"{group_iri}/activities/delete/{uuid.uuid4().hex}", "type": "Delete",
+        "actor": group_iri, "object": page_iri, "summary": "Spam", "to": [PUBLIC],
+    }  # fmt: skip
+    await from_community(delete, announced=False)
+    # Then it is removed here, the reason kept in the group's log under the group's name
+    deleted = await one(hospital.running, select(Post.deleted_at).where(Post.ap_id == page_iri))
+    assert deleted is not None
+    entry = await one(
+        hospital.running,
+        select(ModerationLogEntry).where(ModerationLogEntry.action == "remove_post"),
+    )
+    assert entry.reason == "Spam" and entry.actor_label.startswith("moderators of Main")
+
+    # When its moderator's Update{Group} says it became announcement-only
+    remote.documents["/c/main"] = lemmy_community(remote, restricted=True)
+    await from_community(by_moderator("Update", lemmy_community(remote, True)), announced=False)
+    # Then the group is read again from its server, and the nurse may not start threads there
+    assert await one(
+        hospital.running,
+        select(ConditionGroup.posting_restricted_to_mods).where(
+            ConditionGroup.actor_iri == group_iri
+        ),
+    )
+    async with node.transaction() as session:
+        view = await groups.view_group(session, f"main@{remote_domain(remote)}", Viewer(nurse_id))
+        with pytest.raises(Forbidden, match="Only moderators can start threads"):
+            await posts.start_thread(
+                session, node.settings.limits, view, title="Hello", draft=posts.Draft("Hi"),
+                now=node.clock.now(),
+            )  # fmt: skip
+
+
+def remote_domain(remote: FakeRemote) -> str:
+    return remote.base_url.removeprefix("http://")
