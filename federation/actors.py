@@ -173,6 +173,7 @@ class ActorDirectory:
             inbox=actor.inbox,
             shared_inbox=actor.shared_inbox,
             profile_url=actor.url,
+            posting_restricted_to_mods=actor.posting_restricted_to_mods,
         )
         if actor.type == "Group":
             await remote.upsert_remote_group(session, facts, now)

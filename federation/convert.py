@@ -102,7 +102,7 @@ class Documents:
         )
         document |= {
             "attributedTo": self.iris.group_moderators(group.slug),
-            "postingRestrictedToMods": False,
+            "postingRestrictedToMods": group.posting_restricted_to_mods,
             "featured": self.iris.group_featured(group.slug),
             "published": _time(group.created_at),
             "discoverable": True,
@@ -187,6 +187,9 @@ class Documents:
             document["sensitive"] = False
         if post.parent_id is None:
             document["name"] = thread.title
+            # Lemmy's names for a pinned thread and for one locked to replies.
+            document["stickied"] = thread.pinned_at is not None
+            document["commentsEnabled"] = thread.locked_at is None
             document["to"] = [group_iri, PUBLIC]
             document["cc"] = []
         else:

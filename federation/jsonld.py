@@ -41,6 +41,8 @@ EXTENSION_TERMS: dict[str, Any] = {
     "postingRestrictedToMods": "lemmy:postingRestrictedToMods",
     "moderators": {"@id": "lemmy:moderators", "@type": "@id"},
     "stickied": "lemmy:stickied",
+    "pt": "https://joinpeertube.org/ns#",
+    "commentsEnabled": "pt:commentsEnabled",
     "PropertyValue": "schema:PropertyValue",
     "value": "schema:value",
 }

@@ -37,6 +37,7 @@ from node.storage.models import (
     OutboxActivity,
     Post,
     Reaction,
+    Report,
     Thread,
 )
 from node.storage.states import DELIVERY, DeliveryState
@@ -97,6 +98,14 @@ class Outbox:
                     member = await session.get(Member, event.member_id)
                     if member is not None and member.domain == LOCAL:
                         await self.member_updated(session, member)
+                case events.ReportFiled():
+                    await self._report_filed(session, event)
+                case events.ThreadLockChanged() | events.ThreadPinChanged():
+                    await self._thread_moderated(session, event)
+                case events.GroupUpdated():
+                    group = await session.get(ConditionGroup, event.group_id)
+                    if group is not None and group.domain == LOCAL and federates(group.visibility):
+                        await self.group_updated(session, group)
         if written:
             await self._posts_written(session, written)
 
@@ -331,6 +340,14 @@ class Outbox:
         await self._forget_content(session, object_iri)
         if ref.group.domain == LOCAL:
             inner: Any = activity_of(session, event.origin) if event.origin else None
+            if inner is None and event.reason is not None and deleter.id != ref.post.author_id:
+                # A moderator's removal, as Lemmy sends one: the post's IRI, the reason in
+                # `summary`; the group announces it, and every follower removes the post.
+                inner = await self._store(
+                    session, "Delete", self.documents.member_iri(deleter),
+                    member_key_owner(deleter.id), object_iri,
+                    to=[PUBLIC], cc=[group_iri], audience=group_iri, summary=event.reason,
+                )  # fmt: skip
             if inner is None:
                 inner = await self._store(
                     session, "Delete", self.documents.member_iri(deleter),
@@ -346,6 +363,101 @@ class Outbox:
                 to=[PUBLIC], cc=[group_iri], audience=group_iri,
             )  # fmt: skip
             await self._queue(session, delete, self._group_inbox(ref.group) + parent_inbox)
+
+    # ------------------------------------------------------------ moderation
+
+    async def _thread_moderated(
+        self, session: AsyncSession, event: events.ThreadLockChanged | events.ThreadPinChanged
+    ) -> None:
+        """A moderator here locked or pinned a thread of our public group: the moderator's
+        `Lock` / `Undo{Lock}`, or `Add` / `Remove` of the Page to the group's featured
+        collection, as Lemmy sends them, announced by the group. A remote group's own
+        (event.origin set) is that group's to announce."""
+        if event.origin is not None:
+            return
+        thread = await session.get(Thread, event.thread_id)
+        moderator = await session.get(Member, event.by_member_id)
+        if thread is None or moderator is None or moderator.domain != LOCAL:
+            return
+        opening = await self._opening_post(session, thread.id)
+        found = await self._post_context(session, opening.id) if opening else None
+        if found is None or found[0].group.domain != LOCAL:
+            return
+        group = found[0].group
+        page_iri = self.documents.object_iri(found[0].post, thread)
+        group_iri = self.documents.group_iri(group)
+        moderator_iri = self.documents.member_iri(moderator)
+        signer = member_key_owner(moderator.id)
+        addressing: dict[str, Any] = {"to": [PUBLIC], "cc": [group_iri], "audience": group_iri}
+        inner: dict[str, Any]
+        if isinstance(event, events.ThreadPinChanged):
+            kind = "Add" if event.pinned else "Remove"
+            featured = self.documents.iris.group_featured(group.slug)
+            inner = await self._store(
+                session, kind, moderator_iri, signer, page_iri, target=featured, **addressing
+            )
+        elif event.locked:
+            inner = await self._store(
+                session, "Lock", moderator_iri, signer, page_iri, **addressing
+            )
+        else:
+            # Lemmy's unlock: an Undo embedding a Lock of the Page (with an id of its own).
+            lock = {
+                "id": self.documents.iris.activity(new_object_id()),
+                "type": "Lock",
+                "actor": moderator_iri,
+                "object": page_iri,
+                **addressing,
+            }
+            inner = await self._store(session, "Undo", moderator_iri, signer, lock, **addressing)
+        await self._announce(session, group, inner, [])
+
+    @staticmethod
+    async def _opening_post(session: AsyncSession, thread_id: str) -> Post | None:
+        return (
+            await session.execute(
+                select(Post).where(Post.thread_id == thread_id, Post.parent_id.is_(None))
+            )
+        ).scalar_one_or_none()
+
+    async def _report_filed(self, session: AsyncSession, event: events.ReportFiled) -> None:
+        """A report made here about content or a person of another server goes, as Mastodon
+        sends it, to the remote group the post is in and to the author's (or reported
+        person's) server: a `Flag` from our instance actor, never naming the reporter, whose
+        object is the person and the post. A report that came as a Flag goes nowhere."""
+        report = await session.get(Report, event.report_id)
+        if report is None or report.origin_domain != LOCAL:
+            return
+        named: list[str] = []
+        inboxes: list[str] = []
+        to: list[str] = []
+        if report.post_id is not None:
+            found = await self._post_context(session, report.post_id)
+            if found is not None:
+                ref, author, _parent = found
+                author_iri = self.documents.member_iri(author)
+                named += [author_iri, self.documents.object_iri(ref.post, ref.thread)]
+                if ref.group.domain != LOCAL:
+                    inboxes += self._group_inbox(ref.group)
+                    to.append(self.documents.group_iri(ref.group))
+                if author.domain != LOCAL:
+                    inboxes += self._inbox_of(author)
+                    to.append(author_iri)
+        if report.member_id is not None:
+            member = await session.get(Member, report.member_id)
+            if member is not None and member.domain != LOCAL:
+                member_iri = self.documents.member_iri(member)
+                named.insert(0, member_iri)
+                inboxes += self._inbox_of(member)
+                to.append(member_iri)
+        if not inboxes:
+            return
+        instance = self.documents.iris.instance_actor()
+        flag = await self._store(
+            session, "Flag", instance, INSTANCE_ACTOR, list(dict.fromkeys(named)),
+            to=list(dict.fromkeys(to)), content=report.comment, summary=report.comment,
+        )  # fmt: skip
+        await self._queue(session, flag, _one_per_host(inboxes))
 
     async def _forget_content(self, session: AsyncSession, object_iri: str) -> None:
         """A deleted post's text must not live on in what we published about it: earlier
@@ -510,6 +622,15 @@ class Outbox:
             to=[self.documents.member_iri(follower)],
         )  # fmt: skip
         await self._queue(session, reject, [follower.inbox_url] if follower.inbox_url else [])
+
+
+def _one_per_host(inboxes: list[str]) -> list[str]:
+    """One inbox per server: a Flag about a group's post by an author of the same server
+    is one report there, not two."""
+    chosen: dict[str, str] = {}
+    for inbox in inboxes:
+        chosen.setdefault(urlsplit(inbox).netloc.lower(), inbox)
+    return list(chosen.values())
 
 
 def _carries(activity: dict[str, Any], object_iri: str) -> bool:

@@ -20,7 +20,9 @@ from datetime import datetime
 from enum import Enum
 from html import escape
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.actors import KEY_FRESHNESS, ActorDirectory
@@ -34,18 +36,19 @@ from federation.vocab import (
     Activity,
     PostDoc,
     VocabError,
+    iri_list,
     origin,
     parse_activity,
     parse_post,
     same_origin,
 )
-from node import groups, ids, posts, remote
+from node import groups, ids, modlog, posts, remote, reports
 from node.config import Limits
 from node.errors import Conflict, DomainError, Forbidden, NotFound
 from node.html_text import html_to_text
 from node.members import find_member
-from node.policy import Viewer
-from node.storage.models import LOCAL, ConditionGroup, Member, Thread
+from node.policy import Viewer, federates
+from node.storage.models import LOCAL, ConditionGroup, Member, Report, Thread
 from node.validation import normalise_handle
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,8 @@ log = logging.getLogger(__name__)
 # How many missing posts above an announced reply are fetched, along the whole chain: more,
 # or a chain that comes back on itself, fails the item for good.
 MAX_ANCESTOR_FETCHES = 5
+# How many of the things a Flag names are looked at (Mastodon names a person and posts).
+MAX_FLAGGED = 20
 POST_TYPES = ("Page", "Note", "Article", "Question")
 
 
@@ -454,11 +459,20 @@ class Processor:
     async def _on_update(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
         obj = await self._object(session, activity.object, activity.actor, now)
         if obj.get("type") in ("Person", "Group", "Service", "Application"):
-            # The new profile is read from its origin, never taken from the activity.
-            if obj.get("id") == activity.actor and not self.fetched.actor_read(
-                activity.actor, session.info[FETCHED_AFTER]
+            # The new profile is read from its origin, never taken from the activity. A
+            # group's may be sent by one of its moderators (Lemmy): a group known here, on the
+            # sender's server, is read again too.
+            about = _id_of(obj)
+            if about != activity.actor and not (
+                obj.get("type") == "Group"
+                and about is not None
+                and same_origin(about, activity.actor)
+                and await remote.group_by_iri(session, about) is not None
             ):
-                raise NeedsFetch(Wanted(FetchKind.ACTOR, activity.actor))
+                return
+            assert about is not None
+            if not self.fetched.actor_read(about, session.info[FETCHED_AFTER]):
+                raise NeedsFetch(Wanted(FetchKind.ACTOR, about))
             return
         obj, doc = await self._post(session, obj, activity.actor, now)
         await self._update(session, _with_object(activity, obj), doc, now, announced_by=None)
@@ -483,7 +497,31 @@ class Processor:
         )  # fmt: skip
 
     async def _on_delete(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
-        await self._delete(session, activity, now, announced_by=None)
+        # A remote group's own Delete speaks for that group, as its Announce would.
+        await self._delete(
+            session, activity, now, announced_by=await self._group_itself(session, activity)
+        )
+
+    async def _group_itself(
+        self, session: AsyncSession, activity: Activity
+    ) -> ConditionGroup | None:
+        """The remote group that is the activity's actor, if it is one known here."""
+        if self.documents.iris.is_local(activity.actor):
+            return None
+        return await remote.group_by_iri(session, activity.actor)
+
+    async def _acting_member(
+        self, session: AsyncSession, actor: str, group: ConditionGroup | None,
+        ref: remote.PostRef, now: datetime,
+    ) -> int:  # fmt: skip
+        """Who a moderation activity is recorded as done by: its actor, or, when the remote
+        group acts itself (it has no member row), the post's author, as the change's owner."""
+        if group is not None and actor == group.actor_iri:
+            return ref.post.author_id
+        member = await remote.member_by_iri(session, actor)
+        if member is None:
+            member = await self._person(session, actor, now)
+        return member.id
 
     async def _delete(
         self,
@@ -515,13 +553,27 @@ class Processor:
                 await remote.remember_deleted(session, target, deleted_by or activity.actor, now)
             return
         announced = _check_announcer(ref, announced_by)
-        member = await remote.member_by_iri(session, activity.actor)
-        if member is None:
-            member = await self._person(session, activity.actor, now)
-        await posts.delete_post(
-            session, Viewer(member.id), post_id=ref.post.id, now=now,
-            origin=origin_of(session, activity), announced=announced,
+        member_id = await self._acting_member(session, activity.actor, announced_by, ref, now)
+        # A moderator's removal gives its reason in `summary` (Lemmy's shape).
+        summary = activity.raw.get("summary")
+        reason = None
+        by_group = announced_by is not None and activity.actor == announced_by.actor_iri
+        by_other = by_group or member_id != ref.post.author_id
+        if by_other and isinstance(summary, str) and summary.strip():
+            reason = html_to_text(summary)[: modlog.REASON_MAX]
+        still_there = ref.post.deleted_at is None
+        found = await posts.delete_post(
+            session, Viewer(member_id), post_id=ref.post.id, now=now,
+            origin=origin_of(session, activity), announced=announced, reason=reason,
         )  # fmt: skip
+        if reason and announced_by is not None and still_there:
+            # The remote group's removal, kept in its moderation log here (its moderators
+            # are named as the group, never as people of this node).
+            await modlog.log_action(
+                session, action=modlog.ModAction.REMOVE_POST, reason=modlog.required_reason(reason),
+                now=now, actor_label=f"moderators of {announced_by.name} ({announced_by.domain})",
+                group_id=announced_by.id, post_id=found.post.id, thread_id=found.thread.id,
+            )  # fmt: skip
 
     async def _on_like(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
         await self._like(session, activity, now, announced_by=None)
@@ -584,6 +636,12 @@ class Processor:
         announce: Activity, now: datetime,
     ) -> None:  # fmt: skip
         obj = await self._object(session, inner.object, announce.actor, now)
+        if obj.get("type") == "Group" and _id_of(obj) == group.actor_iri:
+            # The group's new description (name, rules, postingRestrictedToMods), read from
+            # the group itself.
+            if not self.fetched.actor_read(group.actor_iri, session.info[FETCHED_AFTER]):
+                raise NeedsFetch(Wanted(FetchKind.ACTOR, group.actor_iri))
+            return
         if obj.get("type") in POST_TYPES:
             obj, doc = await self._post(session, obj, announce.actor, now)
             await self._update(session, _with_object(inner, obj), doc, now, announced_by=group)
@@ -671,6 +729,150 @@ class Processor:
                 session, group.id, member.id, origin_of(session, undo)
             )
 
+    # ------------------------------------------------------------ moderation across servers
+
+    async def _on_flag(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
+        """Another server's report (Mastodon: from its instance actor, object = [person,
+        posts]; Lemmy, Mbin: from the reporter, object = the post) about a post in one of our
+        groups or by one of our members, or about one of our members: an open report in our
+        queue, with the sender's domain. Nothing is answered and nothing else is read."""
+        if self.blocked(activity.actor):
+            raise Rejected("this server is blocked")
+        existing = await session.execute(
+            select(Report.id).where(Report.flag_activity_id == activity.id)
+        )
+        if existing.first() is not None:
+            return
+        ref: remote.PostRef | None = None
+        member: Member | None = None
+        for iri in iri_list(activity.raw.get("object"))[:MAX_FLAGGED]:
+            match self.documents.iris.parse_local(iri):
+                case ids.MemberRef(username):
+                    member = member or await find_member(session, username)
+                    continue
+            if ref is None:
+                found = await self._post_for(session, iri)
+                ours = found is not None and (
+                    found.group.domain == LOCAL or self.documents.iris.is_local(iri)
+                )
+                if found is not None and ours and federates(found.group.visibility):
+                    ref = found
+        if member is not None and member.domain != LOCAL:
+            member = None
+        if ref is None and member is None:
+            return  # nothing of ours: not ours to judge
+        text = activity.raw.get("content") or activity.raw.get("summary")
+        comment = html_to_text(text)[: reports.COMMENT_MAX] if isinstance(text, str) else ""
+        await reports.file_report(
+            session,
+            category=reports.ReportCategory.OTHER,
+            now=now,
+            group_id=ref.group.id if ref is not None and ref.group.domain == LOCAL else None,
+            post_id=ref.post.id if ref is not None else None,
+            member_id=member.id if member is not None else None,
+            comment=comment,
+            origin_domain=urlsplit(activity.actor).netloc.lower(),
+            flag_activity_id=activity.id,
+        )
+
+    async def _moderated_thread(
+        self, session: AsyncSession, activity: Activity, group: ConditionGroup | None
+    ) -> remote.PostRef | None:
+        """The thread whose Page a Lock or featured change names, if it is here."""
+        ref = await self._post_for(session, activity.object_id or "")
+        if ref is None or ref.post.parent_id is not None:
+            return None
+        _check_announcer(ref, group)
+        return ref
+
+    async def _lock(
+        self, session: AsyncSession, group: ConditionGroup | None, lock: Activity,
+        origin_activity: Activity, locked: bool, now: datetime,
+    ) -> None:  # fmt: skip
+        """Lemmy's `Lock` of a Page (or its Undo): from the thread's remote group, or one of
+        its moderators through the group's Announce. Anyone else may only ask, and is refused
+        as any non-moderator is."""
+        ref = await self._moderated_thread(session, lock, group)
+        if ref is None:
+            return
+        member_id = await self._acting_member(session, lock.actor, group, ref, now)
+        await posts.set_thread_locked(
+            session, Viewer(member_id), thread_id=ref.thread.id, locked=locked, now=now,
+            origin=origin_of(session, origin_activity), announced=group is not None,
+        )  # fmt: skip
+
+    async def _on_lock(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
+        group = await self._group_itself(session, activity)
+        await self._lock(session, group, activity, activity, True, now)
+
+    async def _undo_lock(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
+        lock = await self._undone(session, activity) or {}
+        if _id_of(lock.get("actor")) not in (None, activity.actor) and not same_origin(
+            _id_of(lock.get("actor")) or "", activity.actor
+        ):
+            raise Rejected("one cannot undo another server's lock")
+        group = await self._group_itself(session, activity)
+        await self._lock(
+            session, group, _naming(activity, lock.get("object")), activity, False, now
+        )
+
+    async def _announced_lock(
+        self, session: AsyncSession, group: ConditionGroup, inner: Activity,
+        announce: Activity, now: datetime,
+    ) -> None:  # fmt: skip
+        await self._lock(session, group, inner, inner, True, now)
+
+    async def _announced_unlock(
+        self, session: AsyncSession, group: ConditionGroup, inner: Activity,
+        announce: Activity, now: datetime,
+    ) -> None:  # fmt: skip
+        lock = inner.embedded_object or {}
+        await self._lock(session, group, _naming(inner, lock.get("object")), inner, False, now)
+
+    async def _collection_change(
+        self, session: AsyncSession, group: ConditionGroup | None, change: Activity,
+        added: bool, now: datetime,
+    ) -> None:  # fmt: skip
+        """Lemmy's `Add` / `Remove` of a Page to / from its community's `featured`: a pin or
+        an unpin. A `Remove` of a post with no collection named is a removal of the post
+        (reason in `summary`). Changes of the moderators collection name people: not
+        kept here (the group's moderators collection says who they are)."""
+        if group is None:
+            return  # only the group, or its Announce of a moderator's, speaks for it
+        if change.target is not None and not same_origin(change.target, group.actor_iri or ""):
+            raise Rejected("a group's collections live on the group's server")
+        if not added and change.target is None:
+            await self._delete(session, change, now, announced_by=group)
+            return
+        ref = await self._moderated_thread(session, change, group)
+        if ref is None:
+            return
+        member_id = await self._acting_member(session, change.actor, group, ref, now)
+        await posts.set_thread_pinned(
+            session, Viewer(member_id), thread_id=ref.thread.id, pinned=added, now=now,
+            origin=origin_of(session, change), announced=True,
+        )  # fmt: skip
+
+    async def _on_add(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
+        group = await self._group_itself(session, activity)
+        await self._collection_change(session, group, activity, True, now)
+
+    async def _on_remove(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
+        group = await self._group_itself(session, activity)
+        await self._collection_change(session, group, activity, False, now)
+
+    async def _announced_add(
+        self, session: AsyncSession, group: ConditionGroup, inner: Activity,
+        announce: Activity, now: datetime,
+    ) -> None:  # fmt: skip
+        await self._collection_change(session, group, inner, True, now)
+
+    async def _announced_remove(
+        self, session: AsyncSession, group: ConditionGroup, inner: Activity,
+        announce: Activity, now: datetime,
+    ) -> None:  # fmt: skip
+        await self._collection_change(session, group, inner, False, now)
+
     async def _on_block(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
         group_iri = activity.target or activity.actor
         group = await remote.group_by_iri(session, group_iri)
@@ -685,6 +887,11 @@ def _with_object(activity: Activity, obj: dict[str, Any]) -> Activity:
     if activity.object is obj:
         return activity
     return replace(activity, object=obj, raw={**activity.raw, "object": obj})
+
+
+def _naming(activity: Activity, value: Any) -> Activity:
+    """The activity taken as acting on `value` (an Undo taken as the Lock it undoes)."""
+    return replace(activity, object=value, object_id=_id_of(value))
 
 
 def _check_announcer(ref: remote.PostRef, announced_by: ConditionGroup | None) -> bool:
@@ -723,6 +930,11 @@ DISPATCH: Mapping[tuple[str, ObjectType], Handler] = {
     ("Like", ANY): Processor._on_like,
     ("Announce", ANY): Processor._on_announce,
     ("Block", ANY): Processor._on_block,
+    ("Flag", ANY): Processor._on_flag,
+    ("Lock", ANY): Processor._on_lock,
+    ("Undo", "Lock"): Processor._undo_lock,
+    ("Add", ANY): Processor._on_add,
+    ("Remove", ANY): Processor._on_remove,
 }
 
 # What a followed remote group may announce (a bare post, a boost, is handled before this).
@@ -736,6 +948,10 @@ ANNOUNCED: Mapping[tuple[str, ObjectType], AnnouncedHandler] = {
     ("Undo", UNKNOWN): Processor._announced_unlike,
     ("Undo", UNTYPED): Processor._announced_unlike,
     ("Block", ANY): Processor._announced_block,
+    ("Lock", ANY): Processor._announced_lock,
+    ("Undo", "Lock"): Processor._announced_unlock,
+    ("Add", ANY): Processor._announced_add,
+    ("Remove", ANY): Processor._announced_remove,
 }
 
 HANDLED_TYPES = frozenset(activity_type for activity_type, _ in DISPATCH)

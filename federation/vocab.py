@@ -273,6 +273,8 @@ class ActorDoc:
     key_id: str
     public_key_pem: str
     assertion_keys: tuple[AssertionKey, ...] = ()
+    # A Group's Lemmy `postingRestrictedToMods`: only its moderators start threads.
+    posting_restricted_to_mods: bool = False
 
     def published_keys(self, usable_until: datetime) -> dict[str, str]:
         """Key id -> PEM of every key the actor publishes for signatures: `publicKey`, and the
@@ -339,6 +341,7 @@ def parse_actor(document: Any) -> ActorDoc:
         key_id=key_id,
         public_key_pem=pem,
         assertion_keys=_assertion_keys(document.get("assertionMethod"), actor_id),
+        posting_restricted_to_mods=document.get("postingRestrictedToMods") is True,
     )
 
 

@@ -64,6 +64,7 @@ THREAD_HELD = "This thread waits for a moderator's approval; replies can follow 
 PARENT_HELD = "The post you are replying to waits for a moderator's approval."
 POST_HELD = "This post waits for a moderator's approval."
 APPROVED = "approved"
+THREADS_BY_MODERATORS = "Only moderators can start threads in this group."
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,12 @@ async def start_thread(
     origin: Origin | None = None,
     announced: bool = False,
 ) -> Thread:
-    if not vouched_by_remote_group(view, announced) and not view.may(Action.POST):
+    vouched = vouched_by_remote_group(view, announced)
+    if not vouched and not view.may(Action.POST):
         raise Forbidden("Only active members of this group can start threads. Join it first.")
+    if not vouched and view.group.posting_restricted_to_mods and not _moderates_here(view):
+        # Lemmy's `postingRestrictedToMods`: ours, and a remote group's as it publishes it.
+        raise Forbidden(THREADS_BY_MODERATORS)
     title = neutralise(title, name=True)
     draft = draft.cleaned()
     problems = collect(title=text_problem(title, "The title", limits.title_max))
@@ -225,6 +230,11 @@ async def _approved_counts(
 def _sees_held(view: GroupView, author_id: int) -> bool:
     """A held post is seen by its author and the group's moderators, by nobody else."""
     return view.viewer.member_id == author_id or view.may(Action.MODERATE)
+
+
+def _moderates_here(view: GroupView) -> bool:
+    """A moderator of the group; our admins moderate our groups, not another server's."""
+    return view.standing.moderates or (view.group.domain == LOCAL and view.may(Action.MODERATE))
 
 
 @dataclass(frozen=True)

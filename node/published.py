@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from node.storage.models import OutboxActivity
+from node.storage.models import Member, OutboxActivity, Post, Thread
 
 
 @dataclass(frozen=True)
@@ -16,9 +16,7 @@ class Page:
     bodies: list[str]  # the stored JSON of each activity, newest first
 
 
-async def group_announces(
-    session: AsyncSession, actor_iri: str, page: int, size: int
-) -> Page:
+async def group_announces(session: AsyncSession, actor_iri: str, page: int, size: int) -> Page:
     """A group's Announces of activities, newest first. Not its bare Announce{Page} boosts
     (sent for Mastodon's sake): Lemmy reads every item of a group's outbox as an Announce of
     an activity, and one boost would spoil the whole page."""
@@ -43,3 +41,26 @@ async def group_announces(
 async def activity(session: AsyncSession, activity_id: str) -> OutboxActivity | None:
     """One published activity by the id in its IRI (a Tombstone once its post is deleted)."""
     return await session.get(OutboxActivity, activity_id)
+
+
+FEATURED_MAX = 50
+
+
+async def pinned_threads(session: AsyncSession, group_id: int) -> list[tuple[Post, Thread, Member]]:
+    """A group's pinned threads (its `featured` collection), newest pin first: each opening
+    post with its thread and author. Deleted or held openings are not shown."""
+    rows = await session.execute(
+        select(Post, Thread, Member)
+        .join(Thread, Thread.id == Post.thread_id)
+        .join(Member, Member.id == Post.author_id)
+        .where(
+            Thread.group_id == group_id,
+            Thread.pinned_at.is_not(None),
+            Post.parent_id.is_(None),
+            Post.deleted_at.is_(None),
+            Post.held_at.is_(None),
+        )
+        .order_by(Thread.pinned_at.desc(), Thread.id)
+        .limit(FEATURED_MAX)
+    )
+    return [(post, thread, author) for post, thread, author in rows.all()]

@@ -44,6 +44,7 @@ from node.storage.models import (
     Membership,
     Post,
     Reaction,
+    Report,
     Thread,
 )
 from tests.federation_harness import eventually
@@ -479,6 +480,35 @@ class ActorFetchedAgain:
         assert len(gets) > scene.actor_gets_before, [r.path for r in scene.remote.received]
 
 
+@dataclass(frozen=True)
+class Reported:
+    """An open report of our post, from the sender's domain, naming no reporter."""
+
+    on: str  # "thread" or "reply"
+    comment: str
+
+    async def check(self, scene: Scene, payload: dict[str, Any]) -> None:
+        rows = await scene.db(select(Report).where(Report.flag_activity_id == payload["id"]))
+        assert len(rows) == 1, rows
+        report = rows[0][0]
+        post_id = scene.first_post_id if self.on == "thread" else scene.reply_post_id
+        assert (report.post_id, report.group_id) == (post_id, scene.group_id)
+        assert report.origin_domain == urlsplit(scene.remote.base_url).netloc
+        assert report.reporter_id is None and report.state == "open"
+        assert report.comment == self.comment and report.category == "other"
+
+
+@dataclass(frozen=True)
+class GroupFetchedAgain:
+    """Update{Group}: the group was fetched again from its server, not taken from the payload."""
+
+    group_path: str
+
+    async def check(self, scene: Scene, payload: dict[str, Any]) -> None:
+        gets = scene.remote.gets(self.group_path)
+        assert len(gets) >= 2, [r.path for r in scene.remote.received]
+
+
 Effect = (
     Joined
     | Accepted
@@ -490,6 +520,8 @@ Effect = (
     | BannedThere
     | ActorFetchedAgain
     | OnlyPost
+    | Reported
+    | GroupFetchedAgain
 )
 
 
@@ -570,8 +602,12 @@ CONVERSATIONS = [
              (Edited(title="test post 1", text="test body"),))),
         Step("lemmy_dislike_page.json", Ignored(
             "Dislike (downvote) is not a type this node handles", "dropped")),
-        Step("lemmy_lock_page.json", Ignored("Lock is not a type this node handles", "dropped")),
-        Step("lemmy_report_page.json", Ignored("Flag (reports) is not accepted yet", "dropped")),
+        Step("lemmy_lock_page.json", Ignored(
+            "a Lock of our thread by someone who does not moderate the group here is refused",
+            "failed", "Forbidden")),
+        Step("lemmy_report_page.json", Applied(
+            "a Flag of our thread is an open report in the group's queue, from the peer's domain",
+            (Reported("thread", "report this post"),))),
         Step("lemmy_create_private_message.json", Ignored(
             "a private message to a member never becomes a post", "failed",
             "only public posts"), inbox="nurse"),
@@ -584,9 +620,10 @@ CONVERSATIONS = [
             "(posts tombstoned, memberships ended)", (Erased(),))),
         Step("lemmy_undo_follow.json", Applied("Undo{Follow} ends the membership",
              (Joined(active=False),))),
-        Step("lemmy_update_community.json", Ignored(
-            "a moderator's Update{Group} is ignored: only actor = object is read", "done"),
-             inbox="shared", follows="lemmy_group.json"),
+        Step("lemmy_update_community.json", Applied(
+            "a moderator's Update{Group} of a group known here, on its server: the group is "
+            "read again from itself (name, postingRestrictedToMods), never from the payload",
+            (GroupFetchedAgain("/c/main"),)), inbox="shared", follows="lemmy_group.json"),
         Step("lemmy_announce_create_page.json", Ignored(
             "the fixture's Page names /u/main, not the announcing community, as audience",
             "failed", "belongs to another group"), inbox="shared"),
@@ -656,7 +693,9 @@ CONVERSATIONS = [
         Step("mbin_update_user.json", Applied(
             "Update{Person}: the actor is fetched again; the embedded copy is not trusted",
             (ActorFetchedAgain(),))),
-        Step("mbin_flag_post.json", Ignored("Flag (reports) is not accepted yet", "dropped")),
+        Step("mbin_flag_post.json", Applied(
+            "a Flag with no comment (null) is an open report of the thread, with none",
+            (Reported("thread", ""),))),
         Step("mbin_delete_post.json", Applied("the author's Delete{Tombstone}", (Deleted(),))),
         Step("mbin_undo_follow_magazine.json", Applied("Undo{Follow} ends the membership",
              (Joined(active=False),))),

@@ -272,7 +272,13 @@ async def group_featured(request: web.Request) -> web.Response:
     group = await _public_group(request)
     await _check_fetch_signature(request)
     documents = federation_of(request).documents
-    return as2(documents.collection(documents.iris.group_featured(group.slug), 0, []))
+    pinned = await published.pinned_threads(db(request), group.id)
+    items = [
+        documents.post_object(post, thread, group, author, None) for post, thread, author in pinned
+    ]
+    items = [{key: value for key, value in item.items() if key != "@context"} for item in items]
+    iri = documents.iris.group_featured(group.slug)
+    return as2(documents.collection(iri, len(items), items))
 
 
 async def member_outbox(request: web.Request) -> web.Response:

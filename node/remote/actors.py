@@ -31,6 +31,8 @@ class RemoteActorFacts:
     inbox: str
     shared_inbox: str | None
     profile_url: str | None
+    # A group's own rule that only its moderators start threads (Lemmy's field).
+    posting_restricted_to_mods: bool = False
 
     def neutralised(self) -> RemoteActorFacts:
         """What people will read of the actor, through the same filter as local input."""
@@ -170,6 +172,7 @@ async def upsert_remote_group(
         group = await _insert_once(session, ConditionGroup, facts.iri, make)
     group.name = facts.display_name[:80] or facts.username[:80]
     group.description = facts.summary[:2000]
+    group.posting_restricted_to_mods = facts.posting_restricted_to_mods
     _locate(group, facts, now)
     await session.flush()
     return group
