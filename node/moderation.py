@@ -422,17 +422,8 @@ async def set_thread_locked(
     thread = await posts.set_thread_locked(
         session, viewer, thread_id=thread_id, locked=locked, now=now
     )
-    await log_action(
-        session,
-        action=ModAction.LOCK_THREAD if locked else ModAction.UNLOCK_THREAD,
-        reason=reason,
-        now=now,
-        actor_label=handle_of(actor),
-        actor_id=actor.id,
-        group_id=thread.group_id,
-        thread_id=thread.id,
-        report_id=report_id,
-    )
+    action = ModAction.LOCK_THREAD if locked else ModAction.UNLOCK_THREAD
+    await _log_thread_action(session, action, actor, thread, reason, now, report_id)
     return thread
 
 
@@ -450,17 +441,31 @@ async def set_thread_pinned(
     thread = await posts.set_thread_pinned(
         session, viewer, thread_id=thread_id, pinned=pinned, now=now
     )
+    action = ModAction.PIN_THREAD if pinned else ModAction.UNPIN_THREAD
+    await _log_thread_action(session, action, actor, thread, reason, now)
+    return thread
+
+
+async def _log_thread_action(
+    session: AsyncSession,
+    action: ModAction,
+    actor: Member,
+    thread: Thread,
+    reason: str,
+    now: datetime,
+    report_id: int | None = None,
+) -> None:
     await log_action(
         session,
-        action=ModAction.PIN_THREAD if pinned else ModAction.UNPIN_THREAD,
+        action=action,
         reason=reason,
         now=now,
         actor_label=handle_of(actor),
         actor_id=actor.id,
         group_id=thread.group_id,
         thread_id=thread.id,
+        report_id=report_id,
     )
-    return thread
 
 
 async def ban(

@@ -778,10 +778,9 @@ async def set_thread_locked(
 ) -> Thread:
     """Lock a thread to replies, or unlock it: a moderator of its group here, or the remote
     group's own `Lock` (`announced`). Doing it twice is harmless and records nothing."""
-    thread, view = await _thread_in_context(session, thread_id, viewer)
-    if not vouched_by_remote_group(view, announced) and not view.may(Action.MODERATE):
-        raise Forbidden("Only this group's moderators can lock or unlock a thread.")
-    await session.refresh(thread, with_for_update=True)
+    thread = await _moderated_thread(
+        session, viewer, thread_id, announced, "lock or unlock a thread"
+    )
     if (thread.locked_at is not None) != locked:
         thread.locked_at = now if locked else None
         await session.flush()
@@ -801,15 +800,24 @@ async def set_thread_pinned(
     announced: bool = False,
 ) -> Thread:
     """Pin a thread to the top of its group (featured), or unpin it; as `set_thread_locked`."""
-    thread, view = await _thread_in_context(session, thread_id, viewer)
-    if not vouched_by_remote_group(view, announced) and not view.may(Action.MODERATE):
-        raise Forbidden("Only this group's moderators can pin or unpin a thread.")
-    await session.refresh(thread, with_for_update=True)
+    thread = await _moderated_thread(session, viewer, thread_id, announced, "pin or unpin a thread")
     if (thread.pinned_at is not None) != pinned:
         thread.pinned_at = now if pinned else None
         await session.flush()
         assert viewer.member_id is not None
         record(session, ThreadPinChanged(thread.id, pinned, viewer.member_id, origin))
+    return thread
+
+
+async def _moderated_thread(
+    session: AsyncSession, viewer: Viewer, thread_id: str, announced: bool, what: str
+) -> Thread:
+    """A thread its group's moderators (or the remote group itself) act on, locked until the
+    transaction ends so two such changes take turns."""
+    thread, view = await _thread_in_context(session, thread_id, viewer)
+    if not vouched_by_remote_group(view, announced) and not view.may(Action.MODERATE):
+        raise Forbidden(f"Only this group's moderators can {what}.")
+    await session.refresh(thread, with_for_update=True)
     return thread
 
 

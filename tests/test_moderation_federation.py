@@ -266,7 +266,10 @@ async def test_a_remote_groups_ban_refuses_the_members_later_posts_there(
 
     # When the hospital's group bans cal
     await scene.nurse.get("/g/t1d/moderation")
-    page = await scene.nurse.post("/g/t1d/moderation/ban", {"username": f"cal@{clinic.domain}"})
+    page = await scene.nurse.post(
+        "/g/t1d/moderation/ban",
+        {"username": f"cal@{clinic.domain}", "reason": "Selling pills", "confirm": "yes"},
+    )
     assert page.status == 200, page.text[:300]
 
     # Then the clinic keeps the ban, and refuses cal's new threads and replies there
