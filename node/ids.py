@@ -94,8 +94,8 @@ ACCOUNT_SESSIONS_PAGE = "/account/sessions"
 ACCOUNT_SESSION_END_PAGE = "/account/sessions/end"
 ACCOUNT_SESSIONS_END_ALL_PAGE = "/account/sessions/end-all"
 RECOVERY_PAGE = "/recover"
-PASSWORD_RESET_PATH = "/reset/{token}"
-ADMIN_RESET_LINK_PATH = "/admin/members/{username}/reset-link"
+PASSWORD_RESET_PAGE = "/reset/{token}"
+ADMIN_RESET_LINK_PAGE = "/admin/members/{username}/reset-link"
 
 # Discovery, as published in WebFinger, NodeInfo and host-meta documents.
 WEBFINGER_PATH = "/.well-known/webfinger"
@@ -396,11 +396,11 @@ def group_reports_path(slug: str) -> str:
 
 
 def password_reset_path(token: str) -> str:
-    return PASSWORD_RESET_PATH.format(token=token)
+    return PASSWORD_RESET_PAGE.format(token=token)
 
 
 def admin_reset_link_path(username: str) -> str:
-    return ADMIN_RESET_LINK_PATH.format(username=username)
+    return ADMIN_RESET_LINK_PAGE.format(username=username)
 
 
 def report_page(report_id: int) -> str:

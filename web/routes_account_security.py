@@ -33,10 +33,10 @@ def register(router: web.UrlDispatcher) -> None:
     router.add_post(ids.ACCOUNT_SESSION_END_PAGE, end_one_session)
     router.add_post(ids.ACCOUNT_SESSIONS_END_ALL_PAGE, end_all_sessions)
     router.add_get(ids.RECOVERY_PAGE, recovery_page)
-    router.add_get(ids.PASSWORD_RESET_PATH, reset_form)
-    router.add_post(ids.PASSWORD_RESET_PATH, reset_submit)
-    router.add_get(ids.ADMIN_RESET_LINK_PATH, admin_reset_link_form)
-    router.add_post(ids.ADMIN_RESET_LINK_PATH, admin_reset_link_make)
+    router.add_get(ids.PASSWORD_RESET_PAGE, reset_form)
+    router.add_post(ids.PASSWORD_RESET_PAGE, reset_submit)
+    router.add_get(ids.ADMIN_RESET_LINK_PAGE, admin_reset_link_form)
+    router.add_post(ids.ADMIN_RESET_LINK_PAGE, admin_reset_link_make)
 
 
 def device_of(request: web.Request) -> str:
