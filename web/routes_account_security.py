@@ -14,6 +14,7 @@ from web.pages import (
     STALE_FORM,
     db,
     form,
+    member,
     node_of,
     now,
     render,
@@ -175,11 +176,12 @@ async def reset_submit(request: web.Request) -> web.StreamResponse:
     await db(request).commit()  # no transaction is open while the password is hashed
     password_hash = await node_of(request).passwords.hash(new)
     try:
-        await accounts.use_reset_token(db(request), token, password_hash, now(request))
+        person = await accounts.use_reset_token(db(request), token, password_hash, now(request))
     except accounts.UnusableResetLink:
         return _unusable(request)
     response = _no_store(render(request, "reset_password_done.html"))
-    if request.get(SESSION_TOKEN):  # this browser's session, if any, ended with the rest
+    signed_in = member(request)
+    if signed_in is not None and signed_in.id == person.id:  # this session ended with the rest
         delete_cookie(request, response, SESSION_COOKIE)
     return response
 
