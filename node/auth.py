@@ -25,7 +25,8 @@ class LoginRefused(DomainError):
     """The username and password do not match."""
 
 
-def _token_hash(token: str) -> str:
+def token_hash(token: str) -> str:
+    """What is stored of a session's cookie token."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -111,15 +112,19 @@ async def count_registration(
 
 
 async def open_session(
-    session: AsyncSession, member: Member, settings: Settings, now: datetime
+    session: AsyncSession, member: Member, settings: Settings, now: datetime, device: str = ""
 ) -> str:
+    """A new session; `device` is the coarse label its member will see it by
+    (node.accounts.device_label)."""
     token = secrets.token_urlsafe(32)
     session.add(
         WebSession(
-            token_hash=_token_hash(token),
+            token_hash=token_hash(token),
             member_id=member.id,
             created_at=now,
             expires_at=now + timedelta(days=settings.session_days),
+            device=device[:60],
+            last_seen_at=now,
         )
     )
     member.last_active_at = now
@@ -132,8 +137,8 @@ async def member_for_session(
     session: AsyncSession, token: str, now: datetime, note_activity: bool = True
 ) -> Member | None:
     """The signed-in member; `note_activity` (for requests that write anyway) refreshes
-    their last-active time, at most every few minutes."""
-    row = await session.get(WebSession, _token_hash(token))
+    their last-active time and the session's last-seen time, at most every few minutes."""
+    row = await session.get(WebSession, token_hash(token))
     if row is None or row.expires_at <= now:
         return None
     member = await session.get(Member, row.member_id)
@@ -146,8 +151,11 @@ async def member_for_session(
     ):
         member.last_active_at = now
         await session.flush()
+    if note_activity and now - (row.last_seen_at or row.created_at) > LAST_ACTIVE_GRANULARITY:
+        row.last_seen_at = now
+        await session.flush()
     return member
 
 
 async def close_session(session: AsyncSession, token: str) -> None:
-    await session.execute(delete(WebSession).where(WebSession.token_hash == _token_hash(token)))
+    await session.execute(delete(WebSession).where(WebSession.token_hash == token_hash(token)))

@@ -88,6 +88,14 @@ NOTICES_PAGE = "/notices"
 NOTICES_READ_PAGE = "/notices/read"
 ADMIN_REPORTS_PAGE = "/admin/reports"
 ADMIN_AUDIT_PAGE = "/admin/audit"
+# A member's account security (node.accounts), and recovery without email.
+ACCOUNT_PASSWORD_PAGE = "/account/password"
+ACCOUNT_SESSIONS_PAGE = "/account/sessions"
+ACCOUNT_SESSION_END_PAGE = "/account/sessions/end"
+ACCOUNT_SESSIONS_END_ALL_PAGE = "/account/sessions/end-all"
+RECOVERY_PAGE = "/recover"
+PASSWORD_RESET_PAGE = "/reset/{token}"
+ADMIN_RESET_LINK_PAGE = "/admin/members/{username}/reset-link"
 
 # Discovery, as published in WebFinger, NodeInfo and host-meta documents.
 WEBFINGER_PATH = "/.well-known/webfinger"
@@ -385,6 +393,14 @@ def group_held_path(slug: str) -> str:
 
 def group_reports_path(slug: str) -> str:
     return GROUP_REPORTS_PATH.format(slug=slug)
+
+
+def password_reset_path(token: str) -> str:
+    return PASSWORD_RESET_PAGE.format(token=token)
+
+
+def admin_reset_link_path(username: str) -> str:
+    return ADMIN_RESET_LINK_PAGE.format(username=username)
 
 
 def report_page(report_id: int) -> str:

@@ -15,6 +15,7 @@ from node.config import Settings
 from node.runtime import NodeContext
 from web import (
     routes_account,
+    routes_account_security,
     routes_activitypub,
     routes_admin,
     routes_crisis,
@@ -113,6 +114,7 @@ def _application(settings: Settings) -> web.Application:
     routes_discovery.register(app.router)
     routes_activitypub.register(app.router)
     routes_account.register(app.router)
+    routes_account_security.register(app.router)
     routes_groups.register(app.router)
     routes_group_settings.register(app.router)
     routes_threads.register(app.router)

@@ -20,7 +20,7 @@ from federation.outbox import Outbox
 from federation.service import Federation
 from keys.pairs import generate_key_pair
 from keys.secret import SecretError
-from node import federation_policy, groups, members
+from node import accounts, federation_policy, groups, ids, members
 from node.clock import Clock, ScaledClock, SystemClock
 from node.config import Limits, Settings, parse_networks, parse_rate_limits, validate_domain
 from node.errors import DomainError, Invalid
@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     member_create.add_argument("--display-name", default="")
     member_create.add_argument("--admin", action="store_true")
     _storage_options(member_create)
+    _member_reset_password_command(member)
 
     group = commands.add_parser("group", help="manage condition groups").add_subparsers(
         dest="action", required=True, parser_class=Parser
@@ -113,6 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="three federating nodes on 127.0.0.1:8001-8003")
     demo.add_argument("--data-dir", type=Path, default=Path("data/demo"))
     return parser
+
+
+def _member_reset_password_command(member: argparse._SubParsersAction[Parser]) -> None:
+    reset = member.add_parser(
+        "reset-password", help="print a one-time link (valid one hour) to set a new password"
+    )
+    reset.add_argument("username")
+    reset.add_argument(
+        "--domain", help="the domain the node serves, as given to serve (default localhost:8080)"
+    )
+    _storage_options(reset)
 
 
 def _policy_domain(text: str) -> str:
@@ -227,6 +239,18 @@ def _member_create(args: argparse.Namespace) -> Callable[[NodeContext], Awaitabl
             )
         role = "admin" if args.admin else "member"
         return f"created {role} {member.username}"
+
+    return work
+
+
+def _member_reset_password(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable[str]]:
+    async def work(node: NodeContext) -> str:
+        async with node.transaction() as session:
+            token = await accounts.make_reset_token(
+                session, args.username, node.clock.now(), actor_label=CLI_ACTOR, actor_id=None
+            )
+        # Standard output only, for the admin to hand over: the token is never logged.
+        return node.settings.base_url + ids.password_reset_path(token)
 
     return work
 
@@ -391,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "migrate":
             work = _migrate
+        elif args.command == "member" and args.action == "reset-password":
+            work = _member_reset_password(args)
         elif args.command == "member":
             work = _member_create(args)
         elif args.command == "keys":

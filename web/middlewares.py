@@ -117,8 +117,14 @@ async def error_pages(request: web.Request, handler: Handler) -> web.StreamRespo
     except DomainError as error:
         return error_page(request, STATUS_OF.get(type(error), 400), str(error))
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        # The route's pattern, never the path: a path may hold a reset token or a join code.
+        log.exception("unhandled error on %s %s", request.method, _route_of(request))
         return error_page(request, 500, "Nothing was saved. Please try again in a moment.")
+
+
+def _route_of(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "(no route)"
 
 
 @web.middleware

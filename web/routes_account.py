@@ -24,6 +24,7 @@ from web.pages import (
     see_other,
     stale_form,
 )
+from web.routes_account_security import device_of
 from web.routes_activitypub import member_document, wants_activity_json
 
 
@@ -103,7 +104,9 @@ async def register_submit(request: web.Request) -> web.StreamResponse:
     if errors:
         context = {"values": values, "errors": errors, "notices": await crisis.notices(db(request))}
         return render(request, "register.html", context, 400)
-    token = await auth.open_session(db(request), member, node.settings, now(request))
+    token = await auth.open_session(
+        db(request), member, node.settings, now(request), device=device_of(request)
+    )
     response = see_other("/")
     _start_session(request, response, token)
     raise response
@@ -142,7 +145,9 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         )
     except auth.LoginRefused as error:
         return render(request, "login.html", context | {"errors": {"form": str(error)}}, 400)
-    token = await auth.open_session(db(request), member, node.settings, now(request))
+    token = await auth.open_session(
+        db(request), member, node.settings, now(request), device=device_of(request)
+    )
     response = see_other(next_path)
     _start_session(request, response, token)
     raise response

@@ -53,5 +53,6 @@ def create_environment() -> jinja2.Environment:
         post_path=ids.post_path,
         help_path=ids.HELP_PAGE,
         admin_crisis_path=ids.ADMIN_CRISIS_PAGE,
+        admin_reset_link_path=ids.admin_reset_link_path,
     )
     return environment

@@ -244,6 +244,21 @@ class WebSession(Base):
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # What the member's sessions page shows: a coarse label ("Firefox on Android"), never
+    # the User-Agent itself or the address; and when it was last used to change anything.
+    device: Mapped[str] = mapped_column(String(60), default="", server_default="")
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class PasswordReset(Base):
+    """A one-time link an admin made for a member to set a new password (node/accounts.py).
+    Only the SHA-256 of its 256-bit token is stored."""
+
+    __tablename__ = "password_resets"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class AttemptCounter(Base):
