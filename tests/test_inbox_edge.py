@@ -170,11 +170,10 @@ async def test_an_authenticated_sender_s_hostile_json_ld_is_refused_within_bound
     # Given mallory, whose key the node can fetch, signs the hostile JSON-LD body
     body = encode(hostile_document(remote.actor("mallory"), hospital.group_iri))
     # When she POSTs it
-    started = time.monotonic()
     answer = await post(hospital.group_inbox, body, signed(hospital, remote, body))
-    # Then it is refused as too much JSON-LD work, at once, and nothing is kept
+    # Then it is refused as too much JSON-LD work (the count of values, not a clock, stopped
+    # it: a busy machine gives the same answer), and nothing is kept
     assert_refused(answer, 400, "JSON-LD processing", "values")
-    assert time.monotonic() - started < 5
     assert await inbox_items(hospital) == 0
     # While the same activity in a small document is still read through JSON-LD and kept
     small = encode(hostile_document(remote.actor("mallory"), hospital.group_iri, nodes=3))
