@@ -88,6 +88,12 @@ NOTICES_PAGE = "/notices"
 NOTICES_READ_PAGE = "/notices/read"
 ADMIN_REPORTS_PAGE = "/admin/reports"
 ADMIN_AUDIT_PAGE = "/admin/audit"
+# Optional email (docs/POLICY.md, "Email (optional)"): the member's own address page, the
+# link that confirms an address, and password recovery by email.
+ACCOUNT_EMAIL_PAGE = "/account/email"
+EMAIL_CONFIRM_PAGE = "/account/email/confirm/{token}"
+ACCOUNT_RECOVER_PAGE = "/account/recover"
+RECOVER_PAGE = "/recover/{token}"
 
 # Discovery, as published in WebFinger, NodeInfo and host-meta documents.
 WEBFINGER_PATH = "/.well-known/webfinger"
@@ -389,6 +395,14 @@ def group_reports_path(slug: str) -> str:
 
 def report_page(report_id: int) -> str:
     return REPORT_PAGE.format(report_id=report_id)
+
+
+def email_confirm_page(token: str) -> str:
+    return EMAIL_CONFIRM_PAGE.format(token=token)
+
+
+def recover_page(token: str) -> str:
+    return RECOVER_PAGE.format(token=token)
 
 
 def thread_path(thread_id: str) -> str:
