@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -108,6 +109,9 @@ class RateLimits:
     sign_in_per_account_address: Throttle = Throttle(free=5)
     sign_in_per_address: Throttle = Throttle(free=20)
     registrations_per_address: Throttle = Throttle(free=5)
+    # Password recovery by email asked from one address (the answer never says whether the
+    # account exists, so the 429 tells nothing either).
+    recoveries_per_address: Throttle = Throttle(free=5)
     # New threads and replies written here, per member; not for a group's moderators in
     # their group, nor for the node's admins.
     posts_per_member: Rate | None = Rate(30, timedelta(minutes=10))
@@ -127,6 +131,7 @@ class RateLimits:
                 self.sign_in_per_account_address,
                 self.sign_in_per_address,
                 self.registrations_per_address,
+                self.recoveries_per_address,
             )
         ]
         periods += [
@@ -249,6 +254,81 @@ def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Net
     return tuple(networks)
 
 
+class SmtpTls(enum.StrEnum):
+    """How the connection to the SMTP server is protected."""
+
+    NONE = "none"  # plain text: only for a server on the same host or a test
+    STARTTLS = "starttls"  # plain connection upgraded with STARTTLS (usually port 587)
+    TLS = "tls"  # TLS from the first byte (usually port 465)
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """The operator's mail server (README, "Email (optional)"). Without it members cannot
+    add an email address and nothing is ever sent."""
+
+    host: str
+    from_address: str
+    port: int = 587
+    tls: SmtpTls = SmtpTls.STARTTLS
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    # One send may take this long (connect, TLS, authenticate, transfer) before it is given up.
+    timeout_seconds: float = 30.0
+
+
+SMTP_VARIABLES = ("HOST", "PORT", "TLS", "USER", "PASSWORD", "FROM")
+
+
+def parse_smtp(environ: Mapping[str, str], prefix: str) -> SmtpSettings | None:
+    """SmtpSettings from `prefix` + HOST, PORT, TLS (none, starttls, tls), USER, PASSWORD and
+    FROM in `environ`; None when HOST is not set. ValueError names the first variable that is
+    wrong or unknown."""
+    unknown = sorted(
+        name
+        for name in environ
+        if name.startswith(prefix) and name.removeprefix(prefix) not in SMTP_VARIABLES
+    )
+    if unknown:
+        raise ValueError(f"{unknown[0]} is not an SMTP setting; see README, Email (optional)")
+    host = environ.get(prefix + "HOST", "").strip()
+    if not host:
+        others = [prefix + name for name in SMTP_VARIABLES if prefix + name in environ]
+        if others:
+            raise ValueError(f"{others[0]} is set but {prefix}HOST is not")
+        return None
+    tls_text = environ.get(prefix + "TLS", SmtpTls.STARTTLS.value).strip().lower()
+    try:
+        tls = SmtpTls(tls_text)
+    except ValueError:
+        raise ValueError(f"{prefix}TLS must be none, starttls or tls, not {tls_text!r}") from None
+    default_port = {SmtpTls.NONE: 25, SmtpTls.STARTTLS: 587, SmtpTls.TLS: 465}[tls]
+    port_text = environ.get(prefix + "PORT", str(default_port)).strip()
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{prefix}PORT must be a port number, not {port_text!r}")
+    from_address = environ.get(prefix + "FROM", "").strip()
+    if not EMAIL_ADDRESS.fullmatch(from_address):
+        raise ValueError(f"{prefix}FROM must be the address mail is sent from")
+    user = environ.get(prefix + "USER", "").strip() or None
+    password = environ.get(prefix + "PASSWORD") or None
+    if (user is None) != (password is None):
+        raise ValueError(f"set both {prefix}USER and {prefix}PASSWORD, or neither")
+    return SmtpSettings(
+        host=host,
+        port=int(port_text),
+        tls=tls,
+        user=user,
+        password=password,
+        from_address=from_address,
+    )
+
+
+# Deliberately plain: one @, no spaces or angle brackets, a dot in the domain. Whether the
+# address works is what the confirmation link proves.
+EMAIL_ADDRESS = re.compile(r"[^@\s<>\"]{1,64}@[^@\s<>\"]{1,252}\.[^@\s<>\".]{1,63}")
+EMAIL_ADDRESS_MAX = 254
+
+
 @dataclass(frozen=True)
 class Settings:
     domain: str = DEFAULT_DOMAIN
@@ -266,6 +346,8 @@ class Settings:
     consent_policy_version: str = "2026-11"
     # Servers whose activities and signed fetches are refused, before any key is fetched.
     blocked_domains: frozenset[str] = frozenset()
+    # The operator's mail server; None: no email at all (members cannot add an address).
+    smtp: SmtpSettings | None = None
 
     @property
     def is_development(self) -> bool:

@@ -96,6 +96,12 @@ ACCOUNT_SESSIONS_END_ALL_PAGE = "/account/sessions/end-all"
 RECOVERY_PAGE = "/recover"
 PASSWORD_RESET_PAGE = "/reset/{token}"
 ADMIN_RESET_LINK_PAGE = "/admin/members/{username}/reset-link"
+# Optional email (docs/POLICY.md, "Email (optional)"): the member's own address page, the
+# link that confirms an address, and password recovery by email.
+ACCOUNT_EMAIL_PAGE = "/account/email"
+EMAIL_CONFIRM_PAGE = "/account/email/confirm/{token}"
+ACCOUNT_RECOVER_PAGE = "/account/recover"
+RECOVER_PAGE = "/recover/{token}"
 
 # Discovery, as published in WebFinger, NodeInfo and host-meta documents.
 WEBFINGER_PATH = "/.well-known/webfinger"
@@ -405,6 +411,14 @@ def admin_reset_link_path(username: str) -> str:
 
 def report_page(report_id: int) -> str:
     return REPORT_PAGE.format(report_id=report_id)
+
+
+def email_confirm_page(token: str) -> str:
+    return EMAIL_CONFIRM_PAGE.format(token=token)
+
+
+def recover_page(token: str) -> str:
+    return RECOVER_PAGE.format(token=token)
 
 
 def thread_path(thread_id: str) -> str:

@@ -13,8 +13,10 @@ from keys.secret import load_or_create_node_secret
 from node.actor_keys import INSTANCE_ACTOR, ensure_key_pair
 from node.clock import Clock, SystemClock
 from node.config import Settings
+from node.email_addresses import ReplyNotifications
 from node.events import EventSink, take_pending
 from node.federation_policy import PolicyCache, apply_policy, load_policy
+from node.mail import Mailer
 from node.passwords import Passwords
 from node.storage.engine import (
     begin_for_reading,
@@ -41,11 +43,16 @@ class NodeContext:
     _one_writer: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     # Which servers this node federates with, as this process last read it.
     federation_policy: PolicyCache = field(init=False, repr=False)
+    # Sends email when the operator configured a mail server (None: no email at all).
+    mailer: Mailer | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.federation_policy = PolicyCache(
             self.sessions, self.clock, self.settings.blocked_domains
         )
+        self.mailer = Mailer(self.settings.smtp) if self.settings.smtp else None
+        if self.mailer is not None:
+            self.sinks.append(ReplyNotifications(self.settings, self.mailer))
 
     @classmethod
     async def open(cls, settings: Settings, clock: Clock | None = None) -> NodeContext:
@@ -110,4 +117,6 @@ class NodeContext:
         await checkpoint_after_erasure(self.engine, session)
 
     async def close(self) -> None:
+        if self.mailer is not None:
+            await self.mailer.close()
         await self.engine.dispose()

@@ -20,6 +20,7 @@ from web import (
     routes_admin,
     routes_crisis,
     routes_discovery,
+    routes_email,
     routes_group_settings,
     routes_groups,
     routes_moderation,
@@ -115,6 +116,7 @@ def _application(settings: Settings) -> web.Application:
     routes_activitypub.register(app.router)
     routes_account.register(app.router)
     routes_account_security.register(app.router)
+    routes_email.register(app.router)
     routes_groups.register(app.router)
     routes_group_settings.register(app.router)
     routes_threads.register(app.router)

@@ -22,7 +22,14 @@ from keys.pairs import generate_key_pair
 from keys.secret import SecretError
 from node import accounts, federation_policy, groups, ids, members
 from node.clock import Clock, ScaledClock, SystemClock
-from node.config import Limits, Settings, parse_networks, parse_rate_limits, validate_domain
+from node.config import (
+    Limits,
+    Settings,
+    parse_networks,
+    parse_rate_limits,
+    parse_smtp,
+    validate_domain,
+)
 from node.errors import DomainError, Invalid
 from node.runtime import NodeContext
 from node.storage.files import restrict_new_files
@@ -36,6 +43,8 @@ BLOCKED_DOMAINS_ENV = "HEALTHNODE_BLOCKED_DOMAINS"
 TRUSTED_PROXIES_ENV = "HEALTHNODE_TRUSTED_PROXIES"
 # HEALTHNODE_RATE_POSTS_PER_MEMBER=30/10m and so on: one variable per RateLimits field.
 RATE_ENV_PREFIX = "HEALTHNODE_RATE_"
+# HEALTHNODE_SMTP_HOST, _PORT, _TLS, _USER, _PASSWORD, _FROM: the optional mail server.
+SMTP_ENV_PREFIX = "HEALTHNODE_SMTP_"
 
 
 class CommandError(Exception):
@@ -173,6 +182,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
         rates = parse_rate_limits(os.environ, RATE_ENV_PREFIX)
     except ValueError as error:
         raise CommandError(str(error)) from None
+    try:
+        smtp = parse_smtp(os.environ, SMTP_ENV_PREFIX)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
     return Settings(
         domain=domain,
         data_dir=args.data_dir,
@@ -180,6 +193,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         limits=Limits(rates=rates),
         blocked_domains=blocked,
         trusted_proxies=trusted_proxies,
+        smtp=smtp,
     )
 
 

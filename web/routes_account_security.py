@@ -7,7 +7,7 @@ from aiohttp import web
 from node import accounts, auth, ids, members
 from node.errors import NotFound
 from node.throttles import Throttled
-from web.appkeys import SESSION_TOKEN
+from web.appkeys import NODE, SESSION_TOKEN
 from web.client_address import client_address
 from web.cookies import SESSION_COOKIE, delete_cookie
 from web.pages import (
@@ -135,7 +135,8 @@ async def end_all_sessions(request: web.Request) -> web.StreamResponse:
 
 
 async def recovery_page(request: web.Request) -> web.Response:
-    return render(request, "recover.html")
+    email_available = request.app[NODE].mailer is not None
+    return render(request, "recover.html", {"email_available": email_available})
 
 
 def _no_store(response: web.Response) -> web.Response:

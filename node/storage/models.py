@@ -102,6 +102,11 @@ class Member(Base):
     # A remote member whose server the federation policy refuses: hidden from pages and
     # collections until it is allowed again (node.federation_policy keeps this up to date).
     federation_hidden: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # A local member's confirmed email address (docs/POLICY.md, "Email (optional)"): for
+    # password recovery and the notifications they chose; never shown to others, never
+    # federated, never logged.
+    email: Mapped[str | None] = mapped_column(String(254), nullable=True)
+    email_on_reply: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     __table_args__ = (
         CheckConstraint("role IN ('member', 'admin')", name="role"),
         UniqueConstraint("username", "domain", name="uq_members_username_domain"),
@@ -259,6 +264,29 @@ class PasswordReset(Base):
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+EMAIL_TOKEN_PURPOSES = ("confirm", "recover")
+
+
+class EmailToken(Base):
+    """A link sent by email: to confirm an address, or to choose a new password. Only the
+    SHA-256 of the link's token is stored; each is used once."""
+
+    __tablename__ = "email_tokens"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), index=True)
+    purpose: Mapped[str] = mapped_column(String(10))
+    # The address the link was sent to (the one to confirm).
+    email: Mapped[str] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    __table_args__ = (
+        CheckConstraint(
+            "purpose IN (" + ", ".join(f"'{p}'" for p in EMAIL_TOKEN_PURPOSES) + ")",
+            name="purpose",
+        ),
+    )
 
 
 class AttemptCounter(Base):
