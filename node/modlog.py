@@ -34,6 +34,7 @@ class ModAction(StrEnum):
     EDIT_GROUP = "edit_group"
     FEDERATION_POLICY = "federation_policy"
     CRISIS_SETTINGS = "crisis_settings"
+    REVEAL_AUTHOR = "reveal_author"
 
 
 def required_reason(reason: str) -> str:
