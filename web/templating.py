@@ -8,6 +8,7 @@ import jinja2
 
 from node import ids
 from node.members import handle_of
+from node.posts import anonymity_offered
 
 
 def _when(moment: datetime | None) -> str:
@@ -53,5 +54,6 @@ def create_environment() -> jinja2.Environment:
         post_path=ids.post_path,
         help_path=ids.HELP_PAGE,
         admin_crisis_path=ids.ADMIN_CRISIS_PAGE,
+        anonymity_offered=anonymity_offered,
     )
     return environment
