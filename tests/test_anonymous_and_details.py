@@ -162,7 +162,7 @@ async def test_an_anonymous_thread_names_nobody_and_only_a_logged_reveal_shows_i
     # (the feed lists her public thread too, by name: the anonymous one names nobody)
     feed = await bob.get("/")
     [item] = [li for li in feed.html.split("<li") if "Telling my family" in li]
-    assert "by <span class=\"person anonymous\">Anonymous member</span>" in item
+    assert 'by <span class="person anonymous">Anonymous member</span>' in item
     assert AUTHOR_HANDLE not in item.lower() and AUTHOR_NAME not in item
     assert "Reply to Anonymous member" in (await bob.get(f"/t/{thread_id}?reply_to={answer}")).text
 
