@@ -74,6 +74,7 @@ HELP_PAGE = "/help"  # crisis resources; linked from the same place on every pag
 ADMIN_CRISIS_PAGE = "/admin/crisis"
 # Reports and moderation (node.moderation).
 POST_REPORT_PATH = "/p/{post_id}/report"
+POST_REVEAL_PATH = "/p/{post_id}/reveal"  # a moderator learns who wrote an anonymous post
 MEMBER_REPORT_PATH = "/u/{username}/report"
 GROUP_REPORTS_PATH = "/g/{slug}/reports"
 GROUP_MODERATION_LOG_PATH = "/g/{slug}/moderation/log"

@@ -71,6 +71,7 @@ ACTION_LABELS: dict[str, str] = {
     ModAction.UNBAN: "lifted a ban",
     ModAction.SUSPEND_ACCOUNT: "suspended an account",
     ModAction.UNSUSPEND_ACCOUNT: "lifted a suspension",
+    ModAction.REVEAL_AUTHOR: "revealed who wrote an anonymous post",
 }
 
 
@@ -236,6 +237,12 @@ class QueueEntry:
     @property
     def crisis(self) -> bool:
         return any(line.report.category == ReportCategory.CRISIS for line in self.reports)
+
+    @property
+    def anonymous(self) -> bool:
+        """A report of an anonymous post names no author on the queue's pages: a moderator
+        who needs to know reveals it from the post, and the log records that."""
+        return self.post is not None and self.post.anonymous
 
     @property
     def first(self) -> Report:
@@ -759,7 +766,9 @@ async def mark_notices_read(session: AsyncSession, member_id: int) -> None:
 class LogLine:
     entry: ModerationLogEntry
     group: ConditionGroup | None
-    member: Member | None  # whom it was about, when a member
+    # Whom it was about, when a member; None for an anonymous post's author, whom the log
+    # keeps (the record of who learned what) but does not show.
+    member: Member | None
 
     @property
     def action_label(self) -> str:
@@ -768,14 +777,18 @@ class LogLine:
 
 async def _log(session: AsyncSession, where: ColumnElement[bool]) -> list[LogLine]:
     rows = await session.execute(
-        select(ModerationLogEntry, ConditionGroup, Member)
+        select(ModerationLogEntry, ConditionGroup, Member, Post.anonymous)
         .outerjoin(ConditionGroup, ConditionGroup.id == ModerationLogEntry.group_id)
         .outerjoin(Member, Member.id == ModerationLogEntry.member_id)
+        .outerjoin(Post, Post.id == ModerationLogEntry.post_id)
         .where(where)
         .order_by(ModerationLogEntry.created_at.desc(), ModerationLogEntry.id.desc())
         .limit(LOG_MAX)
     )
-    return [LogLine(entry, group, member) for entry, group, member in rows.all()]
+    return [
+        LogLine(entry, group, None if anonymous else member)
+        for entry, group, member, anonymous in rows.all()
+    ]
 
 
 async def group_log(session: AsyncSession, view: GroupView) -> list[LogLine]:
@@ -790,3 +803,41 @@ async def audit_log(session: AsyncSession, viewer: Viewer) -> list[LogLine]:
     if not viewer.is_admin:
         raise NotFound("There is nothing at this address.")
     return await _log(session, ModerationLogEntry.id.is_not(None))
+
+
+# ------------------------------------------------------------------ anonymous posts
+
+
+@dataclass(frozen=True)
+class Revealed:
+    found: posts.PostInContext
+    author: Member
+
+
+async def reveal_author(
+    session: AsyncSession, viewer: Viewer, *, post_id: str, reason: str, now: datetime
+) -> Revealed:
+    """A group's moderator (or an admin) learns who wrote an anonymous post, giving a reason;
+    the moderation log records each reveal, every time, with the post and the author."""
+    reason = required_reason(reason)
+    actor = await _acting_member(session, viewer)
+    found = await posts.post_in_context(session, post_id, viewer)
+    if not found.view.may(Action.MODERATE):
+        raise Forbidden("Only this group's moderators can see who wrote an anonymous post.")
+    if not found.post.anonymous:
+        raise Conflict("This post is not anonymous: its author is named with it.")
+    author = await session.get(Member, found.post.author_id)
+    assert author is not None  # posts.author_id is a foreign key
+    await log_action(
+        session,
+        action=ModAction.REVEAL_AUTHOR,
+        reason=reason,
+        now=now,
+        actor_label=handle_of(actor),
+        actor_id=actor.id,
+        group_id=found.view.group.id,
+        post_id=found.post.id,
+        thread_id=found.thread.id,
+        member_id=author.id,
+    )
+    return Revealed(found, author)

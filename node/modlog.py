@@ -35,6 +35,7 @@ class ModAction(StrEnum):
     FEDERATION_POLICY = "federation_policy"
     CRISIS_SETTINGS = "crisis_settings"
     PASSWORD_RESET_LINK = "password_reset_link"
+    REVEAL_AUTHOR = "reveal_author"
 
 
 def required_reason(reason: str) -> str:

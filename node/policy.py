@@ -165,3 +165,16 @@ def may_delete_post(viewer: Viewer, visibility: str, standing: Standing, is_auth
     """Authors may always delete what they wrote, even after leaving or a ban: it is their
     health information. Moderators and admins delete as moderation."""
     return is_author or may(Action.MODERATE, viewer, visibility, standing)
+
+
+def may_post_anonymously(visibility: str, is_local: bool) -> bool:
+    """Anonymous posts exist only in this node's private groups, which never federate: no
+    other server ever receives a post whose author it would have to hide."""
+    return is_local and not federates(visibility)
+
+
+def names_author(anonymous: bool) -> bool:
+    """Whether pages name a post's author. An anonymous post names nobody, to anyone: its
+    author reads "Anonymous member (you)", and the group's moderators learn who wrote it only
+    by a reveal, with a reason, that the moderation log records."""
+    return not anonymous

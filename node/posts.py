@@ -46,6 +46,8 @@ from node.policy import (
     may,
     may_delete_post,
     may_edit_post,
+    may_post_anonymously,
+    names_author,
     shown_by_federation_policy,
 )
 from node.storage.engine import note_erasure
@@ -65,6 +67,10 @@ PARENT_HELD = "The post you are replying to waits for a moderator's approval."
 POST_HELD = "This post waits for a moderator's approval."
 APPROVED = "approved"
 THREADS_BY_MODERATORS = "Only moderators can start threads in this group."
+ANONYMOUS_REFUSED = (
+    "Anonymous posting is only for private groups of this node: in a public group everyone, "
+    "on other servers too, sees who wrote a post."
+)
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,12 @@ def _draft_problems(draft: Draft, limits: Limits) -> dict[str, str]:
 
 
 def _new_post_row(
-    thread_id: str, parent_id: str | None, author_id: int, draft: Draft, now: datetime
+    thread_id: str,
+    parent_id: str | None,
+    author_id: int,
+    draft: Draft,
+    now: datetime,
+    anonymous: bool = False,
 ) -> dict[str, object]:
     return {
         "id": new_object_id(),
@@ -130,13 +141,28 @@ def _new_post_row(
         "deleted_at": None,
         "held_at": None,
         "ap_id": draft.ap_id,
+        "anonymous": anonymous,
     }
 
 
 def _new_post(
-    thread_id: str, parent_id: str | None, author_id: int, draft: Draft, now: datetime
+    thread_id: str,
+    parent_id: str | None,
+    author_id: int,
+    draft: Draft,
+    now: datetime,
+    anonymous: bool = False,
 ) -> Post:
-    return Post(**_new_post_row(thread_id, parent_id, author_id, draft, now))
+    return Post(**_new_post_row(thread_id, parent_id, author_id, draft, now, anonymous))
+
+
+def anonymity_offered(group: ConditionGroup) -> bool:
+    """Whether a member may post anonymously in `group` (the forms offer it only there)."""
+    return may_post_anonymously(group.visibility, group.domain == LOCAL)
+
+
+def _anonymous_problem(group: ConditionGroup, anonymous: bool) -> str | None:
+    return ANONYMOUS_REFUSED if anonymous and not anonymity_offered(group) else None
 
 
 async def start_thread(
@@ -149,7 +175,9 @@ async def start_thread(
     now: datetime,
     origin: Origin | None = None,
     announced: bool = False,
+    anonymous: bool = False,
 ) -> Thread:
+    """Start a thread; `anonymous` (private groups of this node only) names no author."""
     vouched = vouched_by_remote_group(view, announced)
     if not vouched and not view.may(Action.POST):
         raise Forbidden("Only active members of this group can start threads. Join it first.")
@@ -158,7 +186,10 @@ async def start_thread(
         raise Forbidden(THREADS_BY_MODERATORS)
     title = neutralise(title, name=True)
     draft = draft.cleaned()
-    problems = collect(title=text_problem(title, "The title", limits.title_max))
+    problems = collect(
+        title=text_problem(title, "The title", limits.title_max),
+        anonymous=_anonymous_problem(view.group, anonymous),
+    )
     problems |= _draft_problems(draft, limits)
     if problems:
         raise Invalid(problems)
@@ -176,7 +207,7 @@ async def start_thread(
     )
     session.add(thread)
     await session.flush()
-    post = _new_post(thread.id, None, view.viewer.member_id, draft, now)
+    post = _new_post(thread.id, None, view.viewer.member_id, draft, now, anonymous)
     post.held_at = now if held else None
     session.add(post)
     if held:
@@ -349,9 +380,13 @@ async def reply(
     now: datetime,
     origin: Origin | None = None,
     announced: bool = False,
+    anonymous: bool = False,
 ) -> Post:
+    """Reply in a thread; `anonymous` (private groups of this node only) names no author."""
     thread, view = await _thread_in_context(session, thread_id, viewer)
     _may_reply(view.group, view.standing, viewer, announced)
+    if problem := _anonymous_problem(view.group, anonymous):
+        raise Invalid({"anonymous": problem})
     parent = await session.get(Post, parent_id) if parent_id else None
     draft = _checked_reply(thread, parent_id, parent, draft, limits)
     assert viewer.member_id is not None
@@ -363,7 +398,7 @@ async def reply(
     await rate_limits.count_post(session, limits.rates, view, origin, now)
     if parent is None:
         parent = opening
-    post = _new_post(thread.id, parent.id, viewer.member_id, draft, now)
+    post = _new_post(thread.id, parent.id, viewer.member_id, draft, now, anonymous)
     if await _holds(session, view.group, viewer, view.standing, viewer.member_id):
         post.held_at = now
         session.add(post)
@@ -638,10 +673,29 @@ async def delete_post(
 
 
 @dataclass(frozen=True)
+class Byline:
+    """A post's author as one viewer's pages name them: `member` None reads "Anonymous
+    member", and its author reads "Anonymous member (you)". Templates name authors only
+    through a byline, so an anonymous post's author is in no page's HTML at all."""
+
+    member: Member | None
+    yours: bool
+
+    @property
+    def anonymous(self) -> bool:
+        return self.member is None
+
+
+def byline_of(anonymous: bool, author: Member, viewer: Viewer) -> Byline:
+    return Byline(author if names_author(anonymous) else None, author.id == viewer.member_id)
+
+
+@dataclass(frozen=True)
 class HeldPost:
     post: Post
     thread: Thread
     author: Member
+    byline: Byline
 
 
 async def held_posts(session: AsyncSession, view: GroupView) -> list[HeldPost]:
@@ -660,7 +714,10 @@ async def held_posts(session: AsyncSession, view: GroupView) -> list[HeldPost]:
         .order_by(Post.held_at, Post.id)
         .limit(200)
     )
-    return [HeldPost(post, thread, author) for post, thread, author in rows.all()]
+    return [
+        HeldPost(post, thread, author, byline_of(post.anonymous, author, view.viewer))
+        for post, thread, author in rows.all()
+    ]
 
 
 async def _held_in_context(session: AsyncSession, viewer: Viewer, post_id: str) -> PostInContext:
@@ -887,6 +944,11 @@ class PostView:
     author: Member
     helpful_count: int
     marked_helpful: bool
+    byline: Byline
+
+    @property
+    def mine(self) -> bool:
+        return self.byline.yours
 
     @property
     def deleted(self) -> bool:
@@ -946,7 +1008,14 @@ async def view_thread(session: AsyncSession, thread_id: str, viewer: Viewer) -> 
             ).scalars()
         )
     posts = [
-        PostView(post, author, counts.get(post.id, 0), post.id in mine) for post, author in pairs
+        PostView(
+            post,
+            author,
+            counts.get(post.id, 0),
+            post.id in mine,
+            byline_of(post.anonymous, author, viewer),
+        )
+        for post, author in pairs
     ]
     return ThreadView(thread, view, posts)
 
@@ -956,6 +1025,17 @@ class ThreadSummary:
     thread: Thread
     author: Member
     reply_count: int
+    byline: Byline
+
+
+def _opening_anonymous() -> ColumnElement[bool]:
+    """Whether the thread's opening post (whose author is the thread's) is anonymous."""
+    return (
+        select(Post.anonymous)
+        .where(Post.thread_id == Thread.id, Post.parent_id.is_(None))
+        .correlate(Thread)
+        .scalar_subquery()
+    )
 
 
 async def threads_of_group(session: AsyncSession, view: GroupView) -> list[ThreadSummary]:
@@ -974,7 +1054,7 @@ async def threads_of_group(session: AsyncSession, view: GroupView) -> list[Threa
         .subquery()
     )
     rows = await session.execute(
-        select(Thread, Member, func.coalesce(replies.c.replies, 0))
+        select(Thread, Member, func.coalesce(replies.c.replies, 0), _opening_anonymous())
         .join(Member, Member.id == Thread.author_id)
         .outerjoin(replies, replies.c.thread_id == Thread.id)
         .where(
@@ -985,7 +1065,10 @@ async def threads_of_group(session: AsyncSession, view: GroupView) -> list[Threa
         .order_by(Thread.pinned_at.is_(None), Thread.last_activity_at.desc())
         .limit(200)
     )
-    return [ThreadSummary(thread, author, count) for thread, author, count in rows.all()]
+    return [
+        ThreadSummary(thread, author, count, byline_of(bool(anonymous), author, view.viewer))
+        for thread, author, count, anonymous in rows.all()
+    ]
 
 
 def _held_shown(view: GroupView) -> ColumnElement[bool]:
@@ -1016,6 +1099,7 @@ class FeedItem:
     thread: Thread
     group: ConditionGroup
     author: Member
+    byline: Byline
 
 
 async def feed_for(session: AsyncSession, viewer: Viewer, limit: int = 20) -> list[FeedItem]:
@@ -1023,7 +1107,7 @@ async def feed_for(session: AsyncSession, viewer: Viewer, limit: int = 20) -> li
     if viewer.member_id is None:
         return []
     rows = await session.execute(
-        select(Thread, ConditionGroup, Member)
+        select(Thread, ConditionGroup, Member, _opening_anonymous())
         .join(ConditionGroup, ConditionGroup.id == Thread.group_id)
         .join(Member, Member.id == Thread.author_id)
         .join(
@@ -1038,4 +1122,7 @@ async def feed_for(session: AsyncSession, viewer: Viewer, limit: int = 20) -> li
         .order_by(Thread.last_activity_at.desc())
         .limit(limit)
     )
-    return [FeedItem(thread, group, author) for thread, group, author in rows.all()]
+    return [
+        FeedItem(thread, group, author, byline_of(bool(anonymous), author, viewer))
+        for thread, group, author, anonymous in rows.all()
+    ]

@@ -47,6 +47,8 @@ def register(router: web.UrlDispatcher) -> None:
     router.add_get(ids.GROUP_BAN_CONFIRM_PATH, ban_form)
     router.add_post(ids.THREAD_LOCK_PATH, thread_lock)
     router.add_post(ids.THREAD_PIN_PATH, thread_pin)
+    router.add_get(ids.POST_REVEAL_PATH, reveal_form)
+    router.add_post(ids.POST_REVEAL_PATH, reveal_submit)
 
 
 def _problems(error: Invalid | Conflict | Forbidden) -> dict[str, str]:
@@ -284,3 +286,46 @@ async def thread_lock(request: web.Request) -> web.StreamResponse:
 
 async def thread_pin(request: web.Request) -> web.StreamResponse:
     return await _thread_tool(request, "pinned")
+
+
+async def _anonymous_post_to_moderate(request: web.Request) -> posts.PostInContext:
+    found = await posts.post_in_context(db(request), request.match_info["post_id"], viewer(request))
+    if not found.view.may(Action.MODERATE):
+        raise Forbidden("Only this group's moderators can see who wrote an anonymous post.")
+    if not found.post.anonymous:
+        raise Conflict("This post is not anonymous: its author is named with it.")
+    return found
+
+
+async def reveal_form(request: web.Request) -> web.Response:
+    """A moderator asks who wrote an anonymous post: a reason first, for the log."""
+    require_member(request)
+    found = await _anonymous_post_to_moderate(request)
+    context = {"found": found, "author": None, "values": {}, "errors": {}}
+    return render(request, "post_reveal.html", context)
+
+
+@rerenders_stale_forms
+async def reveal_submit(request: web.Request) -> web.StreamResponse:
+    """Shows the author to this moderator, this once; the log records it."""
+    require_member(request)
+    data = await form(request)
+    values = {"reason": data.get("reason", "")}
+    errors: dict[str, str] = {"form": STALE_FORM} if stale_form(request) else {}
+    if not errors:
+        try:
+            revealed = await moderation.reveal_author(
+                db(request),
+                viewer(request),
+                post_id=request.match_info["post_id"],
+                reason=values["reason"],
+                now=now(request),
+            )
+        except Invalid as error:
+            errors = error.problems
+        else:
+            context = {"found": revealed.found, "author": revealed.author, "values": values}
+            return render(request, "post_reveal.html", context | {"errors": {}})
+    found = await _anonymous_post_to_moderate(request)
+    context = {"found": found, "author": None, "values": values, "errors": errors}
+    return render(request, "post_reveal.html", context, 400)

@@ -10,6 +10,7 @@ from multidict import MultiDict
 from node import crisis, groups, ids, moderation, posts
 from node.errors import Conflict, Forbidden, Invalid
 from node.ids import thread_path
+from node.personal_details import Detail, personal_details
 from node.policy import Action
 from node.storage.models import CrisisResource
 from node.throttles import Throttled
@@ -61,8 +62,13 @@ def _status(error: Exception) -> int:
     return 403 if isinstance(error, Forbidden) else 409 if isinstance(error, Conflict) else 400
 
 
-# The form field saying that the author has seen the crisis resources for this draft.
+# The form fields saying that the author has seen the crisis resources, and the warning about
+# personal details, for this draft: one each, so a draft changed after one warning still gets
+# the other.
 CRISIS_SEEN = "crisis_seen"
+DETAILS_SEEN = "details_seen"
+# The form field (a checkbox) asking to post anonymously.
+ANONYMOUS = "anonymous"
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,31 @@ async def crisis_prompt(
     if data.get(CRISIS_SEEN) == "yes" or not await crisis.draft_matches(session, *texts):
         return None
     return CrisisPrompt(await crisis.resources(session), await crisis.notices(session))
+
+
+@dataclass(frozen=True)
+class BeforePublishing:
+    """What to show once before a draft is published, if anything; never a refusal."""
+
+    crisis: CrisisPrompt | None
+    details: list[Detail]
+
+    @property
+    def shown(self) -> bool:
+        return self.crisis is not None or bool(self.details)
+
+
+async def before_publishing(
+    request: web.Request, data: MultiDict[str], *texts: str
+) -> BeforePublishing:
+    """The crisis resources and the personal-details warning, each shown once per draft: the
+    same re-rendered form carries both, and "Publish anyway" publishes."""
+    details = [] if data.get(DETAILS_SEEN) == "yes" else personal_details(*texts)
+    return BeforePublishing(await crisis_prompt(request, data, *texts), details)
+
+
+def _anonymous(values: dict[str, str]) -> bool:
+    return values[ANONYMOUS] == "yes"
 
 
 def _with_wait(response: web.Response, error: Exception | None) -> web.Response:
@@ -104,14 +135,15 @@ async def new_thread_submit(request: web.Request) -> web.StreamResponse:
         db(request), request.match_info["slug"], viewer(request), need=Action.READ
     )
     data = await form(request)
-    values = {key: data.get(key, "") for key in ("title", "body", "content_warning", CRISIS_SEEN)}
+    fields = ("title", "body", "content_warning", CRISIS_SEEN, DETAILS_SEEN, ANONYMOUS)
+    values = {key: data.get(key, "") for key in fields}
     errors: dict[str, str] = {"form": STALE_FORM} if stale_form(request) else {}
     status, refused = 400, None
     if not errors:
         texts = (values["title"], values["body"], values["content_warning"])
-        prompt = await crisis_prompt(request, data, *texts)
-        if prompt is not None:
-            context = {"view": view, "values": values, "errors": errors, "crisis": prompt}
+        checks = await before_publishing(request, data, *texts)
+        if checks.shown:
+            context = {"view": view, "values": values, "errors": errors, "checks": checks}
             return render(request, "thread_new.html", context)
         try:
             thread = await posts.start_thread(
@@ -121,6 +153,7 @@ async def new_thread_submit(request: web.Request) -> web.StreamResponse:
                 title=values["title"],
                 draft=posts.Draft(values["body"], values["content_warning"]),
                 now=now(request),
+                anonymous=_anonymous(values),
             )
         except REFUSED as error:
             errors, status, refused = _problems(error), _status(error), error
@@ -135,7 +168,7 @@ async def thread_page(
     values: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
     status: int = 200,
-    prompt: CrisisPrompt | None = None,
+    checks: BeforePublishing | None = None,
 ) -> web.Response:
     if wants_activity_json(request) and request.method == "GET":
         return await thread_document(request, request.match_info["thread_id"])
@@ -146,7 +179,7 @@ async def thread_page(
         "values": values or {},
         "errors": errors or {},
         "replying_to": next((p for p in thread.posts if p.post.id == replying_to), None),
-        "crisis": prompt,
+        "checks": checks,
     }
     return render(request, "thread.html", context, status)
 
@@ -155,12 +188,13 @@ async def thread_page(
 async def reply_submit(request: web.Request) -> web.StreamResponse:
     require_member(request)
     data = await form(request)
-    values = {key: data.get(key, "") for key in ("body", "content_warning", "parent", CRISIS_SEEN)}
+    fields = ("body", "content_warning", "parent", CRISIS_SEEN, DETAILS_SEEN, ANONYMOUS)
+    values = {key: data.get(key, "") for key in fields}
     if stale_form(request):
         return await thread_page(request, values, {"form": STALE_FORM}, 400)
-    prompt = await crisis_prompt(request, data, values["body"], values["content_warning"])
-    if prompt is not None:
-        return await thread_page(request, values, prompt=prompt)
+    checks = await before_publishing(request, data, values["body"], values["content_warning"])
+    if checks.shown:
+        return await thread_page(request, values, checks=checks)
     try:
         post = await posts.reply(
             db(request),
@@ -170,6 +204,7 @@ async def reply_submit(request: web.Request) -> web.StreamResponse:
             parent_id=values["parent"] or None,
             draft=posts.Draft(values["body"], values["content_warning"]),
             now=now(request),
+            anonymous=_anonymous(values),
         )
     except REFUSED as error:
         page = await thread_page(request, values, _problems(error), _status(error))

@@ -8,6 +8,7 @@ import jinja2
 
 from node import ids
 from node.members import handle_of
+from node.posts import anonymity_offered
 
 
 def _when(moment: datetime | None) -> str:
@@ -54,5 +55,6 @@ def create_environment() -> jinja2.Environment:
         help_path=ids.HELP_PAGE,
         admin_crisis_path=ids.ADMIN_CRISIS_PAGE,
         admin_reset_link_path=ids.admin_reset_link_path,
+        anonymity_offered=anonymity_offered,
     )
     return environment

@@ -225,6 +225,9 @@ class Post(Base):
     # Held for a moderator's review: seen only by its author and the group's moderators, and
     # not federated until approved (which clears it).
     held_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Posted anonymously (private groups of this node only): pages name no author; the group's
+    # moderators learn who wrote it only by a logged reveal.
+    anonymous: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Reaction(Base):
