@@ -22,7 +22,15 @@ from keys.pairs import generate_key_pair
 from keys.secret import SecretError
 from node import federation_policy, groups, members
 from node.clock import Clock, ScaledClock, SystemClock
-from node.config import Limits, Settings, parse_networks, parse_rate_limits, validate_domain
+from node.config import (
+    ADDRESS_RETENTION_DEFAULT,
+    Limits,
+    Settings,
+    parse_address_retention,
+    parse_networks,
+    parse_rate_limits,
+    validate_domain,
+)
 from node.errors import DomainError, Invalid
 from node.runtime import NodeContext
 from node.storage.files import restrict_new_files
@@ -34,6 +42,7 @@ DATABASE_URL_ENV = "HEALTHNODE_DATABASE_URL"
 CLOCK_RATE_ENV = "HEALTHNODE_CLOCK_RATE"
 BLOCKED_DOMAINS_ENV = "HEALTHNODE_BLOCKED_DOMAINS"
 TRUSTED_PROXIES_ENV = "HEALTHNODE_TRUSTED_PROXIES"
+ADDRESS_RETENTION_ENV = "HEALTHNODE_ADDRESS_RETENTION"
 # HEALTHNODE_RATE_POSTS_PER_MEMBER=30/10m and so on: one variable per RateLimits field.
 RATE_ENV_PREFIX = "HEALTHNODE_RATE_"
 
@@ -161,6 +170,13 @@ def settings_from(args: argparse.Namespace) -> Settings:
         rates = parse_rate_limits(os.environ, RATE_ENV_PREFIX)
     except ValueError as error:
         raise CommandError(str(error)) from None
+    retention_text = os.environ.get(ADDRESS_RETENTION_ENV, "").strip()
+    try:
+        retention = (
+            parse_address_retention(retention_text) if retention_text else ADDRESS_RETENTION_DEFAULT
+        )
+    except ValueError as error:
+        raise CommandError(f"{ADDRESS_RETENTION_ENV}: {error}") from None
     return Settings(
         domain=domain,
         data_dir=args.data_dir,
@@ -168,6 +184,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         limits=Limits(rates=rates),
         blocked_domains=blocked,
         trusted_proxies=trusted_proxies,
+        address_retention=retention,
     )
 
 
