@@ -5,21 +5,40 @@ client addresses kept only for their retention, then purged by the workers.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
 from federation.queue import Housekeeping
-from node import rate_limits, throttles
+from node import rate_limits, remote, throttles
 from node.config import ADDRESS_RETENTION_DEFAULT, Rate, parse_address_retention
+from node.groups import view_group
+from node.membership import put_membership
+from node.policy import Viewer
+from node.posts import Draft, reply, start_thread
+from node.reports import ReportCategory, file_report
 from node.runtime import NodeContext
-from node.storage.models import AttemptCounter
-from tests.browser import Browser
+from node.storage.models import AttemptCounter, OutboxActivity
+from tests.browser import DEFAULT_PASSWORD, Browser
 from tests.clock import ManualClock
 from tests.federation_harness import eventually
+from tests.test_domain_services import found_group, register
+from web.app import create_app
 from web.cli import ADDRESS_RETENTION_ENV, CommandError, build_parser, settings_from
+from web.security_headers import SECURITY_HEADERS
 
 # --- client addresses: kept for their retention, then purged ---------------------------------
 
@@ -87,3 +106,236 @@ async def test_the_address_retention_is_configurable(
     monkeypatch.setenv(ADDRESS_RETENTION_ENV, "1h")
     with pytest.raises(CommandError, match=ADDRESS_RETENTION_ENV):
         settings_from(build_parser().parse_args(["serve"]))
+
+
+# --- pages request nothing from another host --------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+needs_chromium = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM) and os.environ.get("CI") != "true",
+    reason="Debian's chromium is not installed (.ci/run installs it under CI)",
+)
+ELSEWHERE = "elsewhere.example"
+REMOTE_IMAGE = f"https://{ELSEWHERE}/pixel.png"
+# GET routes no seeded value fills, each with why. A new route with a parameter the test
+# cannot fill fails the test until it is filled (FILLS) or listed here.
+UNFILLABLE: dict[str, str] = {}
+# Signed out, then as a member, a moderator and an admin (the seed's people).
+ROLES = (None,)
+
+
+@dataclass
+class Community:
+    """A served node with something on every page: an admin (ada), a group owner (olivia), a
+    moderator (mo) and a member (max) of a public and a private group, threads and replies in
+    both, a remote member and a remote group, a remote reply carrying an image from another
+    host, a report, and published activities."""
+
+    base: str
+    fills: dict[str, list[str]]
+    app: web.Application
+
+
+async def _seed(node: NodeContext) -> dict[str, list[str]]:
+    now = node.clock.now()
+    async with node.transaction() as session:
+        ada = await register(session, node, "ada", admin=True)
+        olivia, mo, max_ = [await register(session, node, name) for name in ("olivia", "mo", "max")]
+        public = await found_group(session, node, olivia, "sugar", name="Sugar Talk")
+        private = await found_group(session, node, olivia, "quiet_room", private=True)
+        stranger = await remote.upsert_remote_member(
+            session, _remote_facts("stranger", "members"), now
+        )
+        remote_group = await remote.upsert_remote_group(
+            session, _remote_facts("faraway", "groups"), now
+        )
+        for group in (public, private):
+            for member, role in ((mo, "moderator"), (max_, "member")):
+                await put_membership(session, None, group.id, member.id, "active", now, role=role)
+        # Following the public group, as the inbox would have it: activities are published.
+        await put_membership(session, None, public.id, stranger.id, "active", now)
+    threads, posts_ = [], []
+    for group in (public, private):
+        async with node.transaction() as session:
+            view = await view_group(session, group.slug, Viewer(max_.id))
+            thread = await start_thread(
+                session, node.settings.limits, view, title="Morning readings",
+                draft=Draft("Woke at **5.6** today."), now=now,
+            )  # fmt: skip
+            answer = await reply(
+                session, node.settings.limits, Viewer(mo.id), thread_id=thread.id,
+                parent_id=None, draft=Draft("Well done."), now=now,
+            )  # fmt: skip
+        threads.append(thread.id)
+        posts_.append(answer.id)
+    async with node.transaction() as session:
+        # A remote reply whose HTML shows an image from its own server.
+        far = await reply(
+            session, node.settings.limits, Viewer(stranger.id), thread_id=threads[0],
+            parent_id=None, now=now, draft=Draft(
+                "look", html=f'<p>look <img src="{REMOTE_IMAGE}" alt="chart"></p>',
+                ap_id=f"https://{ELSEWHERE}/notes/1",
+            ),
+        )  # fmt: skip
+        posts_.append(far.id)
+        report = await file_report(
+            session, category=ReportCategory.HARASSMENT, now=now, group_id=public.id,
+            post_id=posts_[0], reporter_id=max_.id, comment="rude",
+        )  # fmt: skip
+        activities = list((await session.execute(select(OutboxActivity.id))).scalars())
+    assert activities, "no activity was published to the remote follower"
+    return {
+        "username": [max_.username, f"{stranger.username}@{ELSEWHERE}", ada.username],
+        "slug": [public.slug, private.slug, f"{remote_group.slug}@{ELSEWHERE}"],
+        "thread_id": threads,
+        "post_id": posts_,
+        "code": [private.join_code],
+        "report_id": [str(report.id)],
+        "activity_id": activities[:1],
+    }
+
+
+def _remote_facts(name: str, kind: str) -> remote.RemoteActorFacts:
+    iri = f"https://{ELSEWHERE}/{kind}/{name}"
+    return remote.RemoteActorFacts(
+        iri=iri, username=name, domain=ELSEWHERE, display_name=name.title(), summary="",
+        inbox=f"{iri}/inbox", shared_inbox=None, profile_url=None,
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def community(node: NodeContext) -> AsyncIterator[Community]:
+    server = TestServer(create_app(node))
+    await server.start_server()  # first: the app's outbox records what the seed publishes
+    try:
+        base = str(server.make_url("")).rstrip("/")
+        yield Community(base, await _seed(node), server.app)
+    finally:
+        await server.close()
+
+
+def every_page(app: web.Application, fills: dict[str, list[str]]) -> list[str]:
+    """Every GET route of the app's router, each parameter filled with each seeded value
+    (for routes of several parameters, every combination): new pages are covered as they
+    are added."""
+    paths: list[str] = []
+    for resource in app.router.resources():
+        if not any(route.method == "GET" for route in resource):
+            continue
+        info = resource.get_info()
+        if "directory" in info:  # static files: the one the pages use
+            paths.append(f"{info['prefix']}/style.css")
+            continue
+        pattern = resource.canonical
+        names = re.findall(r"\{(\w+)", pattern)
+        if pattern in UNFILLABLE:
+            continue
+        missing = [name for name in names if name not in fills]
+        assert not missing, f"{pattern}: fill {missing} from the seed, or list it in UNFILLABLE"
+        for values in itertools.product(*(fills[name] for name in names)):
+            path = pattern
+            for name, value in zip(names, values, strict=True):
+                path = re.sub(r"\{" + name + r"[^}]*\}", value, path)
+            paths.append(path)
+    return paths
+
+
+def _same_origin(url: str, base: str) -> bool:
+    if url.startswith(("data:", "about:", "blob:")):
+        return True
+    there, here = urlsplit(url), urlsplit(base)
+    return (there.scheme, there.netloc) == (here.scheme, here.netloc)
+
+
+async def _visit_all(chromium: Any, base: str, paths: list[str], who: str | None) -> list[str]:
+    """Load every path as `who` (or signed out); answers what went, or tried to go, elsewhere:
+    requests to other origins (aborted, never sent) and loads the page's CSP refused."""
+    context = await chromium.new_context()
+    elsewhere: list[str] = []
+
+    async def refuse(route: Any) -> None:
+        elsewhere.append(f"request {route.request.url}")
+        await route.abort()
+
+    await context.route(lambda url: not _same_origin(url, base), refuse)
+    page = await context.new_page()
+    page.on(
+        "console",
+        lambda message: (
+            elsewhere.append(f"{page.url}: {message.text}")
+            if "Content Security Policy" in message.text
+            else None
+        ),
+    )
+    if who is not None:
+        await page.goto(f"{base}/login")
+        await page.fill("#f-username", who)
+        await page.fill("#f-password", DEFAULT_PASSWORD)
+        await page.press("#f-password", "Enter")
+        await page.wait_for_load_state()
+        assert "/login" not in page.url, f"{who} could not sign in"
+    for path in paths:
+        before = len(elsewhere)
+        try:
+            response = await page.goto(base + path, wait_until="load")
+        except Exception as error:  # playwright's Error; documents for servers download
+            assert "Download is starting" in str(error), (who, path, error)
+            continue
+        assert response is None or response.status < 500, (who, path, response.status)
+        elsewhere[before:] = [
+            f"{who or 'signed out'} {path}: {item}" for item in elsewhere[before:]
+        ]
+    await context.close()
+    return elsewhere
+
+
+@pytest.fixture
+async def chromium() -> AsyncIterator[Any]:
+    playwright_api = pytest.importorskip("playwright.async_api")
+    from tests.test_browser import CHROMIUM_ARGS  # (it skips itself without playwright)
+
+    async with playwright_api.async_playwright() as playwright:
+        # Debian's Chromium, never a browser downloaded by Playwright.
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@needs_chromium
+async def test_no_page_requests_anything_from_another_host(
+    community: Community, chromium: Any
+) -> None:
+    paths = every_page(community.app, community.fills)
+    assert {"/", "/g/sugar", "/admin/audit", "/notices"} <= set(paths)
+    assert len(paths) > 40
+    visits = [_visit_all(chromium, community.base, paths, who) for who in ROLES]
+    elsewhere = [item for found in await asyncio.gather(*visits) for item in found]
+    assert elsewhere == []
+
+
+@needs_chromium
+async def test_a_remote_posts_images_are_not_fetched(community: Community, chromium: Any) -> None:
+    context = await chromium.new_context()
+    page = await context.new_page()
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    thread_id = community.fills["thread_id"][0]
+    await page.goto(f"{community.base}/t/{thread_id}", wait_until="load")
+    assert "look" in await page.inner_text("main")
+    images = await page.evaluate("[...document.images].map(image => image.src)")
+    assert REMOTE_IMAGE not in images and REMOTE_IMAGE not in asked
+    await context.close()
+
+
+def test_the_content_security_policy_names_no_other_origin() -> None:
+    policy = dict(
+        directive.strip().split(" ", 1)
+        for directive in SECURITY_HEADERS["Content-Security-Policy"].split(";")
+    )
+    assert policy["default-src"] == "'none'"  # fonts, scripts, frames, connections: none
+    for directive, sources in policy.items():
+        assert set(sources.split()) <= {"'self'", "'none'"}, directive
