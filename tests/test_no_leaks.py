@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import shutil
+import traceback
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,14 +32,23 @@ from node.policy import Viewer
 from node.posts import Draft, reply, start_thread
 from node.reports import ReportCategory, file_report
 from node.runtime import NodeContext
-from node.storage.models import AttemptCounter, OutboxActivity
+from node.storage.models import (
+    AttemptCounter,
+    ConditionGroup,
+    Membership,
+    OutboxActivity,
+    Post,
+    Thread,
+)
 from tests.browser import DEFAULT_PASSWORD, Browser
 from tests.clock import ManualClock
-from tests.federation_harness import eventually
+from tests.conftest import NodeFactory
+from tests.federation_harness import Recorder, RunningNode, eventually, free_port
 from tests.test_domain_services import found_group, register
 from web.app import create_app
 from web.cli import ADDRESS_RETENTION_ENV, CommandError, build_parser, settings_from
 from web.security_headers import SECURITY_HEADERS
+from web.serving import RouteAccessLogger
 
 # --- client addresses: kept for their retention, then purged ---------------------------------
 
@@ -106,6 +116,133 @@ async def test_the_address_retention_is_configurable(
     monkeypatch.setenv(ADDRESS_RETENTION_ENV, "1h")
     with pytest.raises(CommandError, match=ADDRESS_RETENTION_ENV):
         settings_from(build_parser().parse_args(["serve"]))
+
+
+# --- logs hold no post text, no passwords, no tokens, no addresses --------------------------
+
+
+async def _served(make_node: NodeFactory, name: str) -> RunningNode:
+    """A node served as `healthnode serve` serves it: with its own access log."""
+    port = free_port()
+    node = await make_node(name, domain=f"127.0.0.1:{port}")
+    recorder = Recorder()
+    server = TestServer(create_app(node, trace_configs=[recorder.trace_config()]), port=port)
+    await server.start_server(access_log_class=RouteAccessLogger)
+    return RunningNode(name, node, server, recorder)
+
+
+def _logged(record: logging.LogRecord) -> str:
+    """All a log record could write: its message, its arguments and its exception."""
+    parts = [str(record.msg), repr(record.args)]
+    if record.exc_info:
+        parts.append("".join(traceback.format_exception(*record.exc_info)))
+    return "\n".join(parts)
+
+
+async def test_logs_hold_no_post_text_passwords_join_codes_searches_or_addresses(
+    make_node: NodeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # every logger, at its most talkative
+    hospital, charity = [await _served(make_node, name) for name in ("hospital", "charity")]
+    secrets_: list[str] = []
+
+    def secret(text: str) -> str:
+        secrets_.append(text)
+        return text
+
+    try:
+        # Given a member who registers, mistypes her password, then signs in
+        password = secret("plum orchard lantern 4417")
+        nurse = await hospital.browser()
+        await nurse.register("nurse", password)
+        await nurse.logout()
+        wrong = await nurse.login("nurse", secret("plum orchard lantern 4418"))
+        assert wrong.status == 400
+        assert (await nurse.login("nurse", password)).status == 200
+        # And founds a public group and a private one, and starts a thread
+        await nurse.get("/groups/new")
+        await nurse.post("/groups/new", {"slug": "t1d", "name": "Type 1", "visibility": "public"})
+        await nurse.get("/groups/new")
+        hush = await nurse.post(
+            "/groups/new", {"slug": "hush", "name": "Hush", "visibility": "private",
+                            "join_policy": "request"},
+        )  # fmt: skip
+        hush_slug = hush.path.removeprefix("/g/")
+        secrets_.append(hush_slug)
+        opening = secret("My HbA1c came back at 9.1 and I am scared, write to pat@example.org")
+        page = await nurse.post("/g/t1d/new", {"title": "Results", "body": opening})
+        assert page.status == 200 and page.path.startswith("/t/"), page.text[:300]
+        thread_path = page.path
+        # When a member elsewhere follows the group, and replies from home
+        bea = await charity.browser()
+        await bea.register("bea", secret("velvet canyon 0093 stars"))
+        await bea.get("/authorize_interaction")
+        followed = await bea.post("/groups/follow", {"handle": f"t1d@{hospital.domain}"})
+        assert followed.status == 200, followed.text[:300]
+
+        async def thread_on_charity() -> Any:
+            async with charity.node.transaction(reading=True) as session:
+                return (
+                    await session.execute(select(Thread.id).where(Thread.title == "Results"))
+                ).scalar()
+
+        # (the group's outbox sends new threads to followers; post once the follow is in)
+        await eventually(lambda: _followed(charity), "the Accept on the charity")
+        second = secret("Mine was 8.7 last spring; my endo is Dr Rowe at St Mary's")
+        page = await nurse.post(thread_path + "/reply", {"body": second})
+        assert page.status == 200, page.text[:300]
+        charity_thread = await eventually(thread_on_charity, "the thread on the charity")
+        answer = secret("You are not alone, I was at 10.2 in March and now 6.9")
+        page = await bea.post(f"/t/{charity_thread}/reply", {"body": answer})
+        assert page.status == 200, page.text[:300]
+
+        async def answer_on_hospital() -> Any:
+            async with hospital.node.transaction(reading=True) as session:
+                return (
+                    await session.execute(select(Post.id).where(Post.source == answer))
+                ).scalar()
+
+        await eventually(answer_on_hospital, "the reply on the hospital")
+        # And someone searches the directory, and follows the private group's join link
+        await bea.get("/?q=" + secret("insulin pump failure"))
+        async with hospital.node.transaction(reading=True) as session:
+            code = (
+                await session.execute(
+                    select(ConditionGroup.join_code).where(ConditionGroup.slug == hush_slug)
+                )
+            ).scalar_one()
+        secrets_.append(code)
+        asker = await hospital.browser()
+        await asker.register("asker", secret("quiet river 5521 lamps"))
+        await asker.get(f"/g/{hush_slug}/ask/{code}")
+        asked = await asker.post(f"/g/{hush_slug}/ask/{code}")
+        assert asked.status == 200, asked.text[:300]
+    finally:
+        for running in (hospital, charity):
+            await running.close()
+
+    # Then no log record holds any of it, nor the address of anyone who made a request
+    assert len(caplog.records) > 50  # the servers did log, for a start
+    # (and no part of a post that a log could have shortened or escaped)
+    secrets_ += ["127.0.0.1", "HbA1c", "pat@example.org", "Dr Rowe", "10.2 in March", "pump fail"]
+    found: set[tuple[str, tuple[str, ...]]] = set()
+    for record in caplog.records:
+        written = _logged(record)
+        leaked = [text for text in secrets_ if text in written]
+        if leaked:
+            found.add((record.name, tuple(leaked)))
+    assert not found, found
+
+
+async def _followed(running: RunningNode) -> Any:
+    async with running.node.transaction(reading=True) as session:
+        return (
+            await session.execute(
+                select(Membership.group_id).where(
+                    Membership.state == "active", Membership.follow_activity_id.is_not(None)
+                )
+            )
+        ).scalar()
 
 
 # --- pages request nothing from another host --------------------------------------------------
