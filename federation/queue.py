@@ -30,7 +30,7 @@ from federation.prefetch import NeedsFetch, Prefetcher, Wanted, wanted_text
 from federation.processing import MAX_ANCESTOR_FETCHES, Processor, Rejected, Retry
 from federation.replies import CLAIM, BatchedReplies
 from keys.pairs import SealedKeyError
-from node import ids, remote
+from node import addresses, ids, remote
 from node.events import PENDING_EVENTS
 from node.runtime import NodeContext
 from node.storage.models import Delivery, InboxItem, OutboxActivity, RemoteHost
@@ -175,6 +175,29 @@ class Pruner:
             await session.execute(self.graph.prune(self.model, self.finished_at, now))
             for expired in self.also:
                 await session.execute(expired(now))
+
+
+class Housekeeping:
+    """Node-wide purges that belong to no queue, at most every PRUNE_EVERY: client addresses
+    past the node's retention (node/addresses.py). Run by its own worker in whichever
+    process runs the workers (`healthnode worker`, or `serve` without --no-workers)."""
+
+    def __init__(self, node: NodeContext) -> None:
+        self.node = node
+        self._purged_at: datetime | None = None
+
+    async def drain(self) -> int:
+        now = self.node.clock.now()
+        if self._purged_at is not None and now - self._purged_at < PRUNE_EVERY:
+            return 0
+        self._purged_at = now
+        async with self.node.transaction() as session:
+            purged = await addresses.purge_expired_addresses(
+                session, now, self.node.settings.address_retention
+            )
+        if purged:
+            log.info("purged %d client addresses past their retention", purged)
+        return 0  # nothing queued waits on it: the worker polls again later
 
 
 # Fetches between transactions that one item may need, at most: enough for an announced

@@ -14,7 +14,7 @@ from federation.inbox_budget import InboxBudget
 from federation.outbox import Outbox
 from federation.prefetch import Prefetcher
 from federation.processing import Processor
-from federation.queue import DeliveryQueue, InboxQueue, Worker
+from federation.queue import DeliveryQueue, Housekeeping, InboxQueue, Worker
 from federation.replies import CLAIM
 from node.runtime import NodeContext
 
@@ -59,6 +59,8 @@ class Federation:
         prefetcher = Prefetcher(self.directory, processor.fetched, node.transaction)
         self.inbox_queue = InboxQueue(node, processor, prefetcher)
         self.inbox_worker = Worker("inbox", self.inbox_queue.drain, INBOX_PACE, CLAIM)
+        self.housekeeping = Housekeeping(node)
+        self.housekeeping_worker = Worker("housekeeping", self.housekeeping.drain)
         self.addressees = KnownAddressees()
         self.inbox_budget = InboxBudget(node.settings.limits.rates.inbox_per_host)
         self.inbox_writer = InboxWriter(
@@ -74,6 +76,7 @@ class Federation:
     def start_workers(self) -> None:
         self.inbox_worker.start()
         self.delivery_worker.start()
+        self.housekeeping_worker.start()
         self.workers_running = True
 
     async def close(self) -> None:
@@ -81,6 +84,7 @@ class Federation:
         if self.workers_running:
             await self.inbox_worker.stop()
             await self.delivery_worker.stop()
+            await self.housekeeping_worker.stop()
         if self.outbox in self.node.sinks:
             self.node.sinks.remove(self.outbox)
         await self.client.close()

@@ -30,16 +30,22 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+SIGN_IN_KEY = "sign-in:"
+REGISTRATION_KEY = "register:"
+# Every throttle key that names a client's address starts with one of these (node/addresses.py).
+ADDRESS_KEY_PREFIXES = (SIGN_IN_KEY, REGISTRATION_KEY)
+
+
 def account_address_key(account: str, address: str) -> str:
-    return f"sign-in:{account}|{address}"
+    return f"{SIGN_IN_KEY}{account}|{address}"
 
 
 def address_key(address: str) -> str:
-    return f"sign-in:{address}"
+    return f"{SIGN_IN_KEY}{address}"
 
 
 def registration_key(address: str) -> str:
-    return f"register:{address}"
+    return f"{REGISTRATION_KEY}{address}"
 
 
 @dataclass(frozen=True)

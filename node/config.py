@@ -159,6 +159,26 @@ def parse_period(text: str) -> timedelta:
     return period
 
 
+# Client addresses are kept for abuse control only (the sign-in and registration throttles),
+# then purged (node/addresses.py). Never shorter than a throttle remembers an address, or
+# the purge would lift a throttle early.
+ADDRESS_RETENTION_DEFAULT = timedelta(days=7)
+ADDRESS_RETENTION_MIN = timedelta(days=1)
+ADDRESS_RETENTION_MAX = timedelta(days=90)
+_RETENTION = re.compile(r"[0-9]{1,6}[hd]")
+
+
+def parse_address_retention(text: str) -> timedelta:
+    """How long client addresses are kept: hours or days such as `7d` or `36h`, from 1d to 90d."""
+    text = text.strip().lower()
+    if not _RETENTION.fullmatch(text):
+        raise ValueError(f"{text!r} is not a duration such as 7d or 36h")
+    retention = timedelta(seconds=int(text[:-1]) * _UNITS[text[-1]])
+    if not ADDRESS_RETENTION_MIN <= retention <= ADDRESS_RETENTION_MAX:
+        raise ValueError(f"{text!r} is not between 1d and 90d")
+    return retention
+
+
 def parse_rate(text: str) -> Rate | None:
     """`COUNT/PERIOD` such as `30/10m` (units s, m, h, d), or `off`."""
     text = text.strip().lower()
@@ -348,6 +368,8 @@ class Settings:
     blocked_domains: frozenset[str] = frozenset()
     # The operator's mail server; None: no email at all (members cannot add an address).
     smtp: SmtpSettings | None = None
+    # How long a client's address may be kept (for the sign-in and registration throttles).
+    address_retention: timedelta = ADDRESS_RETENTION_DEFAULT
 
     @property
     def is_development(self) -> bool:

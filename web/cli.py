@@ -23,8 +23,10 @@ from keys.secret import SecretError
 from node import accounts, federation_policy, groups, ids, members
 from node.clock import Clock, ScaledClock, SystemClock
 from node.config import (
+    ADDRESS_RETENTION_DEFAULT,
     Limits,
     Settings,
+    parse_address_retention,
     parse_networks,
     parse_rate_limits,
     parse_smtp,
@@ -41,6 +43,7 @@ DATABASE_URL_ENV = "HEALTHNODE_DATABASE_URL"
 CLOCK_RATE_ENV = "HEALTHNODE_CLOCK_RATE"
 BLOCKED_DOMAINS_ENV = "HEALTHNODE_BLOCKED_DOMAINS"
 TRUSTED_PROXIES_ENV = "HEALTHNODE_TRUSTED_PROXIES"
+ADDRESS_RETENTION_ENV = "HEALTHNODE_ADDRESS_RETENTION"
 # HEALTHNODE_RATE_POSTS_PER_MEMBER=30/10m and so on: one variable per RateLimits field.
 RATE_ENV_PREFIX = "HEALTHNODE_RATE_"
 # HEALTHNODE_SMTP_HOST, _PORT, _TLS, _USER, _PASSWORD, _FROM: the optional mail server.
@@ -186,6 +189,13 @@ def settings_from(args: argparse.Namespace) -> Settings:
         smtp = parse_smtp(os.environ, SMTP_ENV_PREFIX)
     except ValueError as error:
         raise CommandError(str(error)) from None
+    retention_text = os.environ.get(ADDRESS_RETENTION_ENV, "").strip()
+    try:
+        retention = (
+            parse_address_retention(retention_text) if retention_text else ADDRESS_RETENTION_DEFAULT
+        )
+    except ValueError as error:
+        raise CommandError(f"{ADDRESS_RETENTION_ENV}: {error}") from None
     return Settings(
         domain=domain,
         data_dir=args.data_dir,
@@ -194,6 +204,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         blocked_domains=blocked,
         trusted_proxies=trusted_proxies,
         smtp=smtp,
+        address_retention=retention,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,13 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Session
+
+# aiosqlite logs every statement with its parameters (post text, password hashes, client
+# addresses) at DEBUG: held at INFO, a node logging at DEBUG writes none of them.
+logging.getLogger("aiosqlite").setLevel(logging.INFO)
+# SQLAlchemy's errors (logged with their traceback by the workers) and its statement log
+# show no parameters either.
+HIDE_PARAMETERS = True
 
 
 def is_sqlite(url: str | URL) -> bool:
@@ -29,14 +37,18 @@ def create_engine(database_url: str) -> AsyncEngine:
     url = make_url(database_url)
     connect_args: dict[str, Any] = {}
     if is_sqlite(url):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, hide_parameters=HIDE_PARAMETERS
+        )
         _configure_sqlite(engine)
         return engine
     search_path = url.query.get("search_path")
     if search_path:
         url = url.difference_update_query(["search_path"])
         connect_args["server_settings"] = {"search_path": str(search_path)}
-    return create_async_engine(url, connect_args=connect_args, pool_pre_ping=True)
+    return create_async_engine(
+        url, connect_args=connect_args, pool_pre_ping=True, hide_parameters=HIDE_PARAMETERS
+    )
 
 
 READS_ONLY_OPTION = "healthnode_reads_only"
