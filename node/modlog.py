@@ -34,6 +34,8 @@ class ModAction(StrEnum):
     EDIT_GROUP = "edit_group"
     FEDERATION_POLICY = "federation_policy"
     CRISIS_SETTINGS = "crisis_settings"
+    PRIVACY_NOTICE = "privacy_notice"
+    SEARCH_ENGINES = "search_engines"
 
 
 def required_reason(reason: str) -> str:
