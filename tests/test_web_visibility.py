@@ -9,7 +9,8 @@ The expectations are written out by hand from node/policy.py's docstring, not re
 it, so a change of the rules has to change a line of this table on purpose:
 
 - a public group is readable and listed to anyone, its members listed only to its members and
-  admins (others see its moderators); only active members post, reply and react (others are refused, anonymous people are sent to sign in);
+  admins (others see its moderators); only active members post, reply and react (others are
+  refused, anonymous people are sent to sign in);
 - a private group exists only for its active members, its pending people (who see its name and
   their own standing, nothing else) and the node's admins; everyone else gets exactly the answer
   a group that does not exist gets: the same 404 page, byte for byte;
