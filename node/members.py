@@ -171,7 +171,13 @@ async def get_member(session: AsyncSession, username: str) -> Member:
 
 
 async def update_profile(
-    session: AsyncSession, limits: Limits, member: Member, *, display_name: str, bio: str
+    session: AsyncSession,
+    limits: Limits,
+    member: Member,
+    *,
+    display_name: str,
+    bio: str,
+    show_groups: bool | None = None,
 ) -> Member:
     display_name = neutralise(display_name, name=True)
     bio = neutralise(bio).strip()
@@ -183,13 +189,23 @@ async def update_profile(
         raise Invalid(problems)
     member.display_name = display_name
     member.bio = bio
+    if show_groups is not None:
+        member.show_groups = show_groups
     await session.flush()
     record(session, MemberUpdated(member.id))
     return member
 
 
+async def profile_groups(session: AsyncSession, member: Member) -> list[ConditionGroup]:
+    """Groups shown on a member's profile: none unless they chose to list them, as belonging
+    to a health group discloses a condition; then the public ones only."""
+    if not member.show_groups:
+        return []
+    return await public_groups_of(session, member.id)
+
+
 async def public_groups_of(session: AsyncSession, member_id: int) -> list[ConditionGroup]:
-    """Groups shown on a profile: public ones the member is active in, never private ones."""
+    """The public groups a member is active in, never private ones."""
     rows = await session.execute(
         select(ConditionGroup)
         .join(Membership, Membership.group_id == ConditionGroup.id)

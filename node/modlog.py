@@ -36,6 +36,8 @@ class ModAction(StrEnum):
     CRISIS_SETTINGS = "crisis_settings"
     PASSWORD_RESET_LINK = "password_reset_link"
     REVEAL_AUTHOR = "reveal_author"
+    PRIVACY_NOTICE = "privacy_notice"
+    SEARCH_ENGINES = "search_engines"
 
 
 def required_reason(reason: str) -> str:

@@ -1,8 +1,9 @@
 """Who may see and do what in a condition group. Every route and federation path asks here.
 
 The matrix (docs/POLICY.md has it as a table):
-- A public group is readable by anyone, its members listed to anyone; only active members post,
-  reply and react.
+- A public group is readable by anyone; its member list only by its active members (moderators
+  among them) and the node's admins, as belonging to a health group discloses a condition; its
+  moderators are listed to anyone. Only active members post, reply and react.
 - A private group exists only for its active members, its invited and pending people (who see
   its name and their own standing, nothing else) and the node's admins. Everyone else gets the
   same answer as for a group that does not exist.
@@ -85,7 +86,8 @@ NO_STANDING = Standing()
 # The standings in a private group that know it exists, and those that may read it.
 KNOWING_STATES = ("invited", "pending", "active")
 READING_STATES = ("active",)
-# Actions that reveal a group's content: the same rule as reading it.
+# Actions that reveal a group's content: the same rule as reading it (a private group's
+# member list too; a public group's is decided by `may` on the row that comes back).
 READING_ACTIONS = (Action.LIST, Action.READ, Action.SEE_MEMBERS)
 
 
@@ -99,8 +101,11 @@ def knows_of(viewer: Viewer, visibility: str, standing: Standing) -> bool:
 def may(action: Action, viewer: Viewer, visibility: str, standing: Standing) -> bool:
     public = visibility in OPEN_VISIBILITIES
     match action:
-        case Action.LIST | Action.READ | Action.SEE_MEMBERS:
+        case Action.LIST | Action.READ:
             return public or viewer.is_admin or standing.state in READING_STATES
+        case Action.SEE_MEMBERS:
+            # Not `public`: who belongs to a health group is its members' business only.
+            return viewer.is_admin or standing.state in READING_STATES
         case Action.POST | Action.REPLY | Action.REACT:
             return viewer.signed_in and standing.active
         case Action.MODERATE:
@@ -150,6 +155,12 @@ def federates(visibility: str) -> bool:
     """Only public groups ever reach another server: no actor, post, member or count of a
     private group leaves this node."""
     return visibility in OPEN_VISIBILITIES
+
+
+def search_engines_may_index(visibility: str, is_local: bool, opened_by_admin: bool) -> bool:
+    """Pages are never indexed unless an admin opened one of our public groups (its page and
+    threads) to search engines; member profiles never are."""
+    return opened_by_admin and is_local and visibility in OPEN_VISIBILITIES
 
 
 def asks_by_link(visibility: str, join_policy: str) -> bool:

@@ -49,16 +49,17 @@ COLUMNS = (
 # fmt: off
 MATRIX: dict[tuple[str, str], tuple[bool, ...]] = {
     #                          LIST READ POST REPLY REACT SEE_M  MOD  JOIN KNOWS_OF
-    # A public group: readable and listed to anyone, members listed to anyone; only active
-    # members post, reply and react; any signed-in person who is not in it and not banned joins.
-    ("public", "anonymous"):  (Y,   Y,   N,   N,    N,    Y,     N,   N,   Y),
-    ("public", "non_member"): (Y,   Y,   N,   N,    N,    Y,     N,   Y,   Y),
-    ("public", "pending"):    (Y,   Y,   N,   N,    N,    Y,     N,   Y,   Y),
-    ("public", "invited"):    (Y,   Y,   N,   N,    N,    Y,     N,   Y,   Y),
+    # A public group: readable and listed to anyone, its members listed only to its members
+    # and admins; only active members post, reply and react; any signed-in person who is not
+    # in it and not banned joins.
+    ("public", "anonymous"):  (Y,   Y,   N,   N,    N,    N,     N,   N,   Y),
+    ("public", "non_member"): (Y,   Y,   N,   N,    N,    N,     N,   Y,   Y),
+    ("public", "pending"):    (Y,   Y,   N,   N,    N,    N,     N,   Y,   Y),
+    ("public", "invited"):    (Y,   Y,   N,   N,    N,    N,     N,   Y,   Y),
     ("public", "member"):     (Y,   Y,   Y,   Y,    Y,    Y,     N,   N,   Y),
     ("public", "moderator"):  (Y,   Y,   Y,   Y,    Y,    Y,     Y,   N,   Y),
     ("public", "owner"):      (Y,   Y,   Y,   Y,    Y,    Y,     Y,   N,   Y),
-    ("public", "banned"):     (Y,   Y,   N,   N,    N,    Y,     N,   N,   Y),
+    ("public", "banned"):     (Y,   Y,   N,   N,    N,    N,     N,   N,   Y),
     ("public", "admin"):      (Y,   Y,   N,   N,    N,    Y,     Y,   Y,   Y),
     # A private group: exists for its active members, invited and pending people (who know its
     # name, nothing else) and admins (who read and moderate, but do not post). Invited people

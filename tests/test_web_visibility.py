@@ -8,8 +8,9 @@ the test checks both the pages they get and the rows in the database.
 The expectations are written out by hand from node/policy.py's docstring, not recomputed from
 it, so a change of the rules has to change a line of this table on purpose:
 
-- a public group is readable and listed to anyone, its members listed to anyone; only active
-  members post, reply and react (others are refused, anonymous people are sent to sign in);
+- a public group is readable and listed to anyone, its members listed only to its members and
+  admins (others see its moderators); only active members post, reply and react (others are
+  refused, anonymous people are sent to sign in);
 - a private group exists only for its active members, its pending people (who see its name and
   their own standing, nothing else) and the node's admins; everyone else gets exactly the answer
   a group that does not exist gets: the same 404 page, byte for byte;
@@ -55,17 +56,19 @@ COLUMNS = ("list", "read", "post", "reply", "react", "members")
 #            refused  = 403, nothing stored
 #            hidden   = the 404 of a group, thread or post that does not exist, nothing stored
 #   members: shown    = GET /g/{slug}/members lists the active members, and only them
+#            mods     = GET /g/{slug}/members lists the moderators only, and says only members
+#                       can see who else belongs
 #            hidden   = the 404 page of a group that does not exist
 # (For the public group "pending" does not arise: that viewer has no row in it, a non-member.)
 # fmt: off
 EXPECTED: dict[tuple[str, str], tuple[str, str, str, str, str, str]] = {
     #                          list      read       post       reply      react      members
-    ("public", "anonymous"):  ("listed", "shown",   "login",   "login",   "login",   "shown"),
-    ("public", "non_member"): ("listed", "shown",   "refused", "refused", "refused", "shown"),
-    ("public", "pending"):    ("listed", "shown",   "refused", "refused", "refused", "shown"),
+    ("public", "anonymous"):  ("listed", "shown",   "login",   "login",   "login",   "mods"),
+    ("public", "non_member"): ("listed", "shown",   "refused", "refused", "refused", "mods"),
+    ("public", "pending"):    ("listed", "shown",   "refused", "refused", "refused", "mods"),
     ("public", "member"):     ("listed", "shown",   "done",    "done",    "done",    "shown"),
     ("public", "moderator"):  ("listed", "shown",   "done",    "done",    "done",    "shown"),
-    ("public", "banned"):     ("listed", "shown",   "refused", "refused", "refused", "shown"),
+    ("public", "banned"):     ("listed", "shown",   "refused", "refused", "refused", "mods"),
     ("public", "admin"):      ("listed", "shown",   "refused", "refused", "refused", "shown"),
     ("private", "anonymous"): ("absent", "hidden",  "login",   "login",   "login",   "hidden"),
     ("private", "non_member"):("absent", "hidden",  "hidden",  "hidden",  "hidden",  "hidden"),
@@ -495,6 +498,12 @@ async def check_members(world: World, space: Space, expected: str) -> None:
         if world.person is not None:
             active = world.viewer in ("member", "moderator")
             assert (world.person.display_name in listed) is active
+    elif expected == "mods":
+        assert page.status == 200, page.text
+        listed = _text(_between(page.html, '<ul class="moderators">', "</ul>"))
+        assert OWNER.display_name in listed
+        assert FELLOW.display_name not in page.text, "a member is listed to an outsider"
+        assert "Only this group's members can see who else belongs to it" in page.text
     elif expected == "hidden":
         missing = await browser.get(f"/g/{MISSING_SLUG}/members")
         await assert_like_missing(page, missing, space)

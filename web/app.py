@@ -24,6 +24,7 @@ from web import (
     routes_group_settings,
     routes_groups,
     routes_moderation,
+    routes_privacy,
     routes_threads,
 )
 from web.appkeys import FEDERATION, NODE, TEMPLATES
@@ -37,7 +38,7 @@ from web.middlewares import (
     one_cookie_each,
     security_headers,
 )
-from web.security_headers import strict_transport_security
+from web.security_headers import noindex_by_default, strict_transport_security
 from web.templating import create_environment
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -111,6 +112,7 @@ def _application(settings: Settings) -> web.Application:
     )
     app[TEMPLATES] = create_environment()
     app.on_response_prepare.append(strict_transport_security)
+    app.on_response_prepare.append(noindex_by_default)
     # Discovery and ActivityPub first: some of their paths sit under the pages' prefixes.
     routes_discovery.register(app.router)
     routes_activitypub.register(app.router)
@@ -123,5 +125,6 @@ def _application(settings: Settings) -> web.Application:
     routes_admin.register(app.router)
     routes_crisis.register(app.router)
     routes_moderation.register(app.router)
+    routes_privacy.register(app.router)
     app.router.add_static("/static/", STATIC_DIR)
     return app

@@ -13,12 +13,12 @@ from aiohttp import web
 from multidict import MultiDict
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from node.policy import ANONYMOUS, Viewer
+from node.policy import ANONYMOUS, Viewer, search_engines_may_index
 from node.runtime import NodeContext
-from node.storage.models import Member
+from node.storage.models import LOCAL, ConditionGroup, Member
 from web.appkeys import CSRF_BASIS, CSRF_FAILED, DB, ME, MEMBER, NODE, TEMPLATES, VIEWER
 from web.csrf import token_for
-from web.security_headers import SECURITY_HEADERS
+from web.security_headers import SECURITY_HEADERS, open_to_search_engines
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,21 @@ def render(
         )
     )
     return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
+
+
+def render_group_page(
+    request: web.Request,
+    group: ConditionGroup,
+    template: str,
+    context: Mapping[str, Any],
+    status: int = 200,
+) -> web.Response:
+    """`render` for a group's page or thread, indexable when an admin opened the group."""
+    indexable = status == 200 and search_engines_may_index(
+        group.visibility, group.domain == LOCAL, group.indexable
+    )
+    page = render(request, template, {**context, "indexable": indexable}, status)
+    return open_to_search_engines(page) if indexable else page
 
 
 def retry_after(response: web.StreamResponse, wait: timedelta) -> web.StreamResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from node import auth, crisis, ids, members
+from node import auth, crisis, ids, members, privacy
 from node.errors import Conflict, Invalid
 from node.throttles import Throttled
 from web.appkeys import SESSION_TOKEN
@@ -90,6 +90,9 @@ async def register_submit(request: web.Request) -> web.StreamResponse:
         # The count holds from here, in every process; no lock is held while the password
         # is hashed.
         await db(request).commit()
+        consented_to = await privacy.version_consented_to(
+            db(request), node.settings.consent_policy_version, now(request)
+        )
         try:
             member = await members.create_member(
                 db(request),
@@ -97,7 +100,7 @@ async def register_submit(request: web.Request) -> web.StreamResponse:
                 node.settings.limits,
                 **fields,
                 now=now(request),
-                consent_policy_version=node.settings.consent_policy_version,
+                consent_policy_version=consented_to,
             )
         except Conflict as error:
             errors[error.field or "form"] = str(error)
@@ -166,13 +169,13 @@ async def profile(request: web.Request) -> web.Response:
     person = await members.get_member(db(request), request.match_info["username"])
     if wants_activity_json(request):
         return await member_document(request, person)
-    groups = await members.public_groups_of(db(request), person.id)
+    groups = await members.profile_groups(db(request), person)
     return render(request, "profile.html", {"person": person, "groups": groups})
 
 
 async def profile_form(request: web.Request) -> web.Response:
     me = require_member(request)
-    values = {"display_name": me.display_name, "bio": me.bio}
+    values = {"display_name": me.display_name, "bio": me.bio, "show_groups": me.show_groups}
     return render(request, "profile_edit.html", {"values": values, "errors": {}})
 
 
@@ -181,12 +184,15 @@ async def profile_submit(request: web.Request) -> web.StreamResponse:
     me = require_member(request)
     data = await form(request)
     values = {"display_name": data.get("display_name", ""), "bio": data.get("bio", "")}
+    show_groups = data.get("show_groups") == "yes"
     if stale_form(request):
-        context = {"values": values, "errors": {"form": STALE_FORM}}
+        context = {"values": values | {"show_groups": show_groups}, "errors": {"form": STALE_FORM}}
         return render(request, "profile_edit.html", context, 400)
     try:
-        await members.update_profile(db(request), node_of(request).settings.limits, me, **values)
+        await members.update_profile(
+            db(request), node_of(request).settings.limits, me, **values, show_groups=show_groups
+        )
     except Invalid as error:
-        context = {"values": values, "errors": error.problems}
+        context = {"values": values | {"show_groups": show_groups}, "errors": error.problems}
         return render(request, "profile_edit.html", context, 400)
     raise see_other(ids.member_path(me.username))

@@ -21,6 +21,7 @@ from web.pages import (
     node_of,
     now,
     render,
+    render_group_page,
     require_member,
     rerenders_stale_forms,
     see_other,
@@ -110,13 +111,18 @@ async def group_page(request: web.Request) -> web.Response:
     threads = await posts.threads_of_group(db(request), view)
     ban_ended = await membership.ban_ended(db(request), view, now(request))
     context = {"view": view, "threads": threads, "ban_ended": ban_ended, "notices": notices}
-    return render(request, "group.html", context)
+    return render_group_page(request, view.group, "group.html", context)
 
 
 async def members_page(request: web.Request) -> web.Response:
+    """The members, to those who may see them; to everyone else who may read the group, its
+    moderators only (who to ask), and a line saying only members see the rest."""
     view = await groups.view_group(
-        db(request), request.match_info["slug"], viewer(request), need=Action.SEE_MEMBERS
+        db(request), request.match_info["slug"], viewer(request), need=Action.READ
     )
+    if not view.may(Action.SEE_MEMBERS):
+        moderators = await membership.moderators_of(db(request), view.group.id)
+        return render(request, "members.html", {"view": view, "moderators": moderators})
     people = await membership.list_members(db(request), view)
     return render(request, "members.html", {"view": view, "people": people})
 

@@ -21,6 +21,7 @@ from web.pages import (
     node_of,
     now,
     render,
+    render_group_page,
     require_member,
     rerenders_stale_forms,
     retry_after,
@@ -181,7 +182,7 @@ async def thread_page(
         "replying_to": next((p for p in thread.posts if p.post.id == replying_to), None),
         "checks": checks,
     }
-    return render(request, "thread.html", context, status)
+    return render_group_page(request, thread.group.group, "thread.html", context, status)
 
 
 @rerenders_stale_forms

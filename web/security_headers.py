@@ -26,3 +26,17 @@ async def strict_transport_security(request: web.Request, response: web.StreamRe
     answers made from exceptions alike (a response-prepare hook sees each one sent)."""
     if request.app[NODE].settings.scheme == "https":
         response.headers["Strict-Transport-Security"] = "max-age=31536000"
+
+
+ROBOTS_HEADER = "X-Robots-Tag"
+
+
+def open_to_search_engines(response: web.StreamResponse) -> web.StreamResponse:
+    """Let search engines index this answer: only the pages of a group an admin opened."""
+    response.headers[ROBOTS_HEADER] = "all"
+    return response
+
+
+async def noindex_by_default(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer asks search engines not to index it, unless its page was opened to them."""
+    response.headers.setdefault(ROBOTS_HEADER, "noindex")

@@ -25,6 +25,16 @@ def _since(moment: datetime, now: datetime) -> str:
     return "just now"
 
 
+SMALL_COUNT_BELOW = 10
+
+
+def _count_of(count: int, noun: str) -> str:
+    """A count of people as the public sees it: between 1 and 9 only "fewer than 10", so a
+    small group's size does not help anyone work out who is in it."""
+    shown = f"fewer than {SMALL_COUNT_BELOW}" if 0 < count < SMALL_COUNT_BELOW else str(count)
+    return f"{shown} {noun}s"  # never "1 member": one is fewer than ten
+
+
 def _iso(moment: datetime | None) -> str:
     return moment.isoformat() if moment else ""
 
@@ -39,6 +49,7 @@ def create_environment() -> jinja2.Environment:
     environment.filters["when"] = _when
     environment.filters["iso"] = _iso
     environment.filters["since"] = _since
+    environment.filters["count_of"] = _count_of
     environment.globals.update(
         group_href=lambda group: ids.group_path(group.slug, group.domain),
         # A remote person's profile lives on their own server.

@@ -95,6 +95,9 @@ class Member(Base):
     last_active_at: Mapped[datetime] = mapped_column(UTCDateTime)
     consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     consent_policy_version: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # Whether the profile lists the member's public groups: off unless they choose it, as
+    # belonging to a health group discloses a condition.
+    show_groups: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # An admin suspended the account (node-wide): it cannot sign in, post or be followed.
     suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # Warnings from moderators not yet read: every page says so until the notices page is seen.
@@ -142,6 +145,8 @@ class ConditionGroup(Base):
     hold_first_posts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # A remote group whose server the federation policy refuses (as Member.federation_hidden).
     federation_hidden: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # An admin opened this public group's page and threads to search engines (noindex else).
+    indexable: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     __table_args__ = (
         UniqueConstraint("slug", "domain", name="uq_condition_groups_slug_domain"),
         CheckConstraint("visibility IN ('public', 'private')", name="visibility"),
@@ -537,7 +542,7 @@ class CrisisPhrase(Base):
     phrase: Mapped[str] = mapped_column(String(200), unique=True)
 
 
-NOTICE_NAMES = ("guidelines", "emergency_notice")
+NOTICE_NAMES = ("guidelines", "emergency_notice", "privacy")
 
 
 def _quoted(values: tuple[str, ...]) -> str:
@@ -553,6 +558,16 @@ class NodeNotice(Base):
     body: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     __table_args__ = (CheckConstraint(f"name IN {_quoted(NOTICE_NAMES)}", name="name"),)
+
+
+class ConsentText(Base):
+    """A privacy text as it stood when someone consented to it, kept by its version so a
+    member can read what they agreed to after the admins have changed it."""
+
+    __tablename__ = "consent_texts"
+    version: Mapped[str] = mapped_column(String(40), primary_key=True)
+    body: Mapped[str] = mapped_column(Text)
+    first_shown_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 FEDERATION_MODES = ("open", "allowlist")

@@ -11,12 +11,14 @@ import sqlalchemy as sa
 from alembic import op
 
 import node.storage.models
-from node.storage.models import NOTICE_NAMES
 
 revision = "0017_crisis_support"
 down_revision = "0013_moderation_queue"
 branch_labels = None
 depends_on = None
+
+# The names as they stood at this revision (0022_disclosure adds "privacy").
+NOTICE_NAMES = ("guidelines", "emergency_notice")
 
 
 def upgrade() -> None:
