@@ -71,6 +71,7 @@ ACTION_LABELS: dict[str, str] = {
     ModAction.UNBAN: "lifted a ban",
     ModAction.SUSPEND_ACCOUNT: "suspended an account",
     ModAction.UNSUSPEND_ACCOUNT: "lifted a suspension",
+    ModAction.EXPORT_DATA: "exported a member's data",
 }
 
 

@@ -34,6 +34,7 @@ class ModAction(StrEnum):
     EDIT_GROUP = "edit_group"
     FEDERATION_POLICY = "federation_policy"
     CRISIS_SETTINGS = "crisis_settings"
+    EXPORT_DATA = "export_data"  # an admin exported a member's data (node/export.py)
 
 
 def required_reason(reason: str) -> str:
