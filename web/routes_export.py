@@ -53,10 +53,13 @@ async def export_download(request: web.Request) -> web.StreamResponse:
                 exported_at=exported_at,
                 send=response.write,
             )
-    except (ConnectionError, OSError):
-        # The browser went away (or the database did): the download ends unfinished, and
-        # a truncated zip reads as broken rather than as a complete archive.
-        log.warning("a data export ended before it was complete", exc_info=True)
+    except ConnectionResetError:
+        log.info("a data export ended early: the browser went away")
+        return response
+    except Exception:
+        # Once the download has begun no error page can be sent: the connection is closed
+        # without the zip's end, so what arrived reads as broken, never as a whole archive.
+        log.exception("a data export stopped before it was complete")
         request.protocol.force_close()
         return response
     await response.write_eof()
