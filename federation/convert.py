@@ -14,7 +14,9 @@ from typing import Any
 from federation.jsonld import CANONICAL_CONTEXT, PUBLIC
 from node import ids
 from node.config import Settings
+from node.export import PostRecord
 from node.ids import Iris
+from node.policy import federates
 from node.storage.models import ConditionGroup, Member, Post, Thread
 
 AS2_MEDIA_TYPE = "application/activity+json"
@@ -48,6 +50,9 @@ class Documents:
         if post.parent_id is None:
             return thread.ap_id or self.iris.thread(thread.id)
         return self.iris.post(post.id)
+
+    def thread_iri(self, thread: Thread) -> str:
+        return thread.ap_id or self.iris.thread(thread.id)
 
     # ------------------------------------------------------------ actors
 
@@ -164,7 +169,7 @@ class Documents:
         """The Page (opening post) or Note (reply) for a post."""
         iri = self.object_iri(post, thread)
         group_iri = self.group_iri(group)
-        thread_iri = thread.ap_id or self.iris.thread(thread.id)
+        thread_iri = self.thread_iri(thread)
         document: dict[str, Any] = {
             "@context": CANONICAL_CONTEXT,
             "id": iri,
@@ -200,6 +205,35 @@ class Documents:
             document["cc"] = list(dict.fromkeys([group_iri, self.member_iri(parent_author)]))
         return document
 
+    # ------------------------------------------------------------ a member's archive
+
+    def archived_outbox(self, member: Member) -> dict[str, Any]:
+        """The head of outbox.json in a member's archive (node/export.py adds its items)."""
+        return {
+            "@context": CANONICAL_CONTEXT,
+            "id": self.iris.member_outbox(member.username),
+            "type": "OrderedCollection",
+        }
+
+    def archived_create(self, record: PostRecord) -> dict[str, Any]:
+        """A post's `Create` for the member's archive, in the shape `Outbox` federates it.
+
+        Its id is the object's IRI with `#create` (node.ids): the federated Create's own id
+        is not kept per post. A post in a private group never left this node: its Create is
+        addressed to the group alone, never to Public, and claims nothing about delivery."""
+        obj = self.post_object(
+            record.post, record.thread, record.group, record.author, record.parent
+        )
+        group_iri = self.group_iri(record.group)
+        if not federates(record.group.visibility):
+            obj |= {"to": [group_iri], "cc": []}
+        document = self._activity(
+            self.iris.archived_create(obj["id"]), "Create", self.member_iri(record.author), obj,
+            to=obj["to"], cc=obj["cc"], audience=group_iri, published=obj["published"],
+        )  # fmt: skip
+        del document["@context"]  # the collection's covers it
+        return document
+
     def tombstone(self, iri: str, deleted: datetime | None) -> dict[str, Any]:
         return {
             "@context": CANONICAL_CONTEXT,
@@ -222,9 +256,26 @@ class Documents:
         audience: str | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
+        return self._activity(
+            self.iris.activity(activity_id), kind, actor, obj,
+            to=to, cc=cc, audience=audience, **extra,
+        )  # fmt: skip
+
+    def _activity(
+        self,
+        iri: str,
+        kind: str,
+        actor: str,
+        obj: Any,
+        *,
+        to: list[str],
+        cc: list[str] | None = None,
+        audience: str | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
         document: dict[str, Any] = {
             "@context": CANONICAL_CONTEXT,
-            "id": self.iris.activity(activity_id),
+            "id": iri,
             "type": kind,
             "actor": actor,
             "object": _without_context(obj),

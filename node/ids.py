@@ -560,6 +560,11 @@ class Iris:
     def activity(self, activity_id: str) -> str:
         return self.iri(ActivityRef(activity_id))
 
+    def archived_create(self, object_iri: str) -> str:
+        """The id of a post's `Create` in its author's archive (node/export.py): a fragment
+        of the post's IRI, as no id is kept for the Create that federated it."""
+        return f"{object_iri}#create"
+
     def stand_in_activity(self, username: str, kind: StandInKind) -> str:
         return self.iri(StandInActivityRef(MemberRef(username), kind))
 

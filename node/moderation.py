@@ -72,6 +72,7 @@ ACTION_LABELS: dict[str, str] = {
     ModAction.SUSPEND_ACCOUNT: "suspended an account",
     ModAction.UNSUSPEND_ACCOUNT: "lifted a suspension",
     ModAction.REVEAL_AUTHOR: "revealed who wrote an anonymous post",
+    ModAction.EXPORT_DATA: "exported a member's data",
 }
 
 

@@ -38,6 +38,7 @@ class ModAction(StrEnum):
     REVEAL_AUTHOR = "reveal_author"
     PRIVACY_NOTICE = "privacy_notice"
     SEARCH_ENGINES = "search_engines"
+    EXPORT_DATA = "export_data"  # an admin exported a member's data (node/export.py)
 
 
 def required_reason(reason: str) -> str:

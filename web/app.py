@@ -21,6 +21,7 @@ from web import (
     routes_crisis,
     routes_discovery,
     routes_email,
+    routes_export,
     routes_group_settings,
     routes_groups,
     routes_moderation,
@@ -126,5 +127,6 @@ def _application(settings: Settings) -> web.Application:
     routes_crisis.register(app.router)
     routes_moderation.register(app.router)
     routes_privacy.register(app.router)
+    routes_export.register(app.router)
     app.router.add_static("/static/", STATIC_DIR)
     return app

@@ -20,7 +20,7 @@ from federation.outbox import Outbox
 from federation.service import Federation
 from keys.pairs import generate_key_pair
 from keys.secret import SecretError
-from node import accounts, federation_policy, groups, ids, members
+from node import accounts, export, federation_policy, groups, ids, members, modlog
 from node.clock import Clock, ScaledClock, SystemClock
 from node.config import (
     ADDRESS_RETENTION_DEFAULT,
@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     member_create.add_argument("--admin", action="store_true")
     _storage_options(member_create)
     _member_reset_password_command(member)
+    _member_export_command(member)
 
     group = commands.add_parser("group", help="manage condition groups").add_subparsers(
         dest="action", required=True, parser_class=Parser
@@ -137,6 +138,15 @@ def _member_reset_password_command(member: argparse._SubParsersAction[Parser]) -
         "--domain", help="the domain the node serves, as given to serve (default localhost:8080)"
     )
     _storage_options(reset)
+
+
+def _member_export_command(member: argparse._SubParsersAction[Parser]) -> None:
+    export = member.add_parser(
+        "export", help="write a member's data archive, for a request made in writing"
+    )
+    export.add_argument("username")
+    export.add_argument("--out", type=Path, required=True, metavar="FILE")
+    _storage_options(export)
 
 
 def _policy_domain(text: str) -> str:
@@ -324,6 +334,43 @@ def _keys_rotate(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable[
 
 
 CLI_ACTOR = "command line"
+EXPORT_REASON = "data export requested in writing"
+
+
+def _member_export(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable[str]]:
+    async def work(node: NodeContext) -> str:
+        out: Path = args.out
+        partial = out.with_name(out.name + ".partial")
+        exported_at = node.clock.now()
+        # Owner-only from its first byte; renamed into place only once it is complete.
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(descriptor, 0o600)
+        try:
+            with os.fdopen(descriptor, "wb") as sink:
+
+                async def send(data: bytes) -> None:
+                    sink.write(data)
+
+                async with node.transaction(reading=True) as session:
+                    member = await members.find_member(session, args.username)
+                    if member is None:
+                        raise CommandError(f"no member named {args.username} on this node")
+                    await export.write_archive(
+                        session, member, shapes=Documents(node.settings),
+                        exported_at=exported_at, send=send,
+                    )  # fmt: skip
+            os.replace(partial, out)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        async with node.transaction() as session:
+            await modlog.log_action(
+                session, action=modlog.ModAction.EXPORT_DATA, reason=EXPORT_REASON,
+                now=exported_at, actor_label=CLI_ACTOR, member_id=member.id,
+            )  # fmt: skip
+        return f"wrote the data of {member.username} to {out}"
+
+    return work
 
 
 def _federation(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable[str]]:
@@ -442,6 +489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             work = _migrate
         elif args.command == "member" and args.action == "reset-password":
             work = _member_reset_password(args)
+        elif args.command == "member" and args.action == "export":
+            work = _member_export(args)
         elif args.command == "member":
             work = _member_create(args)
         elif args.command == "keys":
