@@ -34,6 +34,7 @@ class ModAction(StrEnum):
     EDIT_GROUP = "edit_group"
     FEDERATION_POLICY = "federation_policy"
     CRISIS_SETTINGS = "crisis_settings"
+    ERASE_ACCOUNT = "erase_account"
 
 
 def required_reason(reason: str) -> str:

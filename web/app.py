@@ -19,6 +19,7 @@ from web import (
     routes_admin,
     routes_crisis,
     routes_discovery,
+    routes_erasure,
     routes_group_settings,
     routes_groups,
     routes_moderation,
@@ -119,5 +120,6 @@ def _application(settings: Settings) -> web.Application:
     routes_admin.register(app.router)
     routes_crisis.register(app.router)
     routes_moderation.register(app.router)
+    routes_erasure.register(app.router)
     app.router.add_static("/static/", STATIC_DIR)
     return app
