@@ -161,6 +161,8 @@ async def test_a_member_erases_their_account_after_confirming(
     assert (await ben.get("/u/amy")).status == 404
     page = await ben.get("/u/amy", Accept="application/activity+json")
     assert page.status == 410 and json.loads(page.html)["type"] == "Tombstone"
+    domain = web_node.settings.domain
+    assert (await ben.get(f"/.well-known/webfinger?resource=acct:amy@{domain}")).status == 404
 
 
 async def test_the_audit_log_records_the_erasure_without_its_content(
