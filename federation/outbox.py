@@ -94,6 +94,8 @@ class Outbox:
                     await self._membership_changed(session, event)
                 case events.AccountErased():
                     await self._account_erased(session, event)
+                case events.LocalAccountErased():
+                    await self._local_account_erased(session, event)
                 case events.MemberUpdated():
                     member = await session.get(Member, event.member_id)
                     if member is not None and member.domain == LOCAL:
@@ -540,6 +542,30 @@ class Outbox:
             group = await session.get(ConditionGroup, group_id)
             if group is not None and group.domain == LOCAL and federates(group.visibility):
                 await self._announce(session, group, activity_of(session, event.origin), [])
+
+    async def _local_account_erased(
+        self, session: AsyncSession, event: events.LocalAccountErased
+    ) -> None:
+        """Delete{Person}, signed by the member's own key, to every inbox anything of theirs
+        was delivered to (their posts' Deletes, queued just before, go the same ways), one
+        per server's shared inbox. Other servers' groups pass it on to their followers."""
+        member = await session.get(Member, event.member_id)
+        if member is None or member.domain != LOCAL:
+            return
+        member_iri = self.documents.member_iri(member)
+        delivered = await session.execute(
+            select(Delivery.inbox_url)
+            .join(OutboxActivity, OutboxActivity.id == Delivery.activity_id)
+            .where(OutboxActivity.actor_iri == member_iri)
+            .distinct()
+        )
+        inboxes = await remote.shared_inboxes_of(session, sorted(delivered.scalars()))
+        if not inboxes:
+            return  # nothing of theirs ever left this node
+        delete = await self._store(
+            session, "Delete", member_iri, member_key_owner(member.id), member_iri, to=[PUBLIC]
+        )
+        await self._queue(session, delete, inboxes)
 
     async def _membership_changed(
         self, session: AsyncSession, event: events.MembershipChanged

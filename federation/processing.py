@@ -534,14 +534,18 @@ class Processor:
         if target is None:
             return
         if target == activity.actor:
-            # Only the person themselves, signed with their own key: a group's Announce may
-            # not erase anyone's account.
-            if announced_by is None:
-                member = await remote.member_by_iri(session, activity.actor)
-                if member is not None:
-                    await remote.erase_remote_account(
-                        session, member.id, now, origin_of(session, activity)
-                    )
+            # Only the person themselves may say so: signed with their own key, or, passed on
+            # by a group's Announce, confirmed by their own server serving that Delete at its
+            # id. A group alone never erases anyone's account.
+            if announced_by is not None and not await self._confirmed_at_origin(
+                session, activity, now
+            ):
+                return
+            member = await remote.member_by_iri(session, activity.actor)
+            if member is not None:
+                await remote.erase_remote_account(
+                    session, member.id, now, origin_of(session, activity)
+                )
             return
         ref = await self._post_for(session, target)
         if ref is None:
@@ -574,6 +578,19 @@ class Processor:
                 now=now, actor_label=f"moderators of {announced_by.name} ({announced_by.domain})",
                 group_id=announced_by.id, post_id=found.post.id, thread_id=found.thread.id,
             )  # fmt: skip
+
+    async def _confirmed_at_origin(
+        self, session: AsyncSession, delete: Activity, now: datetime
+    ) -> bool:
+        """Whether the person's own server serves this Delete of them at its id."""
+        if not same_origin(delete.id, delete.actor) or self.documents.iris.is_local(delete.id):
+            return False
+        served = await self._object(session, delete.id, delete.actor, now)
+        return (
+            served.get("type") == "Delete"
+            and _id_of(served.get("actor")) == delete.actor
+            and _id_of(served.get("object")) == delete.actor
+        )
 
     async def _on_like(self, session: AsyncSession, activity: Activity, now: datetime) -> None:
         await self._like(session, activity, now, announced_by=None)

@@ -134,6 +134,14 @@ class AccountErased:
 
 
 @dataclass(frozen=True)
+class LocalAccountErased:
+    """A member of this node erased their account: federation tells every server that received
+    something from them (Delete of the actor, signed with their key, which is kept for this)."""
+
+    member_id: int
+
+
+@dataclass(frozen=True)
 class ReportFiled:
     """A report was filed; federation sends a `Flag` when its target lives on another server
     (from the instance actor: the reporter is never named) and it did not come from one."""
@@ -152,6 +160,7 @@ Event = (
     | HelpfulChanged
     | MembershipChanged
     | AccountErased
+    | LocalAccountErased
     | ReportFiled
     | ThreadLockChanged
     | ThreadPinChanged

@@ -39,6 +39,7 @@ class ModAction(StrEnum):
     PRIVACY_NOTICE = "privacy_notice"
     SEARCH_ENGINES = "search_engines"
     EXPORT_DATA = "export_data"  # an admin exported a member's data (node/export.py)
+    ERASE_ACCOUNT = "erase_account"
 
 
 def required_reason(reason: str) -> str:

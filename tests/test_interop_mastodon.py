@@ -663,6 +663,14 @@ async def test_a_mastodon_account_deletion_erases_what_it_wrote_here(scene: Scen
     text = await page_text(scene.thread_url)
     assert "glucose tablets" not in text and "mentions a severe hypo" not in text
     assert "This post was deleted." in text
+    # And what this node kept of her profile is emptied (her name, her "about", her page)
+    async with hospital.running.node.transaction() as session:
+        member = (
+            await session.execute(
+                select(Member).where(Member.actor_iri == mastodon.actor("mallory"))
+            )
+        ).scalar_one()
+    assert (member.display_name, member.bio, member.profile_url) == ("mallory", "", None)
 
 
 async def test_an_account_deletion_does_not_publish_who_belonged_to_the_group(

@@ -21,6 +21,7 @@ from web import (
     routes_crisis,
     routes_discovery,
     routes_email,
+    routes_erasure,
     routes_export,
     routes_group_settings,
     routes_groups,
@@ -128,5 +129,6 @@ def _application(settings: Settings) -> web.Application:
     routes_moderation.register(app.router)
     routes_privacy.register(app.router)
     routes_export.register(app.router)
+    routes_erasure.register(app.router)
     app.router.add_static("/static/", STATIC_DIR)
     return app

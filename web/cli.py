@@ -32,6 +32,7 @@ from node.config import (
     parse_smtp,
     validate_domain,
 )
+from node.erasure import ErasureRequest, erase_local_account
 from node.errors import DomainError, Invalid
 from node.runtime import NodeContext
 from node.storage.files import restrict_new_files
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     _storage_options(rotate)
 
     _federation_commands(commands)
+    register_member_erase(commands)
 
     demo = commands.add_parser("demo", help="three federating nodes on 127.0.0.1:8001-8003")
     demo.add_argument("--data-dir", type=Path, default=Path("data/demo"))
@@ -147,6 +149,43 @@ def _member_export_command(member: argparse._SubParsersAction[Parser]) -> None:
     export.add_argument("username")
     export.add_argument("--out", type=Path, required=True, metavar="FILE")
     _storage_options(export)
+
+
+def register_member_erase(commands: argparse._SubParsersAction[Parser]) -> None:
+    """`healthnode member erase USERNAME`, on the `member` group (made here if absent)."""
+    member = commands.choices.get("member")
+    if member is None:
+        member = commands.add_parser("member", help="manage members")
+        member.add_subparsers(dest="action", required=True, parser_class=Parser)
+    actions = next(
+        action for action in member._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    erase = actions.add_parser(
+        "erase", help="erase a member's account, for a request made in writing"
+    )
+    erase.add_argument("username")
+    erase.set_defaults(work=_member_erase)
+    _storage_options(erase)
+
+
+def _member_erase(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable[str]]:
+    async def work(node: NodeContext) -> str:
+        # The Deletes are queued here and sent by the server's delivery worker.
+        node.sinks.append(
+            Outbox(Documents(node.settings), node.clock, lambda: None, node.federation_policy)
+        )
+        async with node.transaction() as session:
+            member = await members.find_member(session, args.username)
+            if member is None:
+                raise CommandError(f"there is no member {args.username}")
+            if member.erased_at is not None:
+                return f"the account of {member.username} was already erased"
+            await erase_local_account(
+                session, member.id, node.clock.now(), ErasureRequest.ADMIN, CLI_ACTOR
+            )
+        return f"erased the account of {member.username}; its username stays reserved"
+
+    return work
 
 
 def _policy_domain(text: str) -> str:
@@ -491,6 +530,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             work = _member_reset_password(args)
         elif args.command == "member" and args.action == "export":
             work = _member_export(args)
+        elif "work" in args:
+            work = args.work(args)
         elif args.command == "member":
             work = _member_create(args)
         elif args.command == "keys":

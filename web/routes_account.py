@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from node import auth, crisis, ids, members, privacy
-from node.errors import Conflict, Invalid
+from node.errors import Conflict, Invalid, NotFound
 from node.throttles import Throttled
 from web.appkeys import SESSION_TOKEN
 from web.client_address import client_address
@@ -25,7 +25,7 @@ from web.pages import (
     stale_form,
 )
 from web.routes_account_security import device_of
-from web.routes_activitypub import member_document, wants_activity_json
+from web.routes_activitypub import erased_member_document, member_document, wants_activity_json
 
 
 def register(router: web.UrlDispatcher) -> None:
@@ -167,6 +167,10 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 async def profile(request: web.Request) -> web.Response:
     person = await members.get_member(db(request), request.match_info["username"])
+    if person.erased_at is not None:
+        if wants_activity_json(request):
+            return await erased_member_document(request, person)
+        raise NotFound("There is no member with that name.")
     if wants_activity_json(request):
         return await member_document(request, person)
     groups = await members.profile_groups(db(request), person)

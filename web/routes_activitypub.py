@@ -139,6 +139,12 @@ async def member_document(request: web.Request, member: Member) -> web.Response:
     return as2(federation_of(request).documents.person(member, pem))
 
 
+async def erased_member_document(request: web.Request, member: Member) -> web.Response:
+    """An erased account's actor: gone, so that servers that ask again forget it too."""
+    documents = federation_of(request).documents
+    return as2(documents.tombstone(documents.member_iri(member), member.erased_at), status=410)
+
+
 async def group_document(request: web.Request) -> web.Response:
     group = await _public_group(request)
     pem = await public_pem_of(db(request), group_key_owner(group.id))

@@ -83,7 +83,7 @@ async def _local_actor(
         return "instance", settings.domain
     if found.kind in (None, "member"):
         member = await find_member(session, found.name)
-        if member is not None:
+        if member is not None and member.erased_at is None:  # an erased account is gone
             return "member", member.username
     if found.kind in (None, "group"):
         # Private groups have no actor and are never federated: nothing to discover, and

@@ -18,6 +18,7 @@ from node.remote.audience import (
     has_local_members,
     remote_followers_inboxes,
     remote_group_inboxes_of,
+    shared_inboxes_of,
 )
 from node.remote.deletions import (
     TOMBSTONES_KEPT,
@@ -77,6 +78,7 @@ __all__ = [
     "remote_followers_inboxes",
     "remote_group_inboxes_of",
     "set_follow_activity",
+    "shared_inboxes_of",
     "unbanned_by_remote_group",
     "upsert_remote_group",
     "upsert_remote_member",

@@ -73,3 +73,18 @@ async def remote_group_inboxes_of(session: AsyncSession, member_id: int) -> list
     )
     inboxes = {delivery_inbox(shared, inbox) for shared, inbox in rows.all()}
     return sorted(inbox for inbox in inboxes if inbox)
+
+
+async def shared_inboxes_of(session: AsyncSession, inboxes: list[str]) -> list[str]:
+    """Inboxes things were delivered to, each replaced by its actor's shared inbox where this
+    node knows one (on the same origin), once each: one delivery per server where possible."""
+    if not inboxes:
+        return []
+    collapsed = {inbox: inbox for inbox in inboxes}
+    for model in (Member, ConditionGroup):
+        rows = await session.execute(
+            select(model.inbox_url, model.shared_inbox_url).where(model.inbox_url.in_(inboxes))
+        )
+        for inbox, shared in rows.all():
+            collapsed[inbox] = delivery_inbox(shared, inbox) or inbox
+    return sorted(set(collapsed.values()))

@@ -25,17 +25,20 @@ async def erase_remote_account(
     member = await session.get(Member, member_id)
     if member is None or member.domain == LOCAL:
         return
+    # Posts they deleted before count too: their groups' followers may not have heard of
+    # the account's deletion (the Deletes of the posts can arrive before that of the actor).
     written = await session.execute(
         select(Post, Thread)
         .join(Thread, Thread.id == Post.thread_id)
-        .where(Post.author_id == member_id, Post.deleted_at.is_(None))
+        .where(Post.author_id == member_id)
     )
     post_ids: list[str] = []
     group_ids: set[int] = set()
     for post, thread in written.all():
-        await tombstone(session, post, thread, now)
-        post_ids.append(post.id)
         group_ids.add(thread.group_id)
+        if post.deleted_at is None:
+            await tombstone(session, post, thread, now)
+            post_ids.append(post.id)
     await session.execute(delete(Reaction).where(Reaction.member_id == member_id))
     memberships = await session.execute(
         select(Membership)

@@ -110,6 +110,9 @@ class Member(Base):
     # federated, never logged.
     email: Mapped[str | None] = mapped_column(String(254), nullable=True)
     email_on_reply: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # A local account erased (node/erasure.py): nothing personal is left, and the row stays
+    # only so that its username stays reserved and its tombstones keep an author.
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     __table_args__ = (
         CheckConstraint("role IN ('member', 'admin')", name="role"),
         UniqueConstraint("username", "domain", name="uq_members_username_domain"),
