@@ -26,6 +26,7 @@ from sqlalchemy import Select, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from node.privacy import ConsentRecord, consent_record
 from node.storage.models import (
     ConditionGroup,
     Member,
@@ -187,7 +188,7 @@ async def write_archive(
     """Write `member`'s archive to `send`, a chunk at a time."""
     archive = _Archive(send)
     await archive.whole("profile.json", _profile(member, shapes, exported_at))
-    await archive.whole("consents.json", _consents(member))
+    await archive.whole("consents.json", _consents(await consent_record(session, member)))
     await archive.whole("memberships.json", await _memberships(session, member, shapes))
     await archive.array(
         "posts.json", _mapped(_post_pages(session, member), lambda r: _post(r, shapes))
@@ -223,14 +224,15 @@ def _profile(member: Member, iris: ArchiveShapes, exported_at: datetime) -> dict
     }
 
 
-def _consents(member: Member) -> list[dict[str, Any]]:
-    if member.consent_at is None:
+def _consents(record: ConsentRecord) -> list[dict[str, Any]]:
+    if record.at is None:
         return []
     return [
         {
             "what": "storing what you share about health on this node",
-            "policy_version": member.consent_policy_version,
-            "given_at": _time(member.consent_at),
+            "policy_version": record.version,
+            "given_at": _time(record.at),
+            "text": record.text,  # the privacy text as it read then (None if not kept)
         }
     ]
 
