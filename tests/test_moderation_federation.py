@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from federation.jsonld import LEMMY_CONTEXT, SECURITY_V1
-from node import groups, membership, posts, reports
+from node import groups, membership, posts
 from node.errors import DomainError, Forbidden
 from node.events import GroupUpdated, record
 from node.policy import Viewer
@@ -155,16 +155,15 @@ async def test_a_report_on_a_remote_post_reaches_the_group_and_the_author_withou
 ) -> None:
     scene = await followed_group_with_a_thread(trio)
     hospital, charity, clinic = scene.hospital, scene.charity, scene.clinic
-    cal_id = await member_id(clinic, "cal")
     clinic_post = await scene.opening_on(clinic)
 
-    # When cal reports, on the clinic, bea's thread in the hospital's group
-    async with clinic.node.transaction() as session:
-        await reports.file_report(
-            session, category=reports.ReportCategory.SPAM, now=clinic.node.clock.now(),
-            group_id=None, post_id=clinic_post, reporter_id=cal_id,
-            comment="Selling insulin, a scam.",
-        )  # fmt: skip
+    # When cal reports, from the post on the clinic, bea's thread in the hospital's group
+    form = await scene.cal.get(f"/p/{clinic_post}/report")
+    assert form.status == 200, form.text[:300]
+    page = await scene.cal.post(
+        f"/p/{clinic_post}/report", {"category": "spam", "comment": "Selling insulin, a scam."}
+    )
+    assert page.status == 200, page.text[:300]
 
     # Then the report is in the hospital group's queue, from the clinic, naming nobody
     hospital_post = await scene.opening_on(hospital)
@@ -211,16 +210,15 @@ async def test_a_removal_by_the_groups_moderator_removes_the_post_everywhere_wit
 ) -> None:
     scene = await followed_group_with_a_thread(trio)
     hospital, charity, clinic = scene.hospital, scene.charity, scene.clinic
-    nurse_id = await member_id(hospital, "nurse")
     openings = {node.name: await scene.opening_on(node) for node in (hospital, charity, clinic)}
     charity_thread = await scene.thread_on(charity)
 
-    # When the group's owner removes bea's thread, with a reason
-    async with hospital.node.transaction() as session:
-        await posts.delete_post(
-            session, Viewer(nurse_id), post_id=openings["hospital"],
-            now=hospital.node.clock.now(), reason="Advertising is not allowed here.",
-        )  # fmt: skip
+    # When the group's owner removes bea's thread from its page, with a reason
+    removal = f"/p/{openings['hospital']}/delete"
+    assert (await scene.nurse.get(removal)).status == 200
+    fields = {"reason": "Advertising is not allowed here.", "confirm": "yes"}
+    page = await scene.nurse.post(removal, fields)
+    assert page.status == 200, page.text[:300]
 
     # Then the post is removed on every node that follows the group, the author's too
     for node in (charity, clinic):
