@@ -785,7 +785,10 @@ async def test_members_are_listed_as_the_policy_allows(world: World) -> None:
             session, world.private, who(world.otto), world.private.join_code, node.clock.now()
         )
     async with node.transaction() as session:
-        public = await list_members(session, await view_group(session, "sugar", ANONYMOUS))
+        # A public group's members are listed to its members, not to outsiders (issue 12)
+        public = await list_members(session, await view_group(session, "sugar", who(world.max)))
+        with pytest.raises(NotFound):
+            await list_members(session, await view_group(session, "sugar", ANONYMOUS))
         private = await list_members(
             session, await view_group(session, world.private.slug, who(world.ada))
         )
