@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.errors import Forbidden, Invalid, NotFound
@@ -91,9 +93,13 @@ async def version_consented_to(session: AsyncSession, policy_version: str, now: 
     member's consent record names."""
     text = await privacy_text(session)
     version = consent_version(policy_version, text)
-    if await session.get(ConsentText, version) is None:
-        session.add(ConsentText(version=version, body=text, first_shown_at=now))
-        await session.flush()
+    # Several sign-ups at once may each be first to keep this version: one row, no error.
+    insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else postgresql_insert
+    await session.execute(
+        insert(ConsentText)
+        .values(version=version, body=text, first_shown_at=now)
+        .on_conflict_do_nothing(index_elements=[ConsentText.version])
+    )
     return version
 
 

@@ -6,14 +6,15 @@ notice and a member's consent record."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from node import groups, members, membership, posts
+from node import groups, members, membership, posts, privacy
 from node.policy import Viewer
 from node.runtime import NodeContext
-from node.storage.models import ModerationLogEntry
+from node.storage.models import ConsentText, ModerationLogEntry
 from tests.browser import DEFAULT_PASSWORD, Browser
 from tests.conftest import BrowserFactory
 
@@ -286,3 +287,22 @@ async def test_a_member_reads_the_version_time_and_text_they_consented_to(
     assert "A shorter notice." in theirs.text
     assert version.group(1) not in theirs.text
     assert "What this node stores" not in theirs.text
+
+
+async def test_sign_ups_at_the_same_moment_keep_one_copy_of_the_text_consented_to(
+    node: NodeContext,
+) -> None:
+    """Several sign-ups may each be the first to keep the privacy text's version: one row is
+    kept and none of them fails (on PostgreSQL they really run at once)."""
+
+    async def sign_up() -> str:
+        async with node.transaction() as session:
+            return await privacy.version_consented_to(
+                session, node.settings.consent_policy_version, node.clock.now()
+            )
+
+    versions = await asyncio.gather(*(sign_up() for _ in range(6)))
+    assert len(set(versions)) == 1
+    async with node.transaction() as session:
+        kept = await session.scalar(select(func.count()).select_from(ConsentText))
+    assert kept == 1
