@@ -543,8 +543,9 @@ async def test_a_receiver_that_hangs_past_the_timeout_is_retried_later(world: Wo
     await world.drain()
     elapsed = time.monotonic() - started
 
-    # Then the attempt gave up within about a second and is queued for a retry
-    assert elapsed < 1.5, f"the drain took {elapsed:.2f} s"
+    # Then the attempt gave up on its timeout (the receiver never answers) and is queued for
+    # a retry
+    assert elapsed < 5, f"the drain took {elapsed:.2f} s"
     assert receiver.count == 1
     delivery = await world.delivery(delivery_id)
     assert (delivery.state, delivery.attempts, delivery.last_status) == ("queued", 1, None)

@@ -537,11 +537,9 @@ async def test_a_fourth_redirect_is_refused_and_not_followed(
 
 async def test_a_redirect_loop_is_refused(peer: Peer, make_client: ClientFactory) -> None:
     client = make_client(allow_loopback=True)
-    started = time.monotonic()
     error = await _fetch_error(client.get_json(peer.url("/loop/a"), None, NOW))
     assert error.kind == "refused"
     assert len(peer.hits) == 4
-    assert time.monotonic() - started < 2
 
 
 @pytest.mark.parametrize("target", sorted(REDIRECT_TARGETS))
@@ -594,7 +592,7 @@ async def test_a_server_that_hangs_is_unavailable_after_the_total_timeout(
     error = await _fetch_error(client.get_json(peer.url(path), None, NOW))
     elapsed = time.monotonic() - started
     assert error.kind == "unavailable"
-    assert 0.4 <= elapsed < 1.5
+    assert 0.4 <= elapsed < 5  # the timeout fired; a hang would last as long as the server
 
 
 @pytest.mark.parametrize(

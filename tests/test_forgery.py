@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -681,11 +680,10 @@ async def test_an_actor_url_redirecting_to_a_private_address_is_not_followed(
         key_id=scripted.key_id("mallory"), now=hospital.now(),
     )  # fmt: skip
     # When it is POSTed
-    started = time.monotonic()
     answer = await post(hospital.group_inbox, body, headers)
-    # Then the key cannot be had, at once (no connection attempt waits for a timeout)
+    # Then the key cannot be had, refused for the address (no connection attempt waits for
+    # a timeout)
     assert_unverified(answer, "cannot get the key", "private address")
-    assert time.monotonic() - started < 3
     assert scripted.gets("/users/mallory"), "the first hop was made"
     # And the node started no request to the private address
     private_host = location.split("//", 1)[1].split("/", 1)[0]

