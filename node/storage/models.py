@@ -606,3 +606,33 @@ class FederationDomain(Base):
             "kind IN (" + ", ".join(f"'{k}'" for k in FEDERATION_LIST_KINDS) + ")", name="kind"
         ),
     )
+
+
+class ProfessionalVerification(Base):
+    """A member's verified professional title, vouched for by `verifier_domain`.
+
+    Local members: an admin of this node verified them (`verifier_domain` is LOCAL). Remote
+    members: the claim their own actor document carries; node/professionals.py decides how it
+    is shown (only a verification by the actor's own domain counts). One row per member: a new
+    verification replaces the old one, a revocation keeps the row with `revoked_at` set so that
+    the Update that announces it can say so; the moderation log keeps the history.
+    """
+
+    __tablename__ = "professional_verifications"
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    title: Mapped[str] = mapped_column(String(120))
+    verifier_domain: Mapped[str] = mapped_column(String(255), default=LOCAL, server_default="")
+    # The admin who verified (local verifications made on a page); None from the command line.
+    verified_by_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), nullable=True)
+    verified_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class TrustedVerifier(Base):
+    """A partner node whose verifications of its own members this node's admins trust (a host
+    name; it covers its subdomains, as in the federation policy)."""
+
+    __tablename__ = "trusted_verifiers"
+    domain: Mapped[str] = mapped_column(String(253), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
