@@ -110,6 +110,10 @@ class Worker:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=self.name)
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     async def stop(self, grace_seconds: float = 10.0) -> None:
         """Let the batch in hand finish (its rows then need no lease to expire), then stop;
         cancel only a batch that overruns the grace period."""

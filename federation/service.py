@@ -73,6 +73,11 @@ class Federation:
         """Whether the federation policy lets this node talk to the server of `iri`."""
         return (await self.node.federation_policy.current()).permits(iri)
 
+    def workers_alive(self) -> bool:
+        """Whether every worker this process started is still running."""
+        workers = (self.inbox_worker, self.delivery_worker, self.housekeeping_worker)
+        return all(worker.running for worker in workers)
+
     def start_workers(self) -> None:
         self.inbox_worker.start()
         self.delivery_worker.start()

@@ -25,6 +25,7 @@ from web import (
     routes_export,
     routes_group_settings,
     routes_groups,
+    routes_health,
     routes_moderation,
     routes_privacy,
     routes_threads,
@@ -130,5 +131,6 @@ def _application(settings: Settings) -> web.Application:
     routes_privacy.register(app.router)
     routes_export.register(app.router)
     routes_erasure.register(app.router)
+    routes_health.register(app.router)
     app.router.add_static("/static/", STATIC_DIR)
     return app

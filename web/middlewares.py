@@ -26,6 +26,7 @@ from web.appkeys import (
 from web.cookies import SEED_COOKIE, SESSION_COOKIE, duplicated_cookie, read_cookie, set_cookie
 from web.csrf import CSRF_FIELD, new_seed, token_matches
 from web.pages import Handler, answer_and_hang_up, is_signed_not_cookied, render, retry_after
+from web.routes_health import PATHS as health_paths
 from web.security_headers import SECURITY_HEADERS
 from web.signed_in import SignedIn
 
@@ -171,7 +172,11 @@ async def database_session(request: web.Request, handler: Handler) -> web.Stream
 
     Inboxes get none: they read in a short transaction of their own and keep what they accept
     through the inbox writer, so a burst of them holds no pooled connection while it waits."""
-    if request.path.startswith("/static/") or is_signed_not_cookied(request):
+    if (
+        request.path.startswith("/static/")
+        or request.path in health_paths
+        or is_signed_not_cookied(request)
+    ):
         return await handler(request)
     node = request.app[NODE]
     async with node.sessions() as session:
