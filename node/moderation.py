@@ -73,6 +73,8 @@ ACTION_LABELS: dict[str, str] = {
     ModAction.UNSUSPEND_ACCOUNT: "lifted a suspension",
     ModAction.REVEAL_AUTHOR: "revealed who wrote an anonymous post",
     ModAction.EXPORT_DATA: "exported a member's data",
+    ModAction.PROMOTE_ADMIN: "made a member an admin",
+    ModAction.DEMOTE_ADMIN: "ended a member's admin role",
 }
 
 
@@ -569,10 +571,34 @@ async def suspend(
     actor = await _acting_member(session, viewer)
     if not viewer.is_admin:
         raise Forbidden("Only the node's admins can suspend an account.")
-    if member.domain != LOCAL:
-        raise Conflict("Only accounts of this node can be suspended; ban them instead.")
     if member.id == actor.id:
         raise Conflict("You cannot suspend your own account.")
+    await suspend_account(
+        session,
+        member,
+        reason=reason,
+        now=now,
+        actor_label=handle_of(actor),
+        actor_id=actor.id,
+        report_id=report_id,
+    )
+
+
+async def suspend_account(
+    session: AsyncSession,
+    member: Member,
+    *,
+    reason: str,
+    now: datetime,
+    actor_label: str,
+    actor_id: int | None = None,
+    report_id: int | None = None,
+) -> None:
+    """Suspend a local account and sign out its browsers; `suspend` (an admin on a page) and
+    `healthnode member suspend` both come here. The caller has checked who acts."""
+    reason = required_reason(reason)
+    if member.domain != LOCAL:
+        raise Conflict("Only accounts of this node can be suspended; ban them instead.")
     if member.suspended_at is None:
         member.suspended_at = now
     await session.execute(delete(WebSession).where(WebSession.member_id == member.id))
@@ -581,8 +607,8 @@ async def suspend(
         action=ModAction.SUSPEND_ACCOUNT,
         reason=reason,
         now=now,
-        actor_label=handle_of(actor),
-        actor_id=actor.id,
+        actor_label=actor_label,
+        actor_id=actor_id,
         member_id=member.id,
         report_id=report_id,
     )

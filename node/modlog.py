@@ -40,6 +40,8 @@ class ModAction(StrEnum):
     SEARCH_ENGINES = "search_engines"
     EXPORT_DATA = "export_data"  # an admin exported a member's data (node/export.py)
     ERASE_ACCOUNT = "erase_account"
+    PROMOTE_ADMIN = "promote_admin"
+    DEMOTE_ADMIN = "demote_admin"
 
 
 def required_reason(reason: str) -> str:

@@ -607,3 +607,97 @@ def test_serve_answers_while_the_commands_work_on_the_same_data_dir(
         server.process.send_signal(signal.SIGTERM)
         returncode = server.process.wait(timeout=15)
     assert returncode == 0, server.stderr()
+
+
+# --- member promote, demote, list, suspend --------------------------------------------------
+
+
+def add_member(cwd: Path, data_dir: Path, username: str) -> None:
+    args = ["member", "create", username, "--password-file", password_file(cwd)]
+    ok(healthnode(cwd, *args, "--data-dir", data_dir))
+
+
+def roles(data_dir: Path) -> dict[str, str]:
+    with database(data_dir) as connection:
+        return dict(connection.execute("SELECT username, role FROM members"))
+
+
+def audit(data_dir: Path) -> list[tuple[str, str, str]]:
+    with database(data_dir) as connection:
+        return connection.execute(
+            "SELECT action, actor_label, reason FROM moderation_log ORDER BY id"
+        ).fetchall()
+
+
+def test_promote_and_demote_change_the_role_and_are_audited(
+    tmp_path: Path, with_admin: Path
+) -> None:
+    # Given an admin, alice, and a member, bob
+    add_member(tmp_path, with_admin, "bob")
+    # When the operator promotes bob, twice, then demotes him with a reason
+    first = ok(healthnode(tmp_path, "member", "promote", "bob", "--data-dir", with_admin))
+    again = ok(healthnode(tmp_path, "member", "promote", "Bob", "--data-dir", with_admin))
+    assert roles(with_admin) == {"alice": "admin", "bob": "admin"}
+    demoted = ok(
+        healthnode(
+            tmp_path, "member", "demote", "bob", "--reason", "left the team",
+            "--data-dir", with_admin,
+        )
+    )  # fmt: skip
+    # Then each says what happened, the role follows, and the audit log has both changes
+    assert (first, again, demoted) == (
+        "bob is now an admin",
+        "bob is already an admin",
+        "bob is now not an admin",
+    )
+    assert roles(with_admin) == {"alice": "admin", "bob": "member"}
+    assert audit(with_admin) == [
+        ("promote_admin", "command line", "promoted from the command line"),
+        ("demote_admin", "command line", "left the team"),
+    ]
+
+
+def test_the_last_admin_is_never_demoted(tmp_path: Path, with_admin: Path) -> None:
+    result = healthnode(tmp_path, "member", "demote", "alice", "--data-dir", with_admin)
+    assert result.returncode == 1
+    assert "only admin" in result.error_line()
+    assert roles(with_admin) == {"alice": "admin"}
+    assert audit(with_admin) == []
+
+
+def test_unknown_members_are_one_line_and_change_nothing(tmp_path: Path, with_admin: Path) -> None:
+    for action in ("promote", "demote"):
+        result = healthnode(tmp_path, "member", action, "nobody", "--data-dir", with_admin)
+        assert (result.returncode, result.error_line()) == (
+            1,
+            "healthnode: there is no member nobody",
+        )
+    result = healthnode(
+        tmp_path, "member", "suspend", "nobody", "--reason", "spam", "--data-dir", with_admin
+    )
+    assert (result.returncode, result.error_line()) == (1, "healthnode: there is no member nobody")
+    assert audit(with_admin) == []
+
+
+def test_list_prints_one_line_per_member(tmp_path: Path, with_admin: Path) -> None:
+    add_member(tmp_path, with_admin, "Bob")
+    lines = ok(healthnode(tmp_path, "member", "list", "--data-dir", with_admin)).splitlines()
+    assert [line.split("\t")[:3] for line in lines] == [
+        ["alice", "admin", "active"],
+        ["bob", "member", "active"],
+    ]
+    assert all(len(line.split("\t")) == 5 for line in lines)
+
+
+def test_suspend_needs_a_reason_signs_out_and_is_audited(tmp_path: Path, with_admin: Path) -> None:
+    add_member(tmp_path, with_admin, "bob")
+    # A suspension without a reason is refused by the parser
+    missing = healthnode(tmp_path, "member", "suspend", "bob", "--data-dir", with_admin)
+    assert missing.returncode == 2 and "--reason" in missing.stderr
+    # With one, the account is suspended and listed so, once
+    args = ["member", "suspend", "bob", "--reason", "posting spam", "--data-dir", with_admin]
+    assert ok(healthnode(tmp_path, *args)).startswith("suspended the account of bob")
+    assert ok(healthnode(tmp_path, *args)) == "the account of bob was already suspended"
+    listed = ok(healthnode(tmp_path, "member", "list", "--data-dir", with_admin))
+    assert "bob\tmember\tsuspended" in listed
+    assert audit(with_admin) == [("suspend_account", "command line", "posting spam")]

@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from federation.convert import Documents
 from federation.keyrotation import UnknownActor, rotate_key
 from federation.keysink import attach_actor_keys
@@ -20,7 +22,7 @@ from federation.outbox import Outbox
 from federation.service import Federation
 from keys.pairs import generate_key_pair
 from keys.secret import SecretError
-from node import accounts, export, federation_policy, groups, ids, members, modlog
+from node import accounts, admins, export, federation_policy, groups, ids, members, modlog
 from node.clock import Clock, ScaledClock, SystemClock
 from node.config import (
     ADDRESS_RETENTION_DEFAULT,
@@ -34,8 +36,10 @@ from node.config import (
 )
 from node.erasure import ErasureRequest, erase_local_account
 from node.errors import DomainError, Invalid
+from node.moderation import suspend_account
 from node.runtime import NodeContext
 from node.storage.files import restrict_new_files
+from node.storage.models import Member
 from web.app import create_app_owning_node
 from web.demo import run_demo
 from web.serving import serve
@@ -102,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     _storage_options(member_create)
     _member_reset_password_command(member)
     _member_export_command(member)
+    _member_admin_commands(member)
 
     group = commands.add_parser("group", help="manage condition groups").add_subparsers(
         dest="action", required=True, parser_class=Parser
@@ -149,6 +154,83 @@ def _member_export_command(member: argparse._SubParsersAction[Parser]) -> None:
     export.add_argument("username")
     export.add_argument("--out", type=Path, required=True, metavar="FILE")
     _storage_options(export)
+
+
+def _member_admin_commands(member: argparse._SubParsersAction[Parser]) -> None:
+    for name, admin, help_text in (
+        ("promote", True, "make a member an admin of this node"),
+        ("demote", False, "end a member's admin role (never the last admin's)"),
+    ):
+        command = member.add_parser(name, help=help_text)
+        command.add_argument("username")
+        command.add_argument("--reason", default=f"{name}d from the command line")
+        command.set_defaults(work=_member_set_admin(admin))
+        _storage_options(command)
+    listing = member.add_parser("list", help="one line per member: username, role, state")
+    listing.set_defaults(work=lambda args: _member_list)
+    _storage_options(listing)
+    suspend = member.add_parser("suspend", help="suspend an account and sign it out everywhere")
+    suspend.add_argument("username")
+    suspend.add_argument("--reason", required=True, help="kept in the admins' audit log")
+    suspend.set_defaults(work=_member_suspend)
+    _storage_options(suspend)
+
+
+def _member_set_admin(
+    admin: bool,
+) -> Callable[[argparse.Namespace], Callable[[NodeContext], Awaitable[str]]]:
+    def command(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable[str]]:
+        async def work(node: NodeContext) -> str:
+            async with node.transaction() as session:
+                member = await _existing_member(session, args.username)
+                changed = await admins.set_admin(
+                    session, member, admin, reason=modlog.required_reason(args.reason),
+                    now=node.clock.now(), actor_label=CLI_ACTOR,
+                )  # fmt: skip
+            state = "an admin" if admin else "not an admin"
+            return f"{member.username} is {'now' if changed else 'already'} {state}"
+
+        return work
+
+    return command
+
+
+async def _member_list(node: NodeContext) -> str:
+    """`USERNAME<TAB>ROLE<TAB>STATE<TAB>JOINED<TAB>LAST ACTIVE`, by username."""
+    async with node.transaction(reading=True) as session:
+        lines = await admins.local_members(session)
+    rows = (
+        (
+            line.username,
+            line.role,
+            "suspended" if line.suspended else "active",
+            line.created_at.date().isoformat(),
+            line.last_active_at.date().isoformat(),
+        )
+        for line in lines
+    )
+    return "\n".join("\t".join(row) for row in rows)
+
+
+def _member_suspend(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable[str]]:
+    async def work(node: NodeContext) -> str:
+        async with node.transaction() as session:
+            member = await _existing_member(session, args.username)
+            if member.suspended_at is not None:
+                return f"the account of {member.username} was already suspended"
+            await suspend_account(
+                session, member, reason=args.reason, now=node.clock.now(), actor_label=CLI_ACTOR
+            )
+        return f"suspended the account of {member.username} and signed it out everywhere"
+
+    return work
+
+
+async def _existing_member(session: AsyncSession, username: str) -> Member:
+    member = await members.find_member(session, username)
+    if member is None or member.erased_at is not None:
+        raise CommandError(f"there is no member {username}")
+    return member
 
 
 def register_member_erase(commands: argparse._SubParsersAction[Parser]) -> None:
