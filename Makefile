@@ -19,8 +19,13 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(RUN_STAMP)
 
+# `make run PORT=8081 DOMAIN=forum.example.org`: the port to listen on and the public name every
+# IRI and link is minted from (default localhost:PORT, a development node on http://).
+PORT ?= 8080
+DOMAIN ?= localhost:$(PORT)
+
 run: $(RUN_STAMP)
-	$(BIN)/healthnode serve
+	$(BIN)/healthnode serve --port $(PORT) --domain $(DOMAIN)
 
 # The suite runs on SQLite always, and on PostgreSQL when HEALTHNODE_TEST_PG_URL is set
 # (.ci/run sets it under CI=true).
