@@ -22,7 +22,7 @@ from federation.actors import group_key_owner, member_key_owner
 from federation.convert import Documents
 from federation.jsonld import PUBLIC
 from federation.origins import activity_of
-from node import events, remote
+from node import events, professionals, remote
 from node.actor_keys import INSTANCE_ACTOR, public_pem_of
 from node.clock import Clock
 from node.federation_policy import PolicyCache
@@ -619,7 +619,8 @@ class Outbox:
         pem = await public_pem_of(session, member_key_owner(member.id))
         if pem is None:
             return  # never federated: nobody elsewhere knows this member
-        person = self.documents.person(member, pem)
+        verification = await professionals.own_verification(session, member, self.clock.now())
+        person = self.documents.person(member, pem, verification)
         inboxes = await remote.remote_group_inboxes_of(session, member.id)
         update = await self._store(
             session, "Update", person["id"], member_key_owner(member.id), person, to=[PUBLIC]

@@ -73,6 +73,10 @@ ACTION_LABELS: dict[str, str] = {
     ModAction.UNSUSPEND_ACCOUNT: "lifted a suspension",
     ModAction.REVEAL_AUTHOR: "revealed who wrote an anonymous post",
     ModAction.EXPORT_DATA: "exported a member's data",
+    ModAction.VERIFY_PROFESSIONAL: "verified a professional",
+    ModAction.UNVERIFY_PROFESSIONAL: "revoked a professional's verification",
+    ModAction.TRUST_VERIFIER: "trusted a node's verifications",
+    ModAction.DISTRUST_VERIFIER: "stopped trusting a node's verifications",
 }
 
 

@@ -40,6 +40,11 @@ class ModAction(StrEnum):
     SEARCH_ENGINES = "search_engines"
     EXPORT_DATA = "export_data"  # an admin exported a member's data (node/export.py)
     ERASE_ACCOUNT = "erase_account"
+    # Verified professionals (node/professionals.py), node-wide: the admins' audit log.
+    VERIFY_PROFESSIONAL = "verify_professional"
+    UNVERIFY_PROFESSIONAL = "unverify_professional"
+    TRUST_VERIFIER = "trust_verifier"
+    DISTRUST_VERIFIER = "distrust_verifier"
 
 
 def required_reason(reason: str) -> str:
