@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node import members
@@ -131,8 +132,17 @@ async def record_remote_claim(
             await session.flush()
         return
     if row is None:
-        row = ProfessionalVerification(member_id=member.id)
-        session.add(row)
+        try:
+            async with session.begin_nested():  # a concurrent read of the same actor may win
+                row = ProfessionalVerification(
+                    member_id=member.id, title=title, verifier_domain=claimed_by,
+                    verified_at=verified_at or now,
+                )  # fmt: skip
+                session.add(row)
+        except IntegrityError:
+            row = await session.get(ProfessionalVerification, member.id, populate_existing=True)
+            if row is None:
+                return
     row.title = title
     row.verifier_domain = claimed_by
     row.verified_by_id = None

@@ -21,7 +21,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from sqlalchemy import event, func, select
 
-from node import members, professionals
+from node import groups, members, professionals
 from node.modlog import ModAction
 from node.professionals import BadgeKind
 from node.remote.actors import member_by_iri
@@ -501,3 +501,31 @@ async def test_the_actor_document_carries_the_verification(
     terms = document["@context"][-1]
     assert terms["verifiedProfessional"] == "healthnode:verifiedProfessional"
     assert terms["healthnode"] == "urn:healthnode:ns#"
+
+
+async def test_an_anonymous_post_shows_no_badge(
+    node: NodeContext, browser_factory: BrowserFactory
+) -> None:
+    # Given a verified member of a private group, where anonymous posts are allowed
+    ana = await add_member(node, "ana")
+    now = node.clock.now()
+    async with node.transaction() as session:
+        group = await groups.create_group(
+            session, node.settings.limits, owner_id=ana, slug="ignored", name="HIV",
+            private=True, now=now,
+        )  # fmt: skip
+        await professionals.verify_member(
+            session, "ana", title="Nurse", expires_at=None, now=now, actor_label="test"
+        )
+    author = await browser_factory()
+    await author.login("ana")
+    # When she starts a thread anonymously, then replies under her name
+    await author.get(f"/g/{group.slug}/new")
+    page = await author.post(
+        f"/g/{group.slug}/new", {"title": "Telling", "body": "Hidden", "anonymous": "yes"}
+    )
+    assert page.status == 200 and page.path.startswith("/t/"), page.text[:300]
+    # Then the anonymous post carries no badge, which would point at her
+    assert "Anonymous member" in page.text and "Verified" not in page.text
+    page = await author.post(f"{page.path}/reply", {"body": "Named", "parent": ""})
+    assert page.text.count("Verified: Nurse (by this node)") == 1
