@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import event, func, select
 
 from node import groups, members, professionals
+from node.erasure import ErasureRequest, erase_local_account
 from node.modlog import ModAction
 from node.professionals import BadgeKind
 from node.remote.actors import member_by_iri
@@ -529,3 +530,18 @@ async def test_an_anonymous_post_shows_no_badge(
     assert "Anonymous member" in page.text and "Verified" not in page.text
     page = await author.post(f"{page.path}/reply", {"body": "Named", "parent": ""})
     assert page.text.count("Verified: Nurse (by this node)") == 1
+
+
+async def test_erasing_an_account_takes_its_verification_with_it(node: NodeContext) -> None:
+    nurse = await add_member(node, "nurse")
+    async with node.transaction() as session:
+        await professionals.verify_member(
+            session, "nurse", title=TITLE, expires_at=None, now=node.clock.now(),
+            actor_label="test",
+        )  # fmt: skip
+    assert await verification_rows(node) == 1
+    async with node.transaction() as session:
+        await erase_local_account(
+            session, nurse, node.clock.now(), ErasureRequest.ADMIN, "command line"
+        )
+    assert await verification_rows(node) == 0
