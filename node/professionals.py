@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from node import members
 from node.errors import Invalid, NotFound
-from node.events import MemberUpdated, record
+from node.events import ProfessionalStatusChanged, record
 from node.federation_policy import covers, host_of, parse_policy_domain
 from node.modlog import ModAction, log_action
 from node.storage.models import LOCAL, Member, ProfessionalVerification, TrustedVerifier
@@ -302,7 +302,7 @@ async def verify_member(
         session, action=ModAction.VERIFY_PROFESSIONAL, reason=f"{row.title}{until}",
         now=now, actor_label=actor_label, actor_id=actor_id, member_id=member.id,
     )  # fmt: skip
-    record(session, MemberUpdated(member.id))
+    record(session, ProfessionalStatusChanged(member.id))
     return row
 
 
@@ -325,7 +325,7 @@ async def unverify_member(
         session, action=ModAction.UNVERIFY_PROFESSIONAL, reason=f"revoked: {row.title}",
         now=now, actor_label=actor_label, actor_id=actor_id, member_id=member.id,
     )  # fmt: skip
-    record(session, MemberUpdated(member.id))
+    record(session, ProfessionalStatusChanged(member.id))
     return True
 
 
@@ -393,6 +393,6 @@ async def announce_expired(session: AsyncSession, now: datetime) -> int:
     )
     for row in rows:
         row.expiry_announced_at = now
-        record(session, MemberUpdated(row.member_id))
+        record(session, ProfessionalStatusChanged(row.member_id))
     await session.flush()
     return len(rows)

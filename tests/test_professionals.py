@@ -545,3 +545,53 @@ async def test_erasing_an_account_takes_its_verification_with_it(node: NodeConte
             session, nurse, node.clock.now(), ErasureRequest.ADMIN, "command line"
         )
     assert await verification_rows(node) == 0
+
+
+async def test_servers_that_received_a_members_posts_are_told(
+    pair: tuple[RunningNode, RunningNode],
+) -> None:
+    hospital, clinic = pair
+    # Given cal's public group on the clinic, followed from the hospital, where cal posts
+    cal = await registered(clinic, "cal")
+    await cal.get("/groups/new")
+    page = await cal.post("/groups/new", {"slug": "pumps", "name": "Pumps", "visibility": "public"})
+    assert page.path == "/g/pumps"
+    reader = await registered(hospital, "rita")
+    await reader.get("/authorize_interaction")
+    page = await reader.post("/groups/follow", {"handle": f"pumps@{clinic.domain}"})
+    assert page.status == 200, page.text[:300]
+
+    async def rita_follows() -> bool:
+        async with clinic.node.transaction(reading=True) as session:
+            return bool(
+                await session.scalar(
+                    select(func.count())
+                    .select_from(Membership)
+                    .join(Member, Member.id == Membership.member_id)
+                    .where(Member.domain != "", Membership.state == "active")
+                )
+            )
+
+    await eventually(rita_follows, "rita's follow accepted on the clinic")
+    page = await cal.post("/g/pumps/new", {"title": "Basal rates", "body": "Mine are..."})
+    assert page.status == 200, page.text[:300]
+
+    async def thread_id() -> str | None:
+        async with hospital.node.transaction(reading=True) as session:
+            return await session.scalar(select(Thread.id).where(Thread.title == "Basal rates"))
+
+    thread_path = f"/t/{await eventually(thread_id, 'the thread on the hospital')}"
+
+    # When the clinic verifies cal, who belongs to no group on the hospital's node
+    async with clinic.node.transaction() as session:
+        await professionals.verify_member(
+            session, "cal", title="Dietitian", expires_at=None, now=clinic.node.clock.now(),
+            actor_label="test",
+        )  # fmt: skip
+
+    # Then the hospital, which received cal's posts, is sent the Update and shows the claim
+    async def shows_claim() -> bool:
+        text = (await reader.get(thread_path)).text
+        return "Unconfirmed claim: Dietitian (said by localhost;" in text
+
+    await eventually(shows_claim, "the claim on the hospital's copy of the thread")
