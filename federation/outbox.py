@@ -22,7 +22,7 @@ from federation.actors import group_key_owner, member_key_owner
 from federation.convert import Documents
 from federation.jsonld import PUBLIC
 from federation.origins import activity_of
-from node import events, remote
+from node import events, professionals, remote
 from node.actor_keys import INSTANCE_ACTOR, public_pem_of
 from node.clock import Clock
 from node.federation_policy import PolicyCache
@@ -100,6 +100,11 @@ class Outbox:
                     member = await session.get(Member, event.member_id)
                     if member is not None and member.domain == LOCAL:
                         await self.member_updated(session, member)
+                case events.ProfessionalStatusChanged():
+                    member = await session.get(Member, event.member_id)
+                    if member is not None and member.domain == LOCAL:
+                        readers = await remote.readers_of_member(session, member.id)
+                        await self.member_updated(session, member, also=readers)
                 case events.ReportFiled():
                     await self._report_filed(session, event)
                 case events.ThreadLockChanged() | events.ThreadPinChanged():
@@ -614,13 +619,18 @@ class Outbox:
 
     # ------------------------------------------------------------ actors
 
-    async def member_updated(self, session: AsyncSession, member: Member) -> None:
-        """Update{Person} to the remote groups the member belongs to (new key, new name)."""
+    async def member_updated(
+        self, session: AsyncSession, member: Member, also: list[str] | None = None
+    ) -> None:
+        """Update{Person} to the remote groups the member belongs to (new key, new name),
+        and to `also` (for a verification: the servers that received their posts)."""
         pem = await public_pem_of(session, member_key_owner(member.id))
         if pem is None:
             return  # never federated: nobody elsewhere knows this member
-        person = self.documents.person(member, pem)
+        verification = await professionals.own_verification(session, member, self.clock.now())
+        person = self.documents.person(member, pem, verification)
         inboxes = await remote.remote_group_inboxes_of(session, member.id)
+        inboxes = sorted(set(inboxes) | set(also or ()))
         update = await self._store(
             session, "Update", person["id"], member_key_owner(member.id), person, to=[PUBLIC]
         )

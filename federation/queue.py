@@ -30,7 +30,7 @@ from federation.prefetch import NeedsFetch, Prefetcher, Wanted, wanted_text
 from federation.processing import MAX_ANCESTOR_FETCHES, Processor, Rejected, Retry
 from federation.replies import CLAIM, BatchedReplies
 from keys.pairs import SealedKeyError
-from node import addresses, ids, remote
+from node import addresses, ids, professionals, remote
 from node.events import PENDING_EVENTS
 from node.runtime import NodeContext
 from node.storage.models import Delivery, InboxItem, OutboxActivity, RemoteHost
@@ -182,9 +182,11 @@ class Pruner:
 
 
 class Housekeeping:
-    """Node-wide purges that belong to no queue, at most every PRUNE_EVERY: client addresses
-    past the node's retention (node/addresses.py). Run by its own worker in whichever
-    process runs the workers (`healthnode worker`, or `serve` without --no-workers)."""
+    """Node-wide chores that belong to no queue, at most every PRUNE_EVERY: client addresses
+    past the node's retention (node/addresses.py) are purged, and professional verifications
+    that expired are announced with an actor Update (node/professionals.py). Run by its own
+    worker in whichever process runs the workers (`healthnode worker`, or `serve` without
+    --no-workers)."""
 
     def __init__(self, node: NodeContext) -> None:
         self.node = node
@@ -201,6 +203,10 @@ class Housekeeping:
             )
         if purged:
             log.info("purged %d client addresses past their retention", purged)
+        async with self.node.transaction() as session:
+            expired = await professionals.announce_expired(session, now)
+        if expired:
+            log.info("announced %d expired professional verifications", expired)
         return 0  # nothing queued waits on it: the worker polls again later
 
 

@@ -259,6 +259,47 @@ class AssertionKey:
 
 
 @dataclass(frozen=True)
+class ClaimedVerification:
+    """What an actor's `verifiedProfessional` term says (our extension, docs/FEDERATION.md).
+    Only what it says: node/professionals.py decides whether and how it is shown."""
+
+    title: str
+    verifier: str
+    verified_at: datetime | None
+    expires_at: datetime | None
+
+
+def _verification(value: Any) -> ClaimedVerification | None:
+    """The `verifiedProfessional` term, or None when it is absent or unreadable (a broken
+    claim is no claim; the actor stays usable). An attachment PropertyValue alone, which
+    anyone can write, is never read as a verification."""
+    if isinstance(value, list):
+        value = next((item for item in value if isinstance(item, dict)), None)
+    if not isinstance(value, dict):
+        return None
+    title = _text(value.get("title"), 200).strip()
+    verifier = value.get("verifier")
+    if not title or not isinstance(verifier, str) or not verifier.strip():
+        return None
+    return ClaimedVerification(
+        title=title,
+        verifier=verifier.strip()[:253],
+        verified_at=_moment_or_none(value.get("verifiedAt")),
+        expires_at=_moment_or_none(value.get("endTime")),
+    )
+
+
+def _moment_or_none(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+@dataclass(frozen=True)
 class ActorDoc:
     id: str
     type: str
@@ -275,6 +316,8 @@ class ActorDoc:
     assertion_keys: tuple[AssertionKey, ...] = ()
     # A Group's Lemmy `postingRestrictedToMods`: only its moderators start threads.
     posting_restricted_to_mods: bool = False
+    # A Person's `verifiedProfessional` claim (ours), as it is written.
+    verification: ClaimedVerification | None = None
 
     def published_keys(self, usable_until: datetime) -> dict[str, str]:
         """Key id -> PEM of every key the actor publishes for signatures: `publicKey`, and the
@@ -342,6 +385,7 @@ def parse_actor(document: Any) -> ActorDoc:
         public_key_pem=pem,
         assertion_keys=_assertion_keys(document.get("assertionMethod"), actor_id),
         posting_restricted_to_mods=document.get("postingRestrictedToMods") is True,
+        verification=_verification(document.get("verifiedProfessional")),
     )
 
 

@@ -89,6 +89,8 @@ NOTICES_PAGE = "/notices"
 NOTICES_READ_PAGE = "/notices/read"
 ADMIN_REPORTS_PAGE = "/admin/reports"
 ADMIN_AUDIT_PAGE = "/admin/audit"
+# Verified professionals and the partner nodes whose verifications are trusted.
+ADMIN_PROFESSIONALS_PAGE = "/admin/professionals"
 # A member's account security (node.accounts), and recovery without email.
 ACCOUNT_PASSWORD_PAGE = "/account/password"
 ACCOUNT_SESSIONS_PAGE = "/account/sessions"

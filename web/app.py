@@ -28,6 +28,7 @@ from web import (
     routes_health,
     routes_moderation,
     routes_privacy,
+    routes_professionals,
     routes_threads,
 )
 from web.appkeys import FEDERATION, NODE, TEMPLATES
@@ -126,6 +127,7 @@ def _application(settings: Settings) -> web.Application:
     routes_group_settings.register(app.router)
     routes_threads.register(app.router)
     routes_admin.register(app.router)
+    routes_professionals.register(app.router)
     routes_crisis.register(app.router)
     routes_moderation.register(app.router)
     routes_privacy.register(app.router)

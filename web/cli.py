@@ -11,7 +11,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,7 +22,17 @@ from federation.outbox import Outbox
 from federation.service import Federation
 from keys.pairs import generate_key_pair
 from keys.secret import SecretError
-from node import accounts, admins, export, federation_policy, groups, ids, members, modlog
+from node import (
+    accounts,
+    admins,
+    export,
+    federation_policy,
+    groups,
+    ids,
+    members,
+    modlog,
+    professionals,
+)
 from node.clock import Clock, ScaledClock, SystemClock
 from node.config import (
     ADDRESS_RETENTION_DEFAULT,
@@ -130,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _federation_commands(commands)
     register_member_erase(commands)
+    register_member_verify(commands)
 
     demo = commands.add_parser("demo", help="three federating nodes on 127.0.0.1:8001-8003")
     demo.add_argument("--data-dir", type=Path, default=Path("data/demo"))
@@ -266,6 +277,70 @@ def _member_erase(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable
                 session, member.id, node.clock.now(), ErasureRequest.ADMIN, CLI_ACTOR
             )
         return f"erased the account of {member.username}; its username stays reserved"
+
+    return work
+
+
+def _member_actions(commands: argparse._SubParsersAction[Parser]) -> Any:
+    member = commands.choices["member"]
+    return next(
+        action for action in member._actions if isinstance(action, argparse._SubParsersAction)
+    )
+
+
+def register_member_verify(commands: argparse._SubParsersAction[Parser]) -> None:
+    """`healthnode member verify USERNAME --title TEXT [--expires YYYY-MM-DD]` and
+    `healthnode member unverify USERNAME` (verified professionals, node/professionals.py)."""
+    actions = _member_actions(commands)
+    verify = actions.add_parser(
+        "verify", help="verify a member as a professional (a badge beside their posts)"
+    )
+    verify.add_argument("username")
+    verify.add_argument("--title", required=True, help="such as 'Registered nurse'")
+    verify.add_argument(
+        "--expires", metavar="YYYY-MM-DD", default="", help="last day it holds (UTC)"
+    )
+    verify.set_defaults(work=_member_verify)
+    _storage_options(verify)
+    unverify = actions.add_parser("unverify", help="revoke a member's professional verification")
+    unverify.add_argument("username")
+    unverify.set_defaults(work=_member_unverify)
+    _storage_options(unverify)
+
+
+def _outbox_for(node: NodeContext) -> None:
+    """Activities queued by a command are sent by the server's delivery worker."""
+    node.sinks.append(
+        Outbox(Documents(node.settings), node.clock, lambda: None, node.federation_policy)
+    )
+
+
+def _member_verify(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable[str]]:
+    async def work(node: NodeContext) -> str:
+        _outbox_for(node)
+        now = node.clock.now()
+        expires_at = professionals.parse_expiry(args.expires, now)
+        async with node.transaction() as session:
+            row = await professionals.verify_member(
+                session, args.username, title=args.title, expires_at=expires_at, now=now,
+                actor_label=CLI_ACTOR,
+            )  # fmt: skip
+        until = f" until {args.expires.strip()}" if expires_at else ""
+        return f"verified {args.username.strip()} as {row.title!r}{until}"
+
+    return work
+
+
+def _member_unverify(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable[str]]:
+    async def work(node: NodeContext) -> str:
+        _outbox_for(node)
+        async with node.transaction() as session:
+            revoked = await professionals.unverify_member(
+                session, args.username, now=node.clock.now(), actor_label=CLI_ACTOR
+            )
+        if not revoked:
+            return f"{args.username.strip()} had no current verification"
+        return f"revoked the verification of {args.username.strip()}"
 
     return work
 

@@ -16,6 +16,7 @@ from node.storage.models import CrisisResource
 from node.throttles import Throttled
 from web.pages import (
     STALE_FORM,
+    badges_of,
     db,
     form,
     node_of,
@@ -181,6 +182,7 @@ async def thread_page(
         "errors": errors or {},
         "replying_to": next((p for p in thread.posts if p.post.id == replying_to), None),
         "checks": checks,
+        "badges": await badges_of(request, (item.byline.member for item in thread.posts)),
     }
     return render_group_page(request, thread.group.group, "thread.html", context, status)
 

@@ -627,6 +627,9 @@ class ProfessionalVerification(Base):
     verified_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When the actor Update announcing that a local verification expired was queued (by the
+    # housekeeping worker): durable, so that a restart neither misses nor repeats one.
+    expiry_announced_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class TrustedVerifier(Base):
