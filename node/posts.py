@@ -392,15 +392,15 @@ async def reply(
     draft = _checked_reply(thread, parent_id, parent, draft, limits)
     assert viewer.member_id is not None
     opening = (await _openings(session, {thread.id}))[thread.id]
-    if is_closed(thread, view.group, opening):
-        raise Conflict(THREAD_CLOSED)
-    if opening.held_at is not None:
-        raise Conflict(THREAD_HELD)
-    if not announced:
+    if not announced:  # a Q&A's window first: its refusal says when it ended
         window = (await windows_of(session, [thread.id])).get(thread.id)
         question = parent is None or parent.id == opening.id
         if problem := refusal(window, question=question, moderates=_moderates_here(view), now=now):
             raise Conflict(problem)
+    if is_closed(thread, view.group, opening):
+        raise Conflict(THREAD_CLOSED)
+    if opening.held_at is not None:
+        raise Conflict(THREAD_HELD)
     await rate_limits.count_post(session, limits.rates, view, origin, now)
     if parent is None:
         parent = opening
@@ -524,10 +524,6 @@ async def reply_many(
             parent = parents.get(new.parent_id) if new.parent_id else None
             draft = _checked_reply(thread, new.parent_id, parent, new.draft, limits)
             assert member_id is not None
-            if is_closed(thread, group, openings[thread.id]):
-                raise Conflict(THREAD_CLOSED)
-            if openings[thread.id].held_at is not None:
-                raise Conflict(THREAD_HELD)
             parent_id = parent.id if parent is not None else openings[thread.id].id
             moderates = may(Action.MODERATE, new.viewer, group.visibility, standing)
             if not new.announced and (
@@ -539,6 +535,10 @@ async def reply_many(
                 )
             ):
                 raise Conflict(problem)
+            if is_closed(thread, group, openings[thread.id]):
+                raise Conflict(THREAD_CLOSED)
+            if openings[thread.id].held_at is not None:
+                raise Conflict(THREAD_HELD)
         except DomainError as refused:
             results.append(refused)
             continue

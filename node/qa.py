@@ -15,17 +15,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node import posts, professionals
 from node.config import Limits
 from node.errors import Forbidden, Invalid
+from node.events import ThreadLockChanged, record
 from node.groups import GroupView
 from node.members import find_member_by_handle, handle_of
 from node.policy import Action
 from node.qa_windows import QaWindow, when
-from node.storage.models import LOCAL, Member, QaExpert, QaSession, Thread
+from node.storage.models import LOCAL, ConditionGroup, Member, QaExpert, QaSession, Thread
 from node.text import neutralise
 from node.validation import collect, text_problem
 
@@ -186,6 +187,45 @@ async def keep_remote_window(
         )
     )
     await session.flush()
+
+
+# ------------------------------------------------------------------ closing
+
+
+def _due(now: datetime) -> Select[tuple[QaSession, Thread]]:
+    """Our Q&As whose window has ended and whose thread was not locked for it yet."""
+    return (
+        select(QaSession, Thread)
+        .join(Thread, Thread.id == QaSession.thread_id)
+        .join(ConditionGroup, ConditionGroup.id == Thread.group_id)
+        .where(
+            QaSession.ends_at <= now,
+            QaSession.closed_at.is_(None),
+            QaSession.created_by_id.is_not(None),
+            ConditionGroup.domain == LOCAL,
+        )
+        .order_by(QaSession.ends_at)
+    )
+
+
+async def any_to_close(session: AsyncSession, now: datetime) -> bool:
+    return (await session.execute(_due(now).limit(1))).first() is not None
+
+
+async def close_ended(session: AsyncSession, now: datetime, batch: int = 50) -> int:
+    """Lock the threads of our Q&As whose window has ended, as their scheduler: the lock
+    federates as a moderator's `Lock` (federation/outbox.py), so that other servers close
+    them too. Replies are refused from the end on anyway (node/qa_windows.py); this only
+    tells the others. Answers how many it closed."""
+    rows = (await session.execute(_due(now).limit(batch).with_for_update(of=QaSession))).all()
+    for row, thread in rows:
+        row.closed_at = now
+        if thread.locked_at is None:
+            thread.locked_at = row.ends_at
+            assert row.created_by_id is not None
+            record(session, ThreadLockChanged(thread.id, True, row.created_by_id))
+    await session.flush()
+    return len(rows)
 
 
 # ------------------------------------------------------------------ the page

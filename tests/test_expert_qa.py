@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from federation.queue import Worker
 from node import professionals
 from node.storage.models import (
     InboxItem,
@@ -213,7 +214,14 @@ async def test_a_qa_from_scheduling_to_its_read_only_index(hospital: RunningNode
         assert page.status == 409 and "This Q&A ended at 1 Nov 2026, 14:00 UTC" in page.text
         assert await one(hospital, select(Post.id).where(Post.source == fields["body"])) is None
 
-    # Then the page is read-only and starts with an index of questions and their answers
+    # Then the housekeeping worker locks its thread at the end, once
+    await eventually(
+        lambda: one(hospital, select(QaSession.closed_at).where(QaSession.thread_id == thread_id)),
+        "the Q&A closed",
+    )
+    assert await one(hospital, select(Thread.locked_at).where(Thread.id == thread_id)) == ENDS
+
+    # And the page is read-only and starts with an index of questions and their answers
     page = await ben.get(f"/t/{thread_id}")
     assert "Send reply" not in page.html and "Closed to replies" in page.text
     assert "This expert Q&A ended" in page.text
@@ -314,6 +322,8 @@ async def test_a_member_of_another_node_asks_through_their_node_and_sees_the_ans
     assert answer in page.text
     assert page.text.index("airport scanners") < page.text.index(answer)
 
+    # Given the hospital's housekeeping worker, which locks ended Q&As, has not run
+    await hospital.federation.housekeeping_worker.stop()
     # When the window has ended on the hospital while the charity's clock still lags behind
     advance(timedelta(hours=1), hospital)
     late = "Is it too late to ask?"
@@ -331,6 +341,28 @@ async def test_a_member_of_another_node_asks_through_their_node_and_sees_the_ans
 
     await eventually(settled, "the late question processed on the hospital")
     assert await one(hospital, select(Post.id).where(Post.source.contains(late))) is None
+    assert await one(hospital, select(Thread.locked_at).where(Thread.id == thread_id)) is None
+
+    # When the hospital's housekeeping runs again
+    housekeeping = Worker("housekeeping", hospital.federation.housekeeping.drain)
+    hospital.federation.housekeeping_worker = housekeeping
+    housekeeping.start()
+    # Then it locks the thread at the window's end, and its Lock reaches the charity's copy
+    locked = await eventually(
+        lambda: one(hospital, select(Thread.locked_at).where(Thread.id == thread_id)),
+        "the Q&A locked on the hospital",
+    )
+    assert locked == ENDS
+    await eventually(
+        lambda: one(charity, select(Thread.locked_at).where(Thread.id == copy)),
+        "the Q&A locked on the charity",
+    )
+    sent = [
+        json.loads(request.body)
+        for request in hospital.recorder.requests
+        if request.method == "POST" and request.body and b'"Lock"' in request.body
+    ]
+    assert sent and sent[0]["object"]["type"] == "Lock"
     # And once the charity's clock is past the end too, it refuses her at once
     advance(timedelta(hours=1), charity)
     page = await bea.post(f"/t/{copy}/reply", {"body": "And now?"})

@@ -655,6 +655,9 @@ class QaSession(Base):
     ends_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # When the housekeeping worker locked our Q&A's thread after its end (its `Lock` then
+    # federates); replies are refused from `ends_at` on whether or not it has run.
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class QaExpert(Base):

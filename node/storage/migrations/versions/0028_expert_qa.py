@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("ends_at", node.storage.models.UTCDateTime(), nullable=False),
         sa.Column("created_by_id", sa.Integer(), nullable=True),
         sa.Column("created_at", node.storage.models.UTCDateTime(), nullable=False),
+        sa.Column("closed_at", node.storage.models.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["thread_id"],
             ["threads.id"],
