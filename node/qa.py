@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Select, select
@@ -31,6 +31,7 @@ from node.text import neutralise
 from node.validation import collect, text_problem
 
 MAX_EXPERTS = 5
+MAX_AHEAD = timedelta(days=365)
 NOT_A_MODERATOR = "Only this group's moderators can schedule an expert Q&A."
 ONLY_LOCAL_GROUPS = "An expert Q&A can be scheduled only in a group of this node."
 TIME_FORMAT = "%Y-%m-%dT%H:%M"  # what a browser's datetime-local field sends
@@ -39,8 +40,10 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~])")
 
 def zone_named(name: str) -> ZoneInfo:
     try:
+        if len(name) > 64:
+            raise ValueError(name)
         return ZoneInfo(name.strip() or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise Invalid(
             {"zone": "Give a time zone by its name, such as UTC or Europe/Paris."}
         ) from None
@@ -50,11 +53,11 @@ def form_time(text: str, zone: ZoneInfo, field: str, what: str) -> datetime:
     """A time as a form gives it (YYYY-MM-DDTHH:MM, or with a space), in `zone`, as UTC."""
     try:
         moment = datetime.strptime(text.strip().replace(" ", "T")[:16], TIME_FORMAT)
-    except ValueError:
+        return moment.replace(tzinfo=zone).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise Invalid(
             {field: f"Give the {what} as a date and time, such as 2026-12-07 14:00."}
         ) from None
-    return moment.replace(tzinfo=zone).astimezone(UTC)
 
 
 def zoned(moment: datetime, zone: ZoneInfo) -> str:
@@ -128,6 +131,8 @@ async def schedule(
         problems["ends"] = "The end must come after the start."
     elif ends_at <= now:
         problems["ends"] = "The end must be in the future."
+    elif ends_at - now > MAX_AHEAD:
+        problems["ends"] = f"The end must be within {MAX_AHEAD.days} days from now."
     try:
         chosen = await verified_experts(session, experts, now)
     except Invalid as error:

@@ -367,3 +367,33 @@ async def test_a_member_of_another_node_asks_through_their_node_and_sees_the_ans
     advance(timedelta(hours=1), charity)
     page = await bea.post(f"/t/{copy}/reply", {"body": "And now?"})
     assert page.status == 409 and "This Q&A ended" in page.text
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"zone": "Mars/Olympus"}, "Give a time zone by its name"),
+        ({"zone": "../../etc/passwd"}, "Give a time zone by its name"),
+        ({"starts": "next tuesday"}, "Give the start as a date and time"),
+        ({"ends": "9999-12-31T23:59", "zone": "Etc/GMT+12"}, "Give the end as a date and time"),
+        ({"ends": "2028-11-01T15:00"}, "The end must be within 365 days from now."),
+        (
+            {"starts": "2026-10-01T14:00", "ends": "2026-10-01T15:00"},
+            "The end must be in the future",
+        ),
+        ({"experts": "nobody_here"}, "There is no member called nobody_here known here."),
+        ({"experts": ""}, "Name at least one verified professional"),
+        ({"topic": "  "}, "The topic"),
+    ],
+)
+async def test_bad_schedules_are_refused_with_a_reason_and_leave_nothing(
+    hospital: RunningNode, fields: dict[str, str], problem: str
+) -> None:
+    moira, _, _, _ = await group_with_members(hospital)
+    await moira.get("/g/t1d/qa/new")
+    good = {"topic": TOPIC, "experts": "ana", "starts": STARTS_PARIS, "ends": ENDS_PARIS,
+            "zone": "Europe/Paris"}  # fmt: skip
+    page = await moira.post("/g/t1d/qa/new", good | fields)
+    assert page.status == 400 and problem in page.text, page.text[-800:]
+    assert await one(hospital, select(func.count()).select_from(QaSession)) == 0
+    assert await one(hospital, select(func.count()).select_from(Thread)) == 0
