@@ -18,6 +18,7 @@ from node.export import PostRecord
 from node.federation_policy import host_of
 from node.ids import Iris
 from node.policy import federates
+from node.qa_windows import QaWindow
 from node.storage.models import ConditionGroup, Member, Post, ProfessionalVerification, Thread
 
 AS2_MEDIA_TYPE = "application/activity+json"
@@ -196,8 +197,11 @@ class Documents:
         group: ConditionGroup,
         author: Member,
         parent: tuple[Post, Member] | None,
+        qa: QaWindow | None = None,
+        now: datetime | None = None,
     ) -> dict[str, Any]:
-        """The Page (opening post) or Note (reply) for a post."""
+        """The Page (opening post) or Note (reply) for a post; an expert Q&A's Page carries
+        its window as `startTime` and `endTime`, and has comments off once it ended."""
         iri = self.object_iri(post, thread)
         group_iri = self.group_iri(group)
         thread_iri = self.thread_iri(thread)
@@ -226,6 +230,11 @@ class Documents:
             # Lemmy's names for a pinned thread and for one locked to replies.
             document["stickied"] = thread.pinned_at is not None
             document["commentsEnabled"] = thread.locked_at is None
+            if qa is not None:
+                document["startTime"] = _time(qa.starts_at)
+                document["endTime"] = _time(qa.ends_at)
+                if now is not None and qa.ended(now):
+                    document["commentsEnabled"] = False
             document["to"] = [group_iri, PUBLIC]
             document["cc"] = []
         else:

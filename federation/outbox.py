@@ -28,6 +28,7 @@ from node.clock import Clock
 from node.federation_policy import PolicyCache
 from node.ids import ActivityRef, new_object_id
 from node.policy import federates
+from node.qa_windows import QaWindow, windows_of
 from node.storage.engine import after_commit
 from node.storage.models import (
     LOCAL,
@@ -263,12 +264,19 @@ class Outbox:
         """Posts started, replied or edited: their contexts read at once, and everything
         they publish stored with one statement (and their deliveries with another)."""
         contexts = await self._post_contexts(session, [event.post_id for event in batch])
+        windows = await windows_of(
+            session,
+            [ref.thread.id for ref, _, _ in contexts.values() if ref.post.parent_id is None],
+        )
         followers: dict[int, list[str]] = {}
         planned: list[Planned] = []
         for event in batch:
             found = contexts.get(event.post_id)
             if found is not None:
-                planned += await self._post_written(session, event, found, followers)
+                window = (
+                    windows.get(found[0].thread.id) if found[0].post.parent_id is None else None
+                )
+                planned += await self._post_written(session, event, found, followers, window)
         await self._insert(session, planned)
 
     async def _post_written(
@@ -277,14 +285,18 @@ class Outbox:
         event: PostWritten,
         found: PostContext,
         followers: dict[int, list[str]],
+        qa: QaWindow | None = None,
     ) -> list[Planned]:
-        """What one written post publishes, planned (`followers` caches a group's inboxes)."""
+        """What one written post publishes, planned (`followers` caches a group's inboxes;
+        `qa`, the window of the expert Q&A whose Page this is)."""
         ref, author, parent = found
         kind = "Update" if isinstance(event, events.PostEdited) else "Create"
         parent_inbox = self._inbox_of(parent[1]) if parent else []
 
         def page_or_note() -> dict[str, Any]:
-            return self.documents.post_object(ref.post, ref.thread, ref.group, author, parent)
+            return self.documents.post_object(
+                ref.post, ref.thread, ref.group, author, parent, qa, self.clock.now()
+            )
 
         planned: list[Planned] = []
         if ref.group.domain == LOCAL:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -175,6 +175,9 @@ class PostDoc:
     cc: list[str]
     # What a link post (Lemmy, Mbin, PieFed) points at: its first Link, Image or Document.
     link: str | None = None
+    # An expert Q&A's window (our Pages carry it; docs/FEDERATION.md), when both are valid.
+    start_time: datetime | None = None
+    end_time: datetime | None = None
 
 
 POST_TYPES = ("Page", "Note", "Article", "Question")
@@ -246,7 +249,27 @@ def parse_post(document: Any) -> PostDoc:
         to=iri_list(document.get("to")),
         cc=iri_list(document.get("cc")),
         link=_first_link(document.get("attachment")),
+        **_window(document.get("startTime"), document.get("endTime")),
     )
+
+
+def _moment(value: Any) -> datetime | None:
+    """An xsd:dateTime with a zone, or None for anything else (an absent or odd value only
+    means the post is not shown as a Q&A)."""
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def _window(start: Any, end: Any) -> dict[str, datetime]:
+    starts, ends = _moment(start), _moment(end)
+    if starts is None or ends is None or ends <= starts:
+        return {}
+    return {"start_time": starts.astimezone(UTC), "end_time": ends.astimezone(UTC)}
 
 
 @dataclass(frozen=True)

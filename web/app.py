@@ -29,6 +29,7 @@ from web import (
     routes_moderation,
     routes_privacy,
     routes_professionals,
+    routes_qa,
     routes_threads,
 )
 from web.appkeys import FEDERATION, NODE, TEMPLATES
@@ -126,6 +127,7 @@ def _application(settings: Settings) -> web.Application:
     routes_groups.register(app.router)
     routes_group_settings.register(app.router)
     routes_threads.register(app.router)
+    routes_qa.register(app.router)
     routes_admin.register(app.router)
     routes_professionals.register(app.router)
     routes_crisis.register(app.router)

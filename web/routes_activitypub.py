@@ -24,6 +24,7 @@ from node.actor_keys import INSTANCE_ACTOR, public_pem_of
 from node.errors import NotFound
 from node.federation_policy import host_of
 from node.policy import ANONYMOUS, federates
+from node.qa_windows import windows_of
 from node.rate_limits import count_follow_request
 from node.storage.models import (
     ConditionGroup,
@@ -202,7 +203,14 @@ async def _post_answer(request: web.Request, found: posts.PostInContext) -> web.
         assert parent_author is not None
         parent = (parent_post, parent_author)
     assert author is not None
-    return as2(documents.post_object(found.post, found.thread, found.view.group, author, parent))
+    qa = None
+    if found.post.parent_id is None:
+        qa = (await windows_of(db(request), [found.thread.id])).get(found.thread.id)
+    return as2(
+        documents.post_object(
+            found.post, found.thread, found.view.group, author, parent, qa, now(request)
+        )
+    )
 
 
 async def thread_document(request: web.Request, thread_id: str) -> web.Response:
