@@ -301,12 +301,17 @@ def _file_values(path: Path, document: Mapping[str, object], given: bool) -> dic
     """Every value of the file by its variable, after checking sections, keys and types."""
     values: dict[str, str] = {}
     for section, table in document.items():
+        if not isinstance(table, dict):
+            homes = [f"[{key.section}]" for key in KEYS if key.name == section]
+            if homes:
+                raise ConfigError(f"{path}: {section} belongs under {' or '.join(homes)}")
+            if section in SECTIONS:
+                raise ConfigError(f"{path}: {section} must be a section, [{section}]")
         if section not in SECTIONS:
             raise ConfigError(
                 f"{path}: unknown section [{section}]; the sections are {', '.join(SECTIONS)}"
             )
-        if not isinstance(table, dict):
-            raise ConfigError(f"{path}: {section} must be a section, [{section}]")
+        assert isinstance(table, dict)
         for name, value in table.items():
             key = KEYS_BY_DOTTED.get(f"{section}.{name}")
             if key is None:
@@ -371,7 +376,9 @@ def load_configuration(
             return variable
         if origin.get(variable) is Source.COMMAND_LINE:
             return key.option or key.dotted
-        return f"{key.dotted} in {path}"
+        if origin.get(variable) is Source.FILE:
+            return f"{key.dotted} in {path}"
+        return f"{key.dotted} ({variable})"  # named in a reason, but set nowhere
 
     def value(dotted: str, parse: Callable[[str], T], default: T) -> T:
         variable = KEYS_BY_DOTTED[dotted].variable
