@@ -49,6 +49,7 @@ from web.serving import serve
 CLOCK_RATE_ENV = KEYS_BY_DOTTED["development.clock_rate"].variable
 TRUSTED_PROXIES_ENV = KEYS_BY_DOTTED["server.trusted_proxies"].variable
 ADDRESS_RETENTION_ENV = KEYS_BY_DOTTED["privacy.address_retention"].variable
+BLOCKED_DOMAINS_KEY = f"federation.blocked_domains or {BLOCKED_DOMAINS_ENV}"
 # HEALTHNODE_RATE_POSTS_PER_MEMBER=30/10m and so on: one variable per RateLimits field.
 RATE_ENV_PREFIX = RATE_PREFIX
 # HEALTHNODE_SMTP_HOST, _PORT, _TLS, _USER, _PASSWORD, _FROM: the optional mail server.
@@ -536,7 +537,7 @@ def _policy_listing(
     lines = [f"mode\t{policy.mode.value}"]
     lines += [f"{item.domain}\t{item.kind.value}\t{_one_field(item.reason)}" for item in listed]
     lines += [
-        f"{domain}\tblock\tset by {BLOCKED_DOMAINS_ENV}"
+        f"{domain}\tblock\tset by the configuration ({BLOCKED_DOMAINS_KEY})"
         for domain in sorted(env_blocked - {item.domain for item in listed})
     ]
     return "\n".join(lines)
