@@ -18,6 +18,13 @@ class SecretError(Exception):
     pass
 
 
+def read_node_secret(data_dir: Path) -> bytes:
+    """The secret in effect, as `load_or_create_node_secret` finds it, never creating one."""
+    if os.environ.get(SECRET_ENV) or (data_dir / SECRET_FILE).exists():
+        return load_or_create_node_secret(data_dir)
+    raise SecretError(f"there is no node secret: neither {SECRET_ENV} nor {data_dir / SECRET_FILE}")
+
+
 def load_or_create_node_secret(data_dir: Path) -> bytes:
     from_env = os.environ.get(SECRET_ENV)
     if from_env:
