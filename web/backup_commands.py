@@ -16,6 +16,7 @@ from pathlib import Path
 from keys.secret import SECRET_ENV, read_node_secret
 from node.config import Settings
 from node.storage.backup import BackupError, head_revision, restore_backup, write_backup
+from node.storage.copy import CopyError, copy_to
 from node.storage.engine import create_engine
 from node.storage.files import sqlite_file
 from node.storage.migrate import upgrade_to_head
@@ -43,6 +44,15 @@ def register_backup_commands(
     restore.add_argument("source", type=Path, metavar="SRC")
     restore.set_defaults(run=_restore)
     storage(restore)
+    database = commands.add_parser("db", help="move the node's data").add_subparsers(
+        dest="action", required=True, parser_class=commands._parser_class
+    )
+    copy = database.add_parser(
+        "copy", help="copy a SQLite node's data into an empty PostgreSQL database"
+    )
+    copy.add_argument("--to", required=True, metavar="URL", help="postgresql+asyncpg://...")
+    copy.set_defaults(run=_copy)
+    storage(copy)
 
 
 def _database(settings: Settings) -> Path:
@@ -74,6 +84,21 @@ def _restore(args: argparse.Namespace, settings: Settings) -> str:
         else ""
     )
     return f"restored {args.source} into {settings.data_dir}{note}{warning}"
+
+
+def _copy(args: argparse.Namespace, settings: Settings) -> str:
+    database = sqlite_file(settings.resolved_database_url)
+    if database is None:
+        raise CopyError("db copy moves a SQLite node; this node's database is not SQLite")
+    report = asyncio.run(copy_to(database, args.to))
+    tables = sum(1 for count in report.rows.values() if count)
+    return (
+        f"copied {report.total} rows of {tables} tables from {database};"
+        f" start the node with {DATABASE_URL_HINT} and the same node secret"
+    )
+
+
+DATABASE_URL_HINT = "--database-url (or HEALTHNODE_DATABASE_URL) set to the target"
 
 
 def _env_secret() -> bool:

@@ -39,6 +39,7 @@ from node.errors import DomainError, Invalid
 from node.moderation import suspend_account
 from node.runtime import NodeContext
 from node.storage.backup import BackupError
+from node.storage.copy import CopyError
 from node.storage.files import restrict_new_files
 from node.storage.models import Member
 from web.app import create_app_owning_node
@@ -630,7 +631,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             work = _group_create(args)
         print(asyncio.run(_with_node(settings, work)))
         return 0
-    except (CommandError, SecretError, DomainError, BackupError) as error:
+    except (CommandError, SecretError, DomainError, BackupError, CopyError) as error:
         print(f"healthnode: {_describe(error)}", file=sys.stderr)
         return 1
     except OSError as error:

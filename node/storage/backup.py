@@ -127,7 +127,7 @@ def _integrity(connection: sqlite3.Connection) -> None:
         raise BackupError(f"the database fails its integrity check: {result[0][0]}")
 
 
-def _snapshot(source: Path, target: Path) -> str:
+def snapshot(source: Path, target: Path) -> str:
     """Copy a live database to `target` in one read transaction; gives its schema revision."""
     if not source.is_file():
         raise BackupError(f"there is no database at {source}")
@@ -165,7 +165,7 @@ def write_backup(database: Path, secret: bytes, dest: Path, now: datetime) -> Ma
         raise BackupError(f"{dest.parent} is not a directory")
     with tempfile.TemporaryDirectory(prefix=".healthnode-backup-", dir=dest.parent) as scratch:
         copy = Path(scratch) / DATABASE
-        revision = _snapshot(database, copy)
+        revision = snapshot(database, copy)
         manifest = Manifest(
             revision=revision,
             created_at=now.isoformat(),
