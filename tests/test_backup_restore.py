@@ -50,9 +50,16 @@ async def run_cli(*args: str | Path) -> tuple[int, str, str]:
     return process.returncode, stdout.decode(), stderr.decode()
 
 
-async def open_served(data_dir: Path, port: int, clock: ManualClock) -> RunningNode:
+async def open_served(
+    data_dir: Path, port: int, clock: ManualClock, database_url: str | None = None
+) -> RunningNode:
+    """A node on `data_dir` (its SQLite file unless `database_url` says otherwise), served on
+    127.0.0.1:`port`."""
     settings = Settings(
-        domain=f"127.0.0.1:{port}", data_dir=data_dir, password_cost=CHEAP_PASSWORDS
+        domain=f"127.0.0.1:{port}",
+        data_dir=data_dir,
+        database_url=database_url,
+        password_cost=CHEAP_PASSWORDS,
     )
     node = await NodeContext.open(settings, clock=clock)
     attach_actor_keys(node, pooled_key_pair)
