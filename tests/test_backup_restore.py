@@ -12,8 +12,10 @@ import io
 import json
 import re
 import stat
+import subprocess
 import tarfile
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,17 @@ from sqlalchemy import func, select
 from federation.keysink import attach_actor_keys
 from node.config import Settings
 from node.runtime import NodeContext
-from node.storage.backup import DATABASE, MANIFEST, SECRET, head_revision
+from node.storage.backup import (
+    DATABASE,
+    MANIFEST,
+    SECRET,
+    BackupError,
+    head_revision,
+    restore_backup,
+    write_backup,
+)
+from node.storage.engine import create_engine
+from node.storage.migrate import upgrade_to_head
 from node.storage.models import Member, Membership, RemoteKey, Thread
 from tests.browser import Browser
 from tests.clock import ManualClock
@@ -243,3 +255,117 @@ async def cached_keys(node: RunningNode, base_url: str) -> list[tuple[str, str, 
             .order_by(RemoteKey.key_id)
         )
         return [tuple(row) for row in rows]
+
+
+def archive_with(path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> Path:
+    with tarfile.open(path, "w:") as tar:
+        for info, data in members:
+            info.size = len(data) if info.isreg() else 0
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return path
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    return info
+
+
+@pytest.fixture
+async def good_archive(tmp_path: Path) -> Path:
+    """A real backup of a freshly migrated node."""
+    database = tmp_path / "source.sqlite3"
+    engine = create_engine(f"sqlite+aiosqlite:///{database}")
+    try:
+        await upgrade_to_head(engine)
+    finally:
+        await engine.dispose()
+    archive = tmp_path / "good.tar"
+    write_backup(database, b"s" * 48, archive, datetime.now(UTC))
+    return archive
+
+
+def run_sync(*args: str | Path) -> tuple[int, str, str]:
+    completed = subprocess.run(
+        command(*args), env=command_env(), capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    return completed.returncode, completed.stdout, completed.stderr
+
+
+def members_of(archive: Path) -> list[tuple[tarfile.TarInfo, bytes]]:
+    with tarfile.open(archive, "r:") as tar:
+        return [(info, (tar.extractfile(info) or io.BytesIO()).read()) for info in tar]
+
+
+def tampered(good: Path, tmp_path: Path, how: str) -> Path:
+    parts = members_of(good)
+    by_name = {info.name: (info, data) for info, data in parts}
+    target = tmp_path / f"{how}.tar"
+    if how == "traversal":
+        return archive_with(target, [*parts, (member("../escape"), b"x")])
+    if how == "absolute":
+        return archive_with(target, [(member("/etc/node-secret"), b"x"), *parts])
+    if how == "symlink":
+        link = member(SECRET, tarfile.SYMTYPE)
+        link.linkname = "/etc/passwd"
+        return archive_with(target, [by_name[MANIFEST], by_name[DATABASE], (link, b"")])
+    if how == "duplicate":
+        return archive_with(target, [*parts, by_name[SECRET]])
+    if how == "missing":
+        return archive_with(target, [by_name[MANIFEST], by_name[DATABASE]])
+    if how == "oversized":
+        return archive_with(target, [(member(MANIFEST), b" " * (64 * 1024 + 1)), *parts[1:]])
+    if how == "corrupted":
+        info, data = by_name[DATABASE]
+        flipped = data[:5000] + bytes([data[5000] ^ 0xFF]) + data[5001:]
+        return archive_with(target, [by_name[MANIFEST], (info, flipped), by_name[SECRET]])
+    if how == "not_json":
+        return archive_with(target, [(member(MANIFEST), b"{nope"), *parts[1:]])
+    if how == "newer":
+        info, data = by_name[MANIFEST]
+        newer = json.loads(data) | {"schema_revision": "9999_future"}
+        return archive_with(target, [(info, json.dumps(newer).encode()), *parts[1:]])
+    if how == "gzip":
+        with tarfile.open(target, "w:gz") as tar:
+            for info, data in parts:
+                tar.addfile(info, io.BytesIO(data))
+        return target
+    raise AssertionError(how)
+
+
+REFUSALS = {
+    "traversal": "unexpected member '../escape'",
+    "absolute": "unexpected member '/etc/node-secret'",
+    "symlink": "'node-secret' is not a regular file",
+    "duplicate": "'node-secret' appears twice",
+    "missing": "lacks node-secret",
+    "oversized": "'manifest.json' is larger than allowed",
+    "corrupted": "does not match the manifest's checksum",
+    "not_json": "manifest is not JSON",
+    "newer": "newer than this release knows",
+    "gzip": "not an uncompressed healthnode backup",
+}
+
+
+def test_restore_refuses_a_bad_archive_and_writes_nothing(
+    good_archive: Path, tmp_path: Path
+) -> None:
+    for how, reason in REFUSALS.items():
+        # Given an archive altered in one way
+        bad = tampered(good_archive, tmp_path, how)
+        target = tmp_path / f"restore-{how}"
+        # When it is restored, then it is refused for its reason and leaves no node behind
+        with pytest.raises(BackupError, match=re.escape(reason)):
+            restore_backup(bad, target, target / DATABASE)
+        leftovers = list(target.iterdir()) if target.exists() else []
+        assert leftovers == [], (how, leftovers)
+    assert not (tmp_path.parent / "escape").exists()
+    # And the command says so in one line, with exit status 1
+    target = tmp_path / "restore-command"
+    code, _, err = run_sync("restore", tmp_path / "traversal.tar", "--data-dir", target)
+    assert code == 1 and err.startswith("healthnode: ") and err.count("\n") == 1, err
+    assert REFUSALS["traversal"] in err
+    # And the untouched archive restores
+    restore_backup(good_archive, tmp_path / "restore-good", tmp_path / "restore-good" / DATABASE)
+    assert (tmp_path / "restore-good" / SECRET).read_bytes() == b"s" * 48 + b"\n"
