@@ -11,10 +11,12 @@ import asyncio
 import io
 import json
 import re
+import sqlite3
 import stat
 import subprocess
 import tarfile
 from collections.abc import AsyncIterator
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -369,3 +371,29 @@ def test_restore_refuses_a_bad_archive_and_writes_nothing(
     # And the untouched archive restores
     restore_backup(good_archive, tmp_path / "restore-good", tmp_path / "restore-good" / DATABASE)
     assert (tmp_path / "restore-good" / SECRET).read_bytes() == b"s" * 48 + b"\n"
+
+
+async def test_restoring_a_backup_from_an_older_release_migrates_it_to_head(
+    tmp_path: Path,
+) -> None:
+    # Given a backup of a node still at the first release's schema
+    database = tmp_path / "old.sqlite3"
+    engine = create_engine(f"sqlite+aiosqlite:///{database}")
+    try:
+        await upgrade_to_head(engine, "0001_initial")
+    finally:
+        await engine.dispose()
+    archive = tmp_path / "old.tar"
+    assert write_backup(database, b"s" * 48, archive, datetime.now(UTC)).revision == (
+        "0001_initial"
+    )
+    # When the command restores it
+    restored = tmp_path / "restored"
+    code, out, err = await run_cli("restore", archive, "--data-dir", restored)
+    # Then the restored database is at the latest schema, and says it was migrated
+    assert code == 0, err
+    assert f"migrated it from 0001_initial to {head_revision()}" in out
+    with closing(sqlite3.connect(restored / DATABASE)) as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            (head_revision(),)
+        ]
