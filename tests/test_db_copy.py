@@ -14,7 +14,15 @@ import pytest
 from sqlalchemy import select, text
 
 from node.storage.engine import create_engine
-from node.storage.models import ConditionGroup, Delivery, Member, Membership, OutboxActivity, Thread
+from node.storage.models import (
+    ConditionGroup,
+    Delivery,
+    Member,
+    Membership,
+    OutboxActivity,
+    Post,
+    Thread,
+)
 from tests.clock import ManualClock
 from tests.databases import PG_URL, SCHEMA_PREFIX, with_search_path
 from tests.federation_harness import RunningNode, eventually, free_port
@@ -136,9 +144,11 @@ async def test_db_copy_moves_pages_pending_deliveries_and_keys_to_postgresql(
         page = await owner.post("/g/t1d/new", {"title": "Before", "body": "On *SQLite*."})
         assert page.status == 200, page.text[:300]
         thread_path = page.path
+        page = await owner.post(f"{thread_path}/reply", {"body": "A reply, *pointing* up."})
+        assert page.status == 200 and "pointing" in page.text, page.text[:300]
         await eventually(
-            lambda: one(follower, select(Thread.id).where(Thread.title == "Before")),
-            "the thread on B",
+            lambda: one(follower, select(Post.id).where(Post.source == "A reply, *pointing* up.")),
+            "the thread and its reply on B",
         )
 
         async def failed_once() -> list[tuple[Any, ...]]:
@@ -168,6 +178,12 @@ async def test_db_copy_moves_pages_pending_deliveries_and_keys_to_postgresql(
         assert a2.node.engine.dialect.name == "postgresql"
         # Then the same deliveries are pending, the same pages and documents are served
         assert await pending(a2) == queued
+        parent = await one(
+            a2, select(Post.parent_id).where(Post.source == "A reply, *pointing* up.")
+        )
+        assert parent is not None and parent == await one(
+            a2, select(Post.id).where(Post.source == "On *SQLite*.")
+        )
         visitor = await a2.browser()
         for path, html in pages.items():
             page = await visitor.get(path)

@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Column, Integer, Table, func, select, text, update
+from sqlalchemy import Column, Integer, Table, bindparam, func, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -91,18 +91,28 @@ async def _copy_table(reader: AsyncConnection, writer: AsyncConnection, table: T
     later = _self_references(table)
     order = list(table.primary_key.columns)
     copied = 0
+    pointers: list[dict[str, object]] = []  # filled in once every row of the table is there
     result = await reader.stream(select(table).order_by(*order))
     async for batch in result.partitions(BATCH_ROWS):
         rows = [dict(row._mapping) for row in batch]
-        first = [{**row, **{column.name: None for column in later}} for row in rows]
-        await writer.execute(table.insert(), first)
-        if later:
-            for row in rows:
-                values = {column.name: row[column.name] for column in later}
-                if any(value is not None for value in values.values()):
-                    key = [column == row[column.name] for column in order]
-                    await writer.execute(update(table).where(*key).values(values))
+        await writer.execute(
+            table.insert(), [row | {column.name: None for column in later} for row in rows]
+        )
+        pointers += [
+            {f"key_{column.name}": row[column.name] for column in order}
+            | {f"new_{column.name}": row[column.name] for column in later}
+            for row in rows
+            if any(row[column.name] is not None for column in later)
+        ]
         copied += len(rows)
+    if pointers:
+        fill = (
+            update(table)
+            .where(*(column == bindparam(f"key_{column.name}") for column in order))
+            .values({column.name: bindparam(f"new_{column.name}") for column in later})
+        )
+        for start in range(0, len(pointers), BATCH_ROWS):
+            await writer.execute(fill, pointers[start : start + BATCH_ROWS])
     return copied
 
 
