@@ -23,6 +23,13 @@ class SecretError(Exception):
 SECRET_MIN = 32
 
 
+def read_node_secret(data_dir: Path, configured: str | None = None) -> bytes:
+    """The secret in effect, as `load_or_create_node_secret` finds it, never creating one."""
+    if configured or os.environ.get(SECRET_ENV) or (data_dir / SECRET_FILE).exists():
+        return load_or_create_node_secret(data_dir, configured)
+    raise SecretError(f"there is no node secret: neither {SECRET_ENV} nor {data_dir / SECRET_FILE}")
+
+
 def load_or_create_node_secret(data_dir: Path, configured: str | None = None) -> bytes:
     if configured:
         if len(configured) < SECRET_MIN:

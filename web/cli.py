@@ -49,9 +49,12 @@ from node.erasure import ErasureRequest, erase_local_account
 from node.errors import DomainError, Invalid
 from node.moderation import suspend_account
 from node.runtime import NodeContext
+from node.storage.backup import BackupError
+from node.storage.copy import CopyError
 from node.storage.files import restrict_new_files
 from node.storage.models import Member
 from web.app import create_app_owning_node
+from web.backup_commands import register_backup_commands
 from web.demo import run_demo
 from web.serving import serve
 
@@ -155,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--domain", help="as given to serve")
     _storage_options(check)
+    register_backup_commands(commands, _storage_options)
 
     demo = commands.add_parser("demo", help="three federating nodes on 127.0.0.1:8001-8003")
     demo.add_argument("--data-dir", type=Path, default=Path("data/demo"))
@@ -685,6 +689,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "worker":
             asyncio.run(_work(configuration))
             return 0
+        if "run" in args:  # commands that work on the files without opening the node
+            print(args.run(args, settings))
+            return 0
         if args.command == "migrate":
             work = _migrate
         elif args.command == "member" and args.action == "reset-password":
@@ -703,7 +710,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             work = _group_create(args)
         print(asyncio.run(_with_node(settings, work)))
         return 0
-    except (CommandError, SecretError, DomainError) as error:
+    except (CommandError, SecretError, DomainError, BackupError, CopyError) as error:
         print(f"healthnode: {_describe(error)}", file=sys.stderr)
         return 1
     except OSError as error:
