@@ -68,7 +68,7 @@ def _settings_page(
         "values": values,
         "errors": errors,
         "changed": changed,
-        "policies": groups.join_policies(view.group.visibility == "private"),
+        "policies": groups.join_policies(view.group.visibility != "public"),
         "hold_max": groups.HOLD_FIRST_POSTS_MAX,
     }
     return render(request, "group_settings.html", context, status)
