@@ -16,7 +16,7 @@ from node import ids
 from node.config import Settings
 from node.export import PostRecord
 from node.ids import Iris
-from node.policy import federates
+from node.policy import federates, shared_with_partners
 from node.storage.models import ConditionGroup, Member, Post, Thread
 
 AS2_MEDIA_TYPE = "application/activity+json"
@@ -112,6 +112,16 @@ class Documents:
             "published": _time(group.created_at),
             "discoverable": True,
         }
+        if shared_with_partners(group.visibility):
+            # Shown only to partner domains' actors (docs/FEDERATION.md, "Partner groups"):
+            # not discoverable; its own inbox path answers as a missing group's does to
+            # everyone, so activities for it come to the shared inbox, where the sender is
+            # authenticated before the group is looked up; joining by request is approval.
+            document |= {
+                "inbox": self.iris.shared_inbox(),
+                "discoverable": False,
+                "manuallyApprovesFollowers": group.join_policy == "request",
+            }
         return document
 
     def application(self, public_pem: str) -> dict[str, Any]:
@@ -203,6 +213,11 @@ class Documents:
             document["inReplyTo"] = self.object_iri(parent_post, thread)
             document["to"] = [PUBLIC]
             document["cc"] = list(dict.fromkeys([group_iri, self.member_iri(parent_author)]))
+        if shared_with_partners(group.visibility):
+            # Followers-only: never Public, to or cc (docs/FEDERATION.md, "Partner groups").
+            followers = self.iris.group_followers(group.slug)
+            document["to"] = [group_iri, followers]
+            document["cc"] = [iri for iri in document["cc"] if iri != group_iri]
         return document
 
     # ------------------------------------------------------------ a member's archive

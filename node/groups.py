@@ -10,7 +10,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Select, String, and_, delete, func, null, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    and_,
+    delete,
+    false,
+    func,
+    null,
+    or_,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.config import Limits
@@ -409,6 +420,42 @@ async def find_public_group(session: AsyncSession, slug: str) -> ConditionGroup 
     return (
         await session.execute(
             select(ConditionGroup).where(where, ConditionGroup.visibility.in_(OPEN_VISIBILITIES))
+        )
+    ).scalar_one_or_none()
+
+
+def shared_with_host(host: str) -> ColumnElement[bool]:
+    """One of our partner groups whose partner list covers `host`, a signer's host that
+    federation has verified (and the federation policy permits): the only ground on which a
+    partner group is loaded for someone who is not of this node. No host: nothing."""
+    from node.partners import covered_in_sql
+
+    if not host:
+        return false()
+    return and_(
+        ConditionGroup.domain == LOCAL,
+        ConditionGroup.visibility == PARTNERS,
+        covered_in_sql(ConditionGroup.id, host),
+    )
+
+
+async def find_federated_group(
+    session: AsyncSession, slug: str, partner_host: str = ""
+) -> ConditionGroup | None:
+    """A local group whose documents `partner_host` (a verified signer's host, or "") may
+    fetch: a public group, or a partner group shared with that host; filtered in the query,
+    so that any other group is not loaded, exactly as a missing one."""
+    where = await _address_condition(session, slug) if "@" not in slug else None
+    if where is None:
+        return None
+    return (
+        await session.execute(
+            select(ConditionGroup).where(
+                where,
+                or_(
+                    ConditionGroup.visibility.in_(OPEN_VISIBILITIES), shared_with_host(partner_host)
+                ),
+            )
         )
     ).scalar_one_or_none()
 
