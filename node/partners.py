@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from node.errors import Invalid
 from node.federation_policy import host_of, parse_policy_domain
 from node.membership import locked_membership, remove_membership
-from node.policy import PARTNERS
+from node.policy import PARTNERS, federates, shared_with_partners
 from node.storage.models import (
     LOCAL,
     ConditionGroup,
@@ -84,6 +84,22 @@ async def partners_of(session: AsyncSession, group_id: int) -> list[str]:
 async def is_covered(session: AsyncSession, group_id: int, host: str) -> bool:
     statement = select(covered_in_sql(ConditionGroup.id, host)).where(ConditionGroup.id == group_id)
     return bool((await session.execute(statement)).scalar())
+
+
+async def shares_with(session: AsyncSession, group: ConditionGroup, host: str) -> bool:
+    """Whether a local group's actor, documents and activities may reach `host` (a host
+    name, IRI or host:port): a public group's reach everyone the federation policy permits;
+    a partner group's only its partner domains; a private group's no one."""
+    if group.domain != LOCAL:
+        return False
+    if federates(group.visibility):
+        return True
+    return shared_with_partners(group.visibility) and await is_covered(session, group.id, host)
+
+
+def reach_of(partners: list[str], urls: Iterable[str]) -> list[str]:
+    """The URLs (inboxes) on a partner domain, given the group's partner list."""
+    return [url for url in urls if _covered_by(partners, url)]
 
 
 def add_partner_rows(
