@@ -9,19 +9,32 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
 from sqlalchemy import func, select
 
+from federation.actors import member_key_owner
 from federation.client import Signer
 from federation.httpsig import sign_cavage
 from node import groups, ids, members, posts
-from node.partners import partners_of
-from node.storage.models import ConditionGroup, GroupPartner, Member
+from node.partners import partners_of, set_partners
+from node.storage.models import (
+    ConditionGroup,
+    Delivery,
+    GroupPartner,
+    InboxItem,
+    Member,
+    Membership,
+    OutboxActivity,
+    Thread,
+)
+from tests.browser import Browser, Page
 from tests.conftest import NodeFactory
-from tests.federation_harness import RunningNode, start_node
+from tests.federation_harness import RunningNode, Sent, eventually, start_node
 
 AS2 = "application/activity+json"
 # A missing group's slug as long as the partner group's, so that answers can be equal in length.
@@ -323,3 +336,248 @@ async def test_a_partner_group_on_its_own_node_is_a_private_group(
         hospital,
         select(Member.id).where(Member.username == "nurse"),
     )
+
+
+# ---------------------------------------------------------------- follows, delivery, leaks
+
+
+async def registered(node: RunningNode, username: str) -> Browser:
+    browser = await node.browser()
+    await browser.register(username)
+    return browser
+
+
+async def follow(browser: Browser, handle: str) -> Page:
+    await browser.get("/authorize_interaction")
+    return await browser.post("/groups/follow", {"handle": handle})
+
+
+async def remote_memberships(node: RunningNode, group_id: int) -> int:
+    count: int = await one(
+        node,
+        select(func.count())
+        .select_from(Membership)
+        .join(Member, Member.id == Membership.member_id)
+        .where(
+            Membership.group_id == group_id,
+            Membership.state == "active",
+            Member.domain != "",
+        ),
+    )
+    return count
+
+
+async def signed_follow(
+    follower: RunningNode, username: str, target: RunningNode, slug: str
+) -> int:
+    """A Follow of `slug` on `target`, sent by `username` of `follower` straight to the
+    target's shared inbox, signed by the member's own key: the inbox's answer."""
+    async with follower.node.transaction() as session:
+        member = await members.find_member(session, username)
+        assert member is not None
+        actor = f"{follower.base_url}/u/{member.username}"
+        signer = await follower.federation.directory.signer(
+            session, member_key_owner(member.id), f"{actor}#main-key"
+        )
+    body = json.dumps(
+        {
+            "@context": "https://www.w3.org/ns/activitystreams",
+            "id": f"{follower.base_url}/activities/{ids.new_object_id()}",
+            "type": "Follow",
+            "actor": actor,
+            "object": f"{target.base_url}/g/{slug}",
+        }
+    ).encode()
+    status, _, _ = await follower.federation.client.post_signed(
+        target.base_url + ids.SHARED_INBOX_PATH, body, signer, follower.node.clock.now()
+    )
+    return status
+
+
+async def settled(nodes: tuple[RunningNode, ...]) -> bool:
+    """No delivery waits and no incoming item waits on any node."""
+    for running in nodes:
+        queued = await one(
+            running,
+            select(func.count())
+            .select_from(Delivery)
+            .where(Delivery.state.in_(("queued", "in_flight"))),
+        )
+        waiting = await one(
+            running,
+            select(func.count()).select_from(InboxItem).where(InboxItem.state == "queued"),
+        )
+        if queued or waiting:
+            return False
+    return True
+
+
+def sent_to(nodes: tuple[RunningNode, ...], host: str) -> list[Sent]:
+    """Every request any node sent to `host` (a host name: any port)."""
+    return [
+        request
+        for node in nodes
+        for request in node.recorder.requests
+        if (urlsplit(request.url).hostname or "") == host
+    ]
+
+
+async def test_follows_from_partner_domains_only(trio: tuple[RunningNode, ...]) -> None:
+    hospital, clinic, charity = trio
+    # Given a partner group on the hospital shared with the clinic
+    group = await partner_group(hospital, ["127.0.0.2"])
+    # When a member of the clinic follows it from the clinic's node
+    cal = await registered(clinic, "cal")
+    page = await follow(cal, f"{GROUP_SLUG}@{hospital.domain}")
+    assert page.status == 200, page.text[:300]
+    # Then the hospital accepts: the clinic's member is an active member there
+    await eventually(lambda: remote_memberships(hospital, group.id), "the clinic's follow")
+
+    # When a member of the charity asks for it by name from the charity's node
+    bea = await registered(charity, "bea")
+    page = await follow(bea, f"{GROUP_SLUG}@{hospital.domain}")
+    missing_page = await follow(bea, f"{MISSING_SLUG}@{hospital.domain}")
+    # Then the charity's node finds nothing, as for a group that does not exist
+    assert page.status == missing_page.status == 400
+    assert page.text.replace(GROUP_SLUG, MISSING_SLUG) == missing_page.text
+
+    # When the charity's member sends a Follow of the group anyway, and one of a missing group
+    answers = [
+        await signed_follow(charity, "bea", hospital, slug) for slug in (GROUP_SLUG, MISSING_SLUG)
+    ]
+    # Then both are answered alike, each with a Reject from the instance actor, and nothing kept
+    assert answers[0] == answers[1] == 202
+
+    def rejects() -> list[Sent]:
+        return [
+            request
+            for request in sent_to((hospital,), "127.0.0.3")
+            if b'"type":"Reject"' in request.body
+        ]
+
+    await eventually(lambda: _at_least(rejects, 2), "two Rejects to the charity")
+    for request in rejects():
+        assert b'"actor":"' + f"{hospital.base_url}/actor".encode() in request.body
+    assert await remote_memberships(hospital, group.id) == 1
+    assert not any(b'"type":"Accept"' in request.body for request in sent_to(trio, "127.0.0.3"))
+
+
+async def _at_least(items: Any, minimum: int) -> bool:
+    return len(items()) >= minimum
+
+
+async def test_nothing_of_a_partner_group_reaches_a_non_partner(
+    trio: tuple[RunningNode, ...],
+) -> None:
+    hospital, clinic, charity = trio
+    # Given a partner group on the hospital shared with the clinic, and a public group
+    group = await partner_group(hospital, ["127.0.0.2"])
+    nurse = await hospital.browser()
+    await nurse.login("nurse")
+    await nurse.get("/groups/new")
+    page = await nurse.post(
+        "/groups/new", {"slug": "t1d", "name": "Type 1 diabetes", "visibility": "public"}
+    )
+    assert page.path == "/g/t1d", page.text[:300]
+    # And a clinic member who follows the partner group, a charity member the public one
+    cal = await registered(clinic, "cal")
+    bea = await registered(charity, "bea")
+    assert (await follow(cal, f"{GROUP_SLUG}@{hospital.domain}")).status == 200
+    assert (await follow(bea, f"t1d@{hospital.domain}")).status == 200
+    await eventually(lambda: remote_memberships(hospital, group.id), "the clinic's follow")
+    async with hospital.node.transaction() as session:
+        public = await groups.find_group(session, "t1d")
+        assert public is not None
+    await eventually(lambda: remote_memberships(hospital, public.id), "the charity's follow")
+
+    # When the partner group is busy, and the public one too
+    await start_thread(hospital, GROUP_SLUG, "Shared protocol", "Insulin titration, version 3.")
+    page = await nurse.post("/g/t1d/new", {"title": "Public hello", "body": "Welcome all."})
+    assert page.status == 200
+
+    def delivered_to_clinic() -> bool:
+        return any(b"Insulin titration" in r.body for r in sent_to((hospital,), "127.0.0.2"))
+
+    async def done() -> bool:
+        charity_got_public = any(b"Public hello" in r.body for r in sent_to(trio, "127.0.0.3"))
+        return delivered_to_clinic() and charity_got_public and await settled(trio)
+
+    await eventually(done, "the partner's and the public deliveries, and quiet queues")
+
+    # Then the partner received the posts, addressed to the group's followers, never Public
+    to_clinic = [r for r in sent_to((hospital,), "127.0.0.2") if b"Insulin titration" in r.body]
+    assert to_clinic and all(b"as:Public" not in r.body for r in to_clinic)
+    assert all(b"https://www.w3.org/ns/activitystreams#Public" not in r.body for r in to_clinic)
+    # And no request any node sent to the non-partner carries anything of the partner group
+    secrets = [GROUP_SLUG, "Clinicians across", "Shared protocol", "Insulin titration"]
+    for request in sent_to(trio, "127.0.0.3"):
+        blob = request.url + request.body.decode("utf-8", "replace")
+        for secret in secrets:
+            assert secret not in blob, f"{secret!r} reached the charity: {request.url}"
+    # And the charity holds no trace of it
+    assert not await one(
+        charity, select(func.count()).select_from(Thread).where(Thread.title == "Shared protocol")
+    )
+
+
+async def test_a_partner_removed_receives_nothing_more(trio: tuple[RunningNode, ...]) -> None:
+    hospital, clinic, _ = trio
+    # Given a partner group shared with the clinic and another domain, followed from the clinic
+    group = await partner_group(hospital, ["127.0.0.2", "partner.example"])
+    cal = await registered(clinic, "cal")
+    assert (await follow(cal, f"{GROUP_SLUG}@{hospital.domain}")).status == 200
+    await eventually(lambda: remote_memberships(hospital, group.id), "the clinic's follow")
+    await eventually(lambda: settled(trio), "quiet queues")
+    # And a delivery to the clinic still waiting (its next attempt later)
+    group_iri = f"{hospital.base_url}/g/{GROUP_SLUG}"
+    later = hospital.node.clock.now() + timedelta(hours=1)
+    activity_id = ids.new_object_id()
+    async with hospital.node.transaction() as session:
+        session.add(
+            OutboxActivity(
+                id=activity_id, actor_iri=group_iri, signer="group", type="Announce",
+                body="{}", created_at=later,
+            )
+        )  # fmt: skip
+        await session.flush()
+        session.add(
+            Delivery(
+                activity_id=activity_id, inbox_url=f"{clinic.base_url}/inbox",
+                next_attempt_at=later, created_at=later, updated_at=later,
+            )
+        )  # fmt: skip
+
+    # When the owner removes the clinic from the partner list
+    async with hospital.node.transaction() as session:
+        loaded = await session.get(ConditionGroup, group.id)
+        assert loaded is not None
+        added, removed = await set_partners(
+            session, loaded, ["partner.example"], hospital.node.clock.now(),
+            group_actor_iri=group_iri,
+        )  # fmt: skip
+        # Then, in the same transaction, its follow has ended and its delivery is dropped
+        assert (added, removed) == ([], ["127.0.0.2"])
+        assert await remote_memberships_in(session, group.id) == 0
+        state = (
+            await session.execute(select(Delivery.state).where(Delivery.activity_id == activity_id))
+        ).scalar_one()
+        assert state == "abandoned"
+
+    # And nothing of a later post reaches it
+    await start_thread(hospital, GROUP_SLUG, "After the removal", "Not for the clinic.")
+    await eventually(lambda: settled(trio), "quiet queues")
+    assert not any(b"Not for the clinic" in r.body for r in sent_to((hospital,), "127.0.0.2"))
+    # And its signed requests no longer find the group
+    assert (await fetch(hospital, f"/g/{GROUP_SLUG}", clinic)).status == 404
+
+
+async def remote_memberships_in(session: Any, group_id: int) -> int:
+    count: int = (
+        await session.execute(
+            select(func.count())
+            .select_from(Membership)
+            .join(Member, Member.id == Membership.member_id)
+            .where(Membership.group_id == group_id, Member.domain != "")
+        )
+    ).scalar()
+    return count

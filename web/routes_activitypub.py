@@ -19,7 +19,7 @@ from federation import inbox as inbox_edge
 from federation.actors import group_key_owner, member_key_owner
 from federation.convert import AS2_MEDIA_TYPE
 from federation.service import Federation
-from node import groups, ids, members, membership, posts, published
+from node import groups, ids, members, membership, partners, posts, published
 from node.actor_keys import INSTANCE_ACTOR, public_pem_of
 from node.errors import NotFound
 from node.federation_policy import host_of
@@ -270,12 +270,47 @@ async def thread_document(request: web.Request, thread_id: str) -> web.Response:
 
 
 async def activity_document(request: web.Request) -> web.Response:
+    host = await partner_host(request)
     row = await published.activity(db(request), request.match_info["activity_id"])
     if row is None:
         raise web.HTTPNotFound()
-    await _check_fetch_signature(request)
     document = json.loads(row.body)
-    return as2(document, status=410 if row.type == "Tombstone" else 200)
+    group = await _closed_group_named(request, document)
+    if group is not None:
+        # An activity of or about a partner group: for its partners only, as the group is.
+        if host == "" or not await partners.is_covered(db(request), group.id, host):
+            raise web.HTTPNotFound()
+    await _check_fetch_signature(request)
+    response = as2(document, status=410 if row.type == "Tombstone" else 200)
+    return response if group is None else _for_group(group, response)
+
+
+async def _closed_group_named(
+    request: web.Request, document: dict[str, Any]
+) -> ConditionGroup | None:
+    """A local group, not public, that an activity is by, for or about (its actor, audience,
+    addressees, or those of the object it carries), if any."""
+    named: list[Any] = [document.get(key) for key in ("actor", "audience", "object", "target")]
+    for key in ("to", "cc"):
+        value = document.get(key)
+        named += value if isinstance(value, list) else [value]
+    inner = document.get("object")
+    if isinstance(inner, dict):
+        named += [inner.get(key) for key in ("actor", "audience", "object", "attributedTo")]
+        for key in ("to", "cc"):
+            value = inner.get(key)
+            named += value if isinstance(value, list) else [value]
+    iris = federation_of(request).documents.iris
+    for value in named:
+        if not isinstance(value, str):
+            continue
+        ref = iris.parse_local(value)
+        slug = getattr(ref, "slug", None)
+        if isinstance(slug, str):
+            group = await groups.find_group(db(request), slug)
+            if group is not None and not federates(group.visibility):
+                return group
+    return None
 
 
 # ---------------------------------------------------------------- collections
