@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -581,3 +582,57 @@ async def remote_memberships_in(session: Any, group_id: int) -> int:
         )
     ).scalar()
     return count
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def test_the_command_line_creates_partner_groups(tmp_path: Path) -> None:
+    from tests.test_cli import database, healthnode, ok, password_file
+
+    data = tmp_path / "data"
+    # Given a node with an admin
+    ok(healthnode(tmp_path, "member", "create", "root", "--admin",
+                  "--password-file", password_file(tmp_path), "--data-dir", data))  # fmt: skip
+    # When a partner group is created with two partner domains
+    out = ok(healthnode(
+        tmp_path, "group", "create", "clinicians", "--name", "Clinicians",
+        "--visibility", "partners", "--partner", "Hospital-B.example",
+        "--partner", "clinic.example", "--data-dir", data,
+    ))  # fmt: skip
+    # Then it keeps its slug, and its partners are kept as parsed
+    assert out == "created partners group clinicians shared with clinic.example, hospital-b.example"
+    with database(data) as connection:
+        rows = connection.execute(
+            "SELECT g.slug, g.visibility, g.join_policy, p.domain FROM condition_groups g"
+            " JOIN group_partners p ON p.group_id = g.id ORDER BY p.domain"
+        ).fetchall()
+    assert rows == [
+        ("clinicians", "partners", "request", "clinic.example"),
+        ("clinicians", "partners", "request", "hospital-b.example"),
+    ]
+    # And --private stays the shorthand of --visibility private (a random address)
+    out = ok(healthnode(tmp_path, "group", "create", "hush", "--name", "Hush", "--private",
+                        "--data-dir", data))  # fmt: skip
+    assert out.startswith("created private group ") and "hush" not in out
+    # When the options are wrong, each says why on one line and nothing is written
+    with database(data) as connection:
+        before = connection.execute("SELECT count(*) FROM condition_groups").fetchone()
+    for options, reason in (
+        (["--visibility", "partners"], "needs at least one --partner DOMAIN"),
+        (["--partner", "a.example"], "--partner is only for --visibility partners, not public"),
+        (["--private", "--partner", "a.example"], "only for --visibility partners, not private"),
+        (["--visibility", "public", "--partner", "a.example"], "not public"),
+        (["--private", "--visibility", "partners", "--partner", "a.example"], "contradicts"),
+        (["--visibility", "partners", "--partner", "a.example:8080"], "has a port"),
+        (["--visibility", "partners", "--partner", "https://a.example/"], "not a domain"),
+    ):
+        result = healthnode(tmp_path, "group", "create", "other", "--name", "Other", *options,
+                            "--data-dir", data)  # fmt: skip
+        assert result.returncode == 1, (options, result.stderr)
+        assert reason in result.error_line(), (options, result.stderr)
+    result = healthnode(tmp_path, "group", "create", "other", "--name", "Other",
+                        "--visibility", "secret", "--data-dir", data)  # fmt: skip
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+    with database(data) as connection:
+        assert connection.execute("SELECT count(*) FROM condition_groups").fetchone() == before
