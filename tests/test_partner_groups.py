@@ -618,7 +618,7 @@ def test_the_command_line_creates_partner_groups(tmp_path: Path) -> None:
     # When the options are wrong, each says why on one line and nothing is written
     with database(data) as connection:
         before = connection.execute("SELECT count(*) FROM condition_groups").fetchone()
-    for options, reason in (
+    wrong = (
         (["--visibility", "partners"], "needs at least one --partner DOMAIN"),
         (["--partner", "a.example"], "--partner is only for --visibility partners, not public"),
         (["--private", "--partner", "a.example"], "only for --visibility partners, not private"),
@@ -626,9 +626,11 @@ def test_the_command_line_creates_partner_groups(tmp_path: Path) -> None:
         (["--private", "--visibility", "partners", "--partner", "a.example"], "contradicts"),
         (["--visibility", "partners", "--partner", "a.example:8080"], "has a port"),
         (["--visibility", "partners", "--partner", "https://a.example/"], "not a domain"),
-    ):
-        result = healthnode(tmp_path, "group", "create", "other", "--name", "Other", *options,
-                            "--data-dir", data)  # fmt: skip
+    )
+    for options, reason in wrong:
+        result = healthnode(
+            tmp_path, "group", "create", "other", "--name", "Other", *options, "--data-dir", data
+        )
         assert result.returncode == 1, (options, result.stderr)
         assert reason in result.error_line(), (options, result.stderr)
     result = healthnode(tmp_path, "group", "create", "other", "--name", "Other",
