@@ -215,8 +215,9 @@ class Documents:
             document["cc"] = list(dict.fromkeys([group_iri, self.member_iri(parent_author)]))
         if shared_with_partners(group.visibility):
             # Followers-only: never Public, to or cc (docs/FEDERATION.md, "Partner groups").
-            followers = self.iris.group_followers(group.slug)
-            document["to"] = [group_iri, followers]
+            # Another node's partner group is addressed alone: it announces to its followers.
+            followers = [self.iris.group_followers(group.slug)] if group.domain == "" else []
+            document["to"] = [group_iri, *followers]
             document["cc"] = [iri for iri in document["cc"] if iri != group_iri]
         return document
 

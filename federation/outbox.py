@@ -258,7 +258,9 @@ class Outbox:
         )
         contexts = {}
         for post, thread, group, author, replied_to, replied_to_author in rows.all():
-            shared = group.domain == LOCAL and shared_with_partners(group.visibility)
+            # A partner group's posts: ours go to its partners, our members' in another node's
+            # partner group go to that group alone.
+            shared = shared_with_partners(group.visibility)
             if not (federates(group.visibility) or shared) or post.held_at is not None:
                 continue  # a held post is published by its approval, and nothing before it
             above = None
@@ -591,10 +593,15 @@ class Outbox:
         member = await session.get(Member, event.member_id)
         if group is None or member is None:
             return
-        if not federates(group.visibility) and not (
-            member.domain != LOCAL and await shares_with(session, group, member.domain)
+        theirs = group.domain != LOCAL and shared_with_partners(group.visibility)
+        if (
+            not federates(group.visibility)
+            and not theirs
+            and not (member.domain != LOCAL and await shares_with(session, group, member.domain))
         ):
-            return  # a partner group answers only its partner domains' people
+            # A partner group of ours answers only its partner domains' people; our members
+            # follow another node's partner group as any remote group.
+            return
         group_iri = self.documents.group_iri(group)
         member_iri = self.documents.member_iri(member)
         if group.domain == LOCAL and member.domain != LOCAL:

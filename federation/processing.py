@@ -384,7 +384,13 @@ class Processor:
         if await remote.was_deleted(session, doc.id, doc.attributed_to, group):
             return  # its author (or a moderator of its group) deleted it before it got here
         partner_group = await self._partner_group_of(session, group, doc)
-        if partner_group is not None:
+        if partner_group is not None and partner_group.domain != LOCAL:
+            # Another node's partner group: its posts are for its followers, and come only
+            # announced by it (the announcer is checked by the caller); its copy here shows
+            # them to the members here who follow it.
+            if not announced:
+                raise Rejected("a partner group's posts come from the group")
+        elif partner_group is not None:
             # A partner group's posts are followers-only; their authors' servers must be on
             # its partner list (a membership ended with a partner's removal stops them too).
             if announced or not await shares_with(session, partner_group, author.domain):
@@ -423,11 +429,12 @@ class Processor:
     async def _partner_group_of(
         self, session: AsyncSession, group: ConditionGroup | None, doc: PostDoc
     ) -> ConditionGroup | None:
-        """The local partner group a post goes to: the one named, or its parent's."""
+        """The partner group (ours, or our copy of another node's) a post goes to: the one
+        named, or its parent's."""
         if group is None and doc.in_reply_to:
             parent = await self._post_for(session, doc.in_reply_to)
             group = parent.group if parent is not None else None
-        if group is not None and group.domain == LOCAL and shared_with_partners(group.visibility):
+        if group is not None and shared_with_partners(group.visibility):
             return group
         return None
 

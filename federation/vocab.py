@@ -275,6 +275,9 @@ class ActorDoc:
     assertion_keys: tuple[AssertionKey, ...] = ()
     # A Group's Lemmy `postingRestrictedToMods`: only its moderators start threads.
     posting_restricted_to_mods: bool = False
+    # `discoverable: false` (toot:discoverable): for a Group, a followers-only group (a
+    # healthnode partner group), whose copy here only its followers here may see.
+    discoverable: bool = True
 
     def published_keys(self, usable_until: datetime) -> dict[str, str]:
         """Key id -> PEM of every key the actor publishes for signatures: `publicKey`, and the
@@ -342,6 +345,7 @@ def parse_actor(document: Any) -> ActorDoc:
         public_key_pem=pem,
         assertion_keys=_assertion_keys(document.get("assertionMethod"), actor_id),
         posting_restricted_to_mods=document.get("postingRestrictedToMods") is True,
+        discoverable=document.get("discoverable") is not False,
     )
 
 

@@ -171,6 +171,12 @@ def shared_with_partners(visibility: str) -> bool:
     return visibility == PARTNERS
 
 
+def follows_remote_partner_group(visibility: str, is_local: bool) -> bool:
+    """A member here may ask to follow another node's partner group (its copy here is shown
+    only to its followers here): that node decides, by its partner list, and answers."""
+    return not is_local and visibility == PARTNERS
+
+
 def stays_on_node(visibility: str) -> bool:
     """A private group: nothing of it ever leaves this node, to anyone."""
     return not federates(visibility) and not shared_with_partners(visibility)

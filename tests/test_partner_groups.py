@@ -31,6 +31,7 @@ from node.storage.models import (
     Member,
     Membership,
     OutboxActivity,
+    Post,
     Thread,
 )
 from tests.browser import Browser, Page
@@ -520,6 +521,37 @@ async def test_nothing_of_a_partner_group_reaches_a_non_partner(
         charity, select(func.count()).select_from(Thread).where(Thread.title == "Shared protocol")
     )
 
+    # And on the clinic the thread is shown to the member who follows the group, to no one else
+    async def clinic_thread() -> Any:
+        return await one(clinic, select(Thread.id).where(Thread.title == "Shared protocol"))
+
+    thread_on_clinic = await eventually(clinic_thread, "the thread on the clinic")
+    remote_path = f"/g/{GROUP_SLUG}@{hospital.domain}"
+    page = await cal.get(f"/t/{thread_on_clinic}")
+    assert page.status == 200 and "Insulin titration" in page.text
+    assert "Shared protocol" in (await cal.get(remote_path)).text
+    visitor = await clinic.browser()
+    for path in (f"/t/{thread_on_clinic}", remote_path, "/groups"):
+        page = await visitor.get(path)
+        assert "Insulin titration" not in page.html and "Clinicians across" not in page.html, path
+    assert (await visitor.get(f"/t/{thread_on_clinic}")).status == 404
+    neighbour = await registered(clinic, "dee")
+    assert (await neighbour.get(f"/t/{thread_on_clinic}")).status == 404
+
+    # When the clinic's member replies from the clinic
+    page = await cal.post(f"/t/{thread_on_clinic}/reply", {"body": "Our ward uses version 2."})
+    assert page.status == 200, page.text[:300]
+
+    # Then the reply reaches the group's node, and only the partner's inbox besides
+    async def reply_on_hospital() -> Any:
+        return await one(hospital, select(Thread.id).join(Post, Post.thread_id == Thread.id)
+                         .where(Post.source == "Our ward uses version 2."))  # fmt: skip
+
+    await eventually(reply_on_hospital, "the clinic's reply on the hospital")
+    await eventually(lambda: settled(trio), "quiet queues")
+    for request in sent_to(trio, "127.0.0.3"):
+        assert b"Our ward uses" not in request.body, request.url
+
 
 async def test_a_partner_removed_receives_nothing_more(trio: tuple[RunningNode, ...]) -> None:
     hospital, clinic, _ = trio
@@ -638,3 +670,54 @@ def test_the_command_line_creates_partner_groups(tmp_path: Path) -> None:
     assert result.returncode == 2 and "invalid choice" in result.stderr
     with database(data) as connection:
         assert connection.execute("SELECT count(*) FROM condition_groups").fetchone() == before
+
+
+# ---------------------------------------------------------------- the settings page
+
+
+async def test_the_owner_edits_the_partner_list_on_the_settings_page(
+    trio: tuple[RunningNode, ...],
+) -> None:
+    hospital, clinic, _ = trio
+    # Given a partner group followed from the clinic
+    group = await partner_group(hospital, ["127.0.0.2"])
+    cal = await registered(clinic, "cal")
+    assert (await follow(cal, f"{GROUP_SLUG}@{hospital.domain}")).status == 200
+    await eventually(lambda: remote_memberships(hospital, group.id), "the clinic's follow")
+    owner = await hospital.browser()
+    await owner.login("nurse")
+    page = await owner.get(f"/g/{GROUP_SLUG}/settings")
+    assert page.status == 200 and "127.0.0.2" in page.html
+    fields = {
+        "name": "Clinicians across hospitals", "description": "", "rules": "", "tags": "",
+        "join_policy": "request", "hold_first_posts": "0",
+    }  # fmt: skip
+
+    # When the owner gives a domain with a port
+    page = await owner.post(
+        f"/g/{GROUP_SLUG}/settings", fields | {"partners": "127.0.0.2\nward.example:8443"}
+    )
+    # Then the page says why, and nothing changed
+    assert page.status == 400 and "has a port" in page.text
+    async with hospital.node.transaction() as session:
+        assert await partners_of(session, group.id) == ["127.0.0.2"]
+
+    # When the owner replaces the clinic by another domain
+    page = await owner.post(f"/g/{GROUP_SLUG}/settings", fields | {"partners": "Ward.Example"})
+    # Then the list is saved, the clinic's follow has ended, and the clinic finds nothing more
+    assert page.status == 200 and "partner domains changed" in page.text
+    async with hospital.node.transaction() as session:
+        assert await partners_of(session, group.id) == ["ward.example"]
+    assert await remote_memberships(hospital, group.id) == 0
+    assert (await fetch(hospital, f"/g/{GROUP_SLUG}", clinic)).status == 404
+
+    # And an empty list is refused: a partner group needs a partner
+    page = await owner.post(f"/g/{GROUP_SLUG}/settings", fields | {"partners": " "})
+    assert page.status == 400 and "at least one partner domain" in page.text
+
+    # And no one but the owner may change it
+    visitor = await registered(hospital, "visitor")
+    page = await visitor.post(f"/g/{GROUP_SLUG}/settings", fields | {"partners": "evil.example"})
+    assert page.status in (403, 404)
+    async with hospital.node.transaction() as session:
+        assert await partners_of(session, group.id) == ["ward.example"]

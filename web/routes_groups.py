@@ -12,7 +12,14 @@ from federation.discovery import resolve_handle
 from node import crisis, groups, ids, membership, moderation, posts
 from node.errors import Conflict, DomainError, Forbidden, Invalid
 from node.ids import group_path
-from node.policy import ANONYMOUS, NO_STANDING, Action, asks_by_link, may
+from node.policy import (
+    ANONYMOUS,
+    NO_STANDING,
+    Action,
+    asks_by_link,
+    follows_remote_partner_group,
+    may,
+)
 from web.appkeys import FEDERATION
 from web.pages import (
     STALE_FORM,
@@ -306,6 +313,13 @@ async def follow_remote_group(request: web.Request) -> web.StreamResponse:
         return render(
             request, "follow_remote.html", {"values": values, "errors": {"handle": message}}, 400
         )
+    if follows_remote_partner_group(group.visibility, group.domain == ""):
+        # Another node's partner group, which answered this node's signed look-up: the person
+        # who typed its address asks to follow it; its node decides by its partner list.
+        view = await groups.unchecked_view(session, group, viewer(request))
+        if not view.standing.banned:
+            await membership.join(session, view, moment)
+        raise see_other(group_path(group.slug, group.domain))
     view = await groups.view_group(session, f"{group.slug}@{group.domain}", viewer(request))
     if view.may(Action.JOIN):
         await membership.join(session, view, moment)
