@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, delete, exists, or_, select, update
+from sqlalchemy import ColumnElement, delete, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.errors import Invalid
@@ -31,7 +31,7 @@ from node.storage.models import (
     Membership,
     OutboxActivity,
 )
-from node.storage.states import DeliveryState
+from node.storage.states import DELIVERY, DeliveryState
 
 PARTNERS_MAX = 50
 PARTNER_REMOVED = "the partner domain was removed from the group"
@@ -177,18 +177,20 @@ async def _cut_off(
         row = await locked_membership(session, row_group, member_id)
         if row is not None and row.state != "banned":
             await remove_membership(session, row)
+    # Queued ones only, through the state graph: one already in flight is on the wire.
     await session.execute(
-        update(Delivery)
+        DELIVERY.update(
+            Delivery, [DeliveryState.QUEUED], DeliveryState.ABANDONED,
+            last_error=PARTNER_REMOVED, updated_at=now,
+        )
         .where(
-            Delivery.state.in_((DeliveryState.QUEUED.value, DeliveryState.IN_FLIGHT.value)),
             _under(Delivery.host, removed),
             Delivery.activity_id.in_(
                 select(OutboxActivity.id).where(OutboxActivity.actor_iri == group_actor_iri)
             ),
         )
-        .values(state=DeliveryState.ABANDONED.value, last_error=PARTNER_REMOVED, updated_at=now)
         .execution_options(synchronize_session=False)
-    )
+    )  # fmt: skip
     await session.flush()
 
 
