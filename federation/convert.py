@@ -116,11 +116,12 @@ class Documents:
             # Shown only to partner domains' actors (docs/FEDERATION.md, "Partner groups"):
             # not discoverable; its own inbox path answers as a missing group's does to
             # everyone, so activities for it come to the shared inbox, where the sender is
-            # authenticated before the group is looked up; joining by request is approval.
+            # authenticated before the group is looked up. A partner domain's follows are
+            # accepted at once (docs/POLICY.md), so none waits for approval.
             document |= {
                 "inbox": self.iris.shared_inbox(),
                 "discoverable": False,
-                "manuallyApprovesFollowers": group.join_policy == "request",
+                "manuallyApprovesFollowers": False,
             }
         return document
 
