@@ -721,3 +721,26 @@ async def test_the_owner_edits_the_partner_list_on_the_settings_page(
     assert page.status in (403, 404)
     async with hospital.node.transaction() as session:
         assert await partners_of(session, group.id) == ["ward.example"]
+
+
+async def test_a_partner_group_is_created_with_the_form(browser: Browser, node: Any) -> None:
+    # Given a signed-in member on the new group form
+    await browser.register("nurse")
+    await browser.get("/groups/new")
+    fields = {"slug": "clinicians", "name": "Clinicians", "visibility": "partners",
+              "join_policy": "invite"}  # fmt: skip
+    # When they ask for a partner group without a partner, or with a port
+    for partners, reason in (("", "at least one partner domain"), ("b.example:80", "has a port")):
+        page = await browser.post("/groups/new", fields | {"partners": partners})
+        # Then the form says why, and no group is made
+        assert page.status == 400 and reason in page.text, partners
+    async with node.transaction() as session:
+        assert await groups.find_group(session, "clinicians") is None
+    # When they name two partner domains
+    page = await browser.post("/groups/new", fields | {"partners": "B.example\nclinic.example"})
+    # Then the group keeps its address, and its partners
+    assert page.status == 200 and page.path == "/g/clinicians", page.text[:300]
+    async with node.transaction() as session:
+        group = await groups.find_group(session, "clinicians")
+        assert group is not None and group.visibility == "partners"
+        assert await partners_of(session, group.id) == ["b.example", "clinic.example"]

@@ -66,7 +66,9 @@ async def directory(request: web.Request) -> web.Response:
     return render(request, "directory.html", context)
 
 
-GROUP_FIELDS = ("slug", "name", "description", "rules", "tags", "visibility", "join_policy")
+GROUP_FIELDS = (
+    "slug", "name", "description", "rules", "tags", "visibility", "join_policy", "partners",
+)  # fmt: skip
 
 
 async def new_group_form(request: web.Request) -> web.Response:
@@ -81,10 +83,11 @@ async def new_group_submit(request: web.Request) -> web.StreamResponse:
     data = await form(request)
     values = {key: data.get(key, "") for key in GROUP_FIELDS}
     errors: dict[str, str] = {"form": STALE_FORM} if stale_form(request) else {}
-    if values["visibility"] not in ("public", "private"):
-        errors["visibility"] = "Choose whether the group is public or private."
+    if values["visibility"] not in ("public", "private", "partners"):
+        errors["visibility"] = "Choose whether the group is public, private or for partners."
     if not errors:
-        private = values["visibility"] == "private"
+        closed = values["visibility"] != "public"
+        partner_domains = values["partners"][:20_000] if values["visibility"] == "partners" else ""
         try:
             group = await groups.create_group(
                 db(request),
@@ -95,8 +98,9 @@ async def new_group_submit(request: web.Request) -> web.StreamResponse:
                 description=values["description"],
                 rules=values["rules"],
                 tags=values["tags"],
-                private=private,
-                join_policy=values["join_policy"] if private else "open",
+                visibility=values["visibility"],
+                partners=[partner_domains] if partner_domains.strip() else [],
+                join_policy=values["join_policy"] if closed else "open",
                 now=now(request),
             )
         except Invalid as error:
