@@ -174,6 +174,7 @@ class ActorDirectory:
             shared_inbox=actor.shared_inbox,
             profile_url=actor.url,
             posting_restricted_to_mods=actor.posting_restricted_to_mods,
+            followers_only=actor.type == "Group" and not actor.discoverable,
         )
         if actor.type == "Group":
             await remote.upsert_remote_group(session, facts, now)

@@ -17,7 +17,7 @@ from node.config import Settings
 from node.export import PostRecord
 from node.federation_policy import host_of
 from node.ids import Iris
-from node.policy import federates
+from node.policy import federates, shared_with_partners
 from node.qa_windows import QaWindow
 from node.storage.models import ConditionGroup, Member, Post, ProfessionalVerification, Thread
 
@@ -144,6 +144,17 @@ class Documents:
             "published": _time(group.created_at),
             "discoverable": True,
         }
+        if shared_with_partners(group.visibility):
+            # Shown only to partner domains' actors (docs/FEDERATION.md, "Partner groups"):
+            # not discoverable; its own inbox path answers as a missing group's does to
+            # everyone, so activities for it come to the shared inbox, where the sender is
+            # authenticated before the group is looked up. A partner domain's follows are
+            # accepted at once (docs/POLICY.md), so none waits for approval.
+            document |= {
+                "inbox": self.iris.shared_inbox(),
+                "discoverable": False,
+                "manuallyApprovesFollowers": False,
+            }
         return document
 
     def application(self, public_pem: str) -> dict[str, Any]:
@@ -243,6 +254,12 @@ class Documents:
             document["inReplyTo"] = self.object_iri(parent_post, thread)
             document["to"] = [PUBLIC]
             document["cc"] = list(dict.fromkeys([group_iri, self.member_iri(parent_author)]))
+        if shared_with_partners(group.visibility):
+            # Followers-only: never Public, to or cc (docs/FEDERATION.md, "Partner groups").
+            # Another node's partner group is addressed alone: it announces to its followers.
+            followers = [self.iris.group_followers(group.slug)] if group.domain == "" else []
+            document["to"] = [group_iri, *followers]
+            document["cc"] = [iri for iri in document["cc"] if iri != group_iri]
         return document
 
     # ------------------------------------------------------------ a member's archive

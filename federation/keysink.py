@@ -9,7 +9,7 @@ from keys.pairs import KeyFactory, generate_key_pair
 from node import events
 from node.actor_keys import store_key_pair
 from node.clock import Clock
-from node.policy import federates
+from node.policy import stays_on_node
 from node.runtime import NodeContext
 from node.storage.models import LOCAL, ConditionGroup, Member
 
@@ -28,7 +28,11 @@ class ActorKeys:
                     await self._create(session, member_key_owner(member.id))
             elif isinstance(event, events.GroupCreated):
                 group = await session.get(ConditionGroup, event.group_id)
-                if group is not None and group.domain == LOCAL and federates(group.visibility):
+                if (
+                    group is not None
+                    and group.domain == LOCAL
+                    and not stays_on_node(group.visibility)
+                ):  # a public or partner group: it signs what it sends
                     await self._create(session, group_key_owner(group.id))
 
     async def _create(self, session: AsyncSession, owner: str) -> None:

@@ -27,7 +27,8 @@ from node.actor_keys import INSTANCE_ACTOR, public_pem_of
 from node.clock import Clock
 from node.federation_policy import PolicyCache
 from node.ids import ActivityRef, new_object_id
-from node.policy import federates
+from node.partners import partners_of, reach_of, shares_with
+from node.policy import federates, shared_with_partners
 from node.qa_windows import QaWindow, windows_of
 from node.storage.engine import after_commit
 from node.storage.models import (
@@ -59,6 +60,8 @@ class Planned:
     row: dict[str, Any]
     document: dict[str, Any]
     inboxes: list[str] = field(default_factory=list)
+    # A partner group's activity: delivered only to inboxes on its partner domains.
+    partner_group_id: int | None = None
 
 
 class Outbox:
@@ -152,6 +155,14 @@ class Outbox:
         activities and one for all their deliveries, however many there are."""
         if not planned:
             return
+        partners: dict[int, list[str]] = {}
+        for item in planned:
+            if item.partner_group_id is not None:
+                if item.partner_group_id not in partners:
+                    partners[item.partner_group_id] = await partners_of(
+                        session, item.partner_group_id
+                    )
+                item.inboxes = reach_of(partners[item.partner_group_id], item.inboxes)
         await session.execute(insert(OutboxActivity), [item.row for item in planned])
         now = self.clock.now()
         await self._insert_deliveries(
@@ -203,16 +214,21 @@ class Outbox:
 
     def _plan_announce(self, group: ConditionGroup, inner: Any, inboxes: list[str]) -> Planned:
         group_iri = self.documents.group_iri(group)
+        followers = self.documents.iris.group_followers(group.slug)
+        partners_only = shared_with_partners(group.visibility)
         planned = self._plan(
             "Announce",
             group_iri,
             group_key_owner(group.id),
             inner,
-            to=[PUBLIC],
-            cc=[self.documents.iris.group_followers(group.slug)],
+            # A partner group's: to its followers only, never Public (docs/FEDERATION.md).
+            to=[followers] if partners_only else [PUBLIC],
+            cc=[] if partners_only else [followers],
             audience=group_iri,
         )
         planned.inboxes = inboxes
+        if partners_only:
+            planned.partner_group_id = group.id
         return planned
 
     @staticmethod
@@ -248,7 +264,10 @@ class Outbox:
         )
         contexts = {}
         for post, thread, group, author, replied_to, replied_to_author in rows.all():
-            if not federates(group.visibility) or post.held_at is not None:
+            # A partner group's posts: ours go to its partners, our members' in another node's
+            # partner group go to that group alone.
+            shared = shared_with_partners(group.visibility)
+            if not (federates(group.visibility) or shared) or post.held_at is not None:
                 continue  # a held post is published by its approval, and nothing before it
             above = None
             if post.parent_id is not None:
@@ -589,7 +608,16 @@ class Outbox:
     ) -> None:
         group = await session.get(ConditionGroup, event.group_id)
         member = await session.get(Member, event.member_id)
-        if group is None or member is None or not federates(group.visibility):
+        if group is None or member is None:
+            return
+        theirs = group.domain != LOCAL and shared_with_partners(group.visibility)
+        if (
+            not federates(group.visibility)
+            and not theirs
+            and not (member.domain != LOCAL and await shares_with(session, group, member.domain))
+        ):
+            # A partner group of ours answers only its partner domains' people; our members
+            # follow another node's partner group as any remote group.
             return
         group_iri = self.documents.group_iri(group)
         member_iri = self.documents.member_iri(member)

@@ -47,7 +47,8 @@ from node.config import Limits
 from node.errors import Conflict, DomainError, Forbidden, NotFound
 from node.html_text import html_to_text
 from node.members import find_member
-from node.policy import Viewer, federates
+from node.partners import shares_with
+from node.policy import Viewer, federates, shared_with_partners
 from node.storage.models import LOCAL, ConditionGroup, Member, Report, Thread
 from node.validation import normalise_handle
 
@@ -254,7 +255,7 @@ class Processor:
         try:
             if slug is None:
                 raise NotFound("not a group here")
-            group = await remote.local_group_by_iri_path(session, slug)
+            group = await remote.local_group_by_iri_path(session, slug, follower.domain)
             await remote.accept_remote_follow(
                 session, group, follower, origin_of(session, activity), now
             )
@@ -382,7 +383,19 @@ class Processor:
     ) -> None:
         if await remote.was_deleted(session, doc.id, doc.attributed_to, group):
             return  # its author (or a moderator of its group) deleted it before it got here
-        if not any(address in PUBLIC_ALIASES for address in doc.to + doc.cc):
+        partner_group = await self._partner_group_of(session, group, doc)
+        if partner_group is not None and partner_group.domain != LOCAL:
+            # Another node's partner group: its posts are for its followers, and come only
+            # announced by it (the announcer is checked by the caller); its copy here shows
+            # them to the members here who follow it.
+            if not announced:
+                raise Rejected("a partner group's posts come from the group")
+        elif partner_group is not None:
+            # A partner group's posts are followers-only; their authors' servers must be on
+            # its partner list (a membership ended with a partner's removal stops them too).
+            if announced or not await shares_with(session, partner_group, author.domain):
+                raise Rejected("the author's server is not a partner of this group")
+        elif not any(address in PUBLIC_ALIASES for address in doc.to + doc.cc):
             # A direct or followers-only message must never become a public thread.
             raise Rejected("only public posts are accepted into a group")
         viewer = Viewer(author.id)
@@ -417,6 +430,18 @@ class Processor:
             await qa.keep_remote_window(
                 session, thread, starts_at=doc.start_time, ends_at=doc.end_time, now=now
             )
+
+    async def _partner_group_of(
+        self, session: AsyncSession, group: ConditionGroup | None, doc: PostDoc
+    ) -> ConditionGroup | None:
+        """The partner group (ours, or our copy of another node's) a post goes to: the one
+        named, or its parent's."""
+        if group is None and doc.in_reply_to:
+            parent = await self._post_for(session, doc.in_reply_to)
+            group = parent.group if parent is not None else None
+        if group is not None and shared_with_partners(group.visibility):
+            return group
+        return None
 
     async def _fetch_ancestors(
         self, session: AsyncSession, group: ConditionGroup, reply: PostDoc, now: datetime

@@ -341,6 +341,9 @@ class ActorDoc:
     posting_restricted_to_mods: bool = False
     # A Person's `verifiedProfessional` claim (ours), as it is written.
     verification: ClaimedVerification | None = None
+    # `discoverable: false` (toot:discoverable): for a Group, a followers-only group (a
+    # healthnode partner group), whose copy here only its followers here may see.
+    discoverable: bool = True
 
     def published_keys(self, usable_until: datetime) -> dict[str, str]:
         """Key id -> PEM of every key the actor publishes for signatures: `publicKey`, and the
@@ -409,6 +412,7 @@ def parse_actor(document: Any) -> ActorDoc:
         assertion_keys=_assertion_keys(document.get("assertionMethod"), actor_id),
         posting_restricted_to_mods=document.get("postingRestrictedToMods") is True,
         verification=_verification(document.get("verifiedProfessional")),
+        discoverable=document.get("discoverable") is not False,
     )
 
 

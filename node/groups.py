@@ -10,7 +10,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Select, String, and_, delete, func, null, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    and_,
+    delete,
+    false,
+    func,
+    null,
+    or_,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.config import Limits
@@ -21,6 +32,10 @@ from node.modlog import ModAction, log_action
 from node.policy import (
     NO_STANDING,
     OPEN_VISIBILITIES,
+    PARTNERS,
+    PRIVATE,
+    PUBLIC,
+    VISIBILITIES,
     Action,
     Standing,
     Viewer,
@@ -99,18 +114,40 @@ async def create_group(
     rules: str = "",
     tags: list[str] | str = (),  # type: ignore[assignment]
     private: bool = False,
+    visibility: str | None = None,
+    partners: Iterable[str] = (),
     join_policy: str | None = None,
     now: datetime,
 ) -> ConditionGroup:
+    """`visibility` is public, private or partners (`private=True` is `visibility="private"`);
+    a partner group needs `partners` (domains as the federation policy's), and no other
+    visibility takes any."""
+    # node.partners reads domains as node.federation_policy does, which needs node.membership,
+    # which needs this module: imported here, once this module is loaded.
+    from node.partners import add_partner_rows, parse_partner_domains
+
+    visibility = visibility or (PRIVATE if private else PUBLIC)
+    if visibility not in VISIBILITIES:
+        raise Invalid({"visibility": "A group is public, private or partners."})
+    partner_list = list(partners)
+    partner_domains: list[str] = []
+    if visibility == PARTNERS:
+        partner_domains = parse_partner_domains(partner_list)
+        if not partner_domains:
+            raise Invalid({"partners": "A partner group needs at least one partner domain."})
+    elif partner_list:
+        raise Invalid({"partners": "Only a partner group has partner domains."})
+    closed = visibility != PUBLIC
     # A private group's address is never the one typed (it would occupy, and so confirm, a
-    # name in the namespace every member can probe by registering or creating a group).
-    slug = private_slug() if private else normalise_handle(slug)
+    # name in the namespace every member can probe by registering or creating a group). A
+    # partner group keeps the address typed: its partners need a name to follow it by (the
+    # trade-off docs/POLICY.md describes).
+    slug = private_slug() if visibility == PRIVATE else normalise_handle(slug)
     name = neutralise(name, name=True)
     description, rules = neutralise(description).strip(), neutralise(rules).strip()
     tag_list = normalise_tags(list(tags) if not isinstance(tags, str) else tags)
-    visibility = "private" if private else "public"
-    policy = join_policy or ("request" if private else "open")
-    allowed_policies = join_policies(private)
+    policy = join_policy or ("request" if closed else "open")
+    allowed_policies = join_policies(closed)
     problems = collect(
         slug=handle_problem(slug, "group address"),
         name=text_problem(name, "Group name", limits.group_name_max),
@@ -141,6 +178,7 @@ async def create_group(
     session.add(group)
     await session.flush()
     session.add_all(GroupCondition(group_id=group.id, tag=tag) for tag in tag_list)
+    add_partner_rows(session, group.id, partner_domains, now)
     session.add(
         Membership(
             group_id=group.id,
@@ -158,7 +196,8 @@ async def create_group(
 
 def join_policies(private: bool) -> tuple[str, ...]:
     """The join policies a group of that visibility may have (the table's CHECK says the same):
-    a public group is open to all; a private one is joined by request or invitation."""
+    a public group is open to all; a private or partner one (`private`: not public) is joined
+    by request or invitation."""
     return ("request", "invite") if private else ("open",)
 
 
@@ -202,7 +241,7 @@ async def update_group(
     description = neutralise(settings.description).strip()
     rules = neutralise(settings.rules).strip()
     tag_list = normalise_tags(settings.tags)
-    allowed_policies = join_policies(group.visibility == "private")
+    allowed_policies = join_policies(group.visibility != PUBLIC)
     hold, hold_problem = _hold_count(settings.hold_first_posts)
     problems = collect(
         name=text_problem(name, "Group name", limits.group_name_max),
@@ -381,6 +420,42 @@ async def find_public_group(session: AsyncSession, slug: str) -> ConditionGroup 
     return (
         await session.execute(
             select(ConditionGroup).where(where, ConditionGroup.visibility.in_(OPEN_VISIBILITIES))
+        )
+    ).scalar_one_or_none()
+
+
+def shared_with_host(host: str) -> ColumnElement[bool]:
+    """One of our partner groups whose partner list covers `host`, a signer's host that
+    federation has verified (and the federation policy permits): the only ground on which a
+    partner group is loaded for someone who is not of this node. No host: nothing."""
+    from node.partners import covered_in_sql
+
+    if not host:
+        return false()
+    return and_(
+        ConditionGroup.domain == LOCAL,
+        ConditionGroup.visibility == PARTNERS,
+        covered_in_sql(ConditionGroup.id, host),
+    )
+
+
+async def find_federated_group(
+    session: AsyncSession, slug: str, partner_host: str = ""
+) -> ConditionGroup | None:
+    """A local group whose documents `partner_host` (a verified signer's host, or "") may
+    fetch: a public group, or a partner group shared with that host; filtered in the query,
+    so that any other group is not loaded, exactly as a missing one."""
+    where = await _address_condition(session, slug) if "@" not in slug else None
+    if where is None:
+        return None
+    return (
+        await session.execute(
+            select(ConditionGroup).where(
+                where,
+                or_(
+                    ConditionGroup.visibility.in_(OPEN_VISIBILITIES), shared_with_host(partner_host)
+                ),
+            )
         )
     ).scalar_one_or_none()
 

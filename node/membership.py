@@ -24,6 +24,7 @@ from node.policy import (
     Standing,
     Viewer,
     asks_by_link,
+    follows_remote_partner_group,
     may,
     shown_by_federation_policy,
 )
@@ -168,7 +169,10 @@ async def join(session: AsyncSession, view: GroupView, now: datetime) -> Members
             return row
         if standing.banned:
             raise Forbidden(BANNED_MESSAGE)
-        if not may(Action.JOIN, view.viewer, view.group.visibility, standing):
+        if not may(Action.JOIN, view.viewer, view.group.visibility, standing) and not (
+            follows_remote_partner_group(view.group.visibility, view.group.domain == LOCAL)
+            and not standing.banned
+        ):
             raise Forbidden("This group is joined by invitation or request only.")
         # A group on another server answers our Follow; until then the membership waits.
         state = "active" if view.group.domain == LOCAL else "pending"

@@ -12,6 +12,11 @@ The matrix (docs/POLICY.md has it as a table):
 - Only a group's owner edits its settings (name, description, rules, tags, join policy,
   announcement-only, held first posts).
 - Banned people never post, reply, react or join again; a private group vanishes for them.
+- A partner group is, on its own node, a private group (the same rules, for the same people);
+  it is also shared with the actors of its partner domains (node/partners.py), whose requests
+  federation authenticates before it asks whether they are covered. To anyone else it is as
+  absent as a private group. `federates` stays false for it: every path that serves or sends
+  a public group's documents keeps refusing it, and only the partner paths admit it.
 """
 
 from __future__ import annotations
@@ -48,6 +53,10 @@ class Viewer:
 ANONYMOUS = Viewer()
 # Visibilities readable by anyone, listed on profiles, counted in statistics and federated.
 OPEN_VISIBILITIES = ("public",)
+PUBLIC = "public"
+PRIVATE = "private"
+PARTNERS = "partners"
+VISIBILITIES = (PUBLIC, PRIVATE, PARTNERS)
 ADMIN_ROLE = "admin"
 
 
@@ -152,9 +161,25 @@ def shown_by_federation_policy(*hidden: ColumnElement[bool]) -> ColumnElement[bo
 
 
 def federates(visibility: str) -> bool:
-    """Only public groups ever reach another server: no actor, post, member or count of a
-    private group leaves this node."""
+    """Only public groups reach any server: no actor, post, member or count of a private
+    group leaves this node, and a partner group's reach only its partners (`shared_with`)."""
     return visibility in OPEN_VISIBILITIES
+
+
+def shared_with_partners(visibility: str) -> bool:
+    """A partner group: its documents and activities go to its partner domains' actors only."""
+    return visibility == PARTNERS
+
+
+def follows_remote_partner_group(visibility: str, is_local: bool) -> bool:
+    """A member here may ask to follow another node's partner group (its copy here is shown
+    only to its followers here): that node decides, by its partner list, and answers."""
+    return not is_local and visibility == PARTNERS
+
+
+def stays_on_node(visibility: str) -> bool:
+    """A private group: nothing of it ever leaves this node, to anyone."""
+    return not federates(visibility) and not shared_with_partners(visibility)
 
 
 def search_engines_may_index(visibility: str, is_local: bool, opened_by_admin: bool) -> bool:
@@ -164,8 +189,9 @@ def search_engines_may_index(visibility: str, is_local: bool, opened_by_admin: b
 
 
 def asks_by_link(visibility: str, join_policy: str) -> bool:
-    """A private group joined by request has a join link (its secret code) to ask with."""
-    return visibility == "private" and join_policy == "request"
+    """A private (or partner) group joined by request has a join link (its secret code) to
+    ask with."""
+    return visibility in (PRIVATE, PARTNERS) and join_policy == "request"
 
 
 def may_edit_post(viewer: Viewer, standing: Standing, is_author: bool) -> bool:
@@ -180,8 +206,9 @@ def may_delete_post(viewer: Viewer, visibility: str, standing: Standing, is_auth
 
 def may_post_anonymously(visibility: str, is_local: bool) -> bool:
     """Anonymous posts exist only in this node's private groups, which never federate: no
-    other server ever receives a post whose author it would have to hide."""
-    return is_local and not federates(visibility)
+    other server ever receives a post whose author it would have to hide (a partner group's
+    posts reach its partners, so none is anonymous there)."""
+    return is_local and stays_on_node(visibility)
 
 
 def names_author(anonymous: bool) -> bool:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, inspect, select, true, update
+from sqlalchemy import ColumnElement, delete, func, insert, inspect, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -30,6 +30,7 @@ from node.events import (
 from node.groups import (
     GroupView,
     check_visible,
+    shared_with_host,
     standing_of_row,
     standings_of,
     unchecked_view_of,
@@ -40,6 +41,7 @@ from node.ids import new_object_id
 from node.modlog import ModAction, log_action, required_reason
 from node.policy import (
     NO_STANDING,
+    PARTNERS,
     Action,
     Standing,
     Viewer,
@@ -314,34 +316,48 @@ def _check_readable_thread(group: ConditionGroup, standing: Standing, viewer: Vi
 
 
 async def post_in_context(
-    session: AsyncSession, post_id: str, viewer: Viewer, authors_own: bool = False
+    session: AsyncSession,
+    post_id: str,
+    viewer: Viewer,
+    authors_own: bool = False,
+    partner_host: str = "",
 ) -> PostInContext:
     """A post with its thread and group, or NotFound if the viewer may not read it.
 
     With `authors_own`, the post's author gets it even where they can no longer read the group
-    (after leaving, or a ban): they may still delete what they wrote.
+    (after leaving, or a ban): they may still delete what they wrote. With `partner_host` (a
+    verified signer's host), a post of a partner group shared with that host is found too.
     """
-    return await _post_where(session, Post.id == post_id, viewer, authors_own)
+    return await _post_where(session, Post.id == post_id, viewer, authors_own, partner_host)
 
 
 async def opening_post_in_context(
-    session: AsyncSession, thread_id: str, viewer: Viewer
+    session: AsyncSession, thread_id: str, viewer: Viewer, partner_host: str = ""
 ) -> PostInContext:
     """A thread's opening post, as `post_in_context` gives it."""
     where = (Post.thread_id == thread_id) & Post.parent_id.is_(None)
-    return await _post_where(session, where, viewer, authors_own=False)
+    return await _post_where(session, where, viewer, False, partner_host)
 
 
 async def _post_where(
-    session: AsyncSession, where: ColumnElement[bool], viewer: Viewer, authors_own: bool
+    session: AsyncSession,
+    where: ColumnElement[bool],
+    viewer: Viewer,
+    authors_own: bool,
+    partner_host: str = "",
 ) -> PostInContext:
     """The post, thread, group and standing in one query that lets through only what the viewer
-    may read (or, with `authors_own`, wrote): a private post costs what a missing one costs."""
+    may read (or, with `authors_own`, wrote; or, with `partner_host`, what a partner group
+    shares with that host): a private post costs what a missing one costs."""
     own = authors_own and viewer.member_id is not None
     thread_author = aliased(Member)
+    or_else = Post.author_id == viewer.member_id if own else None
+    if partner_host:
+        shared = shared_with_host(partner_host)
+        or_else = shared if or_else is None else or_(or_else, shared)
     row = (
         await session.execute(
-            visible_groups(viewer, Action.READ, Post.author_id == viewer.member_id if own else None)
+            visible_groups(viewer, Action.READ, or_else)
             .join(Thread, Thread.group_id == ConditionGroup.id)
             .join(Post, Post.thread_id == Thread.id)
             .join(Member, Member.id == Post.author_id)
@@ -361,6 +377,14 @@ async def _post_where(
     standing = standing_of_row(state, role)
     if own and post.author_id == viewer.member_id:
         # The author's own post, even where they may no longer read the group.
+        return PostInContext(
+            post, thread, await unchecked_view_of(session, group, standing, viewer)
+        )
+    if partner_host and group.visibility == PARTNERS and group.domain == LOCAL:
+        # Let through by `shared_with_host` alone (the viewer is no one of this node): what a
+        # partner sees is what the public sees of a public group, so nothing held.
+        if post.held_at is not None:
+            raise NotFound(POST_NOT_FOUND)
         return PostInContext(
             post, thread, await unchecked_view_of(session, group, standing, viewer)
         )

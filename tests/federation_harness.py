@@ -55,9 +55,9 @@ class Recorder:
         return config
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
 
@@ -94,12 +94,17 @@ class RunningNode:
         await self.server.close()
 
 
-async def start_node(make_node: Callable[..., Awaitable[NodeContext]], name: str) -> RunningNode:
-    port = free_port()
-    node = await make_node(name, domain=f"127.0.0.1:{port}")
+async def start_node(
+    make_node: Callable[..., Awaitable[NodeContext]], name: str, host: str = "127.0.0.1"
+) -> RunningNode:
+    """A node served on `host` (any 127.x.y.z is loopback on Linux: nodes on 127.0.0.2 and
+    127.0.0.3 have host names of their own, as the federation policy and partner lists see
+    servers) and a free port."""
+    port = free_port(host)
+    node = await make_node(name, domain=f"{host}:{port}")
     recorder = Recorder()
     app = create_app(node, trace_configs=[recorder.trace_config()])
-    server = TestServer(app, host="127.0.0.1", port=port)
+    server = TestServer(app, host=host, port=port)
     await server.start_server()
     return RunningNode(name, node, server, recorder)
 

@@ -48,6 +48,7 @@ from node.configuration import (
 from node.erasure import ErasureRequest, erase_local_account
 from node.errors import DomainError, Invalid
 from node.moderation import suspend_account
+from node.partners import partners_of
 from node.runtime import NodeContext
 from node.storage.backup import BackupError
 from node.storage.copy import CopyError
@@ -136,7 +137,21 @@ def build_parser() -> argparse.ArgumentParser:
     group_create.add_argument("--description", default="")
     group_create.add_argument("--rules", default="")
     group_create.add_argument("--condition", action="append", default=[], metavar="TAG")
-    group_create.add_argument("--private", action="store_true")
+    group_create.add_argument(
+        "--visibility",
+        choices=("public", "private", "partners"),
+        help="public (default), private, or partners: shared with the --partner domains only",
+    )
+    group_create.add_argument(
+        "--private", action="store_true", help="the same as --visibility private"
+    )
+    group_create.add_argument(
+        "--partner",
+        action="append",
+        default=[],
+        metavar="DOMAIN",
+        help="a partner domain of a partners group (a host name without a port; repeat it)",
+    )
     group_create.add_argument("--join-policy", choices=("request", "invite"))
     group_create.add_argument("--owner", metavar="USERNAME", help="default: the first admin")
     _storage_options(group_create)
@@ -487,7 +502,21 @@ def _member_reset_password(args: argparse.Namespace) -> Callable[[NodeContext], 
     return work
 
 
+def _group_visibility(args: argparse.Namespace) -> str:
+    """The visibility the options ask for; CommandError when they contradict each other."""
+    if args.private and args.visibility not in (None, "private"):
+        raise CommandError(f"--private contradicts --visibility {args.visibility}")
+    visibility: str = "private" if args.private else (args.visibility or "public")
+    if visibility == "partners" and not args.partner:
+        raise CommandError("a partners group needs at least one --partner DOMAIN")
+    if visibility != "partners" and args.partner:
+        raise CommandError(f"--partner is only for --visibility partners, not {visibility}")
+    return visibility
+
+
 def _group_create(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable[str]]:
+    visibility = _group_visibility(args)
+
     async def work(node: NodeContext) -> str:
         async with node.transaction() as session:
             owner = args.owner
@@ -505,10 +534,14 @@ def _group_create(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable
                 description=args.description,
                 rules=args.rules,
                 tags=args.condition,
-                private=args.private,
+                visibility=visibility,
+                partners=args.partner,
                 join_policy=args.join_policy,
                 now=node.clock.now(),
             )
+            partners = await partners_of(session, group.id)
+        if partners:
+            return f"created partners group {group.slug} shared with {', '.join(partners)}"
         return f"created {group.visibility} group {group.slug}"
 
     return work

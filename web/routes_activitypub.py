@@ -19,11 +19,11 @@ from federation import inbox as inbox_edge
 from federation.actors import group_key_owner, member_key_owner
 from federation.convert import AS2_MEDIA_TYPE
 from federation.service import Federation
-from node import groups, ids, members, membership, posts, professionals, published
+from node import groups, ids, members, membership, partners, posts, professionals, published
 from node.actor_keys import INSTANCE_ACTOR, public_pem_of
 from node.errors import NotFound
 from node.federation_policy import host_of
-from node.policy import ANONYMOUS, federates
+from node.policy import ANONYMOUS, federates, shared_with_partners
 from node.qa_windows import windows_of
 from node.rate_limits import count_follow_request
 from node.storage.models import (
@@ -70,6 +70,13 @@ def as2(document: dict[str, Any], status: int = 200) -> web.Response:
         content_type=AS2_MEDIA_TYPE,
         headers={"Vary": "Accept"},
     )
+
+
+def _for_group(group: ConditionGroup, response: web.Response) -> web.Response:
+    """A partner group's documents go to verified partners only: no shared cache keeps them."""
+    if shared_with_partners(group.visibility):
+        response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def json_error(status: int, reason: str) -> web.Response:
@@ -148,12 +155,12 @@ async def erased_member_document(request: web.Request, member: Member) -> web.Re
 
 
 async def group_document(request: web.Request) -> web.Response:
-    group = await _public_group(request)
+    group = await _federated_group(request)
     pem = await public_pem_of(db(request), group_key_owner(group.id))
     if pem is None:
         raise web.HTTPNotFound()
     await _check_fetch_signature(request)
-    return as2(federation_of(request).documents.group(group, pem))
+    return _for_group(group, as2(federation_of(request).documents.group(group, pem)))
 
 
 async def _public_group(
@@ -162,6 +169,45 @@ async def _public_group(
     """The local public group the path names; a private one is not even loaded, so it is
     not found exactly as a missing one is, in answer and in time."""
     group = await groups.find_public_group(session or db(request), request.match_info["slug"])
+    if group is None:
+        raise web.HTTPNotFound()
+    return group
+
+
+async def partner_host(request: web.Request) -> str:
+    """The host of the actor whose key signed this GET, once the signature verifies (the key
+    fetched from the signer's server) and the federation policy permits it; "" when the
+    request is unsigned or anything about its signature fails.
+
+    Asked before any group or object is looked up, whatever the path names, so that what a
+    signer's server sees (its key fetched, or not) never depends on what exists here; and a
+    failure answers as an unsigned request does, so it tells nothing either."""
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    try:
+        if inbox_edge.signing_key_id(headers) is None:
+            return ""
+    except inbox_edge.Refused:
+        return ""
+    node = request.app[NODE]
+    policy = await node.federation_policy.current()
+    try:
+        actor = await inbox_edge.authenticate_fetch(
+            federation_of(request).directory,
+            _signed_request(request, b""),
+            node.clock.now(),
+            blocked=lambda iri: not policy.permits(iri),
+        )
+    except inbox_edge.Refused:
+        return ""
+    return host_of(actor)
+
+
+async def _federated_group(request: web.Request) -> ConditionGroup:
+    """The local group the path names whose documents the requester may fetch: a public
+    group, or a partner group shared with the verified signer's host. Any other is not
+    loaded, and answers as a missing group does."""
+    host = await partner_host(request)
+    group = await groups.find_federated_group(db(request), request.match_info["slug"], host)
     if group is None:
         raise web.HTTPNotFound()
     return group
@@ -179,21 +225,26 @@ async def _local_member(request: web.Request, session: AsyncSession | None = Non
 
 async def post_document(request: web.Request, post_id: str) -> web.Response:
     """A Page or Note as AS2, asked for as the public (no viewer): private is not found."""
+    host = await partner_host(request)
     try:
-        found = await posts.post_in_context(db(request), post_id, ANONYMOUS)
+        found = await posts.post_in_context(db(request), post_id, ANONYMOUS, partner_host=host)
     except NotFound:
         raise web.HTTPNotFound() from None
     return await _post_answer(request, found)
 
 
 async def _post_answer(request: web.Request, found: posts.PostInContext) -> web.Response:
-    if not federates(found.view.group.visibility):
+    group = found.view.group
+    # A partner group's post came only because its signer is on a partner domain.
+    if not (federates(group.visibility) or shared_with_partners(group.visibility)):
         raise web.HTTPNotFound()
     await _check_fetch_signature(request)
     documents = federation_of(request).documents
     iri = documents.object_iri(found.post, found.thread)
     if found.post.deleted_at is not None:
-        return as2(documents.tombstone(iri, found.post.deleted_at), status=410)
+        return _for_group(
+            found.view.group, as2(documents.tombstone(iri, found.post.deleted_at), status=410)
+        )
     author = await db(request).get(Member, found.post.author_id)
     parent = None
     if found.post.parent_id:
@@ -206,28 +257,69 @@ async def _post_answer(request: web.Request, found: posts.PostInContext) -> web.
     qa = None
     if found.post.parent_id is None:
         qa = (await windows_of(db(request), [found.thread.id])).get(found.thread.id)
-    return as2(
-        documents.post_object(
-            found.post, found.thread, found.view.group, author, parent, qa, now(request)
-        )
+    return _for_group(
+        found.view.group,
+        as2(
+            documents.post_object(
+                found.post, found.thread, found.view.group, author, parent, qa, now(request)
+            )
+        ),
     )
 
 
 async def thread_document(request: web.Request, thread_id: str) -> web.Response:
+    host = await partner_host(request)
     try:
-        found = await posts.opening_post_in_context(db(request), thread_id, ANONYMOUS)
+        found = await posts.opening_post_in_context(
+            db(request), thread_id, ANONYMOUS, partner_host=host
+        )
     except NotFound:
         raise web.HTTPNotFound() from None
     return await _post_answer(request, found)
 
 
 async def activity_document(request: web.Request) -> web.Response:
+    host = await partner_host(request)
     row = await published.activity(db(request), request.match_info["activity_id"])
     if row is None:
         raise web.HTTPNotFound()
-    await _check_fetch_signature(request)
     document = json.loads(row.body)
-    return as2(document, status=410 if row.type == "Tombstone" else 200)
+    group = await _closed_group_named(request, document)
+    if group is not None:
+        # An activity of or about a partner group: for its partners only, as the group is.
+        if host == "" or not await partners.is_covered(db(request), group.id, host):
+            raise web.HTTPNotFound()
+    await _check_fetch_signature(request)
+    response = as2(document, status=410 if row.type == "Tombstone" else 200)
+    return response if group is None else _for_group(group, response)
+
+
+async def _closed_group_named(
+    request: web.Request, document: dict[str, Any]
+) -> ConditionGroup | None:
+    """A local group, not public, that an activity is by, for or about (its actor, audience,
+    addressees, or those of the object it carries), if any."""
+    named: list[Any] = [document.get(key) for key in ("actor", "audience", "object", "target")]
+    for key in ("to", "cc"):
+        value = document.get(key)
+        named += value if isinstance(value, list) else [value]
+    inner = document.get("object")
+    if isinstance(inner, dict):
+        named += [inner.get(key) for key in ("actor", "audience", "object", "attributedTo")]
+        for key in ("to", "cc"):
+            value = inner.get(key)
+            named += value if isinstance(value, list) else [value]
+    iris = federation_of(request).documents.iris
+    for value in named:
+        if not isinstance(value, str):
+            continue
+        ref = iris.parse_local(value)
+        slug = getattr(ref, "slug", None)
+        if isinstance(slug, str):
+            group = await groups.find_group(db(request), slug)
+            if group is not None and not federates(group.visibility):
+                return group
+    return None
 
 
 # ---------------------------------------------------------------- collections
@@ -243,7 +335,7 @@ def _page_number(request: web.Request) -> int | None:
 
 
 async def group_outbox(request: web.Request) -> web.Response:
-    group = await _public_group(request)
+    group = await _federated_group(request)
     await _check_fetch_signature(request)
     documents = federation_of(request).documents
     page = _page_number(request)
@@ -258,33 +350,33 @@ async def group_outbox(request: web.Request) -> web.Response:
         page,
         PAGE_SIZE,
     )
-    return as2(document)
+    return _for_group(group, as2(document))
 
 
 async def group_followers(request: web.Request) -> web.Response:
     """The count only: who belongs to a health group is nobody else's business."""
-    group = await _public_group(request)
+    group = await _federated_group(request)
     await _check_fetch_signature(request)
     count = await membership.active_member_count(db(request), group.id)
     documents = federation_of(request).documents
     document = documents.collection(documents.iris.group_followers(group.slug), count)
     # Lemmy reads a Collection with (empty) items; the count is all anyone learns.
     document |= {"type": "Collection", "items": []}
-    return as2(document)
+    return _for_group(group, as2(document))
 
 
 async def group_moderators(request: web.Request) -> web.Response:
-    group = await _public_group(request)
+    group = await _federated_group(request)
     await _check_fetch_signature(request)
     moderators = await membership.moderators_of(db(request), group.id)
     documents = federation_of(request).documents
     items = [documents.member_iri(member) for member in moderators]
     iri = documents.iris.group_moderators(group.slug)
-    return as2(documents.collection(iri, len(items), items))
+    return _for_group(group, as2(documents.collection(iri, len(items), items)))
 
 
 async def group_featured(request: web.Request) -> web.Response:
-    group = await _public_group(request)
+    group = await _federated_group(request)
     await _check_fetch_signature(request)
     documents = federation_of(request).documents
     pinned = await published.pinned_threads(db(request), group.id)
@@ -293,7 +385,7 @@ async def group_featured(request: web.Request) -> web.Response:
     ]
     items = [{key: value for key, value in item.items() if key != "@context"} for item in items]
     iri = documents.iris.group_featured(group.slug)
-    return as2(documents.collection(iri, len(items), items))
+    return _for_group(group, as2(documents.collection(iri, len(items), items)))
 
 
 async def member_outbox(request: web.Request) -> web.Response:

@@ -29,10 +29,11 @@ from federation.discovery import (
 from federation.stats import usage_counts
 from node import ids
 from node.config import Settings
-from node.groups import find_public_group
+from node.groups import find_federated_group
 from node.members import find_member
 from web.appkeys import NEW_CSRF_SEED, NODE
 from web.pages import db
+from web.routes_activitypub import partner_host
 
 CACHE_FOR_AN_HOUR = "public, max-age=3600"
 NOT_HERE = "There is no account by that name on this node."
@@ -76,7 +77,7 @@ def _settings(request: web.Request) -> Settings:
 
 
 async def _local_actor(
-    session: AsyncSession, settings: Settings, found: LocalName
+    session: AsyncSession, settings: Settings, found: LocalName, partner: str = ""
 ) -> tuple[Kind, str] | None:
     """The kind and canonical name of what `found` names, if it may be discovered."""
     if found.kind == "instance":
@@ -87,8 +88,9 @@ async def _local_actor(
             return "member", member.username
     if found.kind in (None, "group"):
         # Private groups have no actor and are never federated: nothing to discover, and
-        # the query never loads one, so asking costs what asking for nothing costs.
-        group = await find_public_group(session, found.name)
+        # the query never loads one, so asking costs what asking for nothing costs. A partner
+        # group is found only for a request signed by an actor of one of its partner domains.
+        group = await find_federated_group(session, found.name, partner)
         if group is not None:
             return "group", group.slug
     return None
@@ -103,7 +105,9 @@ async def webfinger(request: web.Request) -> web.Response:
         found = read_resource(resource, settings)
     except MalformedResource as error:
         return _error(request, 400, f"The resource is malformed: {error}.")
-    actor = None if found is None else await _local_actor(db(request), settings, found)
+    # A signature is verified before anything is looked up, whatever the resource names.
+    partner = await partner_host(request)
+    actor = None if found is None else await _local_actor(db(request), settings, found, partner)
     if actor is None:
         return _error(request, 404, NOT_HERE)
     document = webfinger_document(settings, *actor)
@@ -111,6 +115,9 @@ async def webfinger(request: web.Request) -> web.Response:
     wanted = request.query.getall("rel", [])
     if wanted:
         document["links"] = [link for link in document["links"] if link["rel"] in wanted]
+    if partner:
+        # An answer to a verified signer may name a partner group: no shared cache keeps it.
+        return _answer(request, json.dumps(document), JRD_CONTENT_TYPE, cache="no-store")
     return _json(request, document, JRD_CONTENT_TYPE)
 
 

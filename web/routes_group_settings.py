@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from node import groups, ids, membership, posts
+from node import groups, ids, membership, partners, posts
 from node.errors import Conflict, Forbidden, Invalid
-from node.policy import Action
+from node.modlog import ModAction, log_action
+from node.policy import PARTNERS, Action
 from web import routes_groups
+from web.appkeys import FEDERATION
 from web.pages import (
     STALE_FORM,
     badges_of,
@@ -43,9 +45,11 @@ async def _owned_view(request: web.Request) -> groups.GroupView:
     return view
 
 
-def _current_values(view: groups.GroupView) -> dict[str, str]:
+async def _current_values(request: web.Request, view: groups.GroupView) -> dict[str, str]:
     group = view.group
+    shared = await partners.partners_of(db(request), group.id) if _is_partner(view) else []
     return {
+        "partners": "\n".join(shared),
         "name": group.name,
         "description": group.description,
         "rules": group.rules,
@@ -69,7 +73,7 @@ def _settings_page(
         "values": values,
         "errors": errors,
         "changed": changed,
-        "policies": groups.join_policies(view.group.visibility == "private"),
+        "policies": groups.join_policies(view.group.visibility != "public"),
         "hold_max": groups.HOLD_FIRST_POSTS_MAX,
     }
     return render(request, "group_settings.html", context, status)
@@ -77,7 +81,7 @@ def _settings_page(
 
 async def settings_form(request: web.Request) -> web.Response:
     view = await _owned_view(request)
-    return _settings_page(request, view, _current_values(view), {})
+    return _settings_page(request, view, await _current_values(request, view), {})
 
 
 @rerenders_stale_forms
@@ -87,8 +91,17 @@ async def settings_submit(request: web.Request) -> web.StreamResponse:
     data = await form(request)
     values = {key: data.get(key, "") for key in SETTINGS_FIELDS}
     values["posting_restricted_to_mods"] = "yes" if data.get("posting_restricted_to_mods") else ""
+    values["partners"] = data.get("partners", "")[:20_000]
     if stale_form(request):
         return _settings_page(request, view, values, {"form": STALE_FORM}, 400)
+    wanted_partners: list[str] = []
+    if _is_partner(view):
+        try:
+            wanted_partners = partners.parse_partner_domains([values["partners"]])
+            if not wanted_partners:
+                raise Invalid({"partners": "A partner group needs at least one partner domain."})
+        except Invalid as error:
+            return _settings_page(request, view, values, error.problems, 400)
     settings = groups.GroupSettings(
         name=values["name"],
         description=values["description"],
@@ -109,8 +122,43 @@ async def settings_submit(request: web.Request) -> web.StreamResponse:
         )
     except Invalid as error:
         return _settings_page(request, view, values, error.problems, 400)
+    if _is_partner(view):
+        # In this request's transaction: a removed domain's follows end and its queued
+        # deliveries are dropped with the change itself.
+        added, removed = await partners.set_partners(
+            db(request),
+            view.group,
+            wanted_partners,
+            now(request),
+            group_actor_iri=request.app[FEDERATION].documents.group_iri(view.group),
+        )
+        if added or removed:
+            changed.append("partner domains")
+            await log_action(
+                db(request),
+                action=ModAction.EDIT_GROUP,
+                reason=_partner_change(added, removed)[:2000],
+                now=now(request),
+                actor_label=me.username,
+                actor_id=me.id,
+                group_id=view.group.id,
+            )
     fresh = await groups.unchecked_view(db(request), view.group, viewer(request))
-    return _settings_page(request, fresh, _current_values(fresh), {}, changed=changed)
+    values = await _current_values(request, fresh)
+    return _settings_page(request, fresh, values, {}, changed=changed)
+
+
+def _is_partner(view: groups.GroupView) -> bool:
+    return view.group.visibility == PARTNERS
+
+
+def _partner_change(added: list[str], removed: list[str]) -> str:
+    parts = []
+    if added:
+        parts.append("partner domains added: " + ", ".join(added))
+    if removed:
+        parts.append("partner domains removed: " + ", ".join(removed))
+    return "; ".join(parts)
 
 
 async def _moderated_view(request: web.Request) -> groups.GroupView:

@@ -12,7 +12,14 @@ from federation.discovery import resolve_handle
 from node import crisis, groups, ids, membership, moderation, posts
 from node.errors import Conflict, DomainError, Forbidden, Invalid
 from node.ids import group_path
-from node.policy import ANONYMOUS, NO_STANDING, Action, asks_by_link, may
+from node.policy import (
+    ANONYMOUS,
+    NO_STANDING,
+    Action,
+    asks_by_link,
+    follows_remote_partner_group,
+    may,
+)
 from web.appkeys import FEDERATION
 from web.pages import (
     STALE_FORM,
@@ -62,7 +69,9 @@ async def directory(request: web.Request) -> web.Response:
     return render(request, "directory.html", context)
 
 
-GROUP_FIELDS = ("slug", "name", "description", "rules", "tags", "visibility", "join_policy")
+GROUP_FIELDS = (
+    "slug", "name", "description", "rules", "tags", "visibility", "join_policy", "partners",
+)  # fmt: skip
 
 
 async def new_group_form(request: web.Request) -> web.Response:
@@ -77,10 +86,11 @@ async def new_group_submit(request: web.Request) -> web.StreamResponse:
     data = await form(request)
     values = {key: data.get(key, "") for key in GROUP_FIELDS}
     errors: dict[str, str] = {"form": STALE_FORM} if stale_form(request) else {}
-    if values["visibility"] not in ("public", "private"):
-        errors["visibility"] = "Choose whether the group is public or private."
+    if values["visibility"] not in ("public", "private", "partners"):
+        errors["visibility"] = "Choose whether the group is public, private or for partners."
     if not errors:
-        private = values["visibility"] == "private"
+        closed = values["visibility"] != "public"
+        partner_domains = values["partners"][:20_000] if values["visibility"] == "partners" else ""
         try:
             group = await groups.create_group(
                 db(request),
@@ -91,8 +101,9 @@ async def new_group_submit(request: web.Request) -> web.StreamResponse:
                 description=values["description"],
                 rules=values["rules"],
                 tags=values["tags"],
-                private=private,
-                join_policy=values["join_policy"] if private else "open",
+                visibility=values["visibility"],
+                partners=[partner_domains] if partner_domains.strip() else [],
+                join_policy=values["join_policy"] if closed else "open",
                 now=now(request),
             )
         except Invalid as error:
@@ -312,6 +323,13 @@ async def follow_remote_group(request: web.Request) -> web.StreamResponse:
         return render(
             request, "follow_remote.html", {"values": values, "errors": {"handle": message}}, 400
         )
+    if follows_remote_partner_group(group.visibility, group.domain == ""):
+        # Another node's partner group, which answered this node's signed look-up: the person
+        # who typed its address asks to follow it; its node decides by its partner list.
+        view = await groups.unchecked_view(session, group, viewer(request))
+        if not view.standing.banned:
+            await membership.join(session, view, moment)
+        raise see_other(group_path(group.slug, group.domain))
     view = await groups.view_group(session, f"{group.slug}@{group.domain}", viewer(request))
     if view.may(Action.JOIN):
         await membership.join(session, view, moment)

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.errors import Conflict
+from node.policy import PARTNERS
 from node.storage.models import LOCAL, ConditionGroup, Member
 from node.text import neutralise
 
@@ -33,6 +34,8 @@ class RemoteActorFacts:
     profile_url: str | None
     # A group's own rule that only its moderators start threads (Lemmy's field).
     posting_restricted_to_mods: bool = False
+    # A group that shows itself to its followers only (a partner group of another node).
+    followers_only: bool = False
 
     def neutralised(self) -> RemoteActorFacts:
         """What people will read of the actor, through the same filter as local input."""
@@ -173,6 +176,10 @@ async def upsert_remote_group(
     group.name = facts.display_name[:80] or facts.username[:80]
     group.description = facts.summary[:2000]
     group.posting_restricted_to_mods = facts.posting_restricted_to_mods
+    if facts.followers_only and group.visibility != PARTNERS:
+        # Its copy here is then seen only by the members here who follow it (node/policy.py),
+        # and never becomes public again: what it sent was for its followers only.
+        group.visibility, group.join_policy = PARTNERS, "request"
     _locate(group, facts, now)
     await session.flush()
     return group

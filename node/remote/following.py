@@ -19,13 +19,16 @@ from node.membership import (
     remove_membership,
     settle,
 )
-from node.policy import federates
+from node.partners import shares_with
 from node.storage.models import LOCAL, ConditionGroup, Member, Membership
 from node.validation import normalise_handle
 
 
-async def local_group_by_iri_path(session: AsyncSession, slug: str) -> ConditionGroup:
-    """The local group a Follow names; private and missing groups are the same: not found."""
+async def local_group_by_iri_path(
+    session: AsyncSession, slug: str, follower_host: str = ""
+) -> ConditionGroup:
+    """The local group a Follow names; private and missing groups are the same: not found,
+    and so is a partner group to anyone not of its partner domains (`follower_host`)."""
     group = (
         await session.execute(
             select(ConditionGroup).where(
@@ -33,7 +36,7 @@ async def local_group_by_iri_path(session: AsyncSession, slug: str) -> Condition
             )
         )
     ).scalar_one_or_none()
-    if group is None or not federates(group.visibility):
+    if group is None or not await shares_with(session, group, follower_host):
         raise NotFound(GROUP_NOT_FOUND)
     return group
 
@@ -57,8 +60,10 @@ async def local_groups_by_slug(
 async def accept_remote_follow(
     session: AsyncSession, group: ConditionGroup, member: Member, origin: Origin, now: datetime
 ) -> Membership:
-    """A remote person follows a local public group: they become an active member."""
-    if group.domain != LOCAL or not federates(group.visibility):
+    """A remote person follows a local public group, or a partner group from one of its
+    partner domains: they become an active member (the partner list is the group's consent
+    to each partner node's people; docs/POLICY.md)."""
+    if not await shares_with(session, group, member.domain):
         raise NotFound(GROUP_NOT_FOUND)
 
     async def decide(row: Membership | None) -> Membership:

@@ -152,14 +152,27 @@ class ConditionGroup(Base):
     indexable: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     __table_args__ = (
         UniqueConstraint("slug", "domain", name="uq_condition_groups_slug_domain"),
-        CheckConstraint("visibility IN ('public', 'private')", name="visibility"),
+        CheckConstraint("visibility IN ('public', 'private', 'partners')", name="visibility"),
         CheckConstraint("join_policy IN ('open', 'request', 'invite')", name="join_policy"),
         CheckConstraint(
             "(visibility = 'public' AND join_policy = 'open')"
-            " OR (visibility = 'private' AND join_policy IN ('request', 'invite'))",
+            " OR (visibility IN ('private', 'partners') AND join_policy IN ('request', 'invite'))",
             name="policy_matches_visibility",
         ),
     )
+
+
+class GroupPartner(Base):
+    """A partner domain of a `partners` group: a host name without a port, covering its
+    subdomains, parsed as the federation policy's domains are (node/federation_policy.py).
+    Only actors of these domains may fetch, follow or post into the group."""
+
+    __tablename__ = "group_partners"
+    group_id: Mapped[int] = mapped_column(
+        ForeignKey("condition_groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    domain: Mapped[str] = mapped_column(String(253), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class GroupCondition(Base):
