@@ -17,6 +17,7 @@ from node.config import Settings
 from node.export import PostRecord
 from node.ids import Iris
 from node.policy import federates
+from node.polls import PublishedPoll
 from node.storage.models import ConditionGroup, Member, Post, Thread
 
 AS2_MEDIA_TYPE = "application/activity+json"
@@ -165,8 +166,10 @@ class Documents:
         group: ConditionGroup,
         author: Member,
         parent: tuple[Post, Member] | None,
+        poll: PublishedPoll | None = None,
     ) -> dict[str, Any]:
-        """The Page (opening post) or Note (reply) for a post."""
+        """The Page (opening post) or Note (reply) for a post; an opening post with a poll
+        is a `Question` (Mastodon's and PieFed's shape) with the Page's properties."""
         iri = self.object_iri(post, thread)
         group_iri = self.group_iri(group)
         thread_iri = self.thread_iri(thread)
@@ -197,6 +200,8 @@ class Documents:
             document["commentsEnabled"] = thread.locked_at is None
             document["to"] = [group_iri, PUBLIC]
             document["cc"] = []
+            if poll is not None:
+                document |= _question(poll)
         else:
             assert parent is not None
             parent_post, parent_author = parent
@@ -286,6 +291,23 @@ class Documents:
             document["audience"] = audience
         document.update(extra)
         return document
+
+
+def _question(poll: PublishedPoll) -> dict[str, Any]:
+    """A poll's properties on its thread's object, as Mastodon publishes a `Question`."""
+    choices = [
+        {"type": "Note", "name": name, "replies": {"type": "Collection", "totalItems": count}}
+        for name, count in poll.options
+    ]
+    document: dict[str, Any] = {
+        "type": "Question",
+        "anyOf" if poll.multiple else "oneOf": choices,
+        "endTime": _time(poll.closes_at),
+        "votersCount": poll.voters,
+    }
+    if poll.closed:
+        document["closed"] = _time(poll.closes_at)
+    return document
 
 
 def _without_context(value: Any) -> Any:

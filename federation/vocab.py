@@ -157,6 +157,16 @@ def parse_activity(document: Any) -> Activity:
 
 
 @dataclass(frozen=True)
+class PollDoc:
+    """A `Question`'s poll (Mastodon, PieFed): its choices with their counts, in order."""
+
+    choices: tuple[tuple[str, int], ...]
+    multiple: bool  # `anyOf` rather than `oneOf`
+    end_time: datetime
+    voters: int
+
+
+@dataclass(frozen=True)
 class PostDoc:
     """A Page (thread) or Note (reply) as another server describes it."""
 
@@ -175,6 +185,8 @@ class PostDoc:
     cc: list[str]
     # What a link post (Lemmy, Mbin, PieFed) points at: its first Link, Image or Document.
     link: str | None = None
+    # A `Question`'s poll.
+    poll: PollDoc | None = None
 
 
 POST_TYPES = ("Page", "Note", "Article", "Question")
@@ -246,7 +258,52 @@ def parse_post(document: Any) -> PostDoc:
         to=iri_list(document.get("to")),
         cc=iri_list(document.get("cc")),
         link=_first_link(document.get("attachment")),
+        poll=_poll(document) if object_type == "Question" else None,
     )
+
+
+MAX_CHOICES = 20
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return 0
+    return max(0, min(value, 10**9))
+
+
+def _poll(document: dict[str, Any]) -> PollDoc | None:
+    """The poll of a Question: `oneOf` (single choice) or `anyOf` (multiple) Notes with a
+    `name` and `replies.totalItems`, `endTime` (or `closed`) and `votersCount`. A Question
+    without choices or an end is taken as a post without a poll."""
+    multiple = isinstance(document.get("anyOf"), list) and bool(document.get("anyOf"))
+    raw = document.get("anyOf") if multiple else document.get("oneOf")
+    if not isinstance(raw, list):
+        return None
+    choices: list[tuple[str, int]] = []
+    for item in raw[:MAX_CHOICES]:
+        if not isinstance(item, dict):
+            continue
+        name = _text(item.get("name") or item.get("nameMap"), 200).strip()
+        replies = item.get("replies")
+        count = _count(replies.get("totalItems")) if isinstance(replies, dict) else 0
+        if name:
+            choices.append((name, count))
+    end = _moment(document.get("endTime")) or _moment(document.get("closed"))
+    if len(choices) < 2 or end is None:
+        return None
+    voters = document.get("votersCount")
+    total = _count(voters) if voters is not None else sum(count for _, count in choices)
+    return PollDoc(tuple(choices), multiple, end, total)
+
+
+def _moment(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from federation import inbox as inbox_edge
 from federation.actors import group_key_owner, member_key_owner
 from federation.convert import AS2_MEDIA_TYPE
 from federation.service import Federation
-from node import groups, ids, members, membership, posts, published
+from node import groups, ids, members, membership, polls, posts, published
 from node.actor_keys import INSTANCE_ACTOR, public_pem_of
 from node.errors import NotFound
 from node.federation_policy import host_of
@@ -33,7 +33,7 @@ from node.storage.models import (
 from node.throttles import Throttled
 from web.appkeys import FEDERATION, NODE
 from web.middlewares import BODY_READ_SECONDS
-from web.pages import answer_and_hang_up, db, retry_after, signed_not_cookied
+from web.pages import answer_and_hang_up, db, now, retry_after, signed_not_cookied
 
 INBOX_BODY_MAX = 1024 * 1024
 PAGE_SIZE = 20
@@ -201,7 +201,13 @@ async def _post_answer(request: web.Request, found: posts.PostInContext) -> web.
         assert parent_author is not None
         parent = (parent_post, parent_author)
     assert author is not None
-    return as2(documents.post_object(found.post, found.thread, found.view.group, author, parent))
+    poll = None
+    if found.post.parent_id is None:
+        poll = await polls.published_poll(db(request), found.thread, found.view.group, now(request))
+    document = documents.post_object(
+        found.post, found.thread, found.view.group, author, parent, poll
+    )
+    return as2(document)
 
 
 async def thread_document(request: web.Request, thread_id: str) -> web.Response:
