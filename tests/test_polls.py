@@ -601,3 +601,60 @@ def test_the_poll_module_keeps_counts_private() -> None:
     assert polls.shown_count(10, large_group=True) == "10"
     assert polls.shown_count(3, large_group=False) == "3"
     assert polls.published_count(5, large_group=True) == 0
+
+
+async def test_many_votes_are_published_in_one_update(make_node: NodeFactory) -> None:
+    # Given a public group's poll on a served node whose poll worker is stopped for a moment
+    running = await start_node(make_node, "hospital")
+    try:
+        await running.federation.poll_worker.stop()
+        nurse = await registered(running, "nurse")
+        await create_group(nurse, "t1d", "Type 1 diabetes", "public")
+        thread_id = await start_poll(nurse, "/g/t1d", poll_form("Breakfast", ["Eggs", "Oats"]))
+        choice = await option_ids(running.node, thread_id)
+
+        # When five members vote (each in a transaction of their own, as five requests are)
+        node = running.node
+        for number in range(5):
+            async with node.transaction() as session:
+                created = await members.create_member(
+                    session, node.passwords, node.settings.limits, username=f"voter{number}",
+                    password=DEFAULT_PASSWORD, display_name="", now=node.clock.now(),
+                )  # fmt: skip
+                view = await groups.view_group(session, "t1d", Viewer(created.id))
+                await membership.join(session, view, node.clock.now())
+            async with node.transaction() as session:
+                await polls.vote(
+                    session, Viewer(created.id), thread_id=thread_id,
+                    option_ids=[choice["Eggs" if number % 2 else "Oats"]], now=node.clock.now(),
+                )  # fmt: skip
+
+        # Then one run of the worker publishes them all in one Update{Question}
+        assert await running.federation.poll_publisher.drain() == 1
+        assert await running.federation.poll_publisher.drain() == 0, "nothing left to send"
+        updates = await _question_updates(running.node)
+        assert len(updates) == 1
+        totals = {item["name"]: item["replies"]["totalItems"] for item in updates[0]["oneOf"]}
+        assert totals == {"Eggs": 2, "Oats": 3}
+        assert updates[0]["votersCount"] == 5 and "closed" not in updates[0]
+
+        # And when the poll closes, one more Update says so, once
+        clock = running.node.clock
+        assert isinstance(clock, ManualClock)
+        clock.advance(timedelta(days=1))
+        assert await running.federation.poll_publisher.drain() == 1
+        assert await running.federation.poll_publisher.drain() == 0
+        updates = await _question_updates(running.node)
+        assert len(updates) == 2 and "closed" in updates[-1]
+    finally:
+        await running.close()
+
+
+async def _question_updates(node: NodeContext) -> list[dict[str, Any]]:
+    async with node.transaction() as session:
+        rows = await session.execute(
+            select(OutboxActivity.body)
+            .where(OutboxActivity.type == "Update", OutboxActivity.object_type == "Question")
+            .order_by(OutboxActivity.created_at, OutboxActivity.id)
+        )
+        return [json.loads(body)["object"] for body in rows.scalars()]
