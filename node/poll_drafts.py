@@ -49,11 +49,13 @@ class PollDraft:
 
 def closing_time(text: str) -> datetime | None:
     """The closing time typed on the form, read as UTC; None if it is not a date and time."""
-    try:
-        moment = datetime.strptime(text.strip(), CLOSES_FORMAT)
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=UTC)
+    for pattern in (CLOSES_FORMAT, CLOSES_FORMAT + ":%S"):  # browsers may add seconds
+        try:
+            moment = datetime.strptime(text.strip(), pattern)
+        except ValueError:
+            continue
+        return moment.replace(tzinfo=UTC)
+    return None
 
 
 def poll_problems(draft: PollDraft, now: datetime) -> dict[str, str]:
