@@ -425,3 +425,16 @@ async def mark_published(session: AsyncSession, poll: Poll, now: datetime) -> No
         .values(**values)
         .execution_options(synchronize_session="fetch")
     )
+
+
+async def forget_votes(session: AsyncSession, member_id: int, now: datetime) -> None:
+    """An erased account's votes go, as its helpful marks do; the polls they were in publish
+    their new counts (the poll worker skips any that is not published)."""
+    voted_in = select(PollVote.thread_id).where(PollVote.voter_id == member_id)
+    await session.execute(
+        update(Poll)
+        .where(Poll.thread_id.in_(voted_in))
+        .values(tallies_changed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(delete(PollVote).where(PollVote.voter_id == member_id))

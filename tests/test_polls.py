@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from node import groups, members, membership, polls
+from node.erasure import ErasureRequest, erase_local_account
 from node.policy import Viewer
 from node.poll_drafts import PollDraft, poll_problems
 from node.runtime import NodeContext
@@ -658,3 +659,28 @@ async def _question_updates(node: NodeContext) -> list[dict[str, Any]]:
             .order_by(OutboxActivity.created_at, OutboxActivity.id)
         )
         return [json.loads(body)["object"] for body in rows.scalars()]
+
+
+async def test_an_erased_account_takes_its_votes_along(
+    web_node: NodeContext, browser_factory: BrowserFactory
+) -> None:
+    await seed(web_node)
+    alice, bob = await browser_factory(), await browser_factory()
+    await alice.login("alice")
+    await bob.login("bob")
+    thread_id = await start_poll(alice, "/g/carers", poll_form("Night shifts", ["Yes", "No"]))
+    choice = await option_ids(web_node, thread_id)
+    await vote(alice, thread_id, choice["Yes"])
+    assert results(await vote(bob, thread_id, choice["No"])) == {"Yes": "1", "No": "1"}
+
+    # When bob's account is erased, as he may ask
+    async with web_node.transaction() as session:
+        bob_id = (await members.find_member(session, "bob")).id  # type: ignore[union-attr]
+        await erase_local_account(session, bob_id, web_node.clock.now(), ErasureRequest.MEMBER)
+
+    # Then his vote no longer counts, and the poll is marked for its counts to go out again
+    assert results(await alice.get(f"/t/{thread_id}")) == {"Yes": "1", "No": "0"}
+    assert (
+        await one(web_node, select(Poll.tallies_changed_at).where(Poll.thread_id == thread_id))
+        is not None
+    )
