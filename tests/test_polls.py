@@ -26,6 +26,7 @@ from tests.clock import ManualClock
 from tests.conftest import BrowserFactory, NodeFactory
 from tests.federation_harness import RunningNode, eventually, start_node
 from tests.peers import FakeRemote, Hospital, join, post_signed, processed
+from tests.test_export import download, files_of
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # The default ManualClock starts at 2026-11-01 12:00 UTC.
@@ -672,6 +673,12 @@ async def test_an_erased_account_takes_its_votes_along(
     choice = await option_ids(web_node, thread_id)
     await vote(alice, thread_id, choice["Yes"])
     assert results(await vote(bob, thread_id, choice["No"])) == {"Yes": "1", "No": "1"}
+
+    # And bob's data export holds his own vote, and nobody else's
+    status, _headers, body = await download(bob)
+    assert status == 200
+    [own] = files_of(body)["poll_votes.json"]
+    assert own["option"] == "No" and own["thread"]["title"] == "Night shifts"
 
     # When bob's account is erased, as he may ask
     async with web_node.transaction() as session:
