@@ -395,7 +395,7 @@ async def published_poll(
 
 async def polls_to_publish(session: AsyncSession, now: datetime, limit: int = 50) -> list[Poll]:
     """Local polls of public groups whose counts changed since their last `Update`, or that
-    closed and have not said so yet (the poll worker's queue)."""
+    closed and have not said so yet (the poll worker's queue), locked for the run."""
     rows = await session.execute(
         select(Poll)
         .join(Thread, Thread.id == Poll.thread_id)
@@ -410,6 +410,9 @@ async def polls_to_publish(session: AsyncSession, now: datetime, limit: int = 50
         )
         .order_by(Poll.closes_at)
         .limit(limit)
+        # Locked until the transaction ends, as a vote locks its poll: a vote during the run
+        # waits, and marks the poll again after the run cleared the mark (not before).
+        .with_for_update(of=Poll)
     )
     return list(rows.scalars())
 

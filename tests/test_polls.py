@@ -24,16 +24,23 @@ from node.storage.models import OutboxActivity, Poll, PollOption, PollVote, Post
 from tests.browser import DEFAULT_PASSWORD, Browser, Page
 from tests.clock import ManualClock
 from tests.conftest import BrowserFactory, NodeFactory
-from tests.federation_harness import RunningNode, eventually, start_node
+from tests.federation_harness import RunningNode, start_node
+from tests.federation_harness import eventually as _eventually
 from tests.peers import FakeRemote, Hospital, join, post_signed, processed
 from tests.test_export import download, files_of
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# Waits across nodes end at this deadline: generous, as the machine may be loaded.
+DEADLINE = 60.0
 # The default ManualClock starts at 2026-11-01 12:00 UTC.
 TOMORROW = "2026-11-02T12:00"
 
 
 # ---------------------------------------------------------------- helpers
+
+
+async def eventually(check: Any, what: str) -> Any:
+    return await _eventually(check, what, seconds=DEADLINE)
 
 
 async def seed(node: NodeContext, extra_members: int = 0) -> None:
