@@ -18,6 +18,7 @@ from node.export import PostRecord
 from node.federation_policy import host_of
 from node.ids import Iris
 from node.policy import federates, shared_with_partners
+from node.polls import PublishedPoll
 from node.qa_windows import QaWindow
 from node.storage.models import ConditionGroup, Member, Post, ProfessionalVerification, Thread
 
@@ -210,9 +211,12 @@ class Documents:
         parent: tuple[Post, Member] | None,
         qa: QaWindow | None = None,
         now: datetime | None = None,
+        poll: PublishedPoll | None = None,
     ) -> dict[str, Any]:
         """The Page (opening post) or Note (reply) for a post; an expert Q&A's Page carries
-        its window as `startTime` and `endTime`, and has comments off once it ended."""
+        its window as `startTime` and `endTime`, and has comments off once it ended; an
+        opening post with a poll is a `Question` (Mastodon's and PieFed's shape) with the
+        Page's properties."""
         iri = self.object_iri(post, thread)
         group_iri = self.group_iri(group)
         thread_iri = self.thread_iri(thread)
@@ -248,6 +252,8 @@ class Documents:
                     document["commentsEnabled"] = False
             document["to"] = [group_iri, PUBLIC]
             document["cc"] = []
+            if poll is not None:
+                document |= _question(poll)
         else:
             assert parent is not None
             parent_post, parent_author = parent
@@ -343,6 +349,23 @@ class Documents:
             document["audience"] = audience
         document.update(extra)
         return document
+
+
+def _question(poll: PublishedPoll) -> dict[str, Any]:
+    """A poll's properties on its thread's object, as Mastodon publishes a `Question`."""
+    choices = [
+        {"type": "Note", "name": name, "replies": {"type": "Collection", "totalItems": count}}
+        for name, count in poll.options
+    ]
+    document: dict[str, Any] = {
+        "type": "Question",
+        "anyOf" if poll.multiple else "oneOf": choices,
+        "endTime": _time(poll.closes_at),
+        "votersCount": poll.voters,
+    }
+    if poll.closed:
+        document["closed"] = _time(poll.closes_at)
+    return document
 
 
 def _without_context(value: Any) -> Any:

@@ -41,6 +41,7 @@ EXTENSION_TERMS: dict[str, Any] = {
     "featured": {"@id": "toot:featured", "@type": "@id"},
     "discoverable": "toot:discoverable",
     "indexable": "toot:indexable",
+    "votersCount": "toot:votersCount",
     "postingRestrictedToMods": "lemmy:postingRestrictedToMods",
     "moderators": {"@id": "lemmy:moderators", "@type": "@id"},
     "stickied": "lemmy:stickied",

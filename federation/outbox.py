@@ -22,7 +22,7 @@ from federation.actors import group_key_owner, member_key_owner
 from federation.convert import Documents
 from federation.jsonld import PUBLIC
 from federation.origins import activity_of
-from node import events, professionals, remote
+from node import events, polls, professionals, remote
 from node.actor_keys import INSTANCE_ACTOR, public_pem_of
 from node.clock import Clock
 from node.federation_policy import PolicyCache
@@ -37,6 +37,8 @@ from node.storage.models import (
     Delivery,
     Member,
     OutboxActivity,
+    PollOption,
+    PollVote,
     Post,
     Reaction,
     Report,
@@ -79,6 +81,8 @@ class Outbox:
         self.wake_deliveries = wake_deliveries
         # The federation policy: no delivery is created for a server it refuses.
         self.policy = policy
+        # Wakes the poll worker (federation/polls.py), which publishes changed counts.
+        self.wake_polls: Callable[[], None] = lambda: None
 
     async def publish(self, session: AsyncSession, batch: list[events.Event]) -> None:
         written: list[PostWritten] = []
@@ -113,6 +117,8 @@ class Outbox:
                     await self._report_filed(session, event)
                 case events.ThreadLockChanged() | events.ThreadPinChanged():
                     await self._thread_moderated(session, event)
+                case events.PollVoted():
+                    await self._poll_voted(session, event)
                 case events.GroupUpdated():
                     group = await session.get(ConditionGroup, event.group_id)
                     if group is not None and group.domain == LOCAL and federates(group.visibility):
@@ -311,10 +317,13 @@ class Outbox:
         ref, author, parent = found
         kind = "Update" if isinstance(event, events.PostEdited) else "Create"
         parent_inbox = self._inbox_of(parent[1]) if parent else []
+        poll = None
+        if ref.post.parent_id is None and ref.thread.ap_id is None:
+            poll = await polls.published_poll(session, ref.thread, ref.group, self.clock.now())
 
         def page_or_note() -> dict[str, Any]:
             return self.documents.post_object(
-                ref.post, ref.thread, ref.group, author, parent, qa, self.clock.now()
+                ref.post, ref.thread, ref.group, author, parent, qa, self.clock.now(), poll
             )
 
         planned: list[Planned] = []
@@ -564,6 +573,75 @@ class Outbox:
                 return
         if ref.group.domain == LOCAL:
             await self._announce(session, ref.group, inner, [])
+
+    # ------------------------------------------------------------ polls
+
+    async def _poll_voted(self, session: AsyncSession, event: events.PollVoted) -> None:
+        """A vote in a poll of ours wakes the poll worker, which publishes the new counts
+        (all the votes since its last run in one `Update`). A local member's vote in another
+        server's poll goes to the poll's owner as Mastodon sends votes: one `Create{Note}`
+        per option, its `name` the option, `inReplyTo` the Question, no content."""
+        thread = await session.get(Thread, event.thread_id)
+        member = await session.get(Member, event.member_id)
+        if thread is None or member is None:
+            return
+        group = await session.get(ConditionGroup, thread.group_id)
+        if group is None or not federates(group.visibility):
+            return
+        if thread.ap_id is None:
+            after_commit(session, self.wake_polls)
+            return
+        if event.origin is not None or member.domain != LOCAL:
+            return
+        owner = await session.get(Member, thread.author_id)
+        inboxes = self._inbox_of(owner)
+        if owner is None or not inboxes:
+            return
+        owner_iri = self.documents.member_iri(owner)
+        member_iri = self.documents.member_iri(member)
+        rows = await session.execute(
+            select(PollOption, PollVote)
+            .join(PollVote, PollVote.option_id == PollOption.id)
+            .where(PollVote.thread_id == thread.id, PollVote.voter_id == member.id)
+            .order_by(PollOption.position)
+        )
+        for option, vote in rows.all():
+            if option.id not in event.option_ids or vote.ap_id is not None:
+                continue
+            note = {
+                "id": self.documents.iris.poll_vote(member.username, new_object_id()),
+                "type": "Note",
+                "attributedTo": member_iri,
+                "name": option.name,
+                "inReplyTo": thread.ap_id,
+                "to": [owner_iri],
+            }
+            vote.ap_id = note["id"]
+            create = await self._store(
+                session, "Create", member_iri, member_key_owner(member.id), note, to=[owner_iri]
+            )
+            await self._queue(session, create, inboxes)
+
+    async def poll_counts_changed(self, session: AsyncSession, thread: Thread) -> None:
+        """A poll of ours publishes its counts (and its closing): the author's
+        `Update{Question}`, which the group announces to its followers, as an edit is."""
+        found = await self._post_context(session, (await self._opening_id(session, thread)))
+        if found is None or found[0].post.deleted_at is not None:
+            return
+        ref, author, _parent = found
+        if ref.group.domain != LOCAL or author.domain != LOCAL:
+            return
+        poll = await polls.published_poll(session, ref.thread, ref.group, self.clock.now())
+        question = self.documents.post_object(ref.post, ref.thread, ref.group, author, None, poll)
+        update = self._local_activity("Update", author, ref.group, question)
+        inboxes = await remote.remote_followers_inboxes(session, ref.group.id)
+        await self._insert(
+            session, [update, self._plan_announce(ref.group, update.document, inboxes)]
+        )
+
+    async def _opening_id(self, session: AsyncSession, thread: Thread) -> str:
+        opening = await self._opening_post(session, thread.id)
+        return opening.id if opening is not None else ""
 
     # ------------------------------------------------------------ membership
 

@@ -34,6 +34,7 @@ from federation.outbox import Outbox
 from federation.prefetch import Fetched, FetchKind, NeedsFetch, Wanted
 from federation.vocab import (
     Activity,
+    PollDoc,
     PostDoc,
     VocabError,
     iri_list,
@@ -42,7 +43,7 @@ from federation.vocab import (
     parse_post,
     same_origin,
 )
-from node import groups, ids, modlog, posts, qa, remote, reports
+from node import groups, ids, modlog, polls, posts, qa, remote, reports
 from node.config import Limits
 from node.errors import Conflict, DomainError, Forbidden, NotFound
 from node.html_text import html_to_text
@@ -362,6 +363,9 @@ class Processor:
         activity = _with_object(activity, obj)
         if doc.attributed_to != activity.actor:
             raise Rejected("the object's author is not the activity's actor")
+        if _is_vote(doc):
+            await self._vote(session, doc, activity, now)
+            return
         if await remote.post_by_ap_id(session, doc.id) is not None:
             return  # already here
         group = await self._local_group_among(
@@ -430,6 +434,8 @@ class Processor:
             await qa.keep_remote_window(
                 session, thread, starts_at=doc.start_time, ends_at=doc.end_time, now=now
             )
+        if doc.poll is not None:
+            await polls.store_remote(session, thread.id, _remote_poll(doc.poll), now)
 
     async def _partner_group_of(
         self, session: AsyncSession, group: ConditionGroup | None, doc: PostDoc
@@ -442,6 +448,27 @@ class Processor:
         if group is not None and shared_with_partners(group.visibility):
             return group
         return None
+
+    async def _vote(
+        self, session: AsyncSession, doc: PostDoc, activity: Activity, now: datetime
+    ) -> None:
+        """A vote as Mastodon sends one: a Note naming the option, in reply to the poll's
+        Question, to its author. It counts once per voter (and option), if the voter may
+        vote here; it is never kept as a reply."""
+        assert doc.in_reply_to is not None
+        ref = await self._post_for(session, doc.in_reply_to)
+        if ref is None or ref.post.parent_id is not None:
+            raise Rejected("the vote names no poll of this node")
+        if not await polls.has_poll(session, ref.thread.id):
+            raise Rejected("the vote names a thread without a poll")
+        if ref.thread.ap_id is not None:
+            raise Rejected("a vote in another server's poll is counted by that server")
+        voter = await self._person(session, activity.actor, now)
+        option = await polls.option_named(session, ref.thread.id, doc.name)
+        await polls.vote(
+            session, Viewer(voter.id), thread_id=ref.thread.id, option_ids=[option.id], now=now,
+            origin=origin_of(session, activity), adding=True, ap_id=doc.id,
+        )  # fmt: skip
 
     async def _fetch_ancestors(
         self, session: AsyncSession, group: ConditionGroup, reply: PostDoc, now: datetime
@@ -520,6 +547,16 @@ class Processor:
         author = await remote.member_by_iri(session, activity.actor)
         if author is None:
             raise Rejected("unknown author")
+        if doc.poll is not None and ref.post.parent_id is None:
+            # The owner's new counts (or its closing): kept, and no edit if the text stayed.
+            await polls.store_remote(session, ref.thread.id, _remote_poll(doc.poll), now)
+            draft = self._draft(doc).cleaned()
+            if (
+                draft.body == ref.post.source
+                and draft.content_warning == ref.post.content_warning
+                and (doc.name or ref.thread.title) == ref.thread.title
+            ):
+                return
         await posts.edit_post(
             session, self.limits, Viewer(author.id), post_id=ref.post.id,
             draft=self._draft(doc), title=doc.name or None if ref.post.parent_id is None else None,
@@ -926,6 +963,22 @@ class Processor:
         if group is None or not same_origin(group_iri, activity.actor):
             return
         await self._blocked(session, group, activity, now)
+
+
+def _is_vote(doc: PostDoc) -> bool:
+    """A poll vote (Mastodon, GoToSocial): a Note with a `name`, in reply to the Question,
+    and no text."""
+    return (
+        doc.type == "Note"
+        and bool(doc.name.strip())
+        and doc.in_reply_to is not None
+        and not html_to_text(doc.content_html).strip()
+        and not (doc.source_markdown or "").strip()
+    )
+
+
+def _remote_poll(doc: PollDoc) -> polls.RemotePoll:
+    return polls.RemotePoll(doc.choices, doc.multiple, doc.end_time, doc.voters)
 
 
 def _with_object(activity: Activity, obj: dict[str, Any]) -> Activity:

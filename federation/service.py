@@ -12,6 +12,8 @@ from federation.convert import Documents
 from federation.inbox import InboxWriter, KnownAddressees
 from federation.inbox_budget import InboxBudget
 from federation.outbox import Outbox
+from federation.polls import BATCH as POLL_BATCH
+from federation.polls import POLL_PACE, PollPublisher
 from federation.prefetch import Prefetcher
 from federation.processing import Processor
 from federation.queue import DeliveryQueue, Housekeeping, InboxQueue, Worker
@@ -59,6 +61,9 @@ class Federation:
         prefetcher = Prefetcher(self.directory, processor.fetched, node.transaction)
         self.inbox_queue = InboxQueue(node, processor, prefetcher)
         self.inbox_worker = Worker("inbox", self.inbox_queue.drain, INBOX_PACE, CLAIM)
+        self.poll_publisher = PollPublisher(node, self.outbox)
+        self.poll_worker = Worker("polls", self.poll_publisher.drain, POLL_PACE, POLL_BATCH)
+        self.outbox.wake_polls = self.poll_worker.wake
         self.housekeeping = Housekeeping(node)
         self.housekeeping_worker = Worker("housekeeping", self.housekeeping.drain)
         self.addressees = KnownAddressees()
@@ -82,6 +87,7 @@ class Federation:
         self.inbox_worker.start()
         self.delivery_worker.start()
         self.housekeeping_worker.start()
+        self.poll_worker.start()
         self.workers_running = True
 
     async def close(self) -> None:
@@ -90,6 +96,7 @@ class Federation:
             await self.inbox_worker.stop()
             await self.delivery_worker.stop()
             await self.housekeeping_worker.stop()
+            await self.poll_worker.stop()
         if self.outbox in self.node.sinks:
             self.node.sinks.remove(self.outbox)
         await self.client.close()

@@ -157,6 +157,16 @@ def parse_activity(document: Any) -> Activity:
 
 
 @dataclass(frozen=True)
+class PollDoc:
+    """A `Question`'s poll (Mastodon, PieFed): its choices with their counts, in order."""
+
+    choices: tuple[tuple[str, int], ...]
+    multiple: bool  # `anyOf` rather than `oneOf`
+    end_time: datetime
+    voters: int
+
+
+@dataclass(frozen=True)
 class PostDoc:
     """A Page (thread) or Note (reply) as another server describes it."""
 
@@ -178,6 +188,8 @@ class PostDoc:
     # An expert Q&A's window (our Pages carry it; docs/FEDERATION.md), when both are valid.
     start_time: datetime | None = None
     end_time: datetime | None = None
+    # A `Question`'s poll.
+    poll: PollDoc | None = None
 
 
 POST_TYPES = ("Page", "Note", "Article", "Question")
@@ -250,16 +262,51 @@ def parse_post(document: Any) -> PostDoc:
         cc=iri_list(document.get("cc")),
         link=_first_link(document.get("attachment")),
         **_window(document.get("startTime"), document.get("endTime")),
+        poll=_poll(document) if object_type == "Question" else None,
     )
+
+
+MAX_CHOICES = 20
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return 0
+    return max(0, min(value, 10**9))
+
+
+def _poll(document: dict[str, Any]) -> PollDoc | None:
+    """The poll of a Question: `oneOf` (single choice) or `anyOf` (multiple) Notes with a
+    `name` and `replies.totalItems`, `endTime` (or `closed`) and `votersCount`. A Question
+    without choices or an end is taken as a post without a poll."""
+    multiple = isinstance(document.get("anyOf"), list) and bool(document.get("anyOf"))
+    raw = document.get("anyOf") if multiple else document.get("oneOf")
+    if not isinstance(raw, list):
+        return None
+    choices: list[tuple[str, int]] = []
+    for item in raw[:MAX_CHOICES]:
+        if not isinstance(item, dict):
+            continue
+        name = _text(item.get("name") or item.get("nameMap"), 200).strip()
+        replies = item.get("replies")
+        count = _count(replies.get("totalItems")) if isinstance(replies, dict) else 0
+        if name:
+            choices.append((name, count))
+    end = _moment(document.get("endTime")) or _moment(document.get("closed"))
+    if len(choices) < 2 or end is None:
+        return None
+    voters = document.get("votersCount")
+    total = _count(voters) if voters is not None else sum(count for _, count in choices)
+    return PollDoc(tuple(choices), multiple, end, total)
 
 
 def _moment(value: Any) -> datetime | None:
     """An xsd:dateTime with a zone, or None for anything else (an absent or odd value only
-    means the post is not shown as a Q&A)."""
+    means the post is not shown as a Q&A, or carries no poll)."""
     if not isinstance(value, str) or len(value) > 40:
         return None
     try:
-        moment = datetime.fromisoformat(value)
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
     return moment if moment.tzinfo is not None else None

@@ -20,6 +20,7 @@ from node.errors import NotFound
 from node.events import LocalAccountErased, PostDeleted, record
 from node.membership import remove_membership
 from node.modlog import ModAction, log_action
+from node.polls import forget_votes
 from node.posts import tombstone
 from node.storage.models import (
     LOCAL,
@@ -71,6 +72,7 @@ async def erase_local_account(
         if post.held_at is None:  # a held post was never published: nothing to take back
             record(session, PostDeleted(post.id, member_id))
     await session.execute(delete(Reaction).where(Reaction.member_id == member_id))
+    await forget_votes(session, member_id, now)
     memberships = await session.execute(
         select(Membership)
         .where(Membership.member_id == member_id)

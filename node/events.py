@@ -158,6 +158,18 @@ class ReportFiled:
     report_id: int
 
 
+@dataclass(frozen=True)
+class PollVoted:
+    """A member voted in a thread's poll (or changed their vote): `option_ids` are the options
+    chosen now. Who voted what never leaves the node, except as a local member's own vote sent
+    to a remote poll's owner (as Mastodon votes)."""
+
+    thread_id: str
+    member_id: int
+    option_ids: tuple[int, ...]
+    origin: Origin | None = None
+
+
 Event = (
     MemberCreated
     | MemberUpdated
@@ -175,6 +187,7 @@ Event = (
     | ThreadLockChanged
     | ThreadPinChanged
     | GroupUpdated
+    | PollVoted
 )
 
 

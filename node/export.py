@@ -8,7 +8,7 @@ descriptor after it). Both the web download and `healthnode member export` use i
 What it holds, and what it leaves out (docs/POLICY.md, "Export"):
 - the member's own rows: profile, consent, memberships, posts and replies (with the title
   of their thread and the name of their group, never another member's text), helpful marks,
-  reports they filed;
+  poll votes (their own choices, never anyone else's), reports they filed;
 - outbox.json: their posts as the `Create` activities this node federates, shaped by the
   federation side (`ArchiveShapes`), in an OrderedCollection like Mastodon's archive.
 """
@@ -31,6 +31,8 @@ from node.storage.models import (
     ConditionGroup,
     Member,
     Membership,
+    PollOption,
+    PollVote,
     Post,
     Reaction,
     Report,
@@ -46,6 +48,7 @@ FILE_NAMES = (
     "memberships.json",
     "posts.json",
     "helpful_marks.json",
+    "poll_votes.json",
     "reports.json",
     "outbox.json",
 )
@@ -194,6 +197,7 @@ async def write_archive(
         "posts.json", _mapped(_post_pages(session, member), lambda r: _post(r, shapes))
     )
     await archive.array("helpful_marks.json", _helpful_marks(session, member, shapes))
+    await archive.array("poll_votes.json", _poll_votes(session, member, shapes))
     await archive.array("reports.json", _reports(session, member, shapes))
     await archive.collection(
         "outbox.json",
@@ -367,6 +371,26 @@ async def _helpful_marks(
                 "marked_at": _time(reaction.created_at),
             }
             for reaction, post, thread in page
+        ]
+
+
+async def _poll_votes(
+    session: AsyncSession, member: Member, iris: ArchiveShapes
+) -> AsyncIterator[list[dict[str, Any]]]:
+    statement = (
+        select(PollVote, PollOption, Thread)
+        .join(PollOption, PollOption.id == PollVote.option_id)
+        .join(Thread, Thread.id == PollVote.thread_id)
+        .where(PollVote.voter_id == member.id)
+    )
+    async for page in _keyset_pages(session, statement, (PollVote.id,), lambda row: (row[0].id,)):
+        yield [
+            {
+                "thread": {"id": iris.thread_iri(thread), "title": thread.title},
+                "option": option.name,
+                "voted_at": _time(vote.created_at),
+            }
+            for vote, option, thread in page
         ]
 
 

@@ -68,6 +68,7 @@ GROUP_HELD_DECISION_PATH = "/g/{slug}/held/{post_id}/{decision}"
 GROUP_WITHDRAW_INVITE_PATH = "/g/{slug}/invitations/withdraw"
 THREAD_REPLY_PATH = "/t/{thread_id}/reply"
 THREAD_REOPEN_PATH = "/t/{thread_id}/reopen"
+THREAD_VOTE_PATH = "/t/{thread_id}/vote"
 POST_EDIT_PATH = "/p/{post_id}/edit"
 POST_DELETE_PATH = "/p/{post_id}/delete"
 POST_HELPFUL_PATH = "/p/{post_id}/helpful"
@@ -567,6 +568,11 @@ class Iris:
         """The id of a post's `Create` in its author's archive (node/export.py): a fragment
         of the post's IRI, as no id is kept for the Create that federated it."""
         return f"{object_iri}#create"
+
+    def poll_vote(self, username: str, vote_id: str) -> str:
+        """The id of the `Note` that carries a member's vote to a remote poll's owner: a
+        fragment of the member's IRI, as Mastodon's votes are (nothing is served there)."""
+        return f"{self.member(username)}#votes/{vote_id}"
 
     def stand_in_activity(self, username: str, kind: StandInKind) -> str:
         return self.iri(StandInActivityRef(MemberRef(username), kind))

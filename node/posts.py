@@ -52,6 +52,7 @@ from node.policy import (
     names_author,
     shown_by_federation_policy,
 )
+from node.poll_drafts import PollDraft, poll_problems, store_poll
 from node.qa_windows import QaWindow, refusal, windows_of
 from node.storage.engine import note_erasure
 from node.storage.models import LOCAL, ConditionGroup, Member, Membership, Post, Reaction, Thread
@@ -59,6 +60,9 @@ from node.text import neutralise, normalise_line_endings, render_markdown, sanit
 from node.validation import collect, text_problem
 
 HELPFUL = "helpful"
+POLLS_HERE_ONLY = (
+    "Polls can be added only to threads in groups of this node: this group is on another server."
+)
 DELETED_TITLE = "(deleted)"
 THREAD_NOT_FOUND = "There is no thread at this address."
 THREAD_CLOSED = (
@@ -179,8 +183,10 @@ async def start_thread(
     origin: Origin | None = None,
     announced: bool = False,
     anonymous: bool = False,
+    poll: PollDraft | None = None,
 ) -> Thread:
-    """Start a thread; `anonymous` (private groups of this node only) names no author."""
+    """Start a thread; `anonymous` (private groups of this node only) names no author;
+    `poll` (a draft from the form) gives it a poll, checked with the rest."""
     vouched = vouched_by_remote_group(view, announced)
     if not vouched and not view.may(Action.POST):
         raise Forbidden("Only active members of this group can start threads. Join it first.")
@@ -194,6 +200,12 @@ async def start_thread(
         anonymous=_anonymous_problem(view.group, anonymous),
     )
     problems |= _draft_problems(draft, limits)
+    poll = poll.cleaned() if poll is not None and poll.wanted else None
+    if poll is not None:
+        problems |= poll_problems(poll, now)
+        if view.group.domain != LOCAL:
+            # A poll is counted by its group's node; another server's group counts its own.
+            problems["poll_options"] = POLLS_HERE_ONLY
     if problems:
         raise Invalid(problems)
     assert view.viewer.member_id is not None
@@ -210,6 +222,8 @@ async def start_thread(
     )
     session.add(thread)
     await session.flush()
+    if poll is not None:
+        await store_poll(session, thread.id, poll, now)
     post = _new_post(thread.id, None, view.viewer.member_id, draft, now, anonymous)
     post.held_at = now if held else None
     session.add(post)

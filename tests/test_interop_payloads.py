@@ -709,7 +709,7 @@ CONVERSATIONS = [
         Step("piefed_create_page.json", Applied("a discussion Page starts a thread",
              (NewThread("Example Discussion Post Title", "Example Discussion Post Body"),))),
         Step("piefed_create_question.json", Applied(
-            "a poll (Question) starts a thread; its options and embedded replies are not kept",
+            "a poll (Question) starts a thread with its poll; its embedded replies are not kept",
             (NewThread("Poll Post Test", "this is the poll post body"), OnlyPost()))),
         Step("piefed_create_page_video.json", Applied(
             "a link post with no text: its text is the link, its title the post's name",

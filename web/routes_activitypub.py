@@ -19,7 +19,7 @@ from federation import inbox as inbox_edge
 from federation.actors import group_key_owner, member_key_owner
 from federation.convert import AS2_MEDIA_TYPE
 from federation.service import Federation
-from node import groups, ids, members, membership, partners, posts, professionals, published
+from node import groups, ids, members, membership, partners, polls, posts, professionals, published
 from node.actor_keys import INSTANCE_ACTOR, public_pem_of
 from node.errors import NotFound
 from node.federation_policy import host_of
@@ -254,17 +254,14 @@ async def _post_answer(request: web.Request, found: posts.PostInContext) -> web.
         assert parent_author is not None
         parent = (parent_post, parent_author)
     assert author is not None
-    qa = None
+    qa = poll = None
     if found.post.parent_id is None:
         qa = (await windows_of(db(request), [found.thread.id])).get(found.thread.id)
-    return _for_group(
-        found.view.group,
-        as2(
-            documents.post_object(
-                found.post, found.thread, found.view.group, author, parent, qa, now(request)
-            )
-        ),
+        poll = await polls.published_poll(db(request), found.thread, found.view.group, now(request))
+    document = documents.post_object(
+        found.post, found.thread, found.view.group, author, parent, qa, now(request), poll
     )
+    return _for_group(found.view.group, as2(document))
 
 
 async def thread_document(request: web.Request, thread_id: str) -> web.Response:

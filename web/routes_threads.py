@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from aiohttp import web
 from multidict import MultiDict
 
-from node import crisis, groups, ids, moderation, posts, qa
+from node import crisis, groups, ids, moderation, polls, posts, qa
 from node.errors import Conflict, Forbidden, Invalid
 from node.ids import thread_path
 from node.personal_details import Detail, personal_details
 from node.policy import Action
+from node.poll_drafts import MAX_OPTIONS, PollDraft
 from node.storage.models import CrisisResource
 from node.throttles import Throttled
 from web.pages import (
@@ -39,6 +40,7 @@ def register(router: web.UrlDispatcher) -> None:
     router.add_get(ids.THREAD_PATH, thread_page)
     router.add_post(ids.THREAD_REPLY_PATH, reply_submit)
     router.add_post(ids.THREAD_REOPEN_PATH, reopen_submit)
+    router.add_post(ids.THREAD_VOTE_PATH, vote_submit)
     router.add_get(ids.POST_PATH, post_link)
     router.add_get(ids.POST_EDIT_PATH, edit_form)
     router.add_post(ids.POST_EDIT_PATH, edit_submit)
@@ -115,6 +117,20 @@ def _anonymous(values: dict[str, str]) -> bool:
     return values[ANONYMOUS] == "yes"
 
 
+# The poll's fields on the new-thread form: one text field per option, then its settings.
+POLL_OPTION_FIELDS = tuple(f"poll_option_{number}" for number in range(1, MAX_OPTIONS + 1))
+POLL_FIELDS = (*POLL_OPTION_FIELDS, "poll_multiple", "poll_changeable", "poll_closes")
+
+
+def _poll_draft(values: dict[str, str]) -> PollDraft:
+    return PollDraft(
+        tuple(values[name] for name in POLL_OPTION_FIELDS),
+        multiple=values["poll_multiple"] == "yes",
+        changeable=values["poll_changeable"] == "yes",
+        closes=values["poll_closes"],
+    )
+
+
 def _with_wait(response: web.Response, error: Exception | None) -> web.Response:
     """The form again, with its text kept; a post over the limit says when to try again."""
     if isinstance(error, Throttled):
@@ -138,7 +154,7 @@ async def new_thread_submit(request: web.Request) -> web.StreamResponse:
     )
     data = await form(request)
     fields = ("title", "body", "content_warning", CRISIS_SEEN, DETAILS_SEEN, ANONYMOUS)
-    values = {key: data.get(key, "") for key in fields}
+    values = {key: data.get(key, "") for key in fields + POLL_FIELDS}
     errors: dict[str, str] = {"form": STALE_FORM} if stale_form(request) else {}
     status, refused = 400, None
     if not errors:
@@ -156,6 +172,7 @@ async def new_thread_submit(request: web.Request) -> web.StreamResponse:
                 draft=posts.Draft(values["body"], values["content_warning"]),
                 now=now(request),
                 anonymous=_anonymous(values),
+                poll=_poll_draft(values),
             )
         except REFUSED as error:
             errors, status, refused = _problems(error), _status(error), error
@@ -178,6 +195,7 @@ async def thread_page(
     thread = await posts.view_thread(
         db(request), request.match_info["thread_id"], viewer(request), moment
     )
+    poll = await polls.poll_view(db(request), thread.thread, thread.group, moment)
     replying_to = (values or {}).get("parent") or request.query.get("reply_to", "")
     context = {
         "thread": thread,
@@ -187,6 +205,7 @@ async def thread_page(
         "checks": checks,
         "badges": await badges_of(request, (item.byline.member for item in thread.posts)),
         "qa": await qa.qa_page(db(request), thread, moment),
+        "poll": poll,
     }
     return render_group_page(request, thread.group.group, "thread.html", context, status)
 
@@ -229,6 +248,29 @@ async def reopen_submit(request: web.Request) -> web.StreamResponse:
     except (Conflict, Forbidden) as error:
         return await thread_page(request, None, _problems(error), _status(error))
     raise see_other(thread_path(thread_id))
+
+
+@rerenders_stale_forms
+async def vote_submit(request: web.Request) -> web.StreamResponse:
+    """A vote (or a changed vote) in the thread's poll; a refusal is shown on the thread."""
+    require_member(request)
+    data = await form(request)
+    if stale_form(request):
+        return await thread_page(request, None, {"poll": STALE_FORM}, 400)
+    chosen: list[int] = []
+    for raw in data.getall("option", []):
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
+            return await thread_page(request, None, {"poll": polls.UNKNOWN_OPTION}, 400)
+        chosen.append(int(raw))
+    thread_id = request.match_info["thread_id"]
+    try:
+        await polls.vote(
+            db(request), viewer(request), thread_id=thread_id, option_ids=chosen, now=now(request)
+        )
+    except REFUSED as error:
+        message = " ".join(_problems(error).values())
+        return await thread_page(request, None, {"poll": message}, _status(error))
+    raise see_other(f"{thread_path(thread_id)}#poll")
 
 
 async def post_link(request: web.Request) -> web.StreamResponse:

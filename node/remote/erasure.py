@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.events import AccountErased, Origin, record
 from node.membership import remove_membership
+from node.polls import forget_votes
 from node.posts import tombstone
 from node.storage.models import (
     LOCAL,
@@ -52,6 +53,7 @@ async def erase_remote_account(
     await session.execute(
         delete(ProfessionalVerification).where(ProfessionalVerification.member_id == member_id)
     )
+    await forget_votes(session, member_id, now)
     memberships = await session.execute(
         select(Membership)
         .where(Membership.member_id == member_id, Membership.state != "banned")

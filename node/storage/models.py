@@ -684,3 +684,64 @@ class QaExpert(Base):
         ForeignKey("qa_sessions.thread_id", ondelete="CASCADE"), primary_key=True
     )
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+
+
+class Poll(Base):
+    """A thread's poll (node/polls.py): its options are PollOption rows, its votes PollVote.
+
+    A poll of a remote thread is a copy of its `Question`: the counts are its owner's
+    (`PollOption.remote_count`, `remote_voters`), updated by the owner's `Update`s; a local
+    member's own vote is kept here too, so that they see that they voted.
+    """
+
+    __tablename__ = "polls"
+    thread_id: Mapped[str] = mapped_column(
+        ForeignKey("threads.id", ondelete="CASCADE"), primary_key=True
+    )
+    multiple: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Voters may change their vote until closing (the author's choice; never for remote polls).
+    changeable: Mapped[bool] = mapped_column(Boolean, default=False)
+    closes_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Local polls of public groups: the counts changed since the last `Update` went out (the
+    # poll worker sends one for all the votes in between, federation/polls.py).
+    tallies_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Local polls of public groups: the `Update` announcing the closing was sent.
+    closing_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Remote polls: the number of voters their owner published (`votersCount`).
+    remote_voters: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class PollOption(Base):
+    __tablename__ = "poll_options"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    thread_id: Mapped[str] = mapped_column(
+        ForeignKey("polls.thread_id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(200))
+    # Remote polls: the count their owner published (`replies.totalItems`).
+    remote_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    __table_args__ = (
+        UniqueConstraint("thread_id", "position", name="uq_poll_options_thread_position"),
+    )
+
+
+class PollVote(Base):
+    """One voter's choice of one option. Who voted what is never shown: only counts are."""
+
+    __tablename__ = "poll_votes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    thread_id: Mapped[str] = mapped_column(
+        ForeignKey("polls.thread_id", ondelete="CASCADE"), index=True
+    )
+    option_id: Mapped[int] = mapped_column(ForeignKey("poll_options.id", ondelete="CASCADE"))
+    voter_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # A remote vote's Note, or the Note sent for a local member's vote in a remote poll.
+    ap_id: Mapped[str | None] = mapped_column(IRI, nullable=True)
+    __table_args__ = (
+        UniqueConstraint(
+            "thread_id", "option_id", "voter_id", name="uq_poll_votes_thread_option_voter"
+        ),
+    )

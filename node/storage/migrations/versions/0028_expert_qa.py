@@ -1,7 +1,7 @@
 """expert Q&A: a session per Q&A thread (topic, window, who scheduled it) and its experts
 
 Revision ID: 0028_expert_qa
-Revises: 0026_partner_groups
+Revises: 0027_polls
 Create Date: 2026-12-07 01:30:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import node.storage.models
 
 revision = "0028_expert_qa"
-down_revision = "0026_partner_groups"
+down_revision = "0027_polls"
 branch_labels = None
 depends_on = None
 
