@@ -632,7 +632,9 @@ class Outbox:
         if ref.group.domain != LOCAL or author.domain != LOCAL:
             return
         poll = await polls.published_poll(session, ref.thread, ref.group, self.clock.now())
-        question = self.documents.post_object(ref.post, ref.thread, ref.group, author, None, poll)
+        question = self.documents.post_object(
+            ref.post, ref.thread, ref.group, author, None, poll=poll
+        )
         update = self._local_activity("Update", author, ref.group, question)
         inboxes = await remote.remote_followers_inboxes(session, ref.group.id)
         await self._insert(
