@@ -32,7 +32,8 @@ from tests.test_delivery_processes import (
     wait_until_serving,
 )
 from web.appkeys import METRICS
-from web.metrics import METRICS_PATH, NO_ROUTE, start_metrics_server
+from web.cli import build_parser, main
+from web.metrics import METRICS_PATH, NO_ROUTE, parse_address, start_metrics_server
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -317,3 +318,59 @@ async def test_serve_with_a_metrics_address_and_json_logs(tmp_path: Path) -> Non
             assert "secret-slug" not in access[rid] and "99999" not in access[rid]
     finally:
         await stop_all(commands)
+
+
+async def test_a_worker_serves_its_own_metrics_without_request_counters(tmp_path: Path) -> None:
+    # Given `healthnode worker` alone, with a metrics address
+    metrics_port = free_port()
+    metrics_url = f"http://127.0.0.1:{metrics_port}{METRICS_PATH}"
+    arguments = ("worker", "--data-dir", tmp_path / "data",
+                 "--metrics-address", f"127.0.0.1:{metrics_port}")  # fmt: skip
+    commands = [await spawn("worker", tmp_path, *arguments)]
+    try:
+        worker = commands[0]
+
+        async def scraped() -> str | None:
+            if worker.process.returncode is not None:
+                raise AssertionError(f"the worker exited:\n{worker.tail()}")
+            try:
+                return await scrape(metrics_url)
+            except aiohttp.ClientError:
+                return None
+
+        # Then it answers with the workers' counters and the queue figures, and no requests
+        samples = parse(await eventually(scraped, "the worker's metrics", seconds=30))
+        assert ("healthnode_inbox_items_total", (("outcome", "processed"),)) in samples
+        assert ("healthnode_open_circuits", ()) in samples
+        assert not any(name.startswith("healthnode_http_") for name, _labels in samples)
+        assert value(samples, "process_resident_memory_bytes") > 0
+    finally:
+        await stop_all(commands)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [
+        (["serve", "--metrics-address", "9100"], "is not HOST:PORT"),
+        (["serve", "--metrics-address", "127.0.0.1:99999"], "is not HOST:PORT"),
+        (["worker", "--metrics-address", "localhost:"], "is not HOST:PORT"),
+        (["serve", "--log-format", "xml"], "invalid choice: 'xml'"),
+    ],
+)
+def test_a_wrong_metrics_address_or_log_format_stops_the_command(
+    arguments: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(arguments)
+    assert stopped.value.code == 2
+    assert says in capsys.readouterr().err
+
+
+def test_the_metrics_address_is_never_the_public_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arguments = ["serve", "--port", "8123", "--metrics-address", "127.0.0.1:8123",
+                 "--data-dir", str(tmp_path)]  # fmt: skip
+    assert main(arguments) == 1
+    assert "must not use the public port" in capsys.readouterr().err
+    assert parse_address("[::1]:9100") == ("::1", 9100)

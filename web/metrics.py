@@ -10,7 +10,15 @@ import logging
 from collections.abc import Callable, Iterator
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
@@ -82,6 +90,10 @@ class Metrics:
 
     def __init__(self, *, web: bool = True) -> None:
         self.registry = CollectorRegistry()
+        # The process's CPU, memory, open files, garbage collections and Python version.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self.federation = FederationMetrics(self.registry)
         self.queues = QueueGauges()
         self.registry.register(self.queues)
