@@ -20,12 +20,14 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	touch $@ $(RUN_STAMP)
 
 # `make run PORT=8081 DOMAIN=forum.example.org`: the port to listen on and the public name every
-# IRI and link is minted from (default localhost:PORT, a development node on http://).
-PORT ?= 8080
-DOMAIN ?= localhost:$(PORT)
+# IRI and link is minted from. Given, they override data/healthnode.toml and the environment;
+# otherwise those apply, and then the defaults (port 8080, domain localhost:PORT, a development
+# node on http://).
+PORT ?=
+DOMAIN ?=
 
 run: $(RUN_STAMP)
-	$(BIN)/healthnode serve --port $(PORT) --domain $(DOMAIN)
+	$(BIN)/healthnode serve $(if $(PORT),--port $(PORT)) $(if $(DOMAIN),--domain $(DOMAIN))
 
 # The suite runs on SQLite always, and on PostgreSQL when HEALTHNODE_TEST_PG_URL is set
 # (.ci/run sets it under CI=true).

@@ -33,7 +33,7 @@ from federation.jsonld import InvalidDocument, normalise
 from federation.jsontext import off_the_loop
 from federation.vocab import ActorDoc, VocabError, parse_actor, same_origin
 from keys.pairs import open_private_key
-from node import remote
+from node import professionals, remote
 from node.actor_keys import INSTANCE_ACTOR
 from node.html_text import html_to_text
 from node.ids import InstanceActorRef, Iris
@@ -178,7 +178,17 @@ class ActorDirectory:
         if actor.type == "Group":
             await remote.upsert_remote_group(session, facts, now)
         elif actor.type in ("Person", "Service", "Organization"):
-            await remote.upsert_remote_member(session, facts, now)
+            member = await remote.upsert_remote_member(session, facts, now)
+            # Read on every fetch and refresh: a document without the term ends a claim.
+            claim = actor.verification
+            await professionals.record_remote_claim(
+                session, member,
+                title=claim.title if claim else None,
+                verifier_domain=claim.verifier if claim else None,
+                verified_at=claim.verified_at if claim else None,
+                expires_at=claim.expires_at if claim else None,
+                now=now,
+            )  # fmt: skip
         await session.flush()
 
     @staticmethod

@@ -15,9 +15,11 @@ from federation.jsonld import CANONICAL_CONTEXT, PUBLIC
 from node import ids
 from node.config import Settings
 from node.export import PostRecord
+from node.federation_policy import host_of
 from node.ids import Iris
 from node.policy import federates
-from node.storage.models import ConditionGroup, Member, Post, Thread
+from node.qa_windows import QaWindow
+from node.storage.models import ConditionGroup, Member, Post, ProfessionalVerification, Thread
 
 AS2_MEDIA_TYPE = "application/activity+json"
 
@@ -83,7 +85,13 @@ class Documents:
             "publicKey": {"id": self.iris.key_id(actor), "owner": iri, "publicKeyPem": public_pem},
         }
 
-    def person(self, member: Member, public_pem: str) -> dict[str, Any]:
+    def person(
+        self,
+        member: Member,
+        public_pem: str,
+        verification: ProfessionalVerification | None = None,
+    ) -> dict[str, Any]:
+        """A member's Person; `verification` is their current one by this node, if any."""
         document = self._actor(
             "Person", ids.MemberRef(member.username), member.username, member.display_name,
             _paragraphs(member.bio), public_pem,
@@ -94,7 +102,31 @@ class Documents:
             "indexable": False,
             "published": _time(member.created_at),
         }
+        if verification is not None:
+            document |= self._verified_professional(verification)
         return document
+
+    def _verified_professional(self, verification: ProfessionalVerification) -> dict[str, Any]:
+        """What Mastodon shows (a profile field), and what healthnode nodes read: our own
+        extension term, with the verifying domain, which is always this node's."""
+        verifier = host_of(self.settings.domain)
+        claim: dict[str, Any] = {
+            "title": verification.title,
+            "verifier": verifier,
+            "verifiedAt": _time(verification.verified_at),
+        }
+        if verification.expires_at is not None:
+            claim["endTime"] = _time(verification.expires_at)
+        return {
+            "attachment": [
+                {
+                    "type": "PropertyValue",
+                    "name": "Verified professional",
+                    "value": f"{verification.title} — verified by {verifier}",
+                }
+            ],
+            "verifiedProfessional": claim,
+        }
 
     def group(self, group: ConditionGroup, public_pem: str) -> dict[str, Any]:
         document = self._actor(
@@ -165,8 +197,11 @@ class Documents:
         group: ConditionGroup,
         author: Member,
         parent: tuple[Post, Member] | None,
+        qa: QaWindow | None = None,
+        now: datetime | None = None,
     ) -> dict[str, Any]:
-        """The Page (opening post) or Note (reply) for a post."""
+        """The Page (opening post) or Note (reply) for a post; an expert Q&A's Page carries
+        its window as `startTime` and `endTime`, and has comments off once it ended."""
         iri = self.object_iri(post, thread)
         group_iri = self.group_iri(group)
         thread_iri = self.thread_iri(thread)
@@ -195,6 +230,11 @@ class Documents:
             # Lemmy's names for a pinned thread and for one locked to replies.
             document["stickied"] = thread.pinned_at is not None
             document["commentsEnabled"] = thread.locked_at is None
+            if qa is not None:
+                document["startTime"] = _time(qa.starts_at)
+                document["endTime"] = _time(qa.ends_at)
+                if now is not None and qa.ended(now):
+                    document["commentsEnabled"] = False
             document["to"] = [group_iri, PUBLIC]
             document["cc"] = []
         else:

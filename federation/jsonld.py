@@ -27,6 +27,9 @@ EMPTY_CONTEXTS = frozenset({"http://joinmastodon.org/ns", "https://joinmastodon.
 LITEPUB_SUFFIX = "/schemas/litepub-0.1.jsonld"
 LEMMY_CONTEXT = "https://join-lemmy.org/context.json"
 
+# This project's own namespace: a name for our extension terms, never dereferenced.
+HEALTHNODE_NS = "urn:healthnode:ns#"
+
 EXTENSION_TERMS: dict[str, Any] = {
     "toot": "http://joinmastodon.org/ns#",
     "lemmy": "https://join-lemmy.org/ns#",
@@ -45,6 +48,12 @@ EXTENSION_TERMS: dict[str, Any] = {
     "commentsEnabled": "pt:commentsEnabled",
     "PropertyValue": "schema:PropertyValue",
     "value": "schema:value",
+    # Ours (docs/FEDERATION.md, "Verified professionals"): defined here, never fetched.
+    "healthnode": HEALTHNODE_NS,
+    "verifiedProfessional": "healthnode:verifiedProfessional",
+    "title": "healthnode:title",
+    "verifier": "healthnode:verifier",
+    "verifiedAt": "healthnode:verifiedAt",
 }
 CANONICAL_CONTEXT: list[Any] = [AS2, SECURITY_V1, EXTENSION_TERMS]
 

@@ -22,12 +22,13 @@ from federation.actors import group_key_owner, member_key_owner
 from federation.convert import Documents
 from federation.jsonld import PUBLIC
 from federation.origins import activity_of
-from node import events, remote
+from node import events, professionals, remote
 from node.actor_keys import INSTANCE_ACTOR, public_pem_of
 from node.clock import Clock
 from node.federation_policy import PolicyCache
 from node.ids import ActivityRef, new_object_id
 from node.policy import federates
+from node.qa_windows import QaWindow, windows_of
 from node.storage.engine import after_commit
 from node.storage.models import (
     LOCAL,
@@ -100,6 +101,11 @@ class Outbox:
                     member = await session.get(Member, event.member_id)
                     if member is not None and member.domain == LOCAL:
                         await self.member_updated(session, member)
+                case events.ProfessionalStatusChanged():
+                    member = await session.get(Member, event.member_id)
+                    if member is not None and member.domain == LOCAL:
+                        readers = await remote.readers_of_member(session, member.id)
+                        await self.member_updated(session, member, also=readers)
                 case events.ReportFiled():
                     await self._report_filed(session, event)
                 case events.ThreadLockChanged() | events.ThreadPinChanged():
@@ -258,12 +264,19 @@ class Outbox:
         """Posts started, replied or edited: their contexts read at once, and everything
         they publish stored with one statement (and their deliveries with another)."""
         contexts = await self._post_contexts(session, [event.post_id for event in batch])
+        windows = await windows_of(
+            session,
+            [ref.thread.id for ref, _, _ in contexts.values() if ref.post.parent_id is None],
+        )
         followers: dict[int, list[str]] = {}
         planned: list[Planned] = []
         for event in batch:
             found = contexts.get(event.post_id)
             if found is not None:
-                planned += await self._post_written(session, event, found, followers)
+                window = (
+                    windows.get(found[0].thread.id) if found[0].post.parent_id is None else None
+                )
+                planned += await self._post_written(session, event, found, followers, window)
         await self._insert(session, planned)
 
     async def _post_written(
@@ -272,14 +285,18 @@ class Outbox:
         event: PostWritten,
         found: PostContext,
         followers: dict[int, list[str]],
+        qa: QaWindow | None = None,
     ) -> list[Planned]:
-        """What one written post publishes, planned (`followers` caches a group's inboxes)."""
+        """What one written post publishes, planned (`followers` caches a group's inboxes;
+        `qa`, the window of the expert Q&A whose Page this is)."""
         ref, author, parent = found
         kind = "Update" if isinstance(event, events.PostEdited) else "Create"
         parent_inbox = self._inbox_of(parent[1]) if parent else []
 
         def page_or_note() -> dict[str, Any]:
-            return self.documents.post_object(ref.post, ref.thread, ref.group, author, parent)
+            return self.documents.post_object(
+                ref.post, ref.thread, ref.group, author, parent, qa, self.clock.now()
+            )
 
         planned: list[Planned] = []
         if ref.group.domain == LOCAL:
@@ -614,13 +631,18 @@ class Outbox:
 
     # ------------------------------------------------------------ actors
 
-    async def member_updated(self, session: AsyncSession, member: Member) -> None:
-        """Update{Person} to the remote groups the member belongs to (new key, new name)."""
+    async def member_updated(
+        self, session: AsyncSession, member: Member, also: list[str] | None = None
+    ) -> None:
+        """Update{Person} to the remote groups the member belongs to (new key, new name),
+        and to `also` (for a verification: the servers that received their posts)."""
         pem = await public_pem_of(session, member_key_owner(member.id))
         if pem is None:
             return  # never federated: nobody elsewhere knows this member
-        person = self.documents.person(member, pem)
+        verification = await professionals.own_verification(session, member, self.clock.now())
+        person = self.documents.person(member, pem, verification)
         inboxes = await remote.remote_group_inboxes_of(session, member.id)
+        inboxes = sorted(set(inboxes) | set(also or ()))
         update = await self._store(
             session, "Update", person["id"], member_key_owner(member.id), person, to=[PUBLIC]
         )

@@ -42,7 +42,7 @@ from federation.vocab import (
     parse_post,
     same_origin,
 )
-from node import groups, ids, modlog, posts, remote, reports
+from node import groups, ids, modlog, posts, qa, remote, reports
 from node.config import Limits
 from node.errors import Conflict, DomainError, Forbidden, NotFound
 from node.html_text import html_to_text
@@ -408,10 +408,15 @@ class Processor:
         if announced and doc.audience and group.actor_iri not in doc.audience:
             raise Rejected("a group announced a thread that belongs to another group")
         view = await groups.unchecked_view(session, group, viewer)
-        await posts.start_thread(
+        thread = await posts.start_thread(
             session, self.limits, view, title=doc.name or html_to_text(doc.content_html)[:80],
             draft=self._draft(doc), now=now, origin=origin, announced=announced,
         )  # fmt: skip
+        if announced and doc.type == "Page" and doc.start_time and doc.end_time:
+            # A remote group's expert Q&A: shown with its window, refused after it here too.
+            await qa.keep_remote_window(
+                session, thread, starts_at=doc.start_time, ends_at=doc.end_time, now=now
+            )
 
     async def _fetch_ancestors(
         self, session: AsyncSession, group: ConditionGroup, reply: PostDoc, now: datetime

@@ -31,7 +31,7 @@ from federation.prefetch import NeedsFetch, Prefetcher, Wanted, wanted_text
 from federation.processing import MAX_ANCESTOR_FETCHES, Processor, Rejected, Retry
 from federation.replies import CLAIM, BatchedReplies
 from keys.pairs import SealedKeyError
-from node import addresses, ids, remote
+from node import addresses, ids, professionals, qa, remote
 from node.events import PENDING_EVENTS
 from node.runtime import NodeContext
 from node.storage.models import Delivery, InboxItem, OutboxActivity, RemoteHost
@@ -183,8 +183,10 @@ class Pruner:
 
 
 class Housekeeping:
-    """Node-wide purges that belong to no queue, at most every PRUNE_EVERY: client addresses
-    past the node's retention (node/addresses.py). Run by its own worker in whichever
+    """Node-wide chores that belong to no queue: at most every PRUNE_EVERY, client addresses
+    past the node's retention (node/addresses.py) are purged and professional verifications
+    that expired are announced with an actor Update (node/professionals.py); on every poll,
+    expert Q&As whose window ended are locked (node/qa.py). Run by its own worker in whichever
     process runs the workers (`healthnode worker`, or `serve` without --no-workers)."""
 
     def __init__(self, node: NodeContext) -> None:
@@ -193,6 +195,7 @@ class Housekeeping:
 
     async def drain(self) -> int:
         now = self.node.clock.now()
+        await self._close_ended_qas(now)
         if self._purged_at is not None and now - self._purged_at < PRUNE_EVERY:
             return 0
         self._purged_at = now
@@ -202,7 +205,21 @@ class Housekeeping:
             )
         if purged:
             log.info("purged %d client addresses past their retention", purged)
+        async with self.node.transaction() as session:
+            expired = await professionals.announce_expired(session, now)
+        if expired:
+            log.info("announced %d expired professional verifications", expired)
         return 0  # nothing queued waits on it: the worker polls again later
+
+    async def _close_ended_qas(self, now: datetime) -> None:
+        """Lock the threads of expert Q&As whose window ended (node/qa.py), looking first
+        in a reading transaction so that an idle node takes no write lock for it."""
+        async with self.node.transaction(reading=True) as session:
+            if not await qa.any_to_close(session, now):
+                return
+        async with self.node.transaction() as session:
+            closed = await qa.close_ended(session, now)
+        log.info("locked the threads of %d expert Q&As whose window ended", closed)
 
 
 # Fetches between transactions that one item may need, at most: enough for an announced

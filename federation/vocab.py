@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -175,6 +175,9 @@ class PostDoc:
     cc: list[str]
     # What a link post (Lemmy, Mbin, PieFed) points at: its first Link, Image or Document.
     link: str | None = None
+    # An expert Q&A's window (our Pages carry it; docs/FEDERATION.md), when both are valid.
+    start_time: datetime | None = None
+    end_time: datetime | None = None
 
 
 POST_TYPES = ("Page", "Note", "Article", "Question")
@@ -246,7 +249,27 @@ def parse_post(document: Any) -> PostDoc:
         to=iri_list(document.get("to")),
         cc=iri_list(document.get("cc")),
         link=_first_link(document.get("attachment")),
+        **_window(document.get("startTime"), document.get("endTime")),
     )
+
+
+def _moment(value: Any) -> datetime | None:
+    """An xsd:dateTime with a zone, or None for anything else (an absent or odd value only
+    means the post is not shown as a Q&A)."""
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def _window(start: Any, end: Any) -> dict[str, datetime]:
+    starts, ends = _moment(start), _moment(end)
+    if starts is None or ends is None or ends <= starts:
+        return {}
+    return {"start_time": starts.astimezone(UTC), "end_time": ends.astimezone(UTC)}
 
 
 @dataclass(frozen=True)
@@ -256,6 +279,47 @@ class AssertionKey:
     key_id: str
     public_key_pem: str  # SPKI PEM (Ed25519), as the remote key cache stores every key
     expires: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ClaimedVerification:
+    """What an actor's `verifiedProfessional` term says (our extension, docs/FEDERATION.md).
+    Only what it says: node/professionals.py decides whether and how it is shown."""
+
+    title: str
+    verifier: str
+    verified_at: datetime | None
+    expires_at: datetime | None
+
+
+def _verification(value: Any) -> ClaimedVerification | None:
+    """The `verifiedProfessional` term, or None when it is absent or unreadable (a broken
+    claim is no claim; the actor stays usable). An attachment PropertyValue alone, which
+    anyone can write, is never read as a verification."""
+    if isinstance(value, list):
+        value = next((item for item in value if isinstance(item, dict)), None)
+    if not isinstance(value, dict):
+        return None
+    title = _text(value.get("title"), 200).strip()
+    verifier = value.get("verifier")
+    if not title or not isinstance(verifier, str) or not verifier.strip():
+        return None
+    return ClaimedVerification(
+        title=title,
+        verifier=verifier.strip()[:253],
+        verified_at=_moment_or_none(value.get("verifiedAt")),
+        expires_at=_moment_or_none(value.get("endTime")),
+    )
+
+
+def _moment_or_none(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 @dataclass(frozen=True)
@@ -275,6 +339,8 @@ class ActorDoc:
     assertion_keys: tuple[AssertionKey, ...] = ()
     # A Group's Lemmy `postingRestrictedToMods`: only its moderators start threads.
     posting_restricted_to_mods: bool = False
+    # A Person's `verifiedProfessional` claim (ours), as it is written.
+    verification: ClaimedVerification | None = None
 
     def published_keys(self, usable_until: datetime) -> dict[str, str]:
         """Key id -> PEM of every key the actor publishes for signatures: `publicKey`, and the
@@ -342,6 +408,7 @@ def parse_actor(document: Any) -> ActorDoc:
         public_key_pem=pem,
         assertion_keys=_assertion_keys(document.get("assertionMethod"), actor_id),
         posting_restricted_to_mods=document.get("postingRestrictedToMods") is True,
+        verification=_verification(document.get("verifiedProfessional")),
     )
 
 

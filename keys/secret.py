@@ -1,7 +1,9 @@
 """The node secret: encrypts private keys at rest and signs CSRF tokens.
 
-Taken from HEALTHNODE_SECRET when set, otherwise from `node-secret` in the data dir, created on
-first start with mode 0600.
+Taken from the configuration (HEALTHNODE_SECRET or node.secret in the configuration file, which
+the command reads into Settings.secret), else from HEALTHNODE_SECRET when set (a node embedded
+without the command), otherwise from `node-secret` in the data dir, created on first start with
+mode 0600.
 """
 
 from __future__ import annotations
@@ -18,11 +20,18 @@ class SecretError(Exception):
     pass
 
 
-def load_or_create_node_secret(data_dir: Path) -> bytes:
+SECRET_MIN = 32
+
+
+def load_or_create_node_secret(data_dir: Path, configured: str | None = None) -> bytes:
+    if configured:
+        if len(configured) < SECRET_MIN:
+            raise SecretError(f"the node secret must be at least {SECRET_MIN} characters")
+        return configured.encode()
     from_env = os.environ.get(SECRET_ENV)
     if from_env:
-        if len(from_env) < 32:
-            raise SecretError(f"{SECRET_ENV} must be at least 32 characters")
+        if len(from_env) < SECRET_MIN:
+            raise SecretError(f"{SECRET_ENV} must be at least {SECRET_MIN} characters")
         return from_env.encode()
     path = data_dir / SECRET_FILE
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
@@ -205,10 +205,13 @@ def parse_throttle(text: str) -> Throttle:
     return throttle
 
 
-def parse_rate_limits(environ: Mapping[str, str], prefix: str) -> RateLimits:
+def parse_rate_limits(
+    environ: Mapping[str, str], prefix: str, label: Callable[[str], str] = str
+) -> RateLimits:
     """RateLimits with each field named `prefix` + its name in capitals (in `environ`)
     changed; ValueError names the first variable that is wrong, or unknown (a misspelling
-    must not leave a limit silently at its default)."""
+    must not leave a limit silently at its default). `label` names a variable in a reason
+    (the configuration file's key for a value read from it)."""
     changes: dict[str, Throttle | Rate | None] = {}
     for field_ in fields(RateLimits):
         variable = prefix + field_.name.upper()
@@ -219,12 +222,35 @@ def parse_rate_limits(environ: Mapping[str, str], prefix: str) -> RateLimits:
         try:
             changes[field_.name] = parse(environ[variable])
         except ValueError as error:
-            raise ValueError(f"{variable}: {error}") from None
+            raise ValueError(f"{label(variable)}: {error}") from None
     known = {prefix + field_.name.upper() for field_ in fields(RateLimits)}
     unknown = sorted(name for name in environ if name.startswith(prefix) and name not in known)
     if unknown:
-        raise ValueError(f"{unknown[0]} is not a rate limit; see README, Rate limits")
+        raise ValueError(f"{label(unknown[0])} is not a rate limit; see README, Rate limits")
     return RateLimits(**changes)  # type: ignore[arg-type]
+
+
+def format_period(period: timedelta) -> str:
+    """The shortest `N` + unit (s, m, h, d) text that parse_period reads back as `period`."""
+    seconds = int(period.total_seconds())
+    for unit in ("d", "h", "m"):
+        if seconds % _UNITS[unit] == 0:
+            return f"{seconds // _UNITS[unit]}{unit}"
+    return f"{seconds}s"
+
+
+def format_rate(rate: Rate | None) -> str:
+    return "off" if rate is None else f"{rate.count}/{format_period(rate.period)}"
+
+
+def format_throttle(throttle: Throttle) -> str:
+    first, longest = format_period(throttle.first_delay), format_period(throttle.longest_delay)
+    return f"{throttle.free},{first},{longest}"
+
+
+def format_address_retention(retention: timedelta) -> str:
+    hours = int(retention.total_seconds()) // 3600
+    return f"{hours // 24}d" if hours % 24 == 0 else f"{hours}h"
 
 
 @dataclass(frozen=True)
@@ -297,42 +323,59 @@ class SmtpSettings:
     timeout_seconds: float = 30.0
 
 
-SMTP_VARIABLES = ("HOST", "PORT", "TLS", "USER", "PASSWORD", "FROM")
+SMTP_VARIABLES = ("HOST", "PORT", "TLS", "USER", "PASSWORD", "FROM", "TIMEOUT_SECONDS")
+SMTP_TIMEOUT_MAX = 600.0
 
 
-def parse_smtp(environ: Mapping[str, str], prefix: str) -> SmtpSettings | None:
-    """SmtpSettings from `prefix` + HOST, PORT, TLS (none, starttls, tls), USER, PASSWORD and
-    FROM in `environ`; None when HOST is not set. ValueError names the first variable that is
-    wrong or unknown."""
+def parse_smtp(
+    environ: Mapping[str, str], prefix: str, label: Callable[[str], str] = str
+) -> SmtpSettings | None:
+    """SmtpSettings from `prefix` + HOST, PORT, TLS (none, starttls, tls), USER, PASSWORD,
+    FROM and TIMEOUT_SECONDS in `environ`; None when HOST is not set. ValueError names the
+    first variable that is wrong or unknown; `label` names a variable in a reason (the
+    configuration file's key for a value read from it)."""
+
+    def name(variable: str) -> str:
+        return label(prefix + variable)
+
     unknown = sorted(
         name
         for name in environ
         if name.startswith(prefix) and name.removeprefix(prefix) not in SMTP_VARIABLES
     )
     if unknown:
-        raise ValueError(f"{unknown[0]} is not an SMTP setting; see README, Email (optional)")
+        raise ValueError(
+            f"{label(unknown[0])} is not an SMTP setting; see README, Email (optional)"
+        )
     host = environ.get(prefix + "HOST", "").strip()
     if not host:
-        others = [prefix + name for name in SMTP_VARIABLES if prefix + name in environ]
+        others = [variable for variable in SMTP_VARIABLES if prefix + variable in environ]
         if others:
-            raise ValueError(f"{others[0]} is set but {prefix}HOST is not")
+            raise ValueError(f"{name(others[0])} is set but {name('HOST')} is not")
         return None
     tls_text = environ.get(prefix + "TLS", SmtpTls.STARTTLS.value).strip().lower()
     try:
         tls = SmtpTls(tls_text)
     except ValueError:
-        raise ValueError(f"{prefix}TLS must be none, starttls or tls, not {tls_text!r}") from None
+        raise ValueError(f"{name('TLS')} must be none, starttls or tls, not {tls_text!r}") from None
     default_port = {SmtpTls.NONE: 25, SmtpTls.STARTTLS: 587, SmtpTls.TLS: 465}[tls]
     port_text = environ.get(prefix + "PORT", str(default_port)).strip()
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"{prefix}PORT must be a port number, not {port_text!r}")
+        raise ValueError(f"{name('PORT')} must be a port number, not {port_text!r}")
     from_address = environ.get(prefix + "FROM", "").strip()
     if not EMAIL_ADDRESS.fullmatch(from_address):
-        raise ValueError(f"{prefix}FROM must be the address mail is sent from")
+        raise ValueError(f"{name('FROM')} must be the address mail is sent from")
     user = environ.get(prefix + "USER", "").strip() or None
     password = environ.get(prefix + "PASSWORD") or None
     if (user is None) != (password is None):
-        raise ValueError(f"set both {prefix}USER and {prefix}PASSWORD, or neither")
+        raise ValueError(f"set both {name('USER')} and {name('PASSWORD')}, or neither")
+    timeout_text = environ.get(prefix + "TIMEOUT_SECONDS")
+    timeout = SmtpSettings.timeout_seconds
+    if timeout_text is not None:
+        try:
+            timeout = parse_number(timeout_text, 1.0, SMTP_TIMEOUT_MAX)
+        except ValueError as error:
+            raise ValueError(f"{name('TIMEOUT_SECONDS')}: {error}") from None
     return SmtpSettings(
         host=host,
         port=int(port_text),
@@ -340,7 +383,24 @@ def parse_smtp(environ: Mapping[str, str], prefix: str) -> SmtpSettings | None:
         user=user,
         password=password,
         from_address=from_address,
+        timeout_seconds=timeout,
     )
+
+
+def parse_integer(text: str, lowest: int, highest: int) -> int:
+    """A whole number from `lowest` to `highest`."""
+    text = text.strip()
+    if not re.fullmatch(r"[0-9]{1,9}", text) or not lowest <= int(text) <= highest:
+        raise ValueError(f"must be a whole number from {lowest} to {highest}, not {text!r}")
+    return int(text)
+
+
+def parse_number(text: str, lowest: float, highest: float) -> float:
+    """A number (a decimal point allowed) from `lowest` to `highest`."""
+    text = text.strip()
+    if not re.fullmatch(r"[0-9]{1,9}(\.[0-9]{1,9})?", text) or not lowest <= float(text) <= highest:
+        raise ValueError(f"must be a number from {lowest:g} to {highest:g}, not {text!r}")
+    return float(text)
 
 
 # Deliberately plain: one @, no spaces or angle brackets, a dot in the domain. Whether the
@@ -370,6 +430,9 @@ class Settings:
     smtp: SmtpSettings | None = None
     # How long a client's address may be kept (for the sign-in and registration throttles).
     address_retention: timedelta = ADDRESS_RETENTION_DEFAULT
+    # The node secret when configured (HEALTHNODE_SECRET or node.secret in the configuration
+    # file); None: the `node-secret` file in the data dir, created on first start.
+    secret: str | None = field(default=None, repr=False)
 
     @property
     def is_development(self) -> bool:

@@ -28,6 +28,7 @@ from node.storage.models import (
     Member,
     Membership,
     Post,
+    ProfessionalVerification,
     Reaction,
     Report,
     Thread,
@@ -79,6 +80,10 @@ async def erase_local_account(
     for row in memberships.scalars():
         await remove_membership(session, row)
     await session.execute(delete(WebSession).where(WebSession.member_id == member_id))
+    # A professional title is about the person: it goes with the account.
+    await session.execute(
+        delete(ProfessionalVerification).where(ProfessionalVerification.member_id == member_id)
+    )
     # Reports about the account go with it; those they filed stay for the moderators,
     # no longer saying who filed them.
     await session.execute(

@@ -37,6 +37,15 @@ class MemberUpdated:
 
 
 @dataclass(frozen=True)
+class ProfessionalStatusChanged:
+    """A local member was verified as a professional, or their verification was revoked or
+    expired (node/professionals.py): their actor changed, for more readers than a profile
+    edit reaches (who received their public posts too)."""
+
+    member_id: int
+
+
+@dataclass(frozen=True)
 class GroupCreated:
     group_id: int
 
@@ -152,6 +161,7 @@ class ReportFiled:
 Event = (
     MemberCreated
     | MemberUpdated
+    | ProfessionalStatusChanged
     | GroupCreated
     | ThreadStarted
     | PostReplied

@@ -59,6 +59,7 @@ GROUP_MEMBERS_PATH = "/g/{slug}/members"
 GROUP_JOIN_PATH = "/g/{slug}/join"
 GROUP_LEAVE_PATH = "/g/{slug}/leave"
 GROUP_NEW_THREAD_PATH = "/g/{slug}/new"
+GROUP_NEW_QA_PATH = "/g/{slug}/qa/new"  # a moderator schedules an expert Q&A
 GROUP_MODERATION_PATH = "/g/{slug}/moderation"
 GROUP_MODERATION_ACTION_PATH = "/g/{slug}/moderation/{action}"
 GROUP_SETTINGS_PATH = "/g/{slug}/settings"
@@ -89,6 +90,8 @@ NOTICES_PAGE = "/notices"
 NOTICES_READ_PAGE = "/notices/read"
 ADMIN_REPORTS_PAGE = "/admin/reports"
 ADMIN_AUDIT_PAGE = "/admin/audit"
+# Verified professionals and the partner nodes whose verifications are trusted.
+ADMIN_PROFESSIONALS_PAGE = "/admin/professionals"
 # A member's account security (node.accounts), and recovery without email.
 ACCOUNT_PASSWORD_PAGE = "/account/password"
 ACCOUNT_SESSIONS_PAGE = "/account/sessions"

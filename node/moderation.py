@@ -75,6 +75,10 @@ ACTION_LABELS: dict[str, str] = {
     ModAction.EXPORT_DATA: "exported a member's data",
     ModAction.PROMOTE_ADMIN: "made a member an admin",
     ModAction.DEMOTE_ADMIN: "ended a member's admin role",
+    ModAction.VERIFY_PROFESSIONAL: "verified a professional",
+    ModAction.UNVERIFY_PROFESSIONAL: "revoked a professional's verification",
+    ModAction.TRUST_VERIFIER: "trusted a node's verifications",
+    ModAction.DISTRUST_VERIFIER: "stopped trusting a node's verifications",
 }
 
 

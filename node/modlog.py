@@ -42,6 +42,11 @@ class ModAction(StrEnum):
     ERASE_ACCOUNT = "erase_account"
     PROMOTE_ADMIN = "promote_admin"
     DEMOTE_ADMIN = "demote_admin"
+    # Verified professionals (node/professionals.py), node-wide: the admins' audit log.
+    VERIFY_PROFESSIONAL = "verify_professional"
+    UNVERIFY_PROFESSIONAL = "unverify_professional"
+    TRUST_VERIFIER = "trust_verifier"
+    DISTRUST_VERIFIER = "distrust_verifier"
 
 
 def required_reason(reason: str) -> str:

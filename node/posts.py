@@ -50,6 +50,7 @@ from node.policy import (
     names_author,
     shown_by_federation_policy,
 )
+from node.qa_windows import QaWindow, refusal, windows_of
 from node.storage.engine import note_erasure
 from node.storage.models import LOCAL, ConditionGroup, Member, Membership, Post, Reaction, Thread
 from node.text import neutralise, normalise_line_endings, render_markdown, sanitise_html
@@ -391,6 +392,11 @@ async def reply(
     draft = _checked_reply(thread, parent_id, parent, draft, limits)
     assert viewer.member_id is not None
     opening = (await _openings(session, {thread.id}))[thread.id]
+    if not announced:  # a Q&A's window first: its refusal says when it ended
+        window = (await windows_of(session, [thread.id])).get(thread.id)
+        question = parent is None or parent.id == opening.id
+        if problem := refusal(window, question=question, moderates=_moderates_here(view), now=now):
+            raise Conflict(problem)
     if is_closed(thread, view.group, opening):
         raise Conflict(THREAD_CLOSED)
     if opening.held_at is not None:
@@ -489,6 +495,7 @@ async def reply_many(
     )
     parents = await _by_key(session, Post, {r.parent_id for r in replies if r.parent_id})
     openings = await _openings(session, set(threads))
+    windows = await windows_of(session, threads)
     approved = await _approved_counts(
         session,
         {
@@ -517,18 +524,27 @@ async def reply_many(
             parent = parents.get(new.parent_id) if new.parent_id else None
             draft = _checked_reply(thread, new.parent_id, parent, new.draft, limits)
             assert member_id is not None
+            parent_id = parent.id if parent is not None else openings[thread.id].id
+            moderates = may(Action.MODERATE, new.viewer, group.visibility, standing)
+            if not new.announced and (
+                problem := refusal(
+                    windows.get(thread.id),
+                    question=parent_id == openings[thread.id].id,
+                    moderates=moderates and (standing.moderates or group.domain == LOCAL),
+                    now=now,
+                )
+            ):
+                raise Conflict(problem)
             if is_closed(thread, group, openings[thread.id]):
                 raise Conflict(THREAD_CLOSED)
             if openings[thread.id].held_at is not None:
                 raise Conflict(THREAD_HELD)
-            parent_id = parent.id if parent is not None else openings[thread.id].id
         except DomainError as refused:
             results.append(refused)
             continue
         row = _new_post_row(thread.id, parent_id, member_id, draft, now)
         rows.append(row)
         results.append(str(row["id"]))
-        moderates = may(Action.MODERATE, new.viewer, group.visibility, standing)
         if (
             _group_holds(group)
             and not moderates
@@ -964,14 +980,26 @@ class ThreadView:
     thread: Thread
     group: GroupView
     posts: list[PostView]
+    # The thread's expert Q&A window, if it is one, and the moment the view was taken.
+    qa: QaWindow | None = None
+    now: datetime | None = None
+
+    @property
+    def qa_ended(self) -> bool:
+        return self.qa is not None and self.now is not None and self.qa.ended(self.now)
 
     @property
     def closed(self) -> bool:
+        if self.qa_ended:
+            return True  # read-only by time, whether or not anything locked it
         opening = next(view.post for view in self.posts if view.post.parent_id is None)
         return is_closed(self.thread, self.group.group, opening)
 
 
-async def view_thread(session: AsyncSession, thread_id: str, viewer: Viewer) -> ThreadView:
+async def view_thread(
+    session: AsyncSession, thread_id: str, viewer: Viewer, now: datetime | None = None
+) -> ThreadView:
+    """A thread as the viewer may read it; with `now`, a Q&A's window says if it ended."""
     thread, view = await _thread_in_context(session, thread_id, viewer)
     rows = await session.execute(
         select(Post, Member)
@@ -1017,7 +1045,8 @@ async def view_thread(session: AsyncSession, thread_id: str, viewer: Viewer) -> 
         )
         for post, author in pairs
     ]
-    return ThreadView(thread, view, posts)
+    window = (await windows_of(session, [thread.id])).get(thread.id)
+    return ThreadView(thread, view, posts, window, now)
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from node.errors import Invalid
+from node import members
+from node.errors import Invalid, NotFound
+from node.events import ProfessionalStatusChanged, record
 from node.federation_policy import covers, host_of, parse_policy_domain
+from node.modlog import ModAction, log_action
 from node.storage.models import LOCAL, Member, ProfessionalVerification, TrustedVerifier
 from node.text import neutralise
 
@@ -75,16 +79,18 @@ async def verify(
         raise Invalid({"username": "Only members of this node can be verified here."})
     if expires_at is not None and expires_at <= now:
         raise Invalid({"expires": "The expiry must be in the future."})
+    title = checked_title(title)  # every check before anything is written
     row = await session.get(ProfessionalVerification, member.id)
     if row is None:
         row = ProfessionalVerification(member_id=member.id)
         session.add(row)
-    row.title = checked_title(title)
+    row.title = title
     row.verifier_domain = LOCAL
     row.verified_by_id = verified_by.id if verified_by is not None else None
     row.verified_at = now
     row.expires_at = expires_at
     row.revoked_at = None
+    row.expiry_announced_at = None
     await session.flush()
     return row
 
@@ -111,18 +117,33 @@ async def record_remote_claim(
 ) -> None:
     """Keep what a remote actor's document says about its verification (None: it carries
     none, so any earlier claim ends). Only a claim by the actor's own domain is kept."""
+    if member.domain == LOCAL:
+        return  # ours are made by our admins, never read from a document
     row = await session.get(ProfessionalVerification, member.id)
     own = host_of(member.domain)
     claimed_by = host_of(verifier_domain or "")
+    try:
+        title = checked_title(title[:TITLE_MAX]) if title else None
+    except Invalid:
+        title = None  # nothing readable left of it: no claim
     if not title or not claimed_by or claimed_by != own:
         if row is not None:
             await session.delete(row)
             await session.flush()
         return
     if row is None:
-        row = ProfessionalVerification(member_id=member.id)
-        session.add(row)
-    row.title = checked_title(title[:TITLE_MAX])
+        try:
+            async with session.begin_nested():  # a concurrent read of the same actor may win
+                row = ProfessionalVerification(
+                    member_id=member.id, title=title, verifier_domain=claimed_by,
+                    verified_at=verified_at or now,
+                )  # fmt: skip
+                session.add(row)
+        except IntegrityError:
+            row = await session.get(ProfessionalVerification, member.id, populate_existing=True)
+            if row is None:
+                return
+    row.title = title
     row.verifier_domain = claimed_by
     row.verified_by_id = None
     row.verified_at = verified_at or now
@@ -188,6 +209,18 @@ async def badges_for(
     return badges
 
 
+async def own_verification(
+    session: AsyncSession, member: Member, now: datetime
+) -> ProfessionalVerification | None:
+    """A local member's current verification by this node, as their actor document says."""
+    if member.domain != LOCAL:
+        return None
+    row = await session.get(ProfessionalVerification, member.id)
+    return (
+        row if row is not None and row.verifier_domain == LOCAL and is_current(row, now) else None
+    )
+
+
 async def badge_of(session: AsyncSession, member_id: int, now: datetime) -> Badge | None:
     return (await badges_for(session, [member_id], now)).get(member_id)
 
@@ -212,3 +245,154 @@ async def expired_since(session: AsyncSession, since: datetime, now: datetime) -
             )
         )
     )
+
+
+# ------------------------------------------------------------ what admins do (page, command)
+
+
+def parse_expiry(text: str, now: datetime) -> datetime | None:
+    """An expiry as an admin types it, YYYY-MM-DD (or nothing): the verification holds
+    through that day (UTC) and ends at the midnight after it. A past day is refused."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise Invalid(
+            {"expires": f"{text[:40]!r} is not a date: write it as YYYY-MM-DD."}
+        ) from None
+    if len(text) != 10:
+        raise Invalid({"expires": f"{text[:40]!r} is not a date: write it as YYYY-MM-DD."})
+    if day < now.astimezone(UTC).date():
+        raise Invalid({"expires": f"{text} has passed: give a day from today on."})
+    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=UTC)
+
+
+async def _local_member(session: AsyncSession, username: str) -> Member:
+    member = await members.find_member(session, username.strip().removeprefix("@"))
+    if member is None or member.erased_at is not None:
+        raise NotFound(f"There is no member {username.strip()[:60]!r} on this node.")
+    return member
+
+
+async def verify_member(
+    session: AsyncSession,
+    username: str,
+    *,
+    title: str,
+    expires_at: datetime | None,
+    now: datetime,
+    actor_label: str,
+    actor_id: int | None = None,
+) -> ProfessionalVerification:
+    """An admin verifies a local member: logged in the admins' audit log, and the member's
+    actor Update is queued (in this transaction) for the servers that know them."""
+    member = await _local_member(session, username)
+    row = await verify(
+        session,
+        member,
+        title=title,
+        now=now,
+        expires_at=expires_at,
+        verified_by=await session.get(Member, actor_id) if actor_id is not None else None,
+    )
+    until = f", until {expires_at:%Y-%m-%d %H:%M} UTC" if expires_at else ""
+    await log_action(
+        session, action=ModAction.VERIFY_PROFESSIONAL, reason=f"{row.title}{until}",
+        now=now, actor_label=actor_label, actor_id=actor_id, member_id=member.id,
+    )  # fmt: skip
+    record(session, ProfessionalStatusChanged(member.id))
+    return row
+
+
+async def unverify_member(
+    session: AsyncSession,
+    username: str,
+    *,
+    now: datetime,
+    actor_label: str,
+    actor_id: int | None = None,
+) -> bool:
+    """Revoke a local member's verification; answers whether there was a current one (if
+    not, nothing is logged or sent)."""
+    member = await _local_member(session, username)
+    row = await session.get(ProfessionalVerification, member.id)
+    if not await unverify(session, member, now=now):
+        return False
+    assert row is not None
+    await log_action(
+        session, action=ModAction.UNVERIFY_PROFESSIONAL, reason=f"revoked: {row.title}",
+        now=now, actor_label=actor_label, actor_id=actor_id, member_id=member.id,
+    )  # fmt: skip
+    record(session, ProfessionalStatusChanged(member.id))
+    return True
+
+
+async def trust_verifier_logged(
+    session: AsyncSession, domain: str, *, now: datetime, actor_label: str, actor_id: int | None
+) -> str:
+    domain = await trust_verifier(session, domain, now=now)
+    await log_action(
+        session, action=ModAction.TRUST_VERIFIER, reason=domain, now=now,
+        actor_label=actor_label, actor_id=actor_id,
+    )  # fmt: skip
+    return domain
+
+
+async def distrust_verifier_logged(
+    session: AsyncSession, domain: str, *, now: datetime, actor_label: str, actor_id: int | None
+) -> bool:
+    removed = await distrust_verifier(session, domain)
+    if removed:
+        await log_action(
+            session, action=ModAction.DISTRUST_VERIFIER, reason=parse_policy_domain(domain),
+            now=now, actor_label=actor_label, actor_id=actor_id,
+        )  # fmt: skip
+    return removed
+
+
+@dataclass(frozen=True)
+class CurrentVerification:
+    member: Member
+    verification: ProfessionalVerification
+
+
+async def current_local_verifications(
+    session: AsyncSession, now: datetime
+) -> list[CurrentVerification]:
+    """This node's current verifications, for the admins' page, by username."""
+    rows = (
+        await session.execute(
+            select(ProfessionalVerification, Member)
+            .join(Member, Member.id == ProfessionalVerification.member_id)
+            .where(Member.domain == LOCAL, ProfessionalVerification.revoked_at.is_(None))
+            .order_by(Member.username)
+        )
+    ).all()
+    return [CurrentVerification(member, row) for row, member in rows if is_current(row, now)]
+
+
+async def announce_expired(session: AsyncSession, now: datetime) -> int:
+    """Queue an actor Update for every local verification that has expired and was not yet
+    announced (the housekeeping worker calls this); answers how many."""
+    rows = list(
+        await session.scalars(
+            select(ProfessionalVerification)
+            .join(Member, Member.id == ProfessionalVerification.member_id)
+            .where(
+                Member.domain == LOCAL,
+                ProfessionalVerification.revoked_at.is_(None),
+                ProfessionalVerification.expires_at <= now,
+                ProfessionalVerification.expiry_announced_at.is_(None),
+            )
+            .order_by(ProfessionalVerification.member_id)
+            .limit(200)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    for row in rows:
+        row.expiry_announced_at = now
+        record(session, ProfessionalStatusChanged(row.member_id))
+    await session.flush()
+    return len(rows)

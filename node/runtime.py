@@ -60,7 +60,7 @@ class NodeContext:
 
         The data dir and the database's files are made owner-only first."""
         protect_data(settings.data_dir, settings.resolved_database_url)
-        secret = load_or_create_node_secret(settings.data_dir)
+        secret = load_or_create_node_secret(settings.data_dir, settings.secret)
         engine = create_engine(settings.resolved_database_url)
         try:
             await upgrade_to_head(engine)

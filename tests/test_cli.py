@@ -538,7 +538,8 @@ def test_serve_with_an_invalid_domain_is_one_line(tmp_path: Path) -> None:
 
     for domain, result in zip(domains, results, strict=True):
         assert result.returncode == 1, (domain, result)
-        assert result.error_line().startswith(f"healthnode: invalid domain {domain!r}")
+        # The reason names the option it came from (node/configuration.py).
+        assert result.error_line().startswith(f"healthnode: --domain: invalid domain {domain!r}")
         assert result.stdout == ""
     assert not data_dir.exists()
 

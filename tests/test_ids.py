@@ -23,6 +23,7 @@ from web import (
     routes_group_settings,
     routes_groups,
     routes_moderation,
+    routes_qa,
     routes_threads,
 )
 
@@ -369,6 +370,7 @@ def _app() -> web.Application:
         routes_moderation,
         routes_crisis,
         routes_threads,
+        routes_qa,
     ):
         module.register(app.router)
     return app

@@ -28,6 +28,8 @@ from web import (
     routes_health,
     routes_moderation,
     routes_privacy,
+    routes_professionals,
+    routes_qa,
     routes_threads,
 )
 from web.appkeys import FEDERATION, METRICS, NODE, TEMPLATES
@@ -133,7 +135,9 @@ def _application(settings: Settings) -> web.Application:
     routes_groups.register(app.router)
     routes_group_settings.register(app.router)
     routes_threads.register(app.router)
+    routes_qa.register(app.router)
     routes_admin.register(app.router)
+    routes_professionals.register(app.router)
     routes_crisis.register(app.router)
     routes_moderation.register(app.router)
     routes_privacy.register(app.router)

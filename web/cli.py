@@ -9,9 +9,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,17 +22,28 @@ from federation.outbox import Outbox
 from federation.service import Federation
 from keys.pairs import generate_key_pair
 from keys.secret import SecretError
-from node import accounts, admins, export, federation_policy, groups, ids, members, modlog
+from node import (
+    accounts,
+    admins,
+    export,
+    federation_policy,
+    groups,
+    ids,
+    members,
+    modlog,
+    professionals,
+)
 from node.clock import Clock, ScaledClock, SystemClock
-from node.config import (
-    ADDRESS_RETENTION_DEFAULT,
-    Limits,
-    Settings,
-    parse_address_retention,
-    parse_networks,
-    parse_rate_limits,
-    parse_smtp,
-    validate_domain,
+from node.config import Settings
+from node.configuration import (
+    BLOCKED_DOMAINS_ENV,
+    DATABASE_URL_ENV,
+    KEYS_BY_DOTTED,
+    RATE_PREFIX,
+    SMTP_PREFIX,
+    ConfigError,
+    Configuration,
+    load_configuration,
 )
 from node.erasure import ErasureRequest, erase_local_account
 from node.errors import DomainError, Invalid
@@ -46,15 +57,15 @@ from web.logs import LOG_FORMATS, configure_logging
 from web.metrics import Metrics, parse_address, start_metrics_server
 from web.serving import serve
 
-DATABASE_URL_ENV = "HEALTHNODE_DATABASE_URL"
-CLOCK_RATE_ENV = "HEALTHNODE_CLOCK_RATE"
-BLOCKED_DOMAINS_ENV = "HEALTHNODE_BLOCKED_DOMAINS"
-TRUSTED_PROXIES_ENV = "HEALTHNODE_TRUSTED_PROXIES"
-ADDRESS_RETENTION_ENV = "HEALTHNODE_ADDRESS_RETENTION"
+# Every setting, its key in the configuration file and its variable: node/configuration.py.
+CLOCK_RATE_ENV = KEYS_BY_DOTTED["development.clock_rate"].variable
+TRUSTED_PROXIES_ENV = KEYS_BY_DOTTED["server.trusted_proxies"].variable
+ADDRESS_RETENTION_ENV = KEYS_BY_DOTTED["privacy.address_retention"].variable
+BLOCKED_DOMAINS_KEY = f"federation.blocked_domains or {BLOCKED_DOMAINS_ENV}"
 # HEALTHNODE_RATE_POSTS_PER_MEMBER=30/10m and so on: one variable per RateLimits field.
-RATE_ENV_PREFIX = "HEALTHNODE_RATE_"
+RATE_ENV_PREFIX = RATE_PREFIX
 # HEALTHNODE_SMTP_HOST, _PORT, _TLS, _USER, _PASSWORD, _FROM: the optional mail server.
-SMTP_ENV_PREFIX = "HEALTHNODE_SMTP_"
+SMTP_ENV_PREFIX = SMTP_PREFIX
 
 
 class CommandError(Exception):
@@ -67,10 +78,15 @@ class Parser(argparse.ArgumentParser):
 
 
 def _storage_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="default ./data")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="the configuration file (default: DATA_DIR/healthnode.toml, if it exists)",
+    )
+    parser.add_argument("--data-dir", type=Path, help="default ./data")
     parser.add_argument(
         "--database-url",
-        default=os.environ.get(DATABASE_URL_ENV),
         help=f"SQLAlchemy URL (default: SQLite in the data dir, or ${DATABASE_URL_ENV})",
     )
 
@@ -101,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the node's web server")
     serve.add_argument("--domain", help="public name IRIs are minted from (default localhost:PORT)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--host", help="the address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="the port to listen on (default 8080)")
     serve.add_argument(
         "--no-workers", action="store_true", help="web only; run `healthnode worker` beside it"
     )
@@ -154,6 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     _federation_commands(commands)
     register_member_erase(commands)
+    register_member_verify(commands)
+    config = commands.add_parser("config", help="the node's configuration").add_subparsers(
+        dest="action", required=True, parser_class=Parser
+    )
+    check = config.add_parser(
+        "check", help="validate the configuration and print every value with its source"
+    )
+    check.add_argument("--domain", help="as given to serve")
+    _storage_options(check)
 
     demo = commands.add_parser("demo", help="three federating nodes on 127.0.0.1:8001-8003")
     demo.add_argument("--data-dir", type=Path, default=Path("data/demo"))
@@ -294,6 +319,70 @@ def _member_erase(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable
     return work
 
 
+def _member_actions(commands: argparse._SubParsersAction[Parser]) -> Any:
+    member = commands.choices["member"]
+    return next(
+        action for action in member._actions if isinstance(action, argparse._SubParsersAction)
+    )
+
+
+def register_member_verify(commands: argparse._SubParsersAction[Parser]) -> None:
+    """`healthnode member verify USERNAME --title TEXT [--expires YYYY-MM-DD]` and
+    `healthnode member unverify USERNAME` (verified professionals, node/professionals.py)."""
+    actions = _member_actions(commands)
+    verify = actions.add_parser(
+        "verify", help="verify a member as a professional (a badge beside their posts)"
+    )
+    verify.add_argument("username")
+    verify.add_argument("--title", required=True, help="such as 'Registered nurse'")
+    verify.add_argument(
+        "--expires", metavar="YYYY-MM-DD", default="", help="last day it holds (UTC)"
+    )
+    verify.set_defaults(work=_member_verify)
+    _storage_options(verify)
+    unverify = actions.add_parser("unverify", help="revoke a member's professional verification")
+    unverify.add_argument("username")
+    unverify.set_defaults(work=_member_unverify)
+    _storage_options(unverify)
+
+
+def _outbox_for(node: NodeContext) -> None:
+    """Activities queued by a command are sent by the server's delivery worker."""
+    node.sinks.append(
+        Outbox(Documents(node.settings), node.clock, lambda: None, node.federation_policy)
+    )
+
+
+def _member_verify(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable[str]]:
+    async def work(node: NodeContext) -> str:
+        _outbox_for(node)
+        now = node.clock.now()
+        expires_at = professionals.parse_expiry(args.expires, now)
+        async with node.transaction() as session:
+            row = await professionals.verify_member(
+                session, args.username, title=args.title, expires_at=expires_at, now=now,
+                actor_label=CLI_ACTOR,
+            )  # fmt: skip
+        until = f" until {args.expires.strip()}" if expires_at else ""
+        return f"verified {args.username.strip()} as {row.title!r}{until}"
+
+    return work
+
+
+def _member_unverify(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable[str]]:
+    async def work(node: NodeContext) -> str:
+        _outbox_for(node)
+        async with node.transaction() as session:
+            revoked = await professionals.unverify_member(
+                session, args.username, now=node.clock.now(), actor_label=CLI_ACTOR
+            )
+        if not revoked:
+            return f"{args.username.strip()} had no current verification"
+        return f"revoked the verification of {args.username.strip()}"
+
+    return work
+
+
 def _policy_domain(text: str) -> str:
     try:
         return federation_policy.parse_policy_domain(text)
@@ -321,63 +410,46 @@ def _federation_commands(commands: argparse._SubParsersAction[Parser]) -> None:
     _storage_options(federation.add_parser("list", help="the mode, then one line per domain"))
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
-    domain = getattr(args, "domain", None) or f"localhost:{getattr(args, 'port', 8080)}"
+def configuration_from(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> Configuration:
+    """Defaults, the configuration file, the environment, then the command's options."""
     try:
-        domain = validate_domain(domain)
-    except ValueError as error:
-        raise CommandError(str(error)) from None
-    blocked = frozenset(
-        item.strip().lower()
-        for item in os.environ.get(BLOCKED_DOMAINS_ENV, "").split(",")
-        if item.strip()
-    )
-    try:
-        trusted_proxies = parse_networks(os.environ.get(TRUSTED_PROXIES_ENV, ""))
-    except ValueError as error:
-        raise CommandError(f"{TRUSTED_PROXIES_ENV}: {error}") from None
-    try:
-        rates = parse_rate_limits(os.environ, RATE_ENV_PREFIX)
-    except ValueError as error:
-        raise CommandError(str(error)) from None
-    try:
-        smtp = parse_smtp(os.environ, SMTP_ENV_PREFIX)
-    except ValueError as error:
-        raise CommandError(str(error)) from None
-    retention_text = os.environ.get(ADDRESS_RETENTION_ENV, "").strip()
-    try:
-        retention = (
-            parse_address_retention(retention_text) if retention_text else ADDRESS_RETENTION_DEFAULT
+        return load_configuration(
+            config_file=getattr(args, "config", None),
+            environ=os.environ if environ is None else environ,
+            command_line={
+                "node.domain": getattr(args, "domain", None),
+                "node.data_dir": getattr(args, "data_dir", None),
+                "database.url": getattr(args, "database_url", None),
+                "server.host": getattr(args, "host", None),
+                "server.port": getattr(args, "port", None),
+            },
         )
-    except ValueError as error:
-        raise CommandError(f"{ADDRESS_RETENTION_ENV}: {error}") from None
-    return Settings(
-        domain=domain,
-        data_dir=args.data_dir,
-        database_url=args.database_url,
-        limits=Limits(rates=rates),
-        blocked_domains=blocked,
-        trusted_proxies=trusted_proxies,
-        smtp=smtp,
-        address_retention=retention,
-    )
+    except ConfigError as error:
+        raise CommandError(str(error)) from None
 
 
-def clock_for(settings: Settings) -> Clock:
-    """The wall clock; on a development node, one that runs HEALTHNODE_CLOCK_RATE times
-    faster if that is set (to watch retries and circuits over minutes in seconds)."""
-    rate_text = os.environ.get(CLOCK_RATE_ENV, "").strip()
-    if not rate_text:
+def settings_from(args: argparse.Namespace) -> Settings:
+    return configuration_from(args).settings
+
+
+def clock_for(configuration: Configuration) -> Clock:
+    """The wall clock; on a development node, one that runs development.clock_rate
+    (HEALTHNODE_CLOCK_RATE) times faster if that is set (to watch retries and circuits over
+    minutes in seconds). The configuration has refused a rate for any other node."""
+    if configuration.clock_rate is None:
         return SystemClock()
-    if not settings.is_development:
-        raise CommandError(f"{CLOCK_RATE_ENV} is for development nodes only (a loopback domain)")
-    try:
-        rate = float(rate_text)
-    except ValueError:
-        rate = 0.0
-    if not 1 <= rate <= 1000:
-        raise CommandError(f"{CLOCK_RATE_ENV} must be a number from 1 to 1000")
-    return ScaledClock(rate)
+    return ScaledClock(configuration.clock_rate)
+
+
+def _config_check(configuration: Configuration) -> str:
+    """A line naming the file, then `KEY<TAB>VALUE<TAB>SOURCE` per key; secrets masked."""
+    if configuration.file_read:
+        head = f"# configuration file {configuration.file}"
+    else:
+        head = f"# no configuration file at {configuration.file}: defaults"
+    return "\n".join([head, *configuration.lines()])
 
 
 async def _with_node(settings: Settings, work: Callable[[NodeContext], Awaitable[str]]) -> str:
@@ -564,7 +636,7 @@ def _policy_listing(
     lines = [f"mode\t{policy.mode.value}"]
     lines += [f"{item.domain}\t{item.kind.value}\t{_one_field(item.reason)}" for item in listed]
     lines += [
-        f"{domain}\tblock\tset by {BLOCKED_DOMAINS_ENV}"
+        f"{domain}\tblock\tset by the configuration ({BLOCKED_DOMAINS_KEY})"
         for domain in sorted(env_blocked - {item.domain for item in listed})
     ]
     return "\n".join(lines)
@@ -580,15 +652,12 @@ def keep_what_started() -> None:
 
 
 def _serve(
-    settings: Settings,
-    host: str,
-    port: int,
-    workers: bool,
-    metrics_address: tuple[str, int] | None,
+    configuration: Configuration, workers: bool, metrics_address: tuple[str, int] | None
 ) -> None:
+    settings, host, port = configuration.settings, configuration.host, configuration.port
     if metrics_address is not None and metrics_address[1] == port:
         raise CommandError("--metrics-address must not use the public port; pick another")
-    app = create_app_owning_node(settings, clock=clock_for(settings), run_workers=workers)
+    app = create_app_owning_node(settings, clock=clock_for(configuration), run_workers=workers)
 
     def serving() -> None:  # once the node is open and the port bound
         keep_what_started()
@@ -604,9 +673,10 @@ def _joined(address: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def _work(settings: Settings, metrics_address: tuple[str, int] | None) -> None:
+async def _work(configuration: Configuration, metrics_address: tuple[str, int] | None) -> None:
     """Workers without a web server: several of these may share one PostgreSQL database."""
-    node = await NodeContext.open(settings, clock=clock_for(settings))
+    settings = configuration.settings
+    node = await NodeContext.open(settings, clock=clock_for(configuration))
     attach_actor_keys(node)
     metrics = Metrics(web=False)
     federation = Federation(node, metrics=metrics.federation)
@@ -646,12 +716,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             asyncio.run(run_demo(args.data_dir))
             return 0
-        settings = settings_from(args)
+        # Every command but demo validates the whole configuration before it opens anything.
+        configuration = configuration_from(args)
+        settings = configuration.settings
+        if args.command == "config":
+            print(_config_check(configuration))
+            return 0
         if args.command == "serve":
-            _serve(settings, args.host, args.port, not args.no_workers, args.metrics_address)
+            _serve(configuration, not args.no_workers, args.metrics_address)
             return 0
         if args.command == "worker":
-            asyncio.run(_work(settings, args.metrics_address))
+            asyncio.run(_work(configuration, args.metrics_address))
             return 0
         if args.command == "migrate":
             work = _migrate

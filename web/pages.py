@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -14,6 +14,7 @@ from multidict import MultiDict
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.policy import ANONYMOUS, Viewer, search_engines_may_index
+from node.professionals import Badge, badges_for
 from node.runtime import NodeContext
 from node.storage.models import LOCAL, ConditionGroup, Member
 from web.appkeys import CSRF_BASIS, CSRF_FAILED, DB, ME, MEMBER, NODE, TEMPLATES, VIEWER
@@ -49,6 +50,13 @@ def member(request: web.Request) -> Member | None:
 
 def now(request: web.Request) -> datetime:
     return node_of(request).clock.now()
+
+
+async def badges_of(request: web.Request, people: Iterable[Member | None]) -> dict[int, Badge]:
+    """The verified-professional badges of the people a page names (None: an anonymous
+    author, who has none), by member id: one badges_for call for the whole page."""
+    ids = {person.id for person in people if person is not None}
+    return await badges_for(db(request), ids, now(request))
 
 
 def render(

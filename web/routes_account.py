@@ -12,6 +12,7 @@ from web.client_address import client_address
 from web.cookies import SESSION_COOKIE, delete_cookie, set_cookie
 from web.pages import (
     STALE_FORM,
+    badges_of,
     db,
     form,
     node_of,
@@ -174,7 +175,8 @@ async def profile(request: web.Request) -> web.Response:
     if wants_activity_json(request):
         return await member_document(request, person)
     groups = await members.profile_groups(db(request), person)
-    return render(request, "profile.html", {"person": person, "groups": groups})
+    badges = await badges_of(request, [person])
+    return render(request, "profile.html", {"person": person, "groups": groups, "badges": badges})
 
 
 async def profile_form(request: web.Request) -> web.Response:

@@ -19,11 +19,12 @@ from federation import inbox as inbox_edge
 from federation.actors import group_key_owner, member_key_owner
 from federation.convert import AS2_MEDIA_TYPE
 from federation.service import Federation
-from node import groups, ids, members, membership, posts, published
+from node import groups, ids, members, membership, posts, professionals, published
 from node.actor_keys import INSTANCE_ACTOR, public_pem_of
 from node.errors import NotFound
 from node.federation_policy import host_of
 from node.policy import ANONYMOUS, federates
+from node.qa_windows import windows_of
 from node.rate_limits import count_follow_request
 from node.storage.models import (
     ConditionGroup,
@@ -33,7 +34,7 @@ from node.storage.models import (
 from node.throttles import Throttled
 from web.appkeys import FEDERATION, NODE
 from web.middlewares import BODY_READ_SECONDS
-from web.pages import answer_and_hang_up, db, retry_after, signed_not_cookied
+from web.pages import answer_and_hang_up, db, now, retry_after, signed_not_cookied
 
 INBOX_BODY_MAX = 1024 * 1024
 PAGE_SIZE = 20
@@ -136,7 +137,8 @@ async def member_document(request: web.Request, member: Member) -> web.Response:
     pem = await public_pem_of(db(request), member_key_owner(member.id))
     if pem is None:
         raise web.HTTPNotFound()
-    return as2(federation_of(request).documents.person(member, pem))
+    verification = await professionals.own_verification(db(request), member, now(request))
+    return as2(federation_of(request).documents.person(member, pem, verification))
 
 
 async def erased_member_document(request: web.Request, member: Member) -> web.Response:
@@ -201,7 +203,14 @@ async def _post_answer(request: web.Request, found: posts.PostInContext) -> web.
         assert parent_author is not None
         parent = (parent_post, parent_author)
     assert author is not None
-    return as2(documents.post_object(found.post, found.thread, found.view.group, author, parent))
+    qa = None
+    if found.post.parent_id is None:
+        qa = (await windows_of(db(request), [found.thread.id])).get(found.thread.id)
+    return as2(
+        documents.post_object(
+            found.post, found.thread, found.view.group, author, parent, qa, now(request)
+        )
+    )
 
 
 async def thread_document(request: web.Request, thread_id: str) -> web.Response:

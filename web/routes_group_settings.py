@@ -10,6 +10,7 @@ from node.policy import Action
 from web import routes_groups
 from web.pages import (
     STALE_FORM,
+    badges_of,
     db,
     form,
     node_of,
@@ -125,7 +126,8 @@ async def held_page(
 ) -> web.Response:
     view = await _moderated_view(request)
     held = await posts.held_posts(db(request), view)
-    context = {"view": view, "held": held, "errors": errors or {}}
+    badges = await badges_of(request, (item.byline.member for item in held))
+    context = {"view": view, "held": held, "errors": errors or {}, "badges": badges}
     return render(request, "group_held.html", context, status)
 
 

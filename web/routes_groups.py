@@ -16,6 +16,7 @@ from node.policy import ANONYMOUS, NO_STANDING, Action, asks_by_link, may
 from web.appkeys import FEDERATION
 from web.pages import (
     STALE_FORM,
+    badges_of,
     db,
     form,
     node_of,
@@ -55,7 +56,9 @@ async def directory(request: web.Request) -> web.Response:
     entries = await groups.directory(db(request), viewer(request), query, tag)
     mine = await membership.groups_of_viewer(db(request), viewer(request))
     feed = await posts.feed_for(db(request), viewer(request))
-    context = {"entries": entries, "query": query, "tag": tag, "mine": mine, "feed": feed}
+    badges = await badges_of(request, (item.byline.member for item in feed))
+    context = {"entries": entries, "query": query, "tag": tag, "mine": mine, "feed": feed,
+               "badges": badges}  # fmt: skip
     return render(request, "directory.html", context)
 
 
@@ -110,7 +113,10 @@ async def group_page(request: web.Request) -> web.Response:
         return render(request, "group_outside.html", {"view": view, "notices": notices})
     threads = await posts.threads_of_group(db(request), view)
     ban_ended = await membership.ban_ended(db(request), view, now(request))
-    context = {"view": view, "threads": threads, "ban_ended": ban_ended, "notices": notices}
+    context = {
+        "view": view, "threads": threads, "ban_ended": ban_ended, "notices": notices,
+        "badges": await badges_of(request, (item.byline.member for item in threads)),
+    }  # fmt: skip
     return render_group_page(request, view.group, "group.html", context)
 
 

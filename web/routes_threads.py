@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from multidict import MultiDict
 
-from node import crisis, groups, ids, moderation, posts
+from node import crisis, groups, ids, moderation, posts, qa
 from node.errors import Conflict, Forbidden, Invalid
 from node.ids import thread_path
 from node.personal_details import Detail, personal_details
@@ -16,6 +16,7 @@ from node.storage.models import CrisisResource
 from node.throttles import Throttled
 from web.pages import (
     STALE_FORM,
+    badges_of,
     db,
     form,
     node_of,
@@ -173,7 +174,10 @@ async def thread_page(
 ) -> web.Response:
     if wants_activity_json(request) and request.method == "GET":
         return await thread_document(request, request.match_info["thread_id"])
-    thread = await posts.view_thread(db(request), request.match_info["thread_id"], viewer(request))
+    moment = now(request)
+    thread = await posts.view_thread(
+        db(request), request.match_info["thread_id"], viewer(request), moment
+    )
     replying_to = (values or {}).get("parent") or request.query.get("reply_to", "")
     context = {
         "thread": thread,
@@ -181,6 +185,8 @@ async def thread_page(
         "errors": errors or {},
         "replying_to": next((p for p in thread.posts if p.post.id == replying_to), None),
         "checks": checks,
+        "badges": await badges_of(request, (item.byline.member for item in thread.posts)),
+        "qa": await qa.qa_page(db(request), thread, moment),
     }
     return render_group_page(request, thread.group.group, "thread.html", context, status)
 

@@ -16,6 +16,7 @@ from node.remote.actors import (
 from node.remote.audience import (
     delivery_inbox,
     has_local_members,
+    readers_of_member,
     remote_followers_inboxes,
     remote_group_inboxes_of,
     shared_inboxes_of,
@@ -74,6 +75,7 @@ __all__ = [
     "post_ref",
     "post_refs",
     "reaction_by_activity",
+    "readers_of_member",
     "remember_deleted",
     "remote_followers_inboxes",
     "remote_group_inboxes_of",

@@ -8,7 +8,8 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from node.storage.models import LOCAL, ConditionGroup, Member, Membership
+from node.policy import OPEN_VISIBILITIES
+from node.storage.models import LOCAL, ConditionGroup, Member, Membership, Post, Thread
 
 
 def _origin(url: str) -> str:
@@ -69,6 +70,34 @@ async def remote_group_inboxes_of(session: AsyncSession, member_id: int) -> list
             Membership.member_id == member_id,
             Membership.state == "active",
             ConditionGroup.domain != LOCAL,
+        )
+    )
+    inboxes = {delivery_inbox(shared, inbox) for shared, inbox in rows.all()}
+    return sorted(inbox for inbox in inboxes if inbox)
+
+
+async def readers_of_member(session: AsyncSession, member_id: int) -> list[str]:
+    """The servers that received a local member's public posts: the remote followers of our
+    public groups they published in (a group they only belong to is not told: that would
+    publish who belongs to it)."""
+    published_in = (
+        select(Thread.group_id)
+        .join(Post, Post.thread_id == Thread.id)
+        .join(ConditionGroup, ConditionGroup.id == Thread.group_id)
+        .where(
+            Post.author_id == member_id,
+            Post.held_at.is_(None),
+            ConditionGroup.domain == LOCAL,
+            ConditionGroup.visibility.in_(OPEN_VISIBILITIES),
+        )
+    )
+    rows = await session.execute(
+        select(Member.shared_inbox_url, Member.inbox_url)
+        .join(Membership, Membership.member_id == Member.id)
+        .where(
+            Membership.group_id.in_(published_in),
+            Membership.state == "active",
+            Member.domain != LOCAL,
         )
     )
     inboxes = {delivery_inbox(shared, inbox) for shared, inbox in rows.all()}

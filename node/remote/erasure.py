@@ -10,7 +10,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from node.events import AccountErased, Origin, record
 from node.membership import remove_membership
 from node.posts import tombstone
-from node.storage.models import LOCAL, Member, Membership, Post, Reaction, Thread
+from node.storage.models import (
+    LOCAL,
+    Member,
+    Membership,
+    Post,
+    ProfessionalVerification,
+    Reaction,
+    Thread,
+)
 
 
 async def erase_remote_account(
@@ -40,6 +48,10 @@ async def erase_remote_account(
             await tombstone(session, post, thread, now)
             post_ids.append(post.id)
     await session.execute(delete(Reaction).where(Reaction.member_id == member_id))
+    # A professional title is about the person: it goes with the account.
+    await session.execute(
+        delete(ProfessionalVerification).where(ProfessionalVerification.member_id == member_id)
+    )
     memberships = await session.execute(
         select(Membership)
         .where(Membership.member_id == member_id, Membership.state != "banned")

@@ -627,6 +627,9 @@ class ProfessionalVerification(Base):
     verified_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When the actor Update announcing that a local verification expired was queued (by the
+    # housekeeping worker): durable, so that a restart neither misses nor repeats one.
+    expiry_announced_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class TrustedVerifier(Base):
@@ -636,3 +639,35 @@ class TrustedVerifier(Base):
     __tablename__ = "trusted_verifiers"
     domain: Mapped[str] = mapped_column(String(253), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class QaSession(Base):
+    """An expert Q&A: a thread whose opening post presents it, open to questions from its
+    scheduling until `ends_at`, to answers during [starts_at, ends_at), read-only after.
+
+    Ours are scheduled by a moderator (`created_by_id`); a remote group's Page that carries
+    `startTime` and `endTime` is kept as one too, without a creator or experts (its own
+    server decides who answers)."""
+
+    __tablename__ = "qa_sessions"
+    thread_id: Mapped[str] = mapped_column(
+        ForeignKey("threads.id", ondelete="CASCADE"), primary_key=True
+    )
+    topic: Mapped[str] = mapped_column(String(200))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # When the housekeeping worker locked our Q&A's thread after its end (its `Lock` then
+    # federates); replies are refused from `ends_at` on whether or not it has run.
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class QaExpert(Base):
+    """A verified professional named to answer in a Q&A."""
+
+    __tablename__ = "qa_experts"
+    thread_id: Mapped[str] = mapped_column(
+        ForeignKey("qa_sessions.thread_id", ondelete="CASCADE"), primary_key=True
+    )
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)

@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("verified_at", node.storage.models.UTCDateTime(), nullable=False),
         sa.Column("expires_at", node.storage.models.UTCDateTime(), nullable=True),
         sa.Column("revoked_at", node.storage.models.UTCDateTime(), nullable=True),
+        sa.Column("expiry_announced_at", node.storage.models.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["member_id"],
             ["members.id"],
