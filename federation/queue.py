@@ -11,7 +11,7 @@ import json
 import logging
 import random
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,6 +25,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from federation.actors import ActorDirectory
 from federation.client import FederationClient, FetchError, Signer
+from federation.metrics import FederationMetrics
 from federation.outbox import POST_DELETED, REFUSED_BY_POLICY
 from federation.prefetch import NeedsFetch, Prefetcher, Wanted, wanted_text
 from federation.processing import MAX_ANCESTOR_FETCHES, Processor, Rejected, Retry
@@ -233,9 +234,15 @@ class InboxQueue:
     with no transaction open, and the item is processed again at once."""
 
     def __init__(
-        self, node: NodeContext, processor: Processor, prefetcher: Prefetcher, batch: int = 20
+        self,
+        node: NodeContext,
+        processor: Processor,
+        prefetcher: Prefetcher,
+        batch: int = 20,
+        metrics: FederationMetrics | None = None,
     ) -> None:
         self.node = node
+        self.metrics = metrics or FederationMetrics()
         self.processor = processor
         self.prefetcher = prefetcher
         self.batch = batch
@@ -284,6 +291,8 @@ class InboxQueue:
     async def _process_batch(self) -> int:
         now = self.node.clock.now()
         waiting: dict[int, Wanted] = {}
+        outcomes: list[str] = []  # counted once the batch has committed
+        settled_together = self.replies.settled
         async with self.node.transaction() as session:
             _keep_loaded_rows(session)
             items = list((await session.execute(self._due(now).limit(CLAIM))).scalars())
@@ -299,8 +308,12 @@ class InboxQueue:
                     self._forget(item.id)
                     if error is None:
                         item.state, item.processed_at = InboxItemState.DONE, now
+                        outcomes.append("processed")
                     else:
-                        self._failed(item, error, retry, now)
+                        outcomes.append(self._failed(item, error, retry, now))
+        self.metrics.count_inbox("processed", self.replies.settled - settled_together)
+        for outcome in outcomes:
+            self.metrics.count_inbox(outcome)
         await self._fetch_for(waiting, now)
         await self.prefetcher.refresh_stale(now)
         return len(items)
@@ -331,12 +344,15 @@ class InboxQueue:
                 error = failed[wanted]
                 failures[item_id] = (str(error), error.kind == "unavailable")
         if failures:
+            outcomes = []
             async with self.node.transaction() as session:
                 for item_id, (error_text, retry) in failures.items():
                     self._forget(item_id)
                     item = await self._queued_item(session, item_id)
                     if item is not None:
-                        self._failed(item, error_text, retry, now)
+                        outcomes.append(self._failed(item, error_text, retry, now))
+            for outcome in outcomes:
+                self.metrics.count_inbox(outcome)
 
     async def _queued_item(self, session: AsyncSession, item_id: int) -> InboxItem | None:
         """The item, locked, if it is still queued (another worker may have finished it)."""
@@ -388,13 +404,15 @@ class InboxQueue:
         session.info[PENDING_EVENTS] = events_before
         return outcome, retry
 
-    def _failed(self, item: InboxItem, error: str, retry: bool, now: datetime) -> None:
+    def _failed(self, item: InboxItem, error: str, retry: bool, now: datetime) -> str:
+        """Record a failed attempt; answers the outcome, "retry" or "failed"."""
         item.attempts += 1
         item.error = error[:2000]
         if retry and now - item.received_at < GIVE_UP_AFTER:
             item.next_attempt_at = now + retry_delay(item.attempts)
-        else:
-            item.state = InboxItemState.FAILED
+            return "retry"
+        item.state = InboxItemState.FAILED
+        return "failed"
 
     async def process_one(self, item_id: int) -> None:
         now = self.node.clock.now()
@@ -407,6 +425,7 @@ class InboxQueue:
                     return
                 await self._apply(session, item, now)
                 item.state, item.processed_at = InboxItemState.DONE, now
+            self.metrics.count_inbox("processed")
         except NeedsFetch as needs:
             await self._fetch_for({item_id: needs.wanted}, now)
             return
@@ -420,10 +439,13 @@ class InboxQueue:
         self._forget(item_id)
         if error is None:
             return
+        outcome = ""
         async with self.node.transaction() as session:
             item = await self._queued_item(session, item_id)
             if item is not None:
-                self._failed(item, error, retry, now)
+                outcome = self._failed(item, error, retry, now)
+        if outcome:
+            self.metrics.count_inbox(outcome)
 
 
 def _keep_loaded_rows(session: AsyncSession) -> None:
@@ -493,8 +515,10 @@ class DeliveryQueue:
         per_host: int = 8,
         overall: int = 64,
         body_fresh_seconds: float = 1.0,
+        metrics: FederationMetrics | None = None,
     ) -> None:
         self.node = node
+        self.metrics = metrics or FederationMetrics()
         # A claimed delivery that waits longer than this for a send slot reads its activity
         # again: if its post was deleted meanwhile, it is abandoned instead of sent.
         self.body_fresh_seconds = body_fresh_seconds
@@ -550,6 +574,7 @@ class DeliveryQueue:
             # What each claimed delivery sends is read here, once per activity and signer,
             # not once per delivery: a batch usually holds one or two activities.
             claims = await self._claims(session, sending, lease_end, evidence, probe_ids)
+        self.metrics.count_delivery("failed", len(sending) - len(claims))  # unsignable
         outcomes = await asyncio.gather(*(self._attempt(claim) for claim in claims))
         await self._record_all([outcome for outcome in outcomes if outcome is not None])
         return len(sending)
@@ -562,7 +587,7 @@ class DeliveryQueue:
             return
         self._swept_at = now
         async with self.node.transaction() as session:
-            await session.execute(
+            given_up = await session.execute(
                 DELIVERY.update(
                     Delivery,
                     [QUEUED],
@@ -571,6 +596,7 @@ class DeliveryQueue:
                     last_error=f"no answer for {GIVE_UP_AFTER.days} days",
                 ).where(Delivery.created_at < now - GIVE_UP_AFTER - LONGEST_RETRY * 1.25)
             )
+        self.metrics.count_delivery("abandoned", _rows(given_up))
 
     async def _due(self, session: AsyncSession, now: datetime) -> list[ClaimedRow]:
         """Due deliveries, earliest schedule first, except to hosts whose circuit is open:
@@ -778,14 +804,19 @@ class DeliveryQueue:
             return
         try:
             async with self.node.transaction() as session:
-                await self._record(session, outcomes)
+                recorded = await self._record(session, outcomes)
         except DBAPIError:
             log.warning("recording %d delivery results together failed; one by one", len(outcomes))
+            recorded = Counter()
             for outcome in outcomes:
                 async with self.node.transaction() as session:
-                    await self._record(session, [outcome])
+                    recorded += await self._record(session, [outcome])
+        for name, times in recorded.items():
+            self.metrics.count_delivery(name, times)
 
-    async def _record(self, session: AsyncSession, outcomes: list[Outcome]) -> None:
+    async def _record(self, session: AsyncSession, outcomes: list[Outcome]) -> Counter[str]:
+        """Record a batch's results; answers how many reached each outcome (for metrics)."""
+        recorded: Counter[str] = Counter()
         now = self.node.clock.now()
         hosts = await self._hosts_locked(session, {outcome.host for outcome in outcomes})
         delivered = [outcome for outcome in outcomes if _succeeded(outcome)]
@@ -805,15 +836,16 @@ class DeliveryQueue:
                 if outcome.status == status and outcome.lease == lease
             ]
             done = dict(updated_at=now, locked_until=None, last_error="")
-            await session.execute(
+            result = await session.execute(
                 DELIVERY.update(Delivery, [IN_FLIGHT], DeliveryState.DELIVERED, **done)
                 .where(Delivery.id.in_(ids), Delivery.locked_until == lease)
                 .values(attempts=Delivery.attempts + 1, last_status=status)
                 .execution_options(synchronize_session=False)
             )
+            recorded["delivered"] += _rows(result)
         failed = [outcome for outcome in outcomes if not _succeeded(outcome)]
         if not failed:
-            return
+            return recorded
         ids = [outcome.delivery_id for outcome in failed]
         deliveries = {
             delivery.id: delivery
@@ -830,6 +862,8 @@ class DeliveryQueue:
             )
             if delivery is not None and still_ours:
                 await self._apply(session, delivery, hosts[outcome.host], outcome, now)
+                recorded[OUTCOME_OF[DeliveryState(delivery.state)]] += 1
+        return recorded
 
     async def _apply(
         self,
@@ -936,6 +970,19 @@ def probe_interval(failed_probes: int) -> timedelta:
     noticed over within about two; one of a day within half an hour."""
     base = min(PROBE_STEP * (failed_probes + 1), LONGEST_PROBE)
     return base * random.uniform(0.9, 1.1)
+
+
+# A failed attempt's outcome, by the state it left its delivery in.
+OUTCOME_OF = {
+    DeliveryState.QUEUED: "retry",
+    DeliveryState.FAILED: "failed",
+    DeliveryState.ABANDONED: "abandoned",
+}
+
+
+def _rows(result: Any) -> int:
+    """How many rows an UPDATE changed."""
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _succeeded(outcome: Outcome) -> bool:

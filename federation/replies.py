@@ -63,6 +63,7 @@ class PlainReply:
 class BatchedReplies:
     def __init__(self, node: NodeContext, processor: Processor) -> None:
         self.node = node
+        self.settled = 0  # items settled together so far, counted by the inbox queue's metrics
         self.processor = processor
         self.iris = processor.documents.iris
 
@@ -159,6 +160,7 @@ class BatchedReplies:
             log.warning("processing %d replies together failed; one by one", len(run))
             session.info[PENDING_EVENTS] = events_before
             return [plain.item for plain in run]
+        self.settled += len(done)
         return left
 
     async def _apply(

@@ -11,6 +11,7 @@ from federation.client import FederationClient
 from federation.convert import Documents
 from federation.inbox import InboxWriter, KnownAddressees
 from federation.inbox_budget import InboxBudget
+from federation.metrics import FederationMetrics
 from federation.outbox import Outbox
 from federation.polls import BATCH as POLL_BATCH
 from federation.polls import POLL_PACE, PollPublisher
@@ -29,9 +30,13 @@ DELIVERY_PACE = 0.05
 
 class Federation:
     def __init__(
-        self, node: NodeContext, trace_configs: Sequence[aiohttp.TraceConfig] = ()
+        self,
+        node: NodeContext,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
+        metrics: FederationMetrics | None = None,
     ) -> None:
         self.node = node
+        self.metrics = metrics or FederationMetrics()
         self.documents = Documents(node.settings)
         self.client = FederationClient(
             allow_loopback=node.settings.is_development,
@@ -44,7 +49,7 @@ class Federation:
             self.documents.iris,
             node.transaction,
         )
-        self.delivery_queue = DeliveryQueue(node, self.client, self.directory)
+        self.delivery_queue = DeliveryQueue(node, self.client, self.directory, metrics=self.metrics)
         self.delivery_worker = Worker(
             "deliveries", self.delivery_queue.drain, DELIVERY_PACE, self.delivery_queue.batch
         )
@@ -59,7 +64,7 @@ class Federation:
             blocked=lambda iri: not node.federation_policy.latest.permits(iri),
         )
         prefetcher = Prefetcher(self.directory, processor.fetched, node.transaction)
-        self.inbox_queue = InboxQueue(node, processor, prefetcher)
+        self.inbox_queue = InboxQueue(node, processor, prefetcher, metrics=self.metrics)
         self.inbox_worker = Worker("inbox", self.inbox_queue.drain, INBOX_PACE, CLAIM)
         self.poll_publisher = PollPublisher(node, self.outbox)
         self.poll_worker = Worker("polls", self.poll_publisher.drain, POLL_PACE, POLL_BATCH)

@@ -6,7 +6,9 @@ client addresses kept only for their retention, then purged by the workers.
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
+import json
 import logging
 import os
 import re
@@ -47,6 +49,7 @@ from tests.federation_harness import Recorder, RunningNode, eventually, free_por
 from tests.test_domain_services import found_group, register
 from web.app import create_app
 from web.cli import ADDRESS_RETENTION_ENV, CommandError, build_parser, settings_from
+from web.logs import JsonFormatter
 from web.security_headers import SECURITY_HEADERS
 from web.serving import RouteAccessLogger
 
@@ -143,6 +146,11 @@ async def test_logs_hold_no_post_text_passwords_join_codes_searches_or_addresses
     make_node: NodeFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)  # every logger, at its most talkative
+    # (and written as `--log-format json` writes them, to grep the very lines)
+    json_lines = io.StringIO()
+    json_handler = logging.StreamHandler(json_lines)
+    json_handler.setFormatter(JsonFormatter())
+    logging.getLogger().addHandler(json_handler)
     hospital, charity = [await _served(make_node, name) for name in ("hospital", "charity")]
     secrets_: list[str] = []
 
@@ -223,6 +231,7 @@ async def test_logs_hold_no_post_text_passwords_join_codes_searches_or_addresses
     finally:
         for running in (hospital, charity):
             await running.close()
+        logging.getLogger().removeHandler(json_handler)
 
     # Then no log record holds any of it, nor the address of anyone who made a request
     assert len(caplog.records) > 50  # the servers did log, for a start
@@ -235,6 +244,16 @@ async def test_logs_hold_no_post_text_passwords_join_codes_searches_or_addresses
         if leaked:
             found.add((record.name, tuple(leaked)))
     assert not found, found
+    # And the JSON lines neither: each one object, the requests' lines with their ids
+    lines = json_lines.getvalue().splitlines()
+    assert len(lines) >= len(caplog.records)
+    written = [json.loads(line) for line in lines]
+    for line, record in zip(lines, written, strict=True):
+        unescaped = line + "\n" + json.dumps(record, ensure_ascii=True)
+        leaked = [text for text in secrets_ if text in unescaped or text in str(record)]
+        assert not leaked, (record["logger"], leaked)
+    access = [record for record in written if record["logger"] == "aiohttp.access"]
+    assert access and all(len(record["request_id"]) == 32 for record in access)
 
 
 async def _followed(running: RunningNode) -> Any:

@@ -32,7 +32,8 @@ from web import (
     routes_qa,
     routes_threads,
 )
-from web.appkeys import FEDERATION, NODE, TEMPLATES
+from web.appkeys import FEDERATION, METRICS, NODE, TEMPLATES
+from web.metrics import Metrics
 from web.middlewares import (
     address_hygiene,
     body_first,
@@ -40,7 +41,9 @@ from web.middlewares import (
     database_session,
     error_pages,
     no_store_for_sessions,
+    observe,
     one_cookie_each,
+    request_id_header,
     security_headers,
 )
 from web.security_headers import noindex_by_default, strict_transport_security
@@ -90,7 +93,9 @@ def _federation_lifetime(
     run_workers: bool, trace_configs: Sequence[aiohttp.TraceConfig]
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def federation_lifetime(app: web.Application) -> AsyncIterator[None]:
-        federation = Federation(app[NODE], trace_configs=trace_configs)
+        federation = Federation(
+            app[NODE], trace_configs=trace_configs, metrics=app[METRICS].federation
+        )
         app[FEDERATION] = federation
         if run_workers:
             federation.start_workers()
@@ -104,6 +109,7 @@ def _application(settings: Settings) -> web.Application:
     """Middlewares, templates and routes: everything but the node and federation."""
     app = web.Application(
         middlewares=[
+            observe,
             security_headers,
             no_store_for_sessions,
             error_pages,
@@ -116,6 +122,8 @@ def _application(settings: Settings) -> web.Application:
         client_max_size=settings.limits.form_body_max,
     )
     app[TEMPLATES] = create_environment()
+    app[METRICS] = Metrics()
+    app.on_response_prepare.append(request_id_header)
     app.on_response_prepare.append(strict_transport_security)
     app.on_response_prepare.append(noindex_by_default)
     # Discovery and ActivityPub first: some of their paths sit under the pages' prefixes.

@@ -10,11 +10,13 @@ from federation.service import Federation
 from node.policy import Viewer
 from node.runtime import NodeContext
 from node.storage.models import Member
+from web.metrics import Metrics
 from web.signed_in import SignedIn
 
 NODE = web.AppKey("node", NodeContext)
 FEDERATION = web.AppKey("federation", Federation)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
+METRICS = web.AppKey("metrics", Metrics)
 
 # Request-scoped values.
 DB = web.RequestKey("db", AsyncSession)
@@ -25,3 +27,4 @@ SESSION_TOKEN = web.RequestKey("session_token", str)
 CSRF_BASIS = web.RequestKey("csrf_basis", str)
 NEW_CSRF_SEED = web.RequestKey("new_csrf_seed", str)
 CSRF_FAILED = web.RequestKey("csrf_failed", bool)
+REQUEST_ID = web.RequestKey("request_id", str)

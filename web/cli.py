@@ -57,6 +57,8 @@ from node.storage.models import Member
 from web.app import create_app_owning_node
 from web.backup_commands import register_backup_commands
 from web.demo import run_demo
+from web.logs import LOG_FORMATS, configure_logging
+from web.metrics import Metrics, parse_address, start_metrics_server
 from web.serving import serve
 
 # Every setting, its key in the configuration file and its variable: node/configuration.py.
@@ -93,6 +95,26 @@ def _storage_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _metrics_address(text: str) -> tuple[str, int]:
+    try:
+        return parse_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _operations_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics-address",
+        type=_metrics_address,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off); "
+        "never the public port",
+    )
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, default="text", help="json: one object per line"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="healthnode", description="A federated health-community node.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -104,12 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--no-workers", action="store_true", help="web only; run `healthnode worker` beside it"
     )
+    _operations_options(serve)
     _storage_options(serve)
 
     worker = commands.add_parser("worker", help="run the inbox and delivery workers alone")
     worker.add_argument(
         "--domain", help="the domain the web processes serve (default localhost:8080)"
     )
+    _operations_options(worker)
     _storage_options(worker)
 
     migrate = commands.add_parser("migrate", help="apply database migrations")
@@ -664,33 +688,52 @@ def keep_what_started() -> None:
     gc.freeze()
 
 
-def _serve(configuration: Configuration, workers: bool) -> None:
+def _serve(
+    configuration: Configuration, workers: bool, metrics_address: tuple[str, int] | None
+) -> None:
     settings, host, port = configuration.settings, configuration.host, configuration.port
+    if metrics_address is not None and metrics_address[1] == port:
+        raise CommandError("--metrics-address must not use the public port; pick another")
     app = create_app_owning_node(settings, clock=clock_for(configuration), run_workers=workers)
 
     def serving() -> None:  # once the node is open and the port bound
         keep_what_started()
         print(f"healthnode serving {settings.base_url} on http://{host}:{port}", flush=True)
+        if metrics_address is not None:
+            print(f"healthnode metrics on http://{_joined(metrics_address)}/metrics", flush=True)
 
-    asyncio.run(serve(app, settings, host, port, ready=serving))
+    asyncio.run(serve(app, settings, host, port, ready=serving, metrics_address=metrics_address))
 
 
-async def _work(configuration: Configuration) -> None:
+def _joined(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def _work(configuration: Configuration, metrics_address: tuple[str, int] | None) -> None:
     """Workers without a web server: several of these may share one PostgreSQL database."""
     settings = configuration.settings
     node = await NodeContext.open(settings, clock=clock_for(configuration))
     attach_actor_keys(node)
-    federation = Federation(node)
-    federation.start_workers()
-    keep_what_started()
-    print(f"healthnode workers running for {settings.base_url}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    metrics = Metrics(web=False)
+    federation = Federation(node, metrics=metrics.federation)
+    metrics_server = None
     try:
+        if metrics_address is not None:
+            metrics_server = await start_metrics_server(metrics, lambda: node, *metrics_address)
+        federation.start_workers()
+        keep_what_started()
+        print(f"healthnode workers running for {settings.base_url}", flush=True)
+        if metrics_address is not None:
+            print(f"healthnode metrics on http://{_joined(metrics_address)}/metrics", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
         await stop.wait()
     finally:
+        if metrics_server is not None:
+            await metrics_server.cleanup()
         await federation.close()
         await node.close()
 
@@ -705,7 +748,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     restrict_new_files()
     level = logging.INFO if args.command == "serve" else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(getattr(args, "log_format", "text"), level)
     try:
         if args.command == "demo":
             asyncio.run(run_demo(args.data_dir))
@@ -717,10 +760,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(_config_check(configuration))
             return 0
         if args.command == "serve":
-            _serve(configuration, workers=not args.no_workers)
+            _serve(configuration, not args.no_workers, args.metrics_address)
             return 0
         if args.command == "worker":
-            asyncio.run(_work(configuration))
+            asyncio.run(_work(configuration, args.metrics_address))
             return 0
         if "run" in args:  # commands that work on the files without opening the node
             print(args.run(args, settings))

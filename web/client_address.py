@@ -32,6 +32,11 @@ def client_address(request: web.Request) -> str:
     return nearest
 
 
+def from_trusted_proxy(request: web.Request) -> bool:
+    """Whether the peer itself is one of the reverse proxies the node trusts."""
+    return _is_within(request.remote or "", request.app[NODE].settings.trusted_proxies)
+
+
 def _is_address(text: str) -> bool:
     try:
         ipaddress.ip_address(text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aiohttp import web
 
@@ -18,13 +19,17 @@ from web.appkeys import (
     DB,
     ME,
     MEMBER,
+    METRICS,
     NEW_CSRF_SEED,
     NODE,
+    REQUEST_ID,
     SESSION_TOKEN,
     VIEWER,
 )
 from web.cookies import SEED_COOKIE, SESSION_COOKIE, duplicated_cookie, read_cookie, set_cookie
 from web.csrf import CSRF_FIELD, new_seed, token_matches
+from web.logs import REQUEST_ID_HEADER, request_id, request_id_for
+from web.metrics import route_pattern
 from web.pages import Handler, answer_and_hang_up, is_signed_not_cookied, render, retry_after
 from web.routes_health import PATHS as health_paths
 from web.security_headers import SECURITY_HEADERS
@@ -61,6 +66,38 @@ def error_page(request: web.Request, status: int, message: str) -> web.Response:
     except Exception:  # the page itself failed: still answer, plainly
         log.exception("cannot render the error page")
         return web.Response(text=message, status=status, content_type="text/plain")
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The outermost middleware: gives the request its id (for every log line written while
+    it is handled, and the X-Request-Id header) and counts it, by route pattern and status."""
+    rid = request_id_for(request)
+    request[REQUEST_ID] = rid
+    token = request_id.set(rid)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away first (nginx's code for it)
+        raise
+    finally:
+        request_id.reset(token)
+        seconds = time.perf_counter() - started
+        request.app[METRICS].observe(request.method, route_pattern(request), status, seconds)
+
+
+async def request_id_header(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every answer, error pages and redirects included, names its id."""
+    rid = request.get(REQUEST_ID)
+    if rid is not None:
+        response.headers[REQUEST_ID_HEADER] = rid
 
 
 @web.middleware
@@ -119,13 +156,8 @@ async def error_pages(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_page(request, STATUS_OF.get(type(error), 400), str(error))
     except Exception:
         # The route's pattern, never the path: a path may hold a reset token or a join code.
-        log.exception("unhandled error on %s %s", request.method, _route_of(request))
+        log.exception("unhandled error on %s %s", request.method, route_pattern(request))
         return error_page(request, 500, "Nothing was saved. Please try again in a moment.")
-
-
-def _route_of(request: web.Request) -> str:
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "(no route)"
 
 
 @web.middleware

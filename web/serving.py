@@ -20,6 +20,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from node.config import Settings
+from web.appkeys import METRICS, NODE, REQUEST_ID
+from web.metrics import route_pattern, start_metrics_server
 
 access_log = logging.getLogger("aiohttp.access")
 HEAD_END = b"\r\n\r\n"
@@ -30,12 +32,16 @@ class RouteAccessLogger(AbstractAccessLogger):
     search, a private group's address, a join code) and never the client's address."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        route = "(no route)"
-        match_info = getattr(request, "match_info", None)
-        resource = match_info.route.resource if match_info is not None else None
-        if resource is not None:
-            route = resource.canonical
-        self.logger.info("%s %s %s %.1f ms", request.method, route, response.status, time * 1000)
+        route = route_pattern(request)
+        rid = request.get(REQUEST_ID) if isinstance(request, web.Request) else None
+        self.logger.info(
+            "%s %s %s %.1f ms",
+            request.method,
+            route,
+            response.status,
+            time * 1000,
+            extra={"request_id": rid},
+        )
 
 
 class HeadGuard:
@@ -144,12 +150,23 @@ class GuardedSite(web.BaseSite):
 
 
 async def serve(
-    app: web.Application, settings: Settings, host: str, port: int, ready: Callable[[], None]
+    app: web.Application,
+    settings: Settings,
+    host: str,
+    port: int,
+    ready: Callable[[], None],
+    metrics_address: tuple[str, int] | None = None,
 ) -> None:
-    """Serve until SIGINT or SIGTERM (`healthnode serve`)."""
+    """Serve until SIGINT or SIGTERM (`healthnode serve`), and the metrics on their own
+    address when one is given."""
     runner = runner_for(app, settings)
     await runner.setup()
+    metrics: web.AppRunner | None = None
     try:
+        if metrics_address is not None:
+            metrics = await start_metrics_server(
+                app[METRICS], lambda: app.get(NODE), *metrics_address
+            )
         await GuardedSite(runner, settings, host, port).start()
         ready()
         stop = asyncio.Event()
@@ -158,4 +175,6 @@ async def serve(
             loop.add_signal_handler(signum, stop.set)
         await stop.wait()
     finally:
+        if metrics is not None:
+            await metrics.cleanup()
         await runner.cleanup()
