@@ -11,10 +11,12 @@ TEST_STAMP := $(VENV)/.installed-test
 # writes the locks; run.txt the node's dependencies; test.txt those plus the test dependencies, at
 # the same versions. Nothing is built in an isolated environment (which would fetch setuptools
 # unchecked): builds use the locked setuptools, and the project itself goes in last, editable,
-# without dependencies and without looking at any index.
+# without dependencies and without looking at any index. (setuptools' notice that folders named like
+# the package in the working directory may shadow it is silenced: here they are the package.)
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 LOCKED := $(PIP) install --quiet --require-hashes --no-build-isolation
-PROJECT := $(PIP) install --quiet --no-deps --no-build-isolation --no-index -e .
+PROJECT := PYTHONWARNINGS='ignore:Editable installation' \
+	$(PIP) install --quiet --no-deps --no-build-isolation --no-index -e .
 
 .PHONY: run test test-sqlite test-postgresql lint bench lock clean
 
