@@ -2,22 +2,57 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+TOOLS_STAMP := $(VENV)/.installed-tools
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test test-sqlite test-postgresql lint bench clean
+# Installs come from the lock files in requirements/, every file pinned and checked against its
+# sha256: tools.txt holds pip, the build backend (setuptools, from [build-system]) and uv, which
+# writes the locks; run.txt the node's dependencies; test.txt those plus the test dependencies, at
+# the same versions. Nothing is built in an isolated environment (which would fetch setuptools
+# unchecked): builds use the locked setuptools, and the project itself goes in last, editable,
+# without dependencies and without looking at any index. (setuptools' notice that folders named like
+# the package in the working directory may shadow it is silenced: here they are the package.)
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+LOCKED := $(PIP) install --quiet --require-hashes --no-build-isolation
+PROJECT := PYTHONWARNINGS='ignore:Editable installation' \
+	$(PIP) install --quiet --no-deps --no-build-isolation --no-index -e .
+
+.PHONY: run test test-sqlite test-postgresql lint bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(RUN_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+$(TOOLS_STAMP): requirements/tools.txt | $(BIN)/python
+	$(PIP) install --quiet --require-hashes -r requirements/tools.txt
 	touch $@
 
-$(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(RUN_STAMP): pyproject.toml requirements/run.txt $(TOOLS_STAMP)
+	$(LOCKED) -r requirements/run.txt
+	$(PROJECT)
+	touch $@
+
+$(TEST_STAMP): pyproject.toml requirements/run.txt requirements/test.txt $(TOOLS_STAMP)
+	$(LOCKED) -r requirements/test.txt
+	$(PROJECT)
 	touch $@ $(RUN_STAMP)
+
+# `make lock` writes the lock files from pyproject.toml for Python 3.11 on Linux x86_64 (each pin
+# lists the hashes of all its release files). Versions already locked are kept, so run it after
+# changing pyproject.toml's dependencies. `make lock UPGRADE=aiohttp` moves one package (or several,
+# space-separated) to its newest allowed version; `make lock UPGRADE=all` moves every package.
+UPGRADE ?=
+UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-unknown-linux-gnu --custom-compile-command 'make lock' \
+	$(if $(filter all,$(UPGRADE)),--upgrade,$(foreach p,$(UPGRADE),--upgrade-package $(p)))
+BUILD_REQUIRES = $(BIN)/python -c 'import tomllib; \
+	print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")'
+
+lock: $(TOOLS_STAMP)
+	{ printf 'pip\nuv\n'; $(BUILD_REQUIRES); } | $(UV_COMPILE) - -o requirements/tools.txt
+	$(UV_COMPILE) pyproject.toml --extra test -c requirements/tools.txt -o requirements/test.txt
+	$(UV_COMPILE) pyproject.toml -c requirements/tools.txt -c requirements/test.txt \
+		-o requirements/run.txt
 
 # `make run PORT=8081 DOMAIN=forum.example.org`: the port to listen on and the public name every
 # IRI and link is minted from. Given, they override data/healthnode.toml and the environment;
