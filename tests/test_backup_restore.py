@@ -112,6 +112,30 @@ def without_tokens(html: str) -> str:
     return CSRF_VALUE.sub(r'\1"', html)
 
 
+async def nurse_with_a_public_group(node: RunningNode) -> Browser:
+    """nurse, signed in on `node`, owner of its public group t1d."""
+    owner = await node.browser()
+    await owner.register("nurse")
+    await owner.get("/groups/new")
+    page = await owner.post(
+        "/groups/new",
+        {"slug": "t1d", "name": "Type 1 diabetes", "visibility": "public",
+         "description": "Living with type 1"},
+    )  # fmt: skip
+    assert page.path == "/g/t1d", page.text[:300]
+    return owner
+
+
+async def bea_follows_t1d(follower: RunningNode, node: RunningNode) -> Browser:
+    """bea, signed in on `follower`, having asked to follow t1d on `node`."""
+    bea = await follower.browser()
+    await bea.register("bea")
+    await bea.get("/authorize_interaction")
+    page = await bea.post("/groups/follow", {"handle": f"t1d@{node.domain}"})
+    assert page.status == 200, page.text[:300]
+    return bea
+
+
 async def test_restored_node_serves_the_same_content_and_keys_to_its_follower(
     follower: RunningNode, tmp_path: Path
 ) -> None:
@@ -121,20 +145,8 @@ async def test_restored_node_serves_the_same_content_and_keys_to_its_follower(
     a = await open_served(data_dir, port, clock)
     try:
         # Given a public group on A with a settled thread, followed by bea on B
-        owner = await a.browser()
-        await owner.register("nurse")
-        await owner.get("/groups/new")
-        page = await owner.post(
-            "/groups/new",
-            {"slug": "t1d", "name": "Type 1 diabetes", "visibility": "public",
-             "description": "Living with type 1"},
-        )  # fmt: skip
-        assert page.path == "/g/t1d", page.text[:300]
-        bea = await follower.browser()
-        await bea.register("bea")
-        await bea.get("/authorize_interaction")
-        page = await bea.post("/groups/follow", {"handle": f"t1d@{a.domain}"})
-        assert page.status == 200, page.text[:300]
+        owner = await nurse_with_a_public_group(a)
+        await bea_follows_t1d(follower, a)
 
         async def remote_followers() -> int:
             return await one(

@@ -28,8 +28,10 @@ from tests.databases import PG_URL, SCHEMA_PREFIX, with_search_path
 from tests.federation_harness import RunningNode, eventually, free_port
 from tests.test_backup_restore import (
     as2,
+    bea_follows_t1d,
     cached_keys,
     follower,  # noqa: F401 (fixture)
+    nurse_with_a_public_group,
     one,
     open_served,
     run_cli,
@@ -114,20 +116,8 @@ async def test_db_copy_moves_pages_pending_deliveries_and_keys_to_postgresql(
     try:
         # Given a public group on SQLite node A, followed by bea on B and by dan, whose
         # server is down
-        owner = await a.browser()
-        await owner.register("nurse")
-        await owner.get("/groups/new")
-        page = await owner.post(
-            "/groups/new",
-            {"slug": "t1d", "name": "Type 1 diabetes", "visibility": "public",
-             "description": "Living with type 1"},
-        )  # fmt: skip
-        assert page.path == "/g/t1d", page.text[:300]
-        bea = await follower.browser()
-        await bea.register("bea")
-        await bea.get("/authorize_interaction")
-        page = await bea.post("/groups/follow", {"handle": f"t1d@{a.domain}"})
-        assert page.status == 200, page.text[:300]
+        owner = await nurse_with_a_public_group(a)
+        await bea_follows_t1d(follower, a)
         await eventually(
             lambda: one(
                 a,

@@ -139,7 +139,8 @@ async def fetch(
     method: str = "GET",
 ) -> Answer:
     """One request to `target`, as a server would send it: no cookies, signed by `signed_by`'s
-    instance actor when given. Headers that vary by the moment (Date) are left out."""
+    instance actor when given. Headers that differ for every request whatever it asks (Date,
+    X-Request-Id) are left out."""
     url = target.base_url + path
     headers = {"Accept": accept}
     if signed_by is not None:
@@ -165,7 +166,7 @@ async def fetch(
                 sorted(
                     (name, value)
                     for name, value in response.headers.items()
-                    if name.lower() not in ("date",)
+                    if name.lower() not in ("date", "x-request-id")
                 )
             )
             return Answer(response.status, body, kept)

@@ -20,7 +20,13 @@ from node.storage.engine import create_engine
 from tests.clock import ManualClock
 from tests.databases import PG_URL, SCHEMA_PREFIX, with_search_path
 from tests.federation_harness import free_port
-from tests.test_backup_restore import as2, open_served, shut, without_tokens
+from tests.test_backup_restore import (
+    as2,
+    nurse_with_a_public_group,
+    open_served,
+    shut,
+    without_tokens,
+)
 
 pytestmark = pytest.mark.skipif(
     not PG_URL or not shutil.which("pg_dump") or not shutil.which("pg_restore"),
@@ -77,15 +83,7 @@ async def test_pg_dump_and_the_secret_restore_a_postgresql_node(
     a = await open_served(data_dir, port, clock, database_url=with_search_path(PG_URL, schema))
     try:
         # Given a PostgreSQL node with a public group and a thread
-        owner = await a.browser()
-        await owner.register("nurse")
-        await owner.get("/groups/new")
-        page = await owner.post(
-            "/groups/new",
-            {"slug": "t1d", "name": "Type 1 diabetes", "visibility": "public",
-             "description": "Living with type 1"},
-        )  # fmt: skip
-        assert page.path == "/g/t1d", page.text[:300]
+        owner = await nurse_with_a_public_group(a)
         await owner.get("/g/t1d/new")
         page = await owner.post("/g/t1d/new", {"title": "Dumped", "body": "Kept *safe*."})
         assert page.status == 200, page.text[:300]
