@@ -596,13 +596,16 @@ async def reply_many(
     if not rows:
         return results
     await session.execute(insert(Post), rows)
-    await session.execute(
-        update(Thread).where(Thread.id.in_(sorted(touched_threads))).values(last_activity_at=now)
-    )
+    # Groups before threads, as the ORM's flush in `reply` orders them (parents first): a web
+    # reply and a worker's batch on the same thread then never wait on each other's second
+    # row, which PostgreSQL ends as a deadlock (a 500 to the person replying).
     await session.execute(
         update(ConditionGroup)
         .where(ConditionGroup.id.in_(sorted(touched_groups)))
         .values(last_activity_at=now)
+    )
+    await session.execute(
+        update(Thread).where(Thread.id.in_(sorted(touched_threads))).values(last_activity_at=now)
     )
     written = []
     for new, result in zip(replies, results, strict=True):
