@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from node.configuration import load_configuration
 from web.cli import build_parser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -212,3 +213,23 @@ def test_the_check_tells_a_wrong_line_from_a_right_one(text: str, parses: bool) 
     # And other commands are not taken for it
     assert _command_words("sudo -u healthnode createdb --owner healthnode healthnode") is None
     assert _command_words("useradd --system healthnode") is None
+
+
+def test_the_configuration_files_shown_load(tmp_path: Path) -> None:
+    # Given every TOML block of docs/OPERATIONS.md, written as a file given with --config
+    text = (REPO_ROOT / "docs" / "OPERATIONS.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```toml\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+    assert blocks
+    for number, block in enumerate(blocks):
+        config = tmp_path / f"shown-{number}.toml"
+        config.write_text(block, encoding="utf-8")
+        config.chmod(0o600)
+        # When the configuration is read from it, Then it is valid, and what it says applies
+        configuration = load_configuration(config_file=config, environ={})
+        assert configuration.file_read
+        assert configuration.settings.domain == "health.example.org"
+        assert configuration.metrics_address == ("127.0.0.1", 9101)
+        assert [str(net) for net in configuration.settings.trusted_proxies] == [
+            "127.0.0.1/32",
+            "::1/128",
+        ]
