@@ -18,7 +18,7 @@ LOCKED := $(PIP) install --quiet --require-hashes --no-build-isolation
 PROJECT := PYTHONWARNINGS='ignore:Editable installation' \
 	$(PIP) install --quiet --no-deps --no-build-isolation --no-index -e .
 
-.PHONY: run test test-sqlite test-postgresql lint bench lock clean
+.PHONY: install run test test-sqlite test-postgresql lint bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ lock: $(TOOLS_STAMP)
 	$(UV_COMPILE) pyproject.toml --extra test -c requirements/tools.txt -o requirements/test.txt
 	$(UV_COMPILE) pyproject.toml -c requirements/tools.txt -c requirements/test.txt \
 		-o requirements/run.txt
+
+# `make install`: the node and its locked dependencies into .venv, nothing started; a server runs
+# .venv/bin/healthnode under systemd (docs/OPERATIONS.md, "Installing on Debian").
+install: $(RUN_STAMP)
 
 # `make run PORT=8081 DOMAIN=forum.example.org`: the port to listen on and the public name every
 # IRI and link is minted from. Given, they override data/healthnode.toml and the environment;

@@ -35,6 +35,8 @@ from federation.vocab import ActorDoc, VocabError, parse_actor, same_origin
 from keys.pairs import open_private_key
 from node import professionals, remote
 from node.actor_keys import INSTANCE_ACTOR
+from node.actor_keys import group_key_owner as group_key_owner  # where federation/ names them
+from node.actor_keys import member_key_owner as member_key_owner
 from node.html_text import html_to_text
 from node.ids import InstanceActorRef, Iris
 from node.storage.models import ActorKey, ConditionGroup, Member, RemoteKey
@@ -55,14 +57,6 @@ class RemoteKeyInfo:
     actor_iri: str
     public_key: PublicKeyTypes
     fetched_at: datetime
-
-
-def member_key_owner(member_id: int) -> str:
-    return f"member:{member_id}"
-
-
-def group_key_owner(group_id: int) -> str:
-    return f"group:{group_id}"
 
 
 def _stale(row: Member | ConditionGroup, now: datetime) -> bool:

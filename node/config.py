@@ -387,6 +387,26 @@ def parse_smtp(
     )
 
 
+def parse_listen_address(text: str) -> tuple[str, int]:
+    """`HOST:PORT` (`[::1]:9100` for IPv6): where a process listens, such as its metrics."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not HOST:PORT (for example 127.0.0.1:9100)")
+    return host, int(port)
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def parse_log_format(text: str) -> str:
+    """`text` (the default) or `json` (one object per line)."""
+    value = text.strip().lower()
+    if value not in LOG_FORMATS:
+        raise ValueError(f"must be {' or '.join(LOG_FORMATS)}, not {text!r}")
+    return value
+
+
 def parse_integer(text: str, lowest: int, highest: int) -> int:
     """A whole number from `lowest` to `highest`."""
     text = text.strip()

@@ -40,6 +40,8 @@ from node.config import (
     is_loopback_domain,
     parse_address_retention,
     parse_integer,
+    parse_listen_address,
+    parse_log_format,
     parse_networks,
     parse_number,
     parse_rate_limits,
@@ -58,6 +60,7 @@ BLOCKED_DOMAINS_ENV = "HEALTHNODE_BLOCKED_DOMAINS"
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
+DEFAULT_LOG_FORMAT = "text"
 CLOCK_RATE_MAX = 1000.0
 
 
@@ -158,6 +161,13 @@ KEYS: tuple[Key, ...] = (
     *_rate_keys(),
     Key("privacy", "address_retention", "HEALTHNODE_ADDRESS_RETENTION", field="address_retention"),
     *_password_keys(),
+    Key(
+        "observability",
+        "metrics_address",
+        "HEALTHNODE_METRICS_ADDRESS",
+        option="--metrics-address",
+    ),
+    Key("observability", "log_format", "HEALTHNODE_LOG_FORMAT", option="--log-format"),
     Key("development", "clock_rate", "HEALTHNODE_CLOCK_RATE", Kind.NUMBER),
 )
 KEYS_BY_DOTTED = {key.dotted: key for key in KEYS}
@@ -178,12 +188,15 @@ NOT_CONFIGURABLE: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Configuration:
-    """The effective settings, the process's own (address, clock), and where each came from."""
+    """The effective settings, the process's own (addresses, log format, clock), and where
+    each came from."""
 
     settings: Settings
     host: str
     port: int
     clock_rate: float | None
+    metrics_address: tuple[str, int] | None
+    log_format: str
     file: Path
     file_read: bool
     sources: Mapping[str, Source]
@@ -241,6 +254,12 @@ def shown(configuration: Configuration, key: Key) -> str:
             ",".join(sorted(settings.blocked_domains)) or "(none)"
         ),
         "privacy.address_retention": lambda: format_address_retention(settings.address_retention),
+        "observability.metrics_address": lambda: (
+            "(not set: no metrics)"
+            if configuration.metrics_address is None
+            else _joined_address(configuration.metrics_address)
+        ),
+        "observability.log_format": lambda: configuration.log_format,
         "development.clock_rate": lambda: (
             "(not set: the wall clock)"
             if configuration.clock_rate is None
@@ -248,6 +267,11 @@ def shown(configuration: Configuration, key: Key) -> str:
         ),
     }
     return simple[key.dotted]()
+
+
+def _joined_address(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _shown_database_url(settings: Settings) -> str:
@@ -445,11 +469,15 @@ def load_configuration(
         password_cost=password_cost,
     )
     clock_rate = value("development.clock_rate", _parse_clock_rate(domain), None)
+    metrics_address = value("observability.metrics_address", parse_listen_address, None)
+    log_format = value("observability.log_format", parse_log_format, DEFAULT_LOG_FORMAT)
     return Configuration(
         settings=settings,
         host=host,
         port=port,
         clock_rate=clock_rate,
+        metrics_address=metrics_address,
+        log_format=log_format,
         file=path,
         file_read=document is not None,
         sources={key.dotted: origin[key.variable] for key in KEYS if key.variable in origin},

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from keys.pairs import KeyFactory, generate_key_pair
 from keys.secret import load_or_create_node_secret
-from node.actor_keys import INSTANCE_ACTOR, ensure_key_pair
+from node.actor_keys import INSTANCE_ACTOR, ensure_key_pair, ensure_local_actor_keys
 from node.clock import Clock, SystemClock
 from node.config import Settings
 from node.email_addresses import ReplyNotifications
@@ -26,6 +28,8 @@ from node.storage.engine import (
 )
 from node.storage.files import protect_data
 from node.storage.migrate import upgrade_to_head
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,8 +59,16 @@ class NodeContext:
             self.sinks.append(ReplyNotifications(self.settings, self.mailer))
 
     @classmethod
-    async def open(cls, settings: Settings, clock: Clock | None = None) -> NodeContext:
-        """Open the database (migrating it), and create the secret and keys on first start.
+    async def open(
+        cls,
+        settings: Settings,
+        clock: Clock | None = None,
+        *,
+        key_factory: KeyFactory = generate_key_pair,
+    ) -> NodeContext:
+        """Open the database (migrating it), and create the secret and keys on first start:
+        the instance actor's, and any local member's or federating group's that has none
+        (rows older than keys), so that every local actor can sign.
 
         The data dir and the database's files are made owner-only first."""
         protect_data(settings.data_dir, settings.resolved_database_url)
@@ -74,6 +86,11 @@ class NodeContext:
             )
             async with context.transaction() as session:
                 await ensure_key_pair(session, INSTANCE_ACTOR, secret, context.clock.now())
+                made = await ensure_local_actor_keys(
+                    session, key_factory, secret, context.clock.now()
+                )
+                if made:
+                    log.warning("made key pairs for %d local actors that had none", made)
                 # The environment's blocked domains may have changed since the last start.
                 policy = await load_policy(session, settings.blocked_domains)
                 await apply_policy(session, policy)

@@ -37,6 +37,7 @@ PASSWORD = "correct horse battery"
 SERIAL_TABLES = ("members", "condition_groups", "deliveries")
 THEN = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 REMOTE = "https://remote.example"
+AS2 = {"Accept": "application/activity+json"}
 
 
 @pytest.fixture
@@ -76,10 +77,16 @@ async def insert(connection: AsyncConnection, table: str, **values: Any) -> Any:
 
 
 async def write_release_one(engine: AsyncEngine) -> None:
-    """Members, a public group with a condition, a thread with a reply and a helpful mark."""
+    """Members, a public group with a condition, a thread with a reply and a helpful mark, and
+    a private group (which must never get a key pair)."""
     hashed = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
     async with engine.begin() as db:
-        for name, kind in (("ann", "member"), ("bob", "member"), ("t1d", "group")):
+        for name, kind in (
+            ("ann", "member"),
+            ("bob", "member"),
+            ("t1d", "group"),
+            ("carers", "group"),
+        ):
             await insert(db, "handles", name=name, kind=kind)
         ids = {}
         for username, role in (("ann", "admin"), ("bob", "member")):
@@ -96,6 +103,11 @@ async def write_release_one(engine: AsyncEngine) -> None:
             last_activity_at=THEN,
         )  # fmt: skip
         await insert(db, "group_conditions", group_id=group, tag="diabetes")
+        await insert(
+            db, "condition_groups", slug="carers", name="Carers", description="", rules="",
+            visibility="private", join_policy="request", join_code="", owner_id=ids["ann"],
+            created_at=THEN, last_activity_at=THEN,
+        )  # fmt: skip
         for username, role in (("ann", "owner"), ("bob", "member")):
             await insert(
                 db, "memberships", group_id=group, member_id=ids[username], state="active",
@@ -124,7 +136,9 @@ async def write_release_one(engine: AsyncEngine) -> None:
 async def write_release_two(engine: AsyncEngine) -> None:
     """What came with federation: a remote member following the group, a delivery queued."""
     async with engine.begin() as db:
-        group = (await db.execute(text("SELECT id FROM condition_groups"))).scalar_one()
+        group = (
+            await db.execute(text("SELECT id FROM condition_groups WHERE slug = 't1d'"))
+        ).scalar_one()
         cal = await insert(
             db, "members", username="cal", domain="remote.example",
             display_name="Cal", bio="", password_hash="", role="member",
@@ -195,6 +209,10 @@ async def test_a_database_from_the_first_release_migrates_to_head_with_its_data(
         assert await rows(
             engine, "SELECT activity_id, inbox_url, state, attempts FROM deliveries"
         ) == [("0000000000announce01", f"{REMOTE}/inbox", "queued", 2)]
+        # And no actor has a key pair yet: keys came after the first release
+        assert await rows(engine, "SELECT owner FROM actor_keys") == []
+        ids = dict(await rows(engine, "SELECT username, id FROM members"))
+        ids |= dict(await rows(engine, "SELECT visibility, id FROM condition_groups"))
     finally:
         await engine.dispose()
 
@@ -204,7 +222,7 @@ async def test_a_database_from_the_first_release_migrates_to_head_with_its_data(
         domain=f"127.0.0.1:{port}", data_dir=tmp_path / "data", database_url=old_database,
         password_cost=CHEAP_PASSWORDS,
     )  # fmt: skip
-    node = await NodeContext.open(settings, clock=ManualClock())
+    node = await NodeContext.open(settings, clock=ManualClock(), key_factory=pooled_key_pair)
     attach_actor_keys(node, pooled_key_pair)
     server = TestServer(create_app(node), host="127.0.0.1", port=port)
     await server.start_server()
@@ -225,7 +243,36 @@ async def test_a_database_from_the_first_release_migrates_to_head_with_its_data(
         page = await browser.post("/t/0000000000thread0001/reply", {"body": "Still here."})
         assert page.status == 200, page.text[:300]
         assert "Still here." in page.text
+        # And, given key pairs at start-up, the group and its local members federate: their
+        # AS2 documents answer with a public key (the keys of the first release's rows)
+        for path in ("/g/t1d", "/u/ann", "/u/bob"):
+            async with client.get(path, headers=AS2) as answer:
+                assert answer.status == 200, (path, await answer.text())
+                document = json.loads(await answer.text())
+            key = document["publicKey"]
+            assert key["owner"] == document["id"], document
+            assert key["publicKeyPem"].startswith("-----BEGIN PUBLIC KEY-----"), key
     finally:
         await client.close()
         await server.close()
         await node.close()
+    # And exactly the local members, the public group and the instance actor have keys: not
+    # the remote member, not the private group
+    engine = create_engine(old_database)
+    try:
+        owners = await rows(engine, "SELECT owner, public_pem FROM actor_keys ORDER BY owner")
+        assert sorted(owner for owner, _pem in owners) == sorted(
+            [f"group:{ids['public']}", f"member:{ids['ann']}", f"member:{ids['bob']}", "instance"]
+        )
+    finally:
+        await engine.dispose()
+    # And opening the node again makes no new keys and changes none
+    node = await NodeContext.open(settings, clock=ManualClock(), key_factory=pooled_key_pair)
+    await node.close()
+    engine = create_engine(old_database)
+    try:
+        assert (
+            await rows(engine, "SELECT owner, public_pem FROM actor_keys ORDER BY owner") == owners
+        )
+    finally:
+        await engine.dispose()

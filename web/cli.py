@@ -34,10 +34,11 @@ from node import (
     professionals,
 )
 from node.clock import Clock, ScaledClock, SystemClock
-from node.config import Settings
+from node.config import Settings, parse_listen_address
 from node.configuration import (
     BLOCKED_DOMAINS_ENV,
     DATABASE_URL_ENV,
+    DEFAULT_LOG_FORMAT,
     KEYS_BY_DOTTED,
     RATE_PREFIX,
     SMTP_PREFIX,
@@ -58,7 +59,7 @@ from web.app import create_app_owning_node
 from web.backup_commands import register_backup_commands
 from web.demo import run_demo
 from web.logs import LOG_FORMATS, configure_logging
-from web.metrics import Metrics, parse_address, start_metrics_server
+from web.metrics import Metrics, start_metrics_server
 from web.serving import serve
 
 # Every setting, its key in the configuration file and its variable: node/configuration.py.
@@ -95,11 +96,13 @@ def _storage_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _metrics_address(text: str) -> tuple[str, int]:
+def _metrics_address(text: str) -> str:
+    """The text as given, once it parses: the configuration reads it like the file's value."""
     try:
-        return parse_address(text)
+        parse_listen_address(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def _operations_options(parser: argparse.ArgumentParser) -> None:
@@ -107,11 +110,13 @@ def _operations_options(parser: argparse.ArgumentParser) -> None:
         "--metrics-address",
         type=_metrics_address,
         metavar="HOST:PORT",
-        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off); "
-        "never the public port",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off, or "
+        "observability.metrics_address); never the public port",
     )
     parser.add_argument(
-        "--log-format", choices=LOG_FORMATS, default="text", help="json: one object per line"
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="json: one object per line (default: text, or observability.log_format)",
     )
 
 
@@ -443,6 +448,8 @@ def configuration_from(
                 "database.url": getattr(args, "database_url", None),
                 "server.host": getattr(args, "host", None),
                 "server.port": getattr(args, "port", None),
+                "observability.metrics_address": getattr(args, "metrics_address", None),
+                "observability.log_format": getattr(args, "log_format", None),
             },
         )
     except ConfigError as error:
@@ -688,12 +695,15 @@ def keep_what_started() -> None:
     gc.freeze()
 
 
-def _serve(
-    configuration: Configuration, workers: bool, metrics_address: tuple[str, int] | None
-) -> None:
+def _serve(configuration: Configuration, workers: bool) -> None:
     settings, host, port = configuration.settings, configuration.host, configuration.port
+    metrics_address = configuration.metrics_address
     if metrics_address is not None and metrics_address[1] == port:
-        raise CommandError("--metrics-address must not use the public port; pick another")
+        source = configuration.source_of(KEYS_BY_DOTTED["observability.metrics_address"])
+        raise CommandError(
+            f"the metrics address {_joined(metrics_address)} ({source}) must not use the "
+            f"public port {port}; pick another"
+        )
     app = create_app_owning_node(settings, clock=clock_for(configuration), run_workers=workers)
 
     def serving() -> None:  # once the node is open and the port bound
@@ -710,9 +720,9 @@ def _joined(address: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def _work(configuration: Configuration, metrics_address: tuple[str, int] | None) -> None:
+async def _work(configuration: Configuration) -> None:
     """Workers without a web server: several of these may share one PostgreSQL database."""
-    settings = configuration.settings
+    settings, metrics_address = configuration.settings, configuration.metrics_address
     node = await NodeContext.open(settings, clock=clock_for(configuration))
     attach_actor_keys(node)
     metrics = Metrics(web=False)
@@ -748,22 +758,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     restrict_new_files()
     level = logging.INFO if args.command == "serve" else logging.WARNING
-    configure_logging(getattr(args, "log_format", "text"), level)
     try:
         if args.command == "demo":
+            configure_logging(DEFAULT_LOG_FORMAT, level)
             asyncio.run(run_demo(args.data_dir))
             return 0
-        # Every command but demo validates the whole configuration before it opens anything.
+        # Every command but demo validates the whole configuration before it opens anything
+        # (a wrong value is one line on stderr, whatever the log format).
         configuration = configuration_from(args)
+        configure_logging(configuration.log_format, level)
         settings = configuration.settings
         if args.command == "config":
             print(_config_check(configuration))
             return 0
         if args.command == "serve":
-            _serve(configuration, not args.no_workers, args.metrics_address)
+            _serve(configuration, not args.no_workers)
             return 0
         if args.command == "worker":
-            asyncio.run(_work(configuration, args.metrics_address))
+            asyncio.run(_work(configuration))
             return 0
         if "run" in args:  # commands that work on the files without opening the node
             print(args.run(args, settings))

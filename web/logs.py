@@ -17,13 +17,13 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from node.config import LOG_FORMATS as LOG_FORMATS  # the choices, for the command line
 from web.client_address import from_trusted_proxy
 
 REQUEST_ID_HEADER = "X-Request-Id"
 # An id a proxy may hand on: short, and nothing a log line or a header could be bent with.
 PASSED_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 TEXT_FORMAT = "%(levelname)s %(name)s: %(message)s"
-LOG_FORMATS = ("text", "json")
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 

@@ -24,6 +24,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from federation.metrics import FederationMetrics
+from node.config import parse_listen_address
 from node.queue_figures import QueueFigures, queue_figures
 from node.runtime import NodeContext
 
@@ -159,10 +160,5 @@ async def start_metrics_server(
     return runner
 
 
-def parse_address(text: str) -> tuple[str, int]:
-    """`HOST:PORT` (`[::1]:9100` for IPv6) as given to --metrics-address."""
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{text!r} is not HOST:PORT (for example 127.0.0.1:9100)")
-    return host, int(port)
+# `HOST:PORT` as given to --metrics-address or observability.metrics_address (node/config.py).
+parse_address = parse_listen_address
