@@ -35,7 +35,7 @@ from typing import IO, Any
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from bench.common import CHEAP_PASSWORDS, BenchFailure, say, unused_port, wait_until
 from federation.keysink import attach_actor_keys
@@ -46,7 +46,7 @@ from node.policy import Viewer
 from node.runtime import NodeContext
 from node.storage.engine import create_engine
 from node.storage.migrate import upgrade_to_head
-from node.storage.models import Thread
+from node.storage.models import Membership, Thread
 from web.app import create_app
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -332,6 +332,16 @@ class Remote:
             found = await session.execute(select(Thread.id).where(Thread.title == title))
             return found.scalars().first()
 
+    async def following(self) -> bool:
+        """The group accepted the remote member's Follow."""
+        async with self.node.transaction() as session:
+            found = await session.execute(
+                select(func.count())
+                .select_from(Membership)
+                .where(Membership.state == "active", Membership.follow_activity_id.is_not(None))
+            )
+            return bool(found.scalar())
+
     async def close(self) -> None:
         await self.person.close()
         await self.runner.cleanup()
@@ -416,7 +426,12 @@ async def run_config(config: Config, work_dir: Path, seconds: int, connections: 
             )  # fmt: skip
         for index in range(config.worker_processes):
             processes.append(
-                await start(f"worker-{index + 1}", directory, ["-m", "web.cli", "worker", *storage])
+                await start(
+                    f"worker-{index + 1}",
+                    directory,
+                    ["-m", "web.cli", "worker", *storage],
+                    NODE_ENV,
+                )
             )
         for process, base_url in zip(processes, base_urls, strict=False):
             await answering(process, base_url + "/g/t1d", domain)
@@ -432,6 +447,7 @@ async def run_config(config: Config, work_dir: Path, seconds: int, connections: 
         owner = Person(domain, base_urls)
         cleanup.push_async_callback(owner.close)
         await owner.sign_in(OWNER)
+        await wait_until(remote.following, "the Accept on the remote node", 60, 0.1, asyncio.sleep)
 
         status, path, html = await owner.post(
             "/g/t1d/new", {"title": "Chatter", "body": "Say anything here."}
