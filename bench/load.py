@@ -395,7 +395,28 @@ async def background(
 
 
 async def run_config(config: Config, work_dir: Path, seconds: int, connections: int) -> Result:
-    directory = work_dir / config.label.replace(" ", "-")
+    """`measure_config`; a failure carries the end of each process's log."""
+    directory = work_dir / re.sub(r"[^a-z0-9]+", "-", config.label.lower())
+    try:
+        return await measure_config(config, directory, seconds, connections)
+    except BenchFailure as failure:
+        logs = "".join(
+            f"\n--- {log.name}\n{_end_of(log)}" for log in sorted(directory.glob("*.log"))
+        )
+        kept = Path(tempfile.mkdtemp(prefix="healthnode-bench-load-logs-"))
+        for log in directory.glob("*.log"):
+            shutil.copy(log, kept / log.name)
+        raise BenchFailure(f"{config.label}: {failure}{logs}\n(the logs: {kept})") from None
+
+
+def _end_of(log: Path, lines: int = 40) -> str:
+    """A log's last traceback, or its last lines."""
+    text_ = log.read_text(errors="replace")
+    start = text_.rfind("Traceback")
+    return "\n".join((text_[start:] if start >= 0 else text_).splitlines()[-lines:])
+
+
+async def measure_config(config: Config, directory: Path, seconds: int, connections: int) -> Result:
     data_dir = directory / "data"
     data_dir.mkdir(parents=True, mode=0o700)
     ports = [unused_port() for _ in range(config.web_processes)]
@@ -619,6 +640,8 @@ async def measure(args: argparse.Namespace, work_dir: Path) -> None:
         pg = await fresh_pg_schema(args.pg_url)
         configs.append(Config("1 process, PostgreSQL", pg, 1, 0))
         configs.append(Config("2 web + 2 workers, PostgreSQL", pg, 2, 2, bare=False))
+    if args.only:
+        configs = [config for config in configs if args.only in config.label]
     else:
         say("no --pg-url (or HEALTHNODE_BENCH_PG_URL): the PostgreSQL runs are skipped")
     results = []
@@ -655,6 +678,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__)
     parser.add_argument("--seconds", type=int, default=10, help="each wrk run (default 10)")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--only", help="only the configurations whose label contains this")
     parser.add_argument(
         "--pg-url",
         default=os.environ.get("HEALTHNODE_BENCH_PG_URL", ""),
