@@ -644,10 +644,10 @@ async def measure(args: argparse.Namespace, work_dir: Path) -> None:
         pg = await fresh_pg_schema(args.pg_url)
         configs.append(Config("1 process, PostgreSQL", pg, 1, 0))
         configs.append(Config("2 web + 2 workers, PostgreSQL", pg, 2, 2, bare=False))
-    if args.only:
-        configs = [config for config in configs if args.only in config.label]
     else:
         say("no --pg-url (or HEALTHNODE_BENCH_PG_URL): the PostgreSQL runs are skipped")
+    if args.only:
+        configs = [config for config in configs if args.only in config.label]
     results = []
     for config in configs:
         if config.database_url and results and results[-1].label.endswith("PostgreSQL"):
