@@ -94,12 +94,16 @@ async def check_postgresql() -> None:
 async def drop_test_schemas() -> None:
     engine = create_engine(PG_URL)
     try:
-        async with engine.begin() as connection:
+        async with engine.connect() as connection:
             rows = await connection.execute(
                 text("SELECT nspname FROM pg_namespace WHERE nspname LIKE :prefix"),
                 {"prefix": SCHEMA_PREFIX + "%"},
             )
-            for (schema,) in rows.all():
+            schemas = [schema for (schema,) in rows.all()]
+        # One transaction per schema: dropping every schema's tables, indexes and sequences in
+        # one transaction overran PostgreSQL's shared lock table ("out of shared memory").
+        for schema in schemas:
+            async with engine.begin() as connection:
                 await connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     finally:
         await engine.dispose()
