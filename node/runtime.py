@@ -90,7 +90,7 @@ class NodeContext:
                     session, key_factory, secret, context.clock.now()
                 )
                 if made:
-                    log.warning("made key pairs for %d local actors that had none", made)
+                    log.info("made key pairs for %d local actors that had none", made)
                 # The environment's blocked domains may have changed since the last start.
                 policy = await load_policy(session, settings.blocked_domains)
                 await apply_policy(session, policy)
