@@ -101,43 +101,27 @@ async def verify(request: web.Request) -> web.StreamResponse:
     return await _change(request, ("username", "title", "expires"), change)
 
 
-@rerenders_stale_forms
-async def unverify(request: web.Request) -> web.StreamResponse:
-    def change(values: dict[str, str]) -> Change:
-        async def run(admin: Member) -> object:
-            return await professionals.unverify_member(
-                db(request), values["username"], now=now(request),
-                actor_label=admin.username, actor_id=admin.id,
-            )  # fmt: skip
+def _one_field_action(
+    action: Callable[..., Awaitable[object]], field: str
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A form with one field whose value goes to a logged domain action, as the admin acting."""
 
-        return run
+    @rerenders_stale_forms
+    async def handler(request: web.Request) -> web.StreamResponse:
+        def change(values: dict[str, str]) -> Change:
+            async def run(admin: Member) -> object:
+                return await action(
+                    db(request), values[field], now=now(request),
+                    actor_label=admin.username, actor_id=admin.id,
+                )  # fmt: skip
 
-    return await _change(request, ("username",), change)
+            return run
 
+        return await _change(request, (field,), change)
 
-@rerenders_stale_forms
-async def trust(request: web.Request) -> web.StreamResponse:
-    def change(values: dict[str, str]) -> Change:
-        async def run(admin: Member) -> object:
-            return await professionals.trust_verifier_logged(
-                db(request), values["domain"], now=now(request),
-                actor_label=admin.username, actor_id=admin.id,
-            )  # fmt: skip
-
-        return run
-
-    return await _change(request, ("domain",), change)
+    return handler
 
 
-@rerenders_stale_forms
-async def distrust(request: web.Request) -> web.StreamResponse:
-    def change(values: dict[str, str]) -> Change:
-        async def run(admin: Member) -> object:
-            return await professionals.distrust_verifier_logged(
-                db(request), values["domain"], now=now(request),
-                actor_label=admin.username, actor_id=admin.id,
-            )  # fmt: skip
-
-        return run
-
-    return await _change(request, ("domain",), change)
+unverify = _one_field_action(professionals.unverify_member, "username")
+trust = _one_field_action(professionals.trust_verifier_logged, "domain")
+distrust = _one_field_action(professionals.distrust_verifier_logged, "domain")
