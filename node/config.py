@@ -430,6 +430,26 @@ EMAIL_ADDRESS_MAX = 254
 
 
 @dataclass(frozen=True)
+class CrisisLine:
+    """A crisis resource from the configuration (the admins' own, once they add any, replace
+    them): the same fields as one added at /admin/crisis, and no row id."""
+
+    name: str
+    line: str = ""
+    url: str = ""
+    region: str = ""
+    id: None = None
+
+
+@dataclass(frozen=True)
+class CrisisDefaults:
+    """What the help page and a crisis prompt show until the admins set their own."""
+
+    resources: tuple[CrisisLine, ...] = ()
+    emergency_notice: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     domain: str = DEFAULT_DOMAIN
     data_dir: Path = Path("data")
@@ -444,10 +464,17 @@ class Settings:
     request_head_seconds: float = 10.0
     connections_awaiting_head_max: int = 256
     consent_policy_version: str = "2026-11"
+    # The federation policy's mode when the configuration fixes it ("open" or "allowlist";
+    # None: the database's, set with `healthnode federation mode` or on /admin/federation).
+    federation_mode: str | None = None
+    # Servers federated with in allowlist mode, in addition to those allowed in the database.
+    allowed_domains: frozenset[str] = frozenset()
     # Servers whose activities and signed fetches are refused, before any key is fetched.
     blocked_domains: frozenset[str] = frozenset()
     # The operator's mail server; None: no email at all (members cannot add an address).
     smtp: SmtpSettings | None = None
+    # The crisis resources and emergency notice shown until the admins set their own.
+    crisis: CrisisDefaults = field(default_factory=CrisisDefaults)
     # How long a client's address may be kept (for the sign-in and registration throttles).
     address_retention: timedelta = ADDRESS_RETENTION_DEFAULT
     # The node secret when configured (HEALTHNODE_SECRET or node.secret in the configuration

@@ -29,6 +29,8 @@ from sqlalchemy.exc import ArgumentError
 
 from keys.secret import SECRET_ENV, SECRET_FILE, SECRET_MIN
 from node.config import (
+    CrisisDefaults,
+    CrisisLine,
     Limits,
     PasswordCost,
     RateLimits,
@@ -48,8 +50,15 @@ from node.config import (
     parse_smtp,
     validate_domain,
 )
+from node.crisis import (
+    DEFAULT_EMERGENCY_NOTICE,
+    NOTICE_MAX,
+    RESOURCES_MAX,
+    parse_crisis_line,
+)
 from node.errors import Invalid
-from node.federation_policy import parse_policy_domain
+from node.federation_policy import PolicyMode, parse_policy_domain
+from node.text import neutralise, normalise_line_endings
 
 T = TypeVar("T")
 CONFIG_FILE = "healthnode.toml"
@@ -57,6 +66,8 @@ RATE_PREFIX = "HEALTHNODE_RATE_"
 SMTP_PREFIX = "HEALTHNODE_SMTP_"
 DATABASE_URL_ENV = "HEALTHNODE_DATABASE_URL"
 BLOCKED_DOMAINS_ENV = "HEALTHNODE_BLOCKED_DOMAINS"
+ALLOWED_DOMAINS_ENV = "HEALTHNODE_ALLOWED_DOMAINS"
+FEDERATION_MODE_ENV = "HEALTHNODE_FEDERATION_MODE"
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -82,6 +93,7 @@ class Kind(enum.Enum):
     INTEGER = "an integer"
     NUMBER = "a number"
     LIST = "an array of strings"
+    LINES = "an array of strings, one item each"
 
 
 @dataclass(frozen=True)
@@ -144,7 +156,16 @@ KEYS: tuple[Key, ...] = (
         "connections_awaiting_head_max",
     ),
     Key("database", "url", DATABASE_URL_ENV, field="database_url", option="--database-url"),
+    Key("federation", "mode", FEDERATION_MODE_ENV, field="federation_mode"),
+    Key("federation", "allowed_domains", ALLOWED_DOMAINS_ENV, Kind.LIST, "allowed_domains"),
     Key("federation", "blocked_domains", BLOCKED_DOMAINS_ENV, Kind.LIST, "blocked_domains"),
+    Key("crisis", "resources", "HEALTHNODE_CRISIS_RESOURCES", Kind.LINES, "crisis.resources"),
+    Key(
+        "crisis",
+        "emergency_notice",
+        "HEALTHNODE_CRISIS_EMERGENCY_NOTICE",
+        field="crisis.emergency_notice",
+    ),
     Key("smtp", "host", SMTP_PREFIX + "HOST", field="smtp.host"),
     Key("smtp", "port", SMTP_PREFIX + "PORT", Kind.INTEGER, "smtp.port"),
     Key("smtp", "tls", SMTP_PREFIX + "TLS", field="smtp.tls"),
@@ -250,10 +271,27 @@ def shown(configuration: Configuration, key: Key) -> str:
         "server.request_head_seconds": lambda: f"{settings.request_head_seconds:g}",
         "server.connections_awaiting_head_max": lambda: str(settings.connections_awaiting_head_max),
         "database.url": lambda: _shown_database_url(settings),
+        "federation.mode": lambda: (
+            settings.federation_mode or "(not set: the database's, open unless changed)"
+        ),
+        "federation.allowed_domains": lambda: (
+            ",".join(sorted(settings.allowed_domains)) or "(none)"
+        ),
         "federation.blocked_domains": lambda: (
             ",".join(sorted(settings.blocked_domains)) or "(none)"
         ),
         "privacy.address_retention": lambda: format_address_retention(settings.address_retention),
+        "crisis.resources": lambda: (
+            " ; ".join(
+                " | ".join((item.name, item.line, item.url, item.region)).rstrip(" |")
+                for item in settings.crisis.resources
+            )
+            or "(none: the admins add them at /admin/crisis)"
+        ),
+        "crisis.emergency_notice": lambda: (
+            " ".join(settings.crisis.emergency_notice.split())
+            or f"(not set: {DEFAULT_EMERGENCY_NOTICE})"
+        ),
         "observability.metrics_address": lambda: (
             "(not set: no metrics)"
             if configuration.metrics_address is None
@@ -297,6 +335,12 @@ def _file_text(key: Key, value: object, label: str) -> str:
         if any("," in item for item in value):
             raise ConfigError(f"{label}: give one item per string, without commas")
         return ",".join(value)
+    if key.kind is Kind.LINES:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise wrong
+        if any("\n" in item for item in value):
+            raise ConfigError(f"{label}: give one item per string, without line breaks")
+        return "\n".join(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise wrong
     if key.kind is Kind.INTEGER and not isinstance(value, int):
@@ -460,8 +504,14 @@ def load_configuration(
             base.connections_awaiting_head_max,
         ),
         database_url=value("database.url", _parse_database_url, None),
+        federation_mode=value("federation.mode", _parse_federation_mode, None),
+        allowed_domains=value("federation.allowed_domains", _parse_domains, frozenset()),
         blocked_domains=value("federation.blocked_domains", _parse_domains, frozenset()),
         smtp=smtp,
+        crisis=CrisisDefaults(
+            resources=value("crisis.resources", _parse_crisis_lines, ()),
+            emergency_notice=value("crisis.emergency_notice", _parse_notice, ""),
+        ),
         limits=Limits(rates=rates),
         address_retention=value(
             "privacy.address_retention", parse_address_retention, base.address_retention
@@ -526,6 +576,27 @@ def _parse_database_url(text: str) -> str:
     if url.drivername not in DATABASE_DRIVERS:
         raise ValueError(reason)
     return text.strip()
+
+
+def _parse_crisis_lines(text: str) -> tuple[CrisisLine, ...]:
+    lines = tuple(parse_crisis_line(line) for line in text.splitlines() if line.strip())
+    if len(lines) > RESOURCES_MAX:
+        raise ValueError(f"at most {RESOURCES_MAX} resources")
+    return lines
+
+
+def _parse_notice(text: str) -> str:
+    notice = neutralise(normalise_line_endings(text)).strip()
+    if len(notice) > NOTICE_MAX:
+        raise ValueError(f"is longer than {NOTICE_MAX} characters")
+    return notice
+
+
+def _parse_federation_mode(text: str) -> str:
+    mode = text.strip()
+    if mode not in {m.value for m in PolicyMode}:
+        raise ValueError(f'must be "open" or "allowlist", not {text!r}')
+    return mode
 
 
 def _parse_domains(text: str) -> frozenset[str]:

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from node.config import CrisisDefaults, CrisisLine
 from node.errors import Forbidden, Invalid, NotFound
 from node.members import handle_of
 from node.modlog import ModAction, log_action
@@ -184,8 +185,46 @@ async def set_phrases(session: AsyncSession, admin: Member, text: str, now: date
     await _log(session, admin, f"Set {len(phrases)} crisis phrase(s).", now)
 
 
-async def resources(session: AsyncSession) -> list[CrisisResource]:
-    return list(await session.scalars(select(CrisisResource).order_by(CrisisResource.id)))
+NO_DEFAULTS = CrisisDefaults()
+
+
+# A resource as the pages show it: one the admins added, or one of the configuration's.
+ResourceShown = CrisisResource | CrisisLine
+
+
+async def resources(
+    session: AsyncSession, defaults: CrisisDefaults = NO_DEFAULTS
+) -> Sequence[ResourceShown]:
+    """The admins' resources; while they have added none, the configuration's."""
+    added = list(await session.scalars(select(CrisisResource).order_by(CrisisResource.id)))
+    return added or list(defaults.resources)
+
+
+def parse_crisis_line(text: str) -> CrisisLine:
+    """`NAME | LINE | URL | REGION` (the last three may be empty or left out), checked as a
+    resource added at /admin/crisis is. Raises ValueError with the reason."""
+    parts = [neutralise(part, name=True).strip() for part in text.split("|")]
+    if len(parts) > 4:
+        raise ValueError(f"{text!r} has more than four parts: NAME | LINE | URL | REGION")
+    name, line, url, region = [*parts, "", "", ""][:4]
+    try:
+        _check_resource(name, line, url, region)
+    except Invalid as error:
+        raise ValueError(" ".join(error.problems.values())) from None
+    return CrisisLine(name=name, line=line, url=url, region=region)
+
+
+def _check_resource(name: str, line: str, url: str, region: str) -> None:
+    problems = collect(
+        name=text_problem(name, "The name", RESOURCE_FIELD_MAX),
+        line=text_problem(line, "The phone or text line", RESOURCE_FIELD_MAX, False),
+        url=_web_address_problem(url),
+        region=text_problem(region, "The region", RESOURCE_FIELD_MAX, False),
+    )
+    if not problems and not line and not url:
+        problems["line"] = "Give a phone or text line, a web address, or both."
+    if problems:
+        raise Invalid(problems)
 
 
 def _web_address_problem(url: str) -> str | None:
@@ -211,16 +250,7 @@ async def add_resource(
 ) -> CrisisResource:
     _require_admin(admin)
     name, line, url, region = (neutralise(v, name=True).strip() for v in (name, line, url, region))
-    problems = collect(
-        name=text_problem(name, "The name", RESOURCE_FIELD_MAX),
-        line=text_problem(line, "The phone or text line", RESOURCE_FIELD_MAX, False),
-        url=_web_address_problem(url),
-        region=text_problem(region, "The region", RESOURCE_FIELD_MAX, False),
-    )
-    if not problems and not line and not url:
-        problems["line"] = "Give a phone or text line, a web address, or both."
-    if problems:
-        raise Invalid(problems)
+    _check_resource(name, line, url, region)
     if len(await resources(session)) >= RESOURCES_MAX:
         raise Invalid({"form": f"At most {RESOURCES_MAX} resources: remove one first."})
     resource = CrisisResource(name=name, line=line, url=url, region=region, created_at=now)
@@ -244,17 +274,20 @@ async def remove_resource(
 
 @dataclass(frozen=True)
 class Notices:
-    """What the admins wrote for everyone; the emergency notice falls back to a default."""
+    """What the admins wrote for everyone; the emergency notice falls back to the
+    configuration's, then to a default."""
 
     guidelines: str = ""
     emergency_notice: str = DEFAULT_EMERGENCY_NOTICE
 
 
-async def notices(session: AsyncSession) -> Notices:
+async def notices(session: AsyncSession, defaults: CrisisDefaults = NO_DEFAULTS) -> Notices:
     rows = {row.name: row.body for row in await session.scalars(select(NodeNotice))}
     return Notices(
         guidelines=rows.get("guidelines", ""),
-        emergency_notice=rows.get("emergency_notice") or DEFAULT_EMERGENCY_NOTICE,
+        emergency_notice=rows.get("emergency_notice")
+        or defaults.emergency_notice
+        or DEFAULT_EMERGENCY_NOTICE,
     )
 
 

@@ -1,9 +1,12 @@
 """Which servers this node federates with: a mode (`open`: everyone but the blocked domains;
 `allowlist`: only the allowed ones) and a list of domains, each allowed or blocked with a reason.
 
-A domain is a host name without a port and covers its subdomains. The domains of the
-HEALTHNODE_BLOCKED_DOMAINS variable (Settings.blocked_domains) are blocked in addition to the
-table's. The policy lives in the database, so a change made by the command line reaches every
+A domain is a host name without a port and covers its subdomains. The configuration
+(healthnode.toml's [federation] section, or its environment variables) may fix the mode, and may
+allow or block domains in addition to the table's: a ConfiguredPolicy. A mode fixed there cannot
+be changed by the command line or the admin page, and domains listed there cannot be unlisted.
+
+The policy lives in the database, so a change made by the command line reaches every
 running process: each keeps the policy it last read and asks the database's version counter
 again at most every `RECHECK` of its clock.
 
@@ -26,6 +29,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from node.clock import Clock
+from node.config import Settings
 from node.errors import Invalid
 from node.membership import locked_membership, remove_membership
 from node.modlog import REASON_MAX, ModAction, log_action
@@ -110,6 +114,28 @@ OPEN_POLICY = DomainPolicy(PolicyMode.OPEN, frozenset(), frozenset())
 
 
 @dataclass(frozen=True)
+class ConfiguredPolicy:
+    """What the configuration says: a mode that fixes the policy's (None: the database's), and
+    domains allowed or blocked in addition to the table's."""
+
+    mode: PolicyMode | None = None
+    allowed: frozenset[str] = frozenset()
+    blocked: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, settings: Settings) -> ConfiguredPolicy:
+        mode = PolicyMode(settings.federation_mode) if settings.federation_mode else None
+        return cls(mode, settings.allowed_domains, settings.blocked_domains)
+
+
+NOTHING_CONFIGURED = ConfiguredPolicy()
+MODE_CONFIGURED = (
+    "The mode is set by the configuration (federation.mode or HEALTHNODE_FEDERATION_MODE): "
+    "change it there."
+)
+
+
+@dataclass(frozen=True)
 class ListedDomain:
     domain: str
     kind: ListKind
@@ -144,7 +170,9 @@ async def current_version(session: AsyncSession) -> int:
     return found.scalar_one_or_none() or 0
 
 
-async def load_policy(session: AsyncSession, env_blocked: Iterable[str] = ()) -> DomainPolicy:
+async def load_policy(
+    session: AsyncSession, configured: ConfiguredPolicy = NOTHING_CONFIGURED
+) -> DomainPolicy:
     found = await session.execute(
         select(FederationPolicyRow.mode, FederationPolicyRow.version).where(
             FederationPolicyRow.id == POLICY_ROW_ID
@@ -153,12 +181,17 @@ async def load_policy(session: AsyncSession, env_blocked: Iterable[str] = ()) ->
     mode, version = found.one_or_none() or (PolicyMode.OPEN.value, 0)
     listed = await listed_domains(session)
     return DomainPolicy(
-        mode=PolicyMode(mode),
-        allowed=frozenset(item.domain for item in listed if item.kind is ListKind.ALLOW),
+        mode=configured.mode or PolicyMode(mode),
+        allowed=frozenset(item.domain for item in listed if item.kind is ListKind.ALLOW)
+        | _hosts(configured.allowed),
         blocked=frozenset(item.domain for item in listed if item.kind is ListKind.BLOCK)
-        | frozenset(host_of(domain) for domain in env_blocked if host_of(domain)),
+        | _hosts(configured.blocked),
         version=version,
     )
+
+
+def _hosts(domains: Iterable[str]) -> frozenset[str]:
+    return frozenset(host_of(domain) for domain in domains if host_of(domain))
 
 
 # ---------------------------------------------------------------- changing the policy
@@ -184,7 +217,7 @@ async def _changed(
     now: datetime,
     actor_label: str,
     actor_id: int | None,
-    env_blocked: Iterable[str],
+    configured: ConfiguredPolicy,
 ) -> Changed:
     row = await _locked_policy_row(session)
     row.version += 1
@@ -199,7 +232,7 @@ async def _changed(
         actor_id=actor_id,
         group_id=None,
     )
-    ended = await apply_policy(session, await load_policy(session, env_blocked))
+    ended = await apply_policy(session, await load_policy(session, configured))
     return Changed(summary, ended)
 
 
@@ -210,13 +243,15 @@ async def set_mode(
     now: datetime,
     actor_label: str,
     actor_id: int | None = None,
-    env_blocked: Iterable[str] = (),
+    configured: ConfiguredPolicy = NOTHING_CONFIGURED,
     reason: str = "",
 ) -> Changed:
+    if configured.mode is not None:
+        raise Invalid({"mode": MODE_CONFIGURED})
     row = await _locked_policy_row(session)
     row.mode = mode.value
     return await _changed(
-        session, f"mode {mode.value}", _reason(reason), now, actor_label, actor_id, env_blocked
+        session, f"mode {mode.value}", _reason(reason), now, actor_label, actor_id, configured
     )
 
 
@@ -229,7 +264,7 @@ async def list_domain(
     now: datetime,
     actor_label: str,
     actor_id: int | None = None,
-    env_blocked: Iterable[str] = (),
+    configured: ConfiguredPolicy = NOTHING_CONFIGURED,
 ) -> Changed:
     """Allow or block `domain` (replacing its earlier entry, if any)."""
     domain = parse_policy_domain(domain)
@@ -241,7 +276,7 @@ async def list_domain(
         row.kind, row.reason, row.created_at = kind.value, reason, now
     await session.flush()
     return await _changed(
-        session, f"{kind.value} {domain}", reason, now, actor_label, actor_id, env_blocked
+        session, f"{kind.value} {domain}", reason, now, actor_label, actor_id, configured
     )
 
 
@@ -252,7 +287,7 @@ async def unlist_domain(
     now: datetime,
     actor_label: str,
     actor_id: int | None = None,
-    env_blocked: Iterable[str] = (),
+    configured: ConfiguredPolicy = NOTHING_CONFIGURED,
 ) -> Changed:
     domain = parse_policy_domain(domain)
     removed = await session.execute(
@@ -260,7 +295,7 @@ async def unlist_domain(
     )
     if not removed.rowcount:
         raise Invalid({"domain": f"{domain} is neither allowed nor blocked."})
-    return await _changed(session, f"unlist {domain}", "", now, actor_label, actor_id, env_blocked)
+    return await _changed(session, f"unlist {domain}", "", now, actor_label, actor_id, configured)
 
 
 async def apply_policy(session: AsyncSession, policy: DomainPolicy) -> int:
@@ -321,22 +356,22 @@ class PolicyCache:
         self,
         sessions: async_sessionmaker[AsyncSession],
         clock: Clock,
-        env_blocked: Iterable[str] = (),
+        configured: ConfiguredPolicy = NOTHING_CONFIGURED,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
-        self._env_blocked = frozenset(env_blocked)
+        self._configured = configured
         self._policy = DomainPolicy(
-            PolicyMode.OPEN,
-            frozenset(),
-            frozenset(host_of(domain) for domain in self._env_blocked if host_of(domain)),
+            configured.mode or PolicyMode.OPEN,
+            _hosts(configured.allowed),
+            _hosts(configured.blocked),
             version=-1,
         )
         self._checked_at: datetime | None = None
 
     @property
-    def env_blocked(self) -> frozenset[str]:
-        return self._env_blocked
+    def configured(self) -> ConfiguredPolicy:
+        return self._configured
 
     @property
     def latest(self) -> DomainPolicy:
@@ -355,6 +390,6 @@ class PolicyCache:
             await begin_for_reading(session)
             version = await current_version(session)
             if version != self._policy.version:
-                self._policy = await load_policy(session, self._env_blocked)
+                self._policy = await load_policy(session, self._configured)
         self._checked_at = now
         return self._policy

@@ -17,7 +17,7 @@ from node.clock import Clock, SystemClock
 from node.config import Settings
 from node.email_addresses import ReplyNotifications
 from node.events import EventSink, take_pending
-from node.federation_policy import PolicyCache, apply_policy, load_policy
+from node.federation_policy import ConfiguredPolicy, PolicyCache, apply_policy, load_policy
 from node.mail import Mailer
 from node.passwords import Passwords
 from node.storage.engine import (
@@ -52,7 +52,7 @@ class NodeContext:
 
     def __post_init__(self) -> None:
         self.federation_policy = PolicyCache(
-            self.sessions, self.clock, self.settings.blocked_domains
+            self.sessions, self.clock, ConfiguredPolicy.of(self.settings)
         )
         self.mailer = Mailer(self.settings.smtp) if self.settings.smtp else None
         if self.mailer is not None:
@@ -91,8 +91,8 @@ class NodeContext:
                 )
                 if made:
                     log.info("made key pairs for %d local actors that had none", made)
-                # The environment's blocked domains may have changed since the last start.
-                policy = await load_policy(session, settings.blocked_domains)
+                # The configuration's policy may have changed since the last start.
+                policy = await load_policy(session, ConfiguredPolicy.of(settings))
                 await apply_policy(session, policy)
         except BaseException:
             await engine.dispose()

@@ -20,6 +20,7 @@ from sqlalchemy import text
 
 from keys.secret import SECRET_ENV, SECRET_FILE, load_or_create_node_secret
 from node.config import (
+    CrisisLine,
     PasswordCost,
     Rate,
     RateLimits,
@@ -58,6 +59,8 @@ port = 9001
 trusted_proxies = ["127.0.0.1", "10.0.0.0/8"]
 
 [federation]
+mode = "allowlist"
+allowed_domains = ["Partner.example"]
 blocked_domains = ["Spam.example"]
 
 [smtp]
@@ -74,6 +77,10 @@ sign_in_per_address = "10,30s,2h"
 
 [privacy]
 address_retention = "36h"
+
+[crisis]
+resources = ["Samaritans | 116 123 | https://www.samaritans.org/ | UK and Ireland", "NHS 111 | 111"]
+emergency_notice = "In an emergency, call 999."
 """
 
 
@@ -105,6 +112,13 @@ def test_the_files_values_are_used(tmp_path: Path) -> None:
         ipaddress.ip_network("10.0.0.0/8"),
     )
     assert settings.blocked_domains == frozenset({"spam.example"})
+    assert settings.allowed_domains == frozenset({"partner.example"})
+    assert settings.federation_mode == "allowlist"
+    assert [(r.name, r.line, r.url, r.region) for r in settings.crisis.resources] == [
+        ("Samaritans", "116 123", "https://www.samaritans.org/", "UK and Ireland"),
+        ("NHS 111", "111", "", ""),
+    ]
+    assert settings.crisis.emergency_notice == "In an emergency, call 999."
     assert settings.smtp == SmtpSettings(
         host="mail.example.org",
         from_address="healthnode@example.org",
@@ -206,6 +220,8 @@ def test_a_configured_secret_is_the_node_secret(tmp_path: Path) -> None:
         ("[privacy]\naddress_retention = '1h'\n", "is not between 1d and 90d"),
         ("[database]\nurl = 'mysql://x/y'\n", "database.url in {file}: must be a URL such as"),
         ("[federation]\nblocked_domains = ['a.example:80']\n", "has a port"),
+        ("[crisis]\nresources = ['Samaritans']\n", "crisis.resources in {file}: Give a phone"),
+        ("[federation]\nmode = 'closed'\n", 'federation.mode in {file}: must be "open" or'),
         ("[passwords]\nparallelism = 4\nmemory_cost_kib = 16\n", "at least 8 times"),
         ("[development]\nclock_rate = 10\n[node]\ndomain = 'x.org'\n", "development nodes"),
         ("[node\n", "is not valid TOML"),
@@ -369,10 +385,9 @@ def _leaves(cls: type, prefix: str = "") -> list[str]:
     leaves = []
     for name, hint in typing.get_type_hints(cls).items():
         inner = [arg for arg in typing.get_args(hint) if arg is not type(None)] or [hint]
-        # Rate and Throttle are values (one text each), not groups of settings.
-        nested = next(
-            (arg for arg in inner if is_dataclass(arg) and arg not in (Rate, Throttle)), None
-        )
+        # Rate, Throttle and a crisis line are values (one text each), not groups of settings.
+        values = (Rate, Throttle, CrisisLine)
+        nested = next((arg for arg in inner if is_dataclass(arg) and arg not in values), None)
         if nested is not None and isinstance(nested, type):
             leaves += _leaves(nested, f"{prefix}{name}.")
         else:

@@ -6,24 +6,28 @@ from __future__ import annotations
 import os
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import func, select
 
 from node import crisis, groups, members, posts
-from node.crisis import PhraseMatcher, parse_phrases, words_of
+from node.config import CrisisDefaults
+from node.crisis import PhraseMatcher, parse_crisis_line, parse_phrases, words_of
 from node.errors import Invalid
 from node.policy import Viewer
 from node.reports import ReportCategory
 from node.runtime import NodeContext
 from node.storage.models import Member, ModerationLogEntry, Post, Report, Thread
 from tests.browser import DEFAULT_PASSWORD, Browser, Page
-from tests.conftest import BrowserFactory
+from tests.conftest import BrowserFactory, NodeFactory
 from tests.federation_harness import eventually
 from tests.peers import PUBLIC, FakeRemote, Hospital, join, post_signed, processed
 from tests.test_browser import CHROMIUM, PHONE, chromium, site  # noqa: F401
 from tests.test_forgery import create_of, page_by
+from web.app import create_app
 
 PHRASES = ["kill myself", "suicide", "overdose", "can't go on", "Selbstmörder"]
 
@@ -551,3 +555,57 @@ async def test_other_servers_posts_in_their_own_groups_are_theirs_to_watch(
                 session, [written(group_is_local, written_here)], node.clock.now()
             )
         assert await session.scalar(select(func.count()).select_from(Report)) == 3
+
+
+# ---------------------------------------------------------------- the configuration's defaults
+
+
+async def test_the_configurations_resources_and_notice_show_until_the_admins_set_their_own(
+    make_node: NodeFactory, aiohttp_client: Callable[..., Awaitable[TestClient]]
+) -> None:
+    # Given a node whose configuration names a crisis line and an emergency notice
+    defaults = CrisisDefaults(
+        resources=(parse_crisis_line("NHS 111 | 111 | https://111.nhs.uk/ | England"),),
+        emergency_notice="Peer support only. In an emergency call 999.",
+    )
+    node = await make_node("configured", crisis=defaults)
+    await seed(node)
+    client = await aiohttp_client(TestServer(create_app(node)))
+    visitor, admin = Browser(client), Browser(await aiohttp_client(client.server))
+
+    # Then the help page and sign-up show them
+    page = await visitor.get("/help")
+    assert "NHS 111" in page.text and "https://111.nhs.uk/" in page.text
+    assert "Peer support only. In an emergency call 999." in page.text
+    assert "Peer support only." in (await visitor.get("/register")).text
+    # And the admins see where they come from, with nothing to remove
+    await admin.login("admin")
+    page = await admin.get("/admin/crisis")
+    assert "come from the node's configuration" in page.text and "NHS 111" in page.text
+    assert "Remove NHS 111" not in page.text
+
+    # When an admin adds a resource and a notice of their own, theirs replace the defaults
+    await admin.post(
+        "/admin/crisis/resources",
+        {"name": "Samaritans", "line": "116 123", "url": "", "region": ""},
+    )
+    await admin.post(
+        "/admin/crisis/notices", {"guidelines": "", "emergency_notice": "Call 112 in danger."}
+    )
+    page = await visitor.get("/help")
+    assert "Samaritans" in page.text and "NHS 111" not in page.text
+    assert "Call 112 in danger." in page.text and "Peer support only." not in page.text
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("", "The name"),
+        ("Samaritans", "Give a phone or text line, a web address, or both."),
+        ("Samaritans | | ftp://x.example", "Give a full web address starting with https://"),
+        ("a | b | https://x.example | d | e", "more than four parts"),
+    ],
+)
+def test_a_configured_crisis_line_is_checked_as_an_added_one(line: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        parse_crisis_line(line)

@@ -12,7 +12,7 @@ import asyncio
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +25,8 @@ from sqlalchemy import func, insert, select
 from federation.httpsig import sign_cavage
 from federation.outbox import REFUSED_BY_POLICY
 from node import federation_policy, groups, members
+from node.configuration import ALLOWED_DOMAINS_ENV, FEDERATION_MODE_ENV
+from node.errors import Invalid
 from node.federation_policy import REFUSED, DomainPolicy, ListKind, PolicyMode
 from node.modlog import ModAction
 from node.remote.actors import member_by_iri
@@ -35,7 +37,7 @@ from node.storage.models import (
     OutboxActivity,
     Thread,
 )
-from tests.browser import DEFAULT_PASSWORD
+from tests.browser import DEFAULT_PASSWORD, Browser
 from tests.conftest import BrowserFactory, NodeFactory
 from tests.federation_harness import eventually, free_port
 from tests.peers import (
@@ -52,7 +54,7 @@ from tests.peers import (
     remote_memberships,
 )
 from web.app import create_app
-from web.cli import BLOCKED_DOMAINS_ENV, DATABASE_URL_ENV
+from web.cli import ALLOWED_DOMAINS_KEY, BLOCKED_DOMAINS_ENV, DATABASE_URL_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AS2_ACCEPT = {"Accept": "application/activity+json"}
@@ -84,7 +86,10 @@ async def hospital(make_node: NodeFactory, neighbour: LocalhostRemote) -> AsyncI
 
 async def change_policy(node: NodeContext, action: str, *args: str, reason: str = "") -> None:
     """A policy change made in this process, as the admin page makes it."""
-    now, who = node.clock.now(), {"actor_label": "test", "env_blocked": ()}
+    now, who = (
+        node.clock.now(),
+        {"actor_label": "test", "configured": node.federation_policy.configured},
+    )
     async with node.transaction() as session:
         if action == "mode":
             await federation_policy.set_mode(session, PolicyMode(args[0]), now=now, **who)
@@ -97,9 +102,12 @@ async def change_policy(node: NodeContext, action: str, *args: str, reason: str 
     node.federation_policy.invalidate()
 
 
-async def healthnode(node: NodeContext, *args: str) -> tuple[int, str, str]:
+async def healthnode(
+    node: NodeContext, *args: str, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
     """The real `healthnode` command, in a subprocess, on the test node's database."""
-    env = {k: v for k, v in os.environ.items() if k not in (DATABASE_URL_ENV, BLOCKED_DOMAINS_ENV)}
+    configured = (DATABASE_URL_ENV, BLOCKED_DOMAINS_ENV, ALLOWED_DOMAINS_ENV, FEDERATION_MODE_ENV)
+    env = {k: v for k, v in os.environ.items() if k not in configured} | (env or {})
     env["PYTHONPATH"] = str(REPO_ROOT)
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "web.cli", *args,
@@ -192,6 +200,76 @@ async def test_the_environment_variable_still_blocks(
         assert await key_fetches(neighbour) == 0
     finally:
         await close_hospital(hospital)
+
+
+async def test_a_mode_fixed_by_the_configuration_admits_only_its_allowed_domains(
+    make_node: NodeFactory, neighbour: LocalhostRemote
+) -> None:
+    # Given a node whose configuration fixes the allowlist mode and allows no one
+    hospital = await open_hospital_with(make_node, federation_mode="allowlist")
+    try:
+        node = hospital.running.node
+        answer = await post_signed(
+            hospital, neighbour, follow(neighbour, "mallory", hospital.group_iri)
+        )
+        # Then the neighbour is refused before its key is fetched
+        assert (answer.status, answer.reason) == (403, REFUSED)
+        assert await key_fetches(neighbour) == 0
+        # And neither an admin nor the command line can open the node again
+        with pytest.raises(Invalid) as refused:
+            await change_policy(node, "mode", "open")
+        assert "configuration" in refused.value.problems["mode"]
+        code, out, err = await healthnode(
+            node, "federation", "mode", "open", env={FEDERATION_MODE_ENV: "allowlist"}
+        )
+        assert code != 0 and "federation.mode" in err, (out, err)
+        assert (await node.federation_policy.current()).mode is PolicyMode.ALLOWLIST
+    finally:
+        await close_hospital(hospital)
+
+
+async def test_the_configuration_allows_domains_beside_the_table(
+    make_node: NodeFactory, neighbour: LocalhostRemote
+) -> None:
+    # Given a node whose configuration fixes the allowlist mode and allows localhost
+    hospital = await open_hospital_with(
+        make_node, federation_mode="allowlist", allowed_domains=frozenset({"localhost"})
+    )
+    try:
+        # Then the neighbour's follow goes through
+        answer = await post_signed(
+            hospital, neighbour, follow(neighbour, "mallory", hospital.group_iri)
+        )
+        assert answer.status == 202, answer
+        # And the domain is listed as the configuration's, after the table's
+        code, out, err = await healthnode(
+            hospital.running.node, "federation", "list", env={ALLOWED_DOMAINS_ENV: "localhost"}
+        )
+        assert code == 0, err
+        assert out.splitlines() == [
+            "mode\topen",  # the subprocess has no mode configured: the database's
+            f"localhost\tallow\tset by the configuration ({ALLOWED_DOMAINS_KEY})",
+        ]
+    finally:
+        await close_hospital(hospital)
+
+
+async def test_the_admin_page_says_where_a_configured_mode_is_changed(
+    make_node: NodeFactory, aiohttp_client: Callable[..., Awaitable[TestClient]]
+) -> None:
+    node = await make_node(
+        "configured", federation_mode="allowlist", allowed_domains=frozenset({"partner.example"})
+    )
+    await make_admin(node)
+    admin = Browser(await aiohttp_client(TestServer(create_app(node))))
+    await admin.login("admin")
+    page = await admin.get("/admin/federation")
+    assert "set by the node's configuration" in page.text
+    assert 'action="/admin/federation/mode"' not in page.html
+    assert "partner.example allow set by the configuration" in page.text
+    page = await admin.post("/admin/federation/mode", {"mode": "open"})
+    assert page.status == 400 and "change it there" in page.text
+    assert (await node.federation_policy.current()).mode is PolicyMode.ALLOWLIST
 
 
 async def open_hospital_with(make_node: NodeFactory, **overrides: object) -> Hospital:

@@ -36,6 +36,7 @@ from node import (
 from node.clock import Clock, ScaledClock, SystemClock
 from node.config import Settings, parse_listen_address
 from node.configuration import (
+    ALLOWED_DOMAINS_ENV,
     BLOCKED_DOMAINS_ENV,
     DATABASE_URL_ENV,
     DEFAULT_LOG_FORMAT,
@@ -67,6 +68,7 @@ CLOCK_RATE_ENV = KEYS_BY_DOTTED["development.clock_rate"].variable
 TRUSTED_PROXIES_ENV = KEYS_BY_DOTTED["server.trusted_proxies"].variable
 ADDRESS_RETENTION_ENV = KEYS_BY_DOTTED["privacy.address_retention"].variable
 BLOCKED_DOMAINS_KEY = f"federation.blocked_domains or {BLOCKED_DOMAINS_ENV}"
+ALLOWED_DOMAINS_KEY = f"federation.allowed_domains or {ALLOWED_DOMAINS_ENV}"
 # HEALTHNODE_RATE_POSTS_PER_MEMBER=30/10m and so on: one variable per RateLimits field.
 RATE_ENV_PREFIX = RATE_PREFIX
 # HEALTHNODE_SMTP_HOST, _PORT, _TLS, _USER, _PASSWORD, _FROM: the optional mail server.
@@ -636,28 +638,28 @@ def _member_export(args: argparse.Namespace) -> Callable[[NodeContext], Awaitabl
 
 def _federation(args: argparse.Namespace) -> Callable[[NodeContext], Awaitable[str]]:
     async def work(node: NodeContext) -> str:
-        env_blocked = node.settings.blocked_domains
+        configured = federation_policy.ConfiguredPolicy.of(node.settings)
         now = node.clock.now()
         async with node.transaction() as session:
             if args.action == "list":
                 return _policy_listing(
-                    await federation_policy.load_policy(session, env_blocked),
+                    await federation_policy.load_policy(session, configured),
                     await federation_policy.listed_domains(session),
-                    env_blocked,
+                    configured,
                 )
             if args.action == "mode":
                 changed = await federation_policy.set_mode(
                     session, federation_policy.PolicyMode(args.mode), now=now,
-                    actor_label=CLI_ACTOR, env_blocked=env_blocked,
+                    actor_label=CLI_ACTOR, configured=configured,
                 )  # fmt: skip
             elif args.action == "unlist":
                 changed = await federation_policy.unlist_domain(
-                    session, args.domain, now=now, actor_label=CLI_ACTOR, env_blocked=env_blocked
+                    session, args.domain, now=now, actor_label=CLI_ACTOR, configured=configured
                 )
             else:
                 changed = await federation_policy.list_domain(
                     session, args.domain, federation_policy.ListKind(args.action),
-                    reason=args.reason, now=now, actor_label=CLI_ACTOR, env_blocked=env_blocked,
+                    reason=args.reason, now=now, actor_label=CLI_ACTOR, configured=configured,
                 )  # fmt: skip
         ended = changed.ended_memberships
         return f"federation {changed.summary}" + (
@@ -674,15 +676,21 @@ def _one_field(text: str) -> str:
 def _policy_listing(
     policy: federation_policy.DomainPolicy,
     listed: list[federation_policy.ListedDomain],
-    env_blocked: frozenset[str],
+    configured: federation_policy.ConfiguredPolicy,
 ) -> str:
-    """`mode<TAB>MODE`, then `DOMAIN<TAB>KIND<TAB>REASON` per domain, sorted by domain."""
+    """`mode<TAB>MODE`, then `DOMAIN<TAB>KIND<TAB>REASON` per domain, sorted by domain; the
+    configuration's domains (not in the table) after the table's."""
     lines = [f"mode\t{policy.mode.value}"]
     lines += [f"{item.domain}\t{item.kind.value}\t{_one_field(item.reason)}" for item in listed]
-    lines += [
-        f"{domain}\tblock\tset by the configuration ({BLOCKED_DOMAINS_KEY})"
-        for domain in sorted(env_blocked - {item.domain for item in listed})
-    ]
+    in_table = {item.domain for item in listed}
+    for kind, domains, key in (
+        ("allow", configured.allowed, ALLOWED_DOMAINS_KEY),
+        ("block", configured.blocked, BLOCKED_DOMAINS_KEY),
+    ):
+        lines += [
+            f"{domain}\t{kind}\tset by the configuration ({key})"
+            for domain in sorted(domains - in_table)
+        ]
     return "\n".join(lines)
 
 

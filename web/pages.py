@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -13,6 +13,7 @@ from aiohttp import web
 from multidict import MultiDict
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from node import crisis
 from node.policy import ANONYMOUS, Viewer, search_engines_may_index
 from node.professionals import Badge, badges_for
 from node.runtime import NodeContext
@@ -57,6 +58,16 @@ async def badges_of(request: web.Request, people: Iterable[Member | None]) -> di
     author, who has none), by member id: one badges_for call for the whole page."""
     ids = {person.id for person in people if person is not None}
     return await badges_for(db(request), ids, now(request))
+
+
+async def crisis_notices(request: web.Request) -> crisis.Notices:
+    """The guidelines and emergency notice: the admins', else the configuration's."""
+    return await crisis.notices(db(request), node_of(request).settings.crisis)
+
+
+async def crisis_resources(request: web.Request) -> Sequence[crisis.ResourceShown]:
+    """The admins' crisis resources, else the configuration's."""
+    return await crisis.resources(db(request), node_of(request).settings.crisis)
 
 
 def render(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from node import auth, crisis, ids, members, privacy
+from node import auth, ids, members, privacy
 from node.errors import Conflict, Invalid, NotFound
 from node.throttles import Throttled
 from web.appkeys import SESSION_TOKEN
@@ -13,6 +13,7 @@ from web.cookies import SESSION_COOKIE, delete_cookie, set_cookie
 from web.pages import (
     STALE_FORM,
     badges_of,
+    crisis_notices,
     db,
     form,
     node_of,
@@ -55,7 +56,7 @@ def _throttled(
 
 
 async def register_form(request: web.Request) -> web.Response:
-    notices = await crisis.notices(db(request))
+    notices = await crisis_notices(request)
     return render(request, "register.html", {"values": {}, "errors": {}, "notices": notices})
 
 
@@ -85,7 +86,7 @@ async def register_submit(request: web.Request) -> web.StreamResponse:
                 db(request), node.settings, client_address(request), now(request)
             )
         except Throttled as error:
-            notices = await crisis.notices(db(request))
+            notices = await crisis_notices(request)
             context = {"values": values, "notices": notices}
             return _throttled(request, "register.html", context, error)
         # The count holds from here, in every process; no lock is held while the password
@@ -106,7 +107,7 @@ async def register_submit(request: web.Request) -> web.StreamResponse:
         except Conflict as error:
             errors[error.field or "form"] = str(error)
     if errors:
-        context = {"values": values, "errors": errors, "notices": await crisis.notices(db(request))}
+        context = {"values": values, "errors": errors, "notices": await crisis_notices(request)}
         return render(request, "register.html", context, 400)
     token = await auth.open_session(
         db(request), member, node.settings, now(request), device=device_of(request)

@@ -58,9 +58,9 @@ async def federation_health(
         "hosts": await health.hosts_health(session),
         "failed": await health.failed_inbox_items(session),
         "now": now(request),
-        "policy": await federation_policy.load_policy(session),
+        "policy": await federation_policy.load_policy(session, node.federation_policy.configured),
         "listed": await federation_policy.listed_domains(session),
-        "env_blocked": sorted(node.federation_policy.env_blocked),
+        "configured": node.federation_policy.configured,
         "errors": errors or {},
         "values": values or {"kind": federation_policy.ListKind.BLOCK.value},
     }
@@ -89,7 +89,7 @@ async def _change_policy(
             now=now(request),
             actor_label=admin.username,
             actor_id=admin.id,
-            env_blocked=node.settings.blocked_domains,
+            configured=node.federation_policy.configured,
         )
     except Invalid as error:
         return await federation_health(request, error.problems, values, 400)

@@ -7,7 +7,17 @@ from aiohttp import web
 
 from node import crisis, ids
 from node.errors import Invalid
-from web.pages import db, form, member, now, render, row_id, see_other
+from web.pages import (
+    crisis_notices,
+    crisis_resources,
+    db,
+    form,
+    member,
+    now,
+    render,
+    row_id,
+    see_other,
+)
 from web.routes_admin import _require_admin as require_admin
 
 ADMIN_RESOURCES_PATH = f"{ids.ADMIN_CRISIS_PAGE}/resources"
@@ -27,8 +37,8 @@ def register(router: web.UrlDispatcher) -> None:
 
 async def help_page(request: web.Request) -> web.Response:
     context = {
-        "resources": await crisis.resources(db(request)),
-        "notices": await crisis.notices(db(request)),
+        "resources": await crisis_resources(request),
+        "notices": await crisis_notices(request),
     }
     return render(request, "help.html", context)
 
@@ -41,7 +51,7 @@ async def admin_page(
 ) -> web.Response:
     require_admin(request)
     session = db(request)
-    notices = await crisis.notices(session)
+    notices = await crisis_notices(request)
     phrases = [phrase for phrase, _ in (await crisis.phrase_matcher(session)).phrases]
     shown = {
         "phrases": "\n".join(phrases),
@@ -49,7 +59,7 @@ async def admin_page(
         "emergency_notice": notices.emergency_notice,
     } | (values or {})
     context = {
-        "resources": await crisis.resources(session),
+        "resources": await crisis_resources(request),
         "values": shown,
         "errors": errors or {},
         "paths": {

@@ -9,7 +9,7 @@ from multidict import MultiDict
 
 from federation.client import FetchError, PolicyRefused
 from federation.discovery import resolve_handle
-from node import crisis, groups, ids, membership, moderation, posts
+from node import groups, ids, membership, moderation, posts
 from node.errors import Conflict, DomainError, Forbidden, Invalid
 from node.ids import group_path
 from node.policy import (
@@ -24,6 +24,7 @@ from web.appkeys import FEDERATION
 from web.pages import (
     STALE_FORM,
     badges_of,
+    crisis_notices,
     db,
     form,
     node_of,
@@ -119,7 +120,7 @@ async def group_page(request: web.Request) -> web.Response:
     if wants_activity_json(request):
         return await group_document(request)
     view = await groups.view_group(db(request), request.match_info["slug"], viewer(request))
-    notices = await crisis.notices(db(request))
+    notices = await crisis_notices(request)
     if not view.may(Action.READ):
         return render(request, "group_outside.html", {"view": view, "notices": notices})
     threads = await posts.threads_of_group(db(request), view)

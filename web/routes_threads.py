@@ -18,6 +18,8 @@ from node.throttles import Throttled
 from web.pages import (
     STALE_FORM,
     badges_of,
+    crisis_notices,
+    crisis_resources,
     db,
     form,
     node_of,
@@ -89,7 +91,7 @@ async def crisis_prompt(
     session = db(request)
     if data.get(CRISIS_SEEN) == "yes" or not await crisis.draft_matches(session, *texts):
         return None
-    return CrisisPrompt(await crisis.resources(session), await crisis.notices(session))
+    return CrisisPrompt(await crisis_resources(request), await crisis_notices(request))
 
 
 @dataclass(frozen=True)
