@@ -50,9 +50,17 @@ def _units(number: int, unit: str) -> str:
     return f"{number} {unit}{'s' if number != 1 else ''}"
 
 
+# What a week without a value reads (a median of no threads, an age of no report).
+NOTHING = {
+    "first_reply": "no thread answered yet",
+    "oldest_report": "none open",
+    "median_report": "none open",
+}
+
+
 def value_text(series: Series, value: float | None) -> str:
     if value is None:
-        return "nothing to measure"
+        return NOTHING.get(series.key, "nothing to measure")
     return count_text(value) if series.unit == Unit.COUNT else duration_text(value)
 
 
