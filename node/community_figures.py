@@ -112,9 +112,6 @@ class Figures:
     weeks: list[Week]
     series: list[Series]
 
-    def __getitem__(self, key: str) -> Series:
-        return next(series for series in self.series if series.key == key)
-
 
 @dataclass(frozen=True)
 class _Scope:
@@ -195,25 +192,17 @@ async def _new_members(
 
 def _activity(scope: _Scope, since: datetime) -> Subquery:
     """(person, moment) for every recorded act of the scope's people since `since`."""
-    wrote = scope.in_threads(
-        select(Post.author_id.label("who"), Post.created_at.label("at")).where(
-            Post.created_at >= since
-        )
+    wrote = select(Post.author_id.label("who"), Post.created_at.label("at")).where(
+        Post.created_at >= since
     )
-    marked = scope.in_threads(
+    marked = (
         select(Reaction.member_id.label("who"), Reaction.created_at.label("at"))
         .join(Post, Post.id == Reaction.post_id)
         .where(Reaction.kind == HELPFUL, Reaction.created_at >= since)
     )
     if scope.group_id is not None:
-        return union_all(wrote, marked).subquery()
+        return union_all(scope.in_threads(wrote), scope.in_threads(marked)).subquery()
     # On the node: what local members did anywhere, and their sign-ins and sessions.
-    wrote = select(Post.author_id.label("who"), Post.created_at.label("at")).where(
-        Post.created_at >= since
-    )
-    marked = select(Reaction.member_id.label("who"), Reaction.created_at.label("at")).where(
-        Reaction.kind == HELPFUL, Reaction.created_at >= since
-    )
     signed_in = select(WebSession.member_id.label("who"), WebSession.created_at.label("at")).where(
         WebSession.created_at >= since
     )
@@ -253,10 +242,12 @@ async def _threads(session: AsyncSession, scope: _Scope, weeks: list[Week]) -> l
         *_sums(
             [and_(Thread.created_at >= week.start, Thread.created_at < week.end) for week in weeks]
         )
-    ).where(Thread.created_at >= weeks[0].start, scope.threads())
+    ).select_from(Thread)
     if scope.group_id is None:
         statement = statement.join(ConditionGroup, ConditionGroup.id == Thread.group_id)
-    return await _one_row(session, statement.select_from(Thread))
+    return await _one_row(
+        session, statement.where(Thread.created_at >= weeks[0].start, scope.threads())
+    )
 
 
 async def _replies(session: AsyncSession, scope: _Scope, weeks: list[Week]) -> list[float | None]:

@@ -14,9 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from node import community_figures, groups, members, membership, moderation, posts
 from node.community_figures import Series, Unit
+from node.ids import new_object_id
 from node.policy import Viewer, viewer_for
 from node.runtime import NodeContext
-from node.storage.models import Member, Report
+from node.storage.models import Member, Post, Report
 from tests.browser import DEFAULT_PASSWORD, Browser, Page
 from tests.clock import ManualClock
 from tests.conftest import BrowserFactory, NodeFactory
@@ -321,6 +322,10 @@ async def test_pages_show_small_counts_only_as_fewer_than_ten(
     assert "figure-remote-posts" not in page.html and "Other servers" not in page.text
 
 
+def values(figures: community_figures.Figures, key: str) -> list[float | None]:
+    return next(series.values for series in figures.series if series.key == key)
+
+
 def series(values: list[float | None], unit: Unit = Unit.COUNT) -> Series:
     return Series("replies", "Replies", "", unit, values)
 
@@ -379,3 +384,60 @@ async def test_a_group_dashboard_is_for_its_moderators_and_missing_for_everyone_
         page = await browser.get(f"/g/{slug}/dashboard")
         assert missing.status == page.status == 404, slug
         assert page.text == missing.text
+
+
+async def test_held_replies_wait_and_people_of_other_servers_count_in_their_group(
+    web_node: NodeContext,
+) -> None:
+    """A reply still held for review is no first reply; a reply from another server is,
+    and its author is active in the group (not on the node, which counts its own accounts)."""
+    node, limits = web_node, web_node.settings.limits
+    now = node.clock.now()
+    async with node.transaction() as session:
+        made = [
+            await members.create_member(
+                session, node.passwords, limits, username=name, password=DEFAULT_PASSWORD,
+                display_name=name.title(), now=now, is_admin=name == "owner",
+            )
+            for name in ("owner", "helper")
+        ]  # fmt: skip
+        owner, helper = made
+        heart = await groups.create_group(
+            session, limits, owner_id=owner.id, slug="heart", name="Heart", now=now
+        )
+        await membership.put_membership(session, None, heart.id, helper.id, "active", now)
+        remote = Member(
+            username="rita", domain="remote.example", actor_iri="https://remote.example/u/rita",
+            display_name="Rita", password_hash="", created_at=now, last_active_at=now,
+        )  # fmt: skip
+        session.add(remote)
+    async with node.transaction() as session:
+        view = await groups.view_group(session, "heart", viewer_for(owner.id, owner.role))
+        started = await posts.start_thread(
+            session, limits, view, title="Sleep", draft=posts.Draft("How?"),
+            now=move_to(node, at(10)),
+        )  # fmt: skip
+        held = await posts.reply(
+            session, limits, viewer_for(helper.id, helper.role), thread_id=started.id,
+            parent_id=None, draft=posts.Draft("Tea"), now=move_to(node, at(10, HOUR)),
+        )  # fmt: skip
+        held.held_at = node.clock.now()
+        opening = await posts.first_post(session, started.id)
+        session.add(
+            Post(
+                id=new_object_id(), thread_id=started.id, parent_id=opening.id,
+                author_id=remote.id, source="Walks", content_html="<p>Walks</p>",
+                created_at=move_to(node, at(10, 5 * HOUR)),
+            )
+        )  # fmt: skip
+    async with node.transaction(reading=True) as session:
+        admin = viewer_for(owner.id, owner.role)
+        on_node = await community_figures.node_figures(session, admin, NOW)
+        view = await groups.view_group(session, "heart", admin)
+        in_group = await community_figures.group_figures(session, view, NOW)
+    for figures in (on_node, in_group):
+        assert values(figures, "first_reply") == spans((10, 5 * HOUR))
+        assert values(figures, "replies") == counts((10, 2))  # held or not, both were written
+    assert values(on_node, "remote_posts") == counts((10, 1))
+    assert values(on_node, "active_week") == counts((10, 2))  # owner and helper
+    assert values(in_group, "active_week") == counts((10, 3))  # and Rita
