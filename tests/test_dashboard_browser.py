@@ -56,3 +56,5 @@ async def test_the_dashboard_fits_a_phone_and_names_its_charts(
         assert chart["name"].startswith(tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")) and chart["table"]
         assert 0 < chart["width"] <= PHONE["width"]
     await page.screenshot(path=str(tmp_path / "dashboard-360.png"), full_page=True)
+    await page.set_viewport_size({"width": 1280, "height": 900})
+    await page.screenshot(path=str(tmp_path / "dashboard-1280.png"), full_page=True)

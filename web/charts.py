@@ -52,7 +52,7 @@ def _units(number: int, unit: str) -> str:
 
 # What a week without a value reads (a median of no threads, an age of no report).
 NOTHING = {
-    "first_reply": "no thread answered yet",
+    "first_reply": "no answered thread",
     "oldest_report": "none open",
     "median_report": "none open",
 }
