@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from node import community_figures, groups, members, membership, moderation, posts
 from node.community_figures import Series, Unit
-from node.ids import new_object_id
+from node.ids import ADMIN_DASHBOARD_PAGE, group_dashboard_path, new_object_id
 from node.policy import Viewer, viewer_for
 from node.runtime import NodeContext
 from node.storage.models import Member, Post, Report
@@ -291,7 +291,7 @@ async def test_pages_show_small_counts_only_as_fewer_than_ten(
     seeded = await seed(web_node)
     admin = await browser_factory()
     await signed_in_at_now(web_node, admin, "admin")
-    page = await admin.get("/admin")
+    page = await admin.get(ADMIN_DASHBOARD_PAGE)
     assert page.status == 200
     # Figures whose every non-zero week is 1 to 9, now or before: never a digit from 1 to 9.
     for key in ("threads", "helpful", "open-reports"):
@@ -313,7 +313,7 @@ async def test_pages_show_small_counts_only_as_fewer_than_ten(
 
     moderator = await browser_factory()
     await moderator.login("mod")
-    page = await moderator.get(f"/g/{seeded.heart}/dashboard")
+    page = await moderator.get(group_dashboard_path(seeded.heart))
     assert page.status == 200 and "Heart" in page.text
     for key in ("threads", "helpful", "open-reports", "active-week"):
         assert_no_small_count(page, key)
@@ -348,13 +348,13 @@ async def test_only_admins_see_the_node_dashboard_and_others_get_a_missing_page(
     await seed(web_node)
     anonymous = await browser_factory()
     missing = await anonymous.get("/admin/no-such-page")
-    page = await anonymous.get("/admin")
+    page = await anonymous.get(ADMIN_DASHBOARD_PAGE)
     assert (page.status, page.text) == (missing.status, missing.text) == (404, missing.text)
     for username in ("mod", "owner", "p0"):
         browser = await browser_factory()
         await browser.login(username)
         missing = await browser.get("/admin/no-such-page")
-        page = await browser.get("/admin")
+        page = await browser.get(ADMIN_DASHBOARD_PAGE)
         assert page.status == missing.status == 404
         assert page.text == missing.text
 
@@ -366,7 +366,7 @@ async def test_a_group_dashboard_is_for_its_moderators_and_missing_for_everyone_
     for username in ("owner", "mod", "admin"):
         browser = await browser_factory()
         await browser.login(username)
-        page = await browser.get(f"/g/{seeded.heart}/dashboard")
+        page = await browser.get(group_dashboard_path(seeded.heart))
         assert page.status == 200, username
         assert "Median time to a first reply" in page.text
     # Members who do not moderate, people of other groups, and strangers signed in or not:
@@ -380,8 +380,8 @@ async def test_a_group_dashboard_is_for_its_moderators_and_missing_for_everyone_
         await browser.login(username)
         cases.append((browser, slug))
     for browser, slug in cases:
-        missing = await browser.get("/g/nosuchgroup/dashboard")
-        page = await browser.get(f"/g/{slug}/dashboard")
+        missing = await browser.get(group_dashboard_path("nosuchgroup"))
+        page = await browser.get(group_dashboard_path(slug))
         assert missing.status == page.status == 404, slug
         assert page.text == missing.text
 
