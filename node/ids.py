@@ -63,6 +63,7 @@ GROUP_NEW_QA_PATH = "/g/{slug}/qa/new"  # a moderator schedules an expert Q&A
 GROUP_MODERATION_PATH = "/g/{slug}/moderation"
 GROUP_MODERATION_ACTION_PATH = "/g/{slug}/moderation/{action}"
 GROUP_SETTINGS_PATH = "/g/{slug}/settings"
+GROUP_DASHBOARD_PATH = "/g/{slug}/dashboard"  # the group's figures, for its moderators
 GROUP_HELD_PATH = "/g/{slug}/held"
 GROUP_HELD_DECISION_PATH = "/g/{slug}/held/{post_id}/{decision}"
 GROUP_WITHDRAW_INVITE_PATH = "/g/{slug}/invitations/withdraw"
@@ -90,6 +91,7 @@ REPORT_ACT_PAGE = "/reports/{report_id}/act"
 NOTICES_PAGE = "/notices"
 NOTICES_READ_PAGE = "/notices/read"
 ADMIN_REPORTS_PAGE = "/admin/reports"
+ADMIN_DASHBOARD_PAGE = "/admin"  # the node's figures (node.community_figures)
 ADMIN_AUDIT_PAGE = "/admin/audit"
 # Verified professionals and the partner nodes whose verifications are trusted.
 ADMIN_PROFESSIONALS_PAGE = "/admin/professionals"
@@ -396,6 +398,10 @@ def group_moderation_path(slug: str) -> str:
 
 def group_settings_path(slug: str) -> str:
     return GROUP_SETTINGS_PATH.format(slug=slug)
+
+
+def group_dashboard_path(slug: str) -> str:
+    return GROUP_DASHBOARD_PATH.format(slug=slug)
 
 
 def group_held_path(slug: str) -> str:

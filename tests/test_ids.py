@@ -19,6 +19,7 @@ from web import (
     routes_account,
     routes_activitypub,
     routes_crisis,
+    routes_dashboard,
     routes_discovery,
     routes_group_settings,
     routes_groups,
@@ -371,6 +372,7 @@ def _app() -> web.Application:
         routes_crisis,
         routes_threads,
         routes_qa,
+        routes_dashboard,
     ):
         module.register(app.router)
     return app

@@ -19,6 +19,7 @@ from web import (
     routes_activitypub,
     routes_admin,
     routes_crisis,
+    routes_dashboard,
     routes_discovery,
     routes_email,
     routes_erasure,
@@ -137,6 +138,7 @@ def _application(settings: Settings) -> web.Application:
     routes_threads.register(app.router)
     routes_qa.register(app.router)
     routes_admin.register(app.router)
+    routes_dashboard.register(app.router)
     routes_professionals.register(app.router)
     routes_crisis.register(app.router)
     routes_moderation.register(app.router)
