@@ -1,7 +1,7 @@
 """The quality bars of every page, in a real headless Chromium: axe-core finds no serious or
-critical problem, signed out and signed in as a member, a group moderator and an admin; no
-page scrolls sideways at 360 px, with 200 % text too; no page weighs over 100 KB compressed
-on first load; and the core actions (sign up, join, start a thread, reply) work with
+critical problem, signed out and signed in as a member, a group moderator, a group owner and
+an admin; no page scrolls sideways at 360 px, with 200 % text too; no page weighs over 100 KB
+compressed on first load; and the core actions (sign up, join, start a thread, reply) work with
 JavaScript off. Screenshots of the main pages at 1280 and 360 px go to build/screenshots/.
 
 One Chromium, one seeded node and one server serve the whole module (module-scoped, on the
@@ -48,9 +48,6 @@ class Site:
     seeded: Seeded
     chromium: Any
     signed_in: dict[str, Any]  # role -> Playwright storage state (its session cookie)
-
-    def url(self, case: PageCase) -> str:
-        return self.base + self.seeded.address(case)
 
     async def context(self, role: str, **options: Any) -> Any:
         state = self.signed_in.get(role)
@@ -143,7 +140,7 @@ async def axe_violations(page: Any, rules: tuple[str, ...] = ()) -> list[str]:
     the nodes; `rules` runs only those. axe is evaluated by the driver, so the page's CSP (no
     script at all) does not refuse it."""
     if not await page.evaluate("typeof axe !== 'undefined'"):
-        await page.evaluate(AXE_SOURCE())
+        await page.evaluate(axe_source())
     options = {"resultTypes": ["violations"], **({"runOnly": list(rules)} if rules else {})}
     violations = await page.evaluate(
         """async (options) => (await axe.run(document, options)).violations.map(v => ({
@@ -159,7 +156,7 @@ async def axe_violations(page: Any, rules: tuple[str, ...] = ()) -> list[str]:
 
 
 @cache
-def AXE_SOURCE() -> str:
+def axe_source() -> str:
     return AXE.read_text()
 
 
