@@ -8,6 +8,7 @@ node costs an RSA key, so related checks share one scenario (and one node) to ke
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -1119,6 +1120,18 @@ def test_plain_formatting_survives() -> None:
     html = render_markdown("# Title\n\n*a* **b** ~~c~~ `d`\n\n> quote\n\n1. one\n2. two")
     for tag in ("<h1>", "<em>", "<strong>", "<s>", "<code>", "<blockquote>", "<ol>", "<li>"):
         assert tag in html
+
+
+def test_code_blocks_take_keyboard_focus_and_have_a_name() -> None:
+    # Given Markdown with a code block, and remote HTML whose <pre> brings attributes of its own
+    written = render_markdown("```\nrest 10:00-11:00\n```")
+    remote = sanitise_html('<pre tabindex="-1" role="button" onfocus="x()">a</pre>')
+    # Then both scroll by keyboard, say what they are, and keep nothing the author set
+    for html in (written, remote):
+        opening = re.search(r"<pre([^>]*)>", html)
+        assert opening, html
+        attributes = dict(re.findall(r'([a-z-]+)="([^"]*)"', opening.group(1)))
+        assert attributes == {"tabindex": "0", "role": "group", "aria-label": "Code"}, html
 
 
 # --- auth ----------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
-from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -14,6 +13,7 @@ from node.clock import Clock
 from node.config import Settings
 from node.runtime import NodeContext
 from web import (
+    assets,
     routes_account,
     routes_account_security,
     routes_activitypub,
@@ -49,8 +49,6 @@ from web.middlewares import (
 )
 from web.security_headers import noindex_by_default, strict_transport_security
 from web.templating import create_environment
-
-STATIC_DIR = Path(__file__).parent / "static"
 
 
 def create_app(
@@ -146,5 +144,5 @@ def _application(settings: Settings) -> web.Application:
     routes_export.register(app.router)
     routes_erasure.register(app.router)
     routes_health.register(app.router)
-    app.router.add_static("/static/", STATIC_DIR)
+    assets.register(app.router)
     return app

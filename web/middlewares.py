@@ -26,6 +26,7 @@ from web.appkeys import (
     SESSION_TOKEN,
     VIEWER,
 )
+from web.assets import STATIC_PREFIX
 from web.cookies import SEED_COOKIE, SESSION_COOKIE, duplicated_cookie, read_cookie, set_cookie
 from web.csrf import CSRF_FIELD, new_seed, token_matches
 from web.logs import REQUEST_ID_HEADER, request_id, request_id_for
@@ -116,7 +117,10 @@ async def no_store_for_sessions(request: web.Request, handler: Handler) -> web.S
     """`Cache-Control: no-store` on every answer to a signed-in member, or that sets or drops a
     cookie: the back button of a shared computer must not show a private thread after sign-out.
     Anonymous public pages keep their caching; private pages are only ever served signed in,
-    or marked by their handler (join links)."""
+    or marked by their handler (join links). Static files are the same for everyone and keep
+    their own caching: a stylesheet fetched with a session cookie is still the public one."""
+    if request.path.startswith(STATIC_PREFIX):
+        return await handler(request)
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -205,7 +209,7 @@ async def database_session(request: web.Request, handler: Handler) -> web.Stream
     Inboxes get none: they read in a short transaction of their own and keep what they accept
     through the inbox writer, so a burst of them holds no pooled connection while it waits."""
     if (
-        request.path.startswith("/static/")
+        request.path.startswith(STATIC_PREFIX)
         or request.path in health_paths
         or is_signed_not_cookied(request)
     ):

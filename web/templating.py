@@ -9,6 +9,7 @@ import jinja2
 from node import ids
 from node.members import handle_of
 from node.posts import anonymity_offered
+from web.assets import static_url
 
 
 def _when(moment: datetime | None) -> str:
@@ -67,5 +68,6 @@ def create_environment() -> jinja2.Environment:
         admin_crisis_path=ids.ADMIN_CRISIS_PAGE,
         admin_reset_link_path=ids.admin_reset_link_path,
         anonymity_offered=anonymity_offered,
+        static_url=static_url,
     )
     return environment
