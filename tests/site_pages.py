@@ -78,7 +78,9 @@ PAGES: list[PageCase] = [
     # The group owner's pages.
     PageCase("/g/{group}/settings", (OWNER,), shot="group-settings"),
     PageCase("/g/{group}/qa/new", (OWNER,)),
+    PageCase("/g/{group}/dashboard", (OWNER,), shot="group-dashboard"),
     # An admin's pages.
+    PageCase("/admin", (ADMIN,), shot="admin-dashboard"),
     PageCase("/admin/reports", (ADMIN,), shot="admin-reports"),
     PageCase("/admin/federation", (ADMIN,), shot="admin-federation"),
     PageCase("/admin/audit", (ADMIN,)),
