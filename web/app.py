@@ -30,6 +30,7 @@ from web import (
     routes_privacy,
     routes_professionals,
     routes_qa,
+    routes_search,
     routes_threads,
 )
 from web.appkeys import FEDERATION, METRICS, NODE, TEMPLATES
@@ -144,5 +145,6 @@ def _application(settings: Settings) -> web.Application:
     routes_export.register(app.router)
     routes_erasure.register(app.router)
     routes_health.register(app.router)
+    routes_search.register(app.router)
     app.router.add_static("/static/", STATIC_DIR)
     return app
