@@ -251,6 +251,26 @@ class Post(Base):
     anonymous: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
+# The database's own full-text index over `search_documents` (migration 0030_search): SQLite's
+# FTS5 table (and the shadow tables FTS5 keeps, named after it), PostgreSQL's generated column
+# and its GIN index. Never mapped: no query writes them, `db copy` leaves them to the target.
+SEARCH_INDEX_TABLE = "search_index"
+SEARCH_INDEX_COLUMN = "document"
+SEARCH_INDEX_GIN = "ix_search_documents_document"
+
+
+def in_the_models(
+    item: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    """Alembic's `include_object`: whether a database object is one the models describe,
+    so that comparing the schema with the models leaves the search index out."""
+    if type_ == "table" and name is not None:
+        return name != SEARCH_INDEX_TABLE and not name.startswith(SEARCH_INDEX_TABLE + "_")
+    if type_ == "column" and name == SEARCH_INDEX_COLUMN:
+        return getattr(getattr(item, "table", None), "name", None) != "search_documents"
+    return not (type_ == "index" and name == SEARCH_INDEX_GIN)
+
+
 class SearchDocument(Base):
     """What search reads (node/search.py): a group's name, description and tags (`post_id`
     None), or a post's text with, for a thread's opening post, the thread's title.
