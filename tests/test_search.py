@@ -436,6 +436,7 @@ async def test_results_come_in_pages_with_links_that_work_without_script(
     second = await browser.get(more.group(1).replace("&amp;", "&"))
     assert second.text.count("Axolotl") == 5 and 'rel="next"' not in second.html
     assert 'rel="prev"' in second.html
-    # the header's search box on every page sends here
+    # every page's header links here, and the directory has the search box
     front = await browser.get("/")
+    assert 'href="/search"' in (await browser.get(f"/t/{world.public_thread}")).html
     assert 'action="/search"' in front.html and 'name="q"' in front.html
