@@ -30,7 +30,9 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    null,
     or_,
+    select,
     table,
     text,
 )
@@ -146,8 +148,33 @@ async def search(
     rows = (
         await session.execute(statement.limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE))
     ).all()
-    hits = [_hit(row) for row in rows[:PAGE_SIZE]]
+    shown = rows[:PAGE_SIZE]
+    snippets = await _snippets(session, terms, sqlite, [row.document_id for row in shown])
+    hits = [_hit(row, snippets) for row in shown]
     return Results(terms, kind, page, hits, len(rows) > PAGE_SIZE)
+
+
+async def _snippets(
+    session: AsyncSession, terms: list[str], sqlite: bool, document_ids: list[int]
+) -> dict[int, str]:
+    """The snippets of one page of documents. SQLite computes result columns before it sorts,
+    so a snippet in the ranked query would be made for every match, not for the page's:
+    they are asked for here, for the page's documents only. PostgreSQL evaluates the costly
+    ts_headline after its sort and limit, in the ranked query itself."""
+    if not sqlite or not document_ids:
+        return {}
+    rowid = literal_column("search_index.rowid")
+    snippet = func.snippet(literal_column("search_index"), 1, START, STOP, "…", SNIPPET_WORDS)
+    rows = await session.execute(
+        select(rowid, snippet)
+        .select_from(FTS_TABLE)
+        .where(_fts_match(terms), rowid.in_(document_ids))
+    )
+    return {int(document_id): str(text_) for document_id, text_ in rows.all()}
+
+
+def _fts_match(terms: list[str]) -> ColumnElement[bool]:
+    return text("search_index MATCH :fts").bindparams(fts=fts5_query(terms))
 
 
 def _matching(
@@ -157,12 +184,9 @@ def _matching(
     thread_author = aliased(Member)
     opening = aliased(Post)
     if sqlite:
-        index = literal_column("search_index")
-        matches: ColumnElement[bool] = text("search_index MATCH :fts").bindparams(
-            fts=fts5_query(terms)
-        )
-        rank = func.bm25(index, 10.0, 1.0)  # lower is better
-        snippet = func.snippet(index, 1, START, STOP, "…", SNIPPET_WORDS)
+        matches = _fts_match(terms)
+        rank = func.bm25(literal_column("search_index"), 10.0, 1.0)  # lower is better
+        snippet: ColumnElement[str | None] = null()  # made for the page only (`_snippets`)
         order = [rank, SearchDocument.id]
     else:
         document = literal_column("search_documents.document")
@@ -186,12 +210,13 @@ def _matching(
         .outerjoin(thread_author, thread_author.id == Thread.author_id)
         .outerjoin(opening, and_(opening.thread_id == Thread.id, opening.parent_id.is_(None)))
         .add_columns(
+            SearchDocument.id.label("document_id"),
             SearchDocument.post_id,
             Post.parent_id,
             Thread.id,
             Thread.title,
             Post.content_warning,
-            snippet,
+            snippet.label("snippet"),
         )
         .where(
             matches,
@@ -219,8 +244,9 @@ def _matching(
     return statement
 
 
-def _hit(row: Row[tuple[object, ...]]) -> Hit:
-    group, _state, _role, post_id, parent_id, thread_id, title, warning, snippet = row
+def _hit(row: Row[tuple[object, ...]], snippets: dict[int, str]) -> Hit:
+    group, _state, _role, document_id, post_id, parent_id, thread_id, title, warning, snippet = row
+    snippet = snippets.get(document_id, snippet)  # type: ignore[call-overload]
     if post_id is None:
         kind = Kind.GROUP
     else:
