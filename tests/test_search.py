@@ -381,6 +381,8 @@ async def test_no_input_makes_the_page_fail(world: World, browser: Browser) -> N
     for query in BAD_QUERIES:
         async with browser.client.get("/search", params={"q": query}) as response:
             assert response.status == 200, (query, await response.text())
+    # NUL is refused before any handler, as in every address (web/middlewares.py)
+    assert (await browser.get("/search?q=a%00b")).status == 400
     page = await browser.get("/search?q=%E2%80%9Chypo%E2%80%9D")
     assert PUBLIC_TITLE in page.text
     for params, reason in (
