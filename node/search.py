@@ -6,7 +6,9 @@ PostgreSQL's `tsvector` ('english', ranked by ts_rank_cd), with a highlighted sn
 
 Who may read what is decided by node.policy in the query itself (`visible_groups`), on the
 live rows: a private group's posts are found by its active members (and the node's admins,
-who may read every group), by nobody else, and a private match costs what no match costs.
+who may read every group), by nobody else. A private match answers an outsider with the page
+no match gives; it is not the same work (the index finds the rows the query then leaves out),
+so unlike a group look-up its time is not made equal: docs/POLICY.md, "Search".
 Held, deleted and erased posts, and what the federation policy hides, are never found.
 
 A query is never handed to the index as typed: it is cut into plain words (letters and
