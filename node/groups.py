@@ -44,6 +44,7 @@ from node.policy import (
     shown_by_federation_policy,
     visible_in_sql,
 )
+from node.search_index import index_group
 from node.storage.models import LOCAL, ConditionGroup, GroupCondition, Membership
 from node.text import neutralise
 from node.validation import (
@@ -190,6 +191,7 @@ async def create_group(
         )
     )
     await session.flush()
+    await index_group(session, group)
     record(session, GroupCreated(group.id))
     return group
 
@@ -275,6 +277,7 @@ async def update_group(
     if not changed:
         return []
     await session.flush()
+    await index_group(session, group)
     await log_action(
         session,
         action=ModAction.EDIT_GROUP,

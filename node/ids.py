@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Literal, cast
+from urllib.parse import urlencode
 
 # ---------------------------------------------------------------- paths
 
@@ -89,6 +90,8 @@ MY_REPORTS_PAGE = "/reports/mine"
 REPORT_PAGE = "/reports/{report_id}"
 REPORT_ACT_PAGE = "/reports/{report_id}/act"
 NOTICES_PAGE = "/notices"
+# Full-text search (node/search.py): `q`, an optional `type` and a `page` in the query string.
+SEARCH_PAGE = "/search"
 NOTICES_READ_PAGE = "/notices/read"
 ADMIN_REPORTS_PAGE = "/admin/reports"
 ADMIN_DASHBOARD_PAGE = "/admin"  # the node's figures (node.community_figures)
@@ -438,6 +441,12 @@ def thread_path(thread_id: str) -> str:
 
 def post_path(post_id: str) -> str:
     return POST_PATH.format(post_id=post_id)
+
+
+def search_path(query: str, kind: str = "", page: int = 1) -> str:
+    """The search page for a query, optionally one type of result, at a page from 1."""
+    params = {"q": query} | ({"type": kind} if kind else {}) | ({"page": page} if page > 1 else {})
+    return f"{SEARCH_PAGE}?{urlencode(params)}"
 
 
 # ---------------------------------------------------------------- parsing paths

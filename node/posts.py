@@ -54,6 +54,7 @@ from node.policy import (
 )
 from node.poll_drafts import PollDraft, poll_problems, store_poll
 from node.qa_windows import QaWindow, refusal, windows_of
+from node.search_index import index_posts, unindex_posts
 from node.storage.engine import note_erasure
 from node.storage.models import LOCAL, ConditionGroup, Member, Membership, Post, Reaction, Thread
 from node.text import neutralise, normalise_line_endings, render_markdown, sanitise_html
@@ -227,9 +228,11 @@ async def start_thread(
     post = _new_post(thread.id, None, view.viewer.member_id, draft, now, anonymous)
     post.held_at = now if held else None
     session.add(post)
+    await session.flush()
+    # Indexed now, held or not: a search finds it only once it is published (node/search.py).
+    await index_posts(session, [post.id])
     if held:
         # Seen by its author and the moderators only, and published when approved.
-        await session.flush()
         return thread
     view.group.last_activity_at = now
     await session.flush()
@@ -447,11 +450,13 @@ async def reply(
         post.held_at = now
         session.add(post)
         await session.flush()
+        await index_posts(session, [post.id])
         return post  # published, and bumps its thread, when approved
     session.add(post)
     thread.last_activity_at = now
     view.group.last_activity_at = now
     await session.flush()
+    await index_posts(session, [post.id])
     record(session, PostReplied(post.id, origin))
     texts = (draft.body, draft.content_warning)
     await report_crisis_posts(session, [_written(post.id, view.group, origin, texts)], now)
@@ -596,6 +601,7 @@ async def reply_many(
     if not rows:
         return results
     await session.execute(insert(Post), rows)
+    await index_posts(session, [str(row["id"]) for row in rows])
     # Groups before threads, as the ORM's flush in `reply` orders them (parents first): a web
     # reply and a worker's batch on the same thread then never wait on each other's second
     # row, which PostgreSQL ends as a deadlock (a 500 to the person replying).
@@ -696,6 +702,7 @@ async def edit_post(
     if is_opening_post and title is not None:
         found.thread.title = title
     await session.flush()
+    await index_posts(session, [found.post.id])
     if found.post.held_at is None:  # a held post is published as it stands when approved
         record(session, PostEdited(found.post.id, origin))
     return found
@@ -945,6 +952,7 @@ async def tombstone(session: AsyncSession, post: Post, thread: Thread, now: date
     if post.parent_id is None:
         thread.title = DELETED_TITLE  # a title can say as much as the text
     await session.execute(delete(Reaction).where(Reaction.post_id == post.id))
+    await unindex_posts(session, [post.id])
     await session.flush()
 
 

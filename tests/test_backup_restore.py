@@ -173,6 +173,8 @@ async def test_restored_node_serves_the_same_content_and_keys_to_its_follower(
         visitor = await a.browser()
         before_page = await visitor.get(settled_path)
         assert before_page.status == 200
+        before_search = await visitor.get("/search?q=settled+written")
+        assert settled_path in before_search.html
         before_documents = {
             path: await as2(visitor, path) for path in ("/g/t1d", "/u/nurse", settled_path)
         }
@@ -237,6 +239,8 @@ async def test_restored_node_serves_the_same_content_and_keys_to_its_follower(
         after_page = await visitor.get(settled_path)
         assert after_page.status == 200
         assert without_tokens(after_page.html) == without_tokens(before_page.html)
+        after_search = await visitor.get("/search?q=settled+written")
+        assert without_tokens(after_search.html) == without_tokens(before_search.html)
         for path, document in before_documents.items():
             assert await as2(visitor, path) == document, path
 

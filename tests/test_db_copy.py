@@ -181,6 +181,12 @@ async def test_db_copy_moves_pages_pending_deliveries_and_keys_to_postgresql(
         for path, document in documents.items():
             assert await as2(visitor, path) == document, path
 
+        # And search finds what was written on SQLite: its documents were copied, and
+        # PostgreSQL's generated column indexed them (SQLite's FTS5 tables are not copied)
+        found = await visitor.get("/search?q=pointing")
+        assert f"{thread_path}#post-" in found.html and "<mark>pointing</mark>" in found.html
+        assert thread_path in (await visitor.get("/search?q=sqlite+before")).html
+
         # And a thread started on A' reaches B, which verifies it with the keys it cached
         owner = await a2.browser()
         await owner.login("nurse")

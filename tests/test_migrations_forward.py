@@ -237,12 +237,19 @@ async def test_a_database_from_the_first_release_migrates_to_head_with_its_data(
         assert thread.status == 200, thread.text[:300]
         assert "Anyone else wake at 3am?" in thread.text
         assert "Every week, sadly." in thread.text
+        # And search finds what was written before it existed (the migration indexed it),
+        # never the private group
+        found = await browser.get("/search?q=wakes+3am")
+        assert "/t/0000000000thread0001" in found.html, found.text[:300]
+        assert "/g/t1d" in (await browser.get("/search?q=diabetic")).html
+        assert "No groups, threads or posts" in (await browser.get("/search?q=carers")).text
         # And its members sign in with the passwords they had, and write
         await browser.login("bob")
         await browser.get("/t/0000000000thread0001")
         page = await browser.post("/t/0000000000thread0001/reply", {"body": "Still here."})
         assert page.status == 200, page.text[:300]
         assert "Still here." in page.text
+        assert "<mark>Still</mark>" in (await browser.get("/search?q=still")).html
         # And, given key pairs at start-up, the group and its local members federate: their
         # AS2 documents answer with a public key (the keys of the first release's rows)
         for path in ("/g/t1d", "/u/ann", "/u/bob"):

@@ -88,7 +88,8 @@ async def test_pg_dump_and_the_secret_restore_a_postgresql_node(
         page = await owner.post("/g/t1d/new", {"title": "Dumped", "body": "Kept *safe*."})
         assert page.status == 200, page.text[:300]
         visitor = await a.browser()
-        paths = ("/g/t1d", page.path)
+        paths = ("/g/t1d", page.path, "/search?q=dumped+safe")
+        assert page.path in (await visitor.get(paths[2])).html
         pages = {path: (await visitor.get(path)).html for path in paths}
         documents = {path: await as2(visitor, path) for path in ("/g/t1d", "/u/nurse")}
     finally:

@@ -10,7 +10,7 @@ from sqlalchemy import inspect, text
 from node.runtime import NodeContext
 from node.storage.engine import create_engine
 from node.storage.migrate import upgrade_to_head
-from node.storage.models import Base
+from node.storage.models import Base, in_the_models
 from tests.databases import BACKEND, sqlite_url
 
 
@@ -48,7 +48,8 @@ async def test_the_models_and_the_migrations_agree(node: NodeContext) -> None:
     from alembic.migration import MigrationContext
 
     def differences(sync_connection: object) -> list[object]:
-        context = MigrationContext.configure(sync_connection, opts={"compare_type": True})  # type: ignore[arg-type]
+        opts = {"compare_type": True, "include_object": in_the_models}
+        context = MigrationContext.configure(sync_connection, opts=opts)  # type: ignore[arg-type]
         return list(compare_metadata(context, Base.metadata))
 
     async with node.engine.connect() as connection:

@@ -31,6 +31,7 @@ from web import (
     routes_privacy,
     routes_professionals,
     routes_qa,
+    routes_search,
     routes_threads,
 )
 from web.appkeys import FEDERATION, METRICS, NODE, TEMPLATES
@@ -145,4 +146,5 @@ def _application(settings: Settings) -> web.Application:
     routes_erasure.register(app.router)
     routes_health.register(app.router)
     assets.register(app.router)
+    routes_search.register(app.router)
     return app

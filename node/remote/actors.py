@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.errors import Conflict
 from node.policy import PARTNERS
+from node.search_index import index_group
 from node.storage.models import LOCAL, ConditionGroup, Member
 from node.text import neutralise
 
@@ -182,4 +183,5 @@ async def upsert_remote_group(
         group.visibility, group.join_policy = PARTNERS, "request"
     _locate(group, facts, now)
     await session.flush()
+    await index_group(session, group)
     return group

@@ -92,6 +92,8 @@ def _lower(value: object) -> object:
 
 
 ERASED = "healthnode.erased"
+# SQLite's full-text index (migration 0030_search), rewritten without deleted documents.
+SEARCH_INDEX_OPTIMIZE = "INSERT INTO search_index(search_index) VALUES ('optimize')"
 
 
 def note_erasure(session: AsyncSession) -> None:
@@ -103,13 +105,19 @@ def note_erasure(session: AsyncSession) -> None:
 async def checkpoint_after_erasure(engine: AsyncEngine, session: AsyncSession) -> None:
     """After a committed erasure on SQLite, copy the log into the database and empty it: the
     log's earlier frames still hold the erased text until then. PostgreSQL has no such step
-    (its dead row versions go at VACUUM; docs/POLICY.md)."""
+    (its dead row versions go at VACUUM; docs/POLICY.md).
+
+    First the search index is merged into one segment: FTS5 (before SQLite 3.42's
+    secure-delete) only marks a deleted document's words as deleted, and keeps them in older
+    segments until a merge; the pages the merge frees are zeroed (`secure_delete`)."""
     if not session.info.pop(ERASED, False) or engine.dialect.name != "sqlite":
         return
     async with engine.connect() as connection:
         raw = await connection.get_raw_connection()
-        # The driver's own connection: no transaction is opened around the checkpoint.
-        await raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
+        # The driver's own connection: each statement is its own transaction.
+        driver = raw.driver_connection
+        await driver.execute(SEARCH_INDEX_OPTIMIZE)  # type: ignore[union-attr]
+        await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
 
 
 AFTER_COMMIT = "healthnode.after_commit"

@@ -251,6 +251,49 @@ class Post(Base):
     anonymous: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
+# The database's own full-text index over `search_documents` (migration 0030_search): SQLite's
+# FTS5 table (and the shadow tables FTS5 keeps, named after it), PostgreSQL's generated column
+# and its GIN index. Never mapped: no query writes them, `db copy` leaves them to the target.
+SEARCH_INDEX_TABLE = "search_index"
+SEARCH_INDEX_COLUMN = "document"
+SEARCH_INDEX_GIN = "ix_search_documents_document"
+
+
+def in_the_models(
+    item: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    """Alembic's `include_object`: whether a database object is one the models describe,
+    so that comparing the schema with the models leaves the search index out."""
+    if type_ == "table" and name is not None:
+        return name != SEARCH_INDEX_TABLE and not name.startswith(SEARCH_INDEX_TABLE + "_")
+    if type_ == "column" and name == SEARCH_INDEX_COLUMN:
+        return getattr(getattr(item, "table", None), "name", None) != "search_documents"
+    return not (type_ == "index" and name == SEARCH_INDEX_GIN)
+
+
+class SearchDocument(Base):
+    """What search reads (node/search.py): a group's name, description and tags (`post_id`
+    None), or a post's text with, for a thread's opening post, the thread's title.
+
+    The full-text index over it belongs to the database and is made by migration 0030_search:
+    on SQLite the FTS5 table `search_index` (porter stemming; triggers on this table keep it in
+    step), on PostgreSQL the generated `tsvector` column `document` with a GIN index. Neither
+    is mapped here, so `healthnode db copy` copies these rows and the target indexes them.
+    Nothing about who may read is stored: a search joins the live group, thread and post rows
+    and asks node/policy.py."""
+
+    __tablename__ = "search_documents"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    group_id: Mapped[int] = mapped_column(
+        ForeignKey("condition_groups.id", ondelete="CASCADE"), index=True
+    )
+    post_id: Mapped[str | None] = mapped_column(
+        ForeignKey("posts.id", ondelete="CASCADE"), nullable=True, unique=True
+    )
+    title: Mapped[str] = mapped_column(Text, default="")
+    body: Mapped[str] = mapped_column(Text, default="")
+
+
 class Reaction(Base):
     __tablename__ = "reactions"
     post_id: Mapped[str] = mapped_column(
