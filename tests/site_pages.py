@@ -42,6 +42,7 @@ PAGES: list[PageCase] = [
     PageCase("/g/{group}/members", EVERYONE),
     PageCase("/u/{member}", EVERYONE, shot="profile"),
     PageCase("/help", EVERYONE),
+    PageCase("/search?q=pacing", EVERYONE, shot="search"),
     PageCase("/privacy", (VISITOR, MEMBER)),
     PageCase("/register", (VISITOR,), shot="register"),
     PageCase("/login", (VISITOR,), shot="sign-in"),
