@@ -69,6 +69,7 @@ GROUP_WITHDRAW_INVITE_PATH = "/g/{slug}/invitations/withdraw"
 THREAD_REPLY_PATH = "/t/{thread_id}/reply"
 THREAD_REOPEN_PATH = "/t/{thread_id}/reopen"
 THREAD_VOTE_PATH = "/t/{thread_id}/vote"
+THREAD_SUBSCRIPTION_PATH = "/t/{thread_id}/subscription"  # watch or mute (node.thread_reads)
 POST_EDIT_PATH = "/p/{post_id}/edit"
 POST_DELETE_PATH = "/p/{post_id}/delete"
 POST_HELPFUL_PATH = "/p/{post_id}/helpful"
@@ -88,6 +89,7 @@ MY_REPORTS_PAGE = "/reports/mine"
 REPORT_PAGE = "/reports/{report_id}"
 REPORT_ACT_PAGE = "/reports/{report_id}/act"
 NOTICES_PAGE = "/notices"
+FEED_PAGE = "/feed"  # new threads and replies in the member's groups (node.thread_lists)
 NOTICES_READ_PAGE = "/notices/read"
 ADMIN_REPORTS_PAGE = "/admin/reports"
 ADMIN_AUDIT_PAGE = "/admin/audit"
@@ -432,6 +434,10 @@ def thread_path(thread_id: str) -> str:
 
 def post_path(post_id: str) -> str:
     return POST_PATH.format(post_id=post_id)
+
+
+def thread_subscription_path(thread_id: str) -> str:
+    return THREAD_SUBSCRIPTION_PATH.format(thread_id=thread_id)
 
 
 # ---------------------------------------------------------------- parsing paths

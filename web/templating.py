@@ -63,6 +63,8 @@ def create_environment() -> jinja2.Environment:
         group_path=ids.group_path,
         thread_path=ids.thread_path,
         post_path=ids.post_path,
+        feed_path=ids.FEED_PAGE,
+        thread_subscription_path=ids.thread_subscription_path,
         help_path=ids.HELP_PAGE,
         admin_crisis_path=ids.ADMIN_CRISIS_PAGE,
         admin_reset_link_path=ids.admin_reset_link_path,
