@@ -20,6 +20,7 @@ from web import (
     routes_activitypub,
     routes_crisis,
     routes_discovery,
+    routes_feed,
     routes_group_settings,
     routes_groups,
     routes_moderation,
@@ -371,6 +372,7 @@ def _app() -> web.Application:
         routes_crisis,
         routes_threads,
         routes_qa,
+        routes_feed,
     ):
         module.register(app.router)
     return app
