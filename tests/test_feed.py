@@ -16,6 +16,7 @@ from node import groups, members, membership, thread_lists, thread_reads
 from node.erasure import ErasureRequest, erase_local_account
 from node.errors import Invalid
 from node.ids import new_object_id
+from node.modlog import ModAction, log_action
 from node.paging import FIRST_PAGE, PageRequest, decode_cursor, encode_cursor
 from node.policy import Viewer
 from node.runtime import NodeContext
@@ -440,3 +441,26 @@ async def test_feed_pages_and_needs_signing_in(
     seen += thread_ids(page)
     assert seen == expected and link(page, "Older") is None
     assert (await alice.get("/feed?after=not-a-cursor")).status == 400
+
+
+async def test_moderation_log_pages(web_node: NodeContext, browser_factory: BrowserFactory) -> None:
+    alice_id = await person(web_node, "alice")
+    slug = await group_of(web_node, alice_id, "logged")
+    async with web_node.transaction() as session:
+        group = await groups.find_group(session, slug)
+        assert group is not None
+        for number in range(70):
+            await log_action(
+                session, action=ModAction.EDIT_GROUP, reason=f"change {number:02d}",
+                now=web_node.clock.now(), actor_label="alice", actor_id=alice_id,
+                group_id=group.id,
+            )  # fmt: skip
+    alice = await signed_in(browser_factory, "alice")
+    page = await alice.get(f"/g/{slug}/moderation/log")
+    reasons = re.findall(r"change (\d\d)", page.html)
+    older = link(page, "Older entries")
+    assert older is not None
+    page = await alice.get(f"/g/{slug}/moderation/log{older}")
+    reasons += re.findall(r"change (\d\d)", page.html)
+    assert reasons == [f"{number:02d}" for number in reversed(range(70))]
+    assert (await alice.get(f"/g/{slug}/moderation/log?before=1")).status == 400
