@@ -192,7 +192,8 @@ async def moderation_page(
     if not view.may(Action.MODERATE):
         raise Forbidden("Only this group's moderators can open its moderation page.")
     queue = await membership.moderation_queue(db(request), view)
-    people = await membership.list_members(db(request), view)
+    wanted = page_request(request.query, membership.MEMBER_KEYS)
+    people = await membership.members_page(db(request), view, wanted)
     join_link = ""
     if asks_by_link(view.group.visibility, view.group.join_policy):
         iris = ids.Iris(node_of(request).settings.base_url)
