@@ -35,6 +35,7 @@ from node.storage.models import (
     Thread,
     WebSession,
 )
+from node.thread_reads import forget_member as forget_reads
 
 ERASED_NAME = "deleted member"
 # Not a hash any verifier accepts: no password signs in to an erased account.
@@ -72,6 +73,7 @@ async def erase_local_account(
         if post.held_at is None:  # a held post was never published: nothing to take back
             record(session, PostDeleted(post.id, member_id))
     await session.execute(delete(Reaction).where(Reaction.member_id == member_id))
+    await forget_reads(session, member_id)
     await forget_votes(session, member_id, now)
     memberships = await session.execute(
         select(Membership)

@@ -71,6 +71,7 @@ GROUP_WITHDRAW_INVITE_PATH = "/g/{slug}/invitations/withdraw"
 THREAD_REPLY_PATH = "/t/{thread_id}/reply"
 THREAD_REOPEN_PATH = "/t/{thread_id}/reopen"
 THREAD_VOTE_PATH = "/t/{thread_id}/vote"
+THREAD_SUBSCRIPTION_PATH = "/t/{thread_id}/subscription"  # watch or mute (node.thread_reads)
 POST_EDIT_PATH = "/p/{post_id}/edit"
 POST_DELETE_PATH = "/p/{post_id}/delete"
 POST_HELPFUL_PATH = "/p/{post_id}/helpful"
@@ -92,6 +93,7 @@ REPORT_ACT_PAGE = "/reports/{report_id}/act"
 NOTICES_PAGE = "/notices"
 # Full-text search (node/search.py): `q`, an optional `type` and a `page` in the query string.
 SEARCH_PAGE = "/search"
+FEED_PAGE = "/feed"  # new threads and replies in the member's groups (node.thread_lists)
 NOTICES_READ_PAGE = "/notices/read"
 ADMIN_REPORTS_PAGE = "/admin/reports"
 ADMIN_DASHBOARD_PAGE = "/admin"  # the node's figures (node.community_figures)
@@ -447,6 +449,8 @@ def search_path(query: str, kind: str = "", page: int = 1) -> str:
     """The search page for a query, optionally one type of result, at a page from 1."""
     params = {"q": query} | ({"type": kind} if kind else {}) | ({"page": page} if page > 1 else {})
     return f"{SEARCH_PAGE}?{urlencode(params)}"
+def thread_subscription_path(thread_id: str) -> str:
+    return THREAD_SUBSCRIPTION_PATH.format(thread_id=thread_id)
 
 
 # ---------------------------------------------------------------- parsing paths

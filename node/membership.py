@@ -18,6 +18,7 @@ from node.events import MembershipChanged, Origin, record
 from node.groups import GROUP_NOT_FOUND, GroupView, find_group
 from node.members import find_member_by_handle
 from node.modlog import ModAction, log_action
+from node.paging import KeyKind, Page, PageRequest, beyond, order, page_of
 from node.policy import (
     NO_STANDING,
     Action,
@@ -413,6 +414,35 @@ async def list_members(session: AsyncSession, view: GroupView) -> list[MemberEnt
     if not view.may(Action.SEE_MEMBERS):
         raise NotFound(GROUP_NOT_FOUND)
     return await _members_in(session, view.group.id, ("active",))
+
+
+# The cursor of a member list: when each joined (oldest first), then their member id.
+MEMBER_KEYS: tuple[KeyKind, ...] = ("moment", "number")
+
+
+async def members_page(
+    session: AsyncSession, view: GroupView, request: PageRequest
+) -> Page[MemberEntry]:
+    """A page of the group's active members, in the order they joined (node/paging.py)."""
+    if not view.may(Action.SEE_MEMBERS):
+        raise NotFound(GROUP_NOT_FOUND)
+    keys = [Membership.created_at, Membership.member_id]
+    statement = select(Member, Membership.state, Membership.role, Membership.created_at).join(
+        Membership, Membership.member_id == Member.id
+    )
+    statement = statement.where(
+        Membership.group_id == view.group.id,
+        Membership.state == "active",
+        shown_by_federation_policy(Member.federation_hidden),
+    )
+    if request.cursor is not None:
+        statement = statement.where(beyond(keys, request.cursor, request.newer, ascending=True))
+    rows = await session.execute(
+        statement.order_by(*order(keys, request.newer, ascending=True)).limit(request.size + 1)
+    )
+    page = page_of(list(rows.all()), request, lambda row: (row[3], row[0].id))
+    entries = [MemberEntry(member, state, role) for member, state, role, _ in page.items]
+    return Page(entries, page.older, page.newer)
 
 
 async def moderation_queue(session: AsyncSession, view: GroupView) -> list[MemberEntry]:

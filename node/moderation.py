@@ -26,6 +26,7 @@ from node.errors import Conflict, Forbidden, Invalid, NotFound
 from node.groups import GroupView, group_view_by_id
 from node.members import get_member, handle_of
 from node.modlog import ModAction, log_action, required_reason
+from node.paging import FIRST_PAGE, KeyKind, Page, PageRequest, beyond, order, page_of
 from node.policy import Action, Viewer
 from node.reports import ReportCategory, ReportState, file_report, parse_category
 from node.storage.models import (
@@ -45,7 +46,7 @@ REPORT_THANKS = (
 )
 SUSPENDED_MESSAGE = "This account is suspended: it cannot sign in, post, reply or report."
 QUEUE_MAX = 500  # open reports read for one queue page
-LOG_MAX = 500  # log entries shown on one page, newest first
+LOG_MAX = 500  # a member's own reports and warnings shown, newest first
 BAN_DAYS_MAX = 3650
 
 CATEGORY_LABELS: dict[str, str] = {
@@ -806,34 +807,50 @@ class LogLine:
         return ACTION_LABELS.get(self.entry.action, self.entry.action.replace("_", " "))
 
 
-async def _log(session: AsyncSession, where: ColumnElement[bool]) -> list[LogLine]:
-    rows = await session.execute(
+# The cursor of a log page: when, then the entry's id (newest first).
+LOG_KEYS: tuple[KeyKind, ...] = ("moment", "number")
+
+
+async def _log(
+    session: AsyncSession, where: ColumnElement[bool], request: PageRequest
+) -> Page[LogLine]:
+    keys = [ModerationLogEntry.created_at, ModerationLogEntry.id]
+    statement = (
         select(ModerationLogEntry, ConditionGroup, Member, Post.anonymous)
         .outerjoin(ConditionGroup, ConditionGroup.id == ModerationLogEntry.group_id)
         .outerjoin(Member, Member.id == ModerationLogEntry.member_id)
         .outerjoin(Post, Post.id == ModerationLogEntry.post_id)
         .where(where)
-        .order_by(ModerationLogEntry.created_at.desc(), ModerationLogEntry.id.desc())
-        .limit(LOG_MAX)
     )
-    return [
+    if request.cursor is not None:
+        statement = statement.where(beyond(keys, request.cursor, request.newer))
+    rows = await session.execute(
+        statement.order_by(*order(keys, request.newer)).limit(request.size + 1)
+    )
+    page = page_of(list(rows.all()), request, lambda row: (row[0].created_at, row[0].id))
+    lines = [
         LogLine(entry, group, None if anonymous else member)
-        for entry, group, member, anonymous in rows.all()
+        for entry, group, member, anonymous in page.items
     ]
+    return Page(lines, page.older, page.newer)
 
 
-async def group_log(session: AsyncSession, view: GroupView) -> list[LogLine]:
-    """The group's moderation log: for its moderators (and the node's admins)."""
+async def group_log(
+    session: AsyncSession, view: GroupView, request: PageRequest = FIRST_PAGE
+) -> Page[LogLine]:
+    """A page of the group's moderation log: for its moderators (and the node's admins)."""
     if not view.may(Action.MODERATE):
         raise Forbidden("Only this group's moderators can read its moderation log.")
-    return await _log(session, ModerationLogEntry.group_id == view.group.id)
+    return await _log(session, ModerationLogEntry.group_id == view.group.id, request)
 
 
-async def audit_log(session: AsyncSession, viewer: Viewer) -> list[LogLine]:
-    """Every entry on this node, in every group and node-wide: for admins."""
+async def audit_log(
+    session: AsyncSession, viewer: Viewer, request: PageRequest = FIRST_PAGE
+) -> Page[LogLine]:
+    """A page of every entry on this node, in every group and node-wide: for admins."""
     if not viewer.is_admin:
         raise NotFound("There is nothing at this address.")
-    return await _log(session, ModerationLogEntry.id.is_not(None))
+    return await _log(session, ModerationLogEntry.id.is_not(None), request)
 
 
 # ------------------------------------------------------------------ anonymous posts

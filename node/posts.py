@@ -56,7 +56,7 @@ from node.poll_drafts import PollDraft, poll_problems, store_poll
 from node.qa_windows import QaWindow, refusal, windows_of
 from node.search_index import index_posts, unindex_posts
 from node.storage.engine import note_erasure
-from node.storage.models import LOCAL, ConditionGroup, Member, Membership, Post, Reaction, Thread
+from node.storage.models import LOCAL, ConditionGroup, Member, Post, Reaction, Thread
 from node.text import neutralise, normalise_line_endings, render_markdown, sanitise_html
 from node.validation import collect, text_problem
 
@@ -1098,57 +1098,6 @@ async def view_thread(
     return ThreadView(thread, view, posts, window, now)
 
 
-@dataclass(frozen=True)
-class ThreadSummary:
-    thread: Thread
-    author: Member
-    reply_count: int
-    byline: Byline
-
-
-def _opening_anonymous() -> ColumnElement[bool]:
-    """Whether the thread's opening post (whose author is the thread's) is anonymous."""
-    return (
-        select(Post.anonymous)
-        .where(Post.thread_id == Thread.id, Post.parent_id.is_(None))
-        .correlate(Thread)
-        .scalar_subquery()
-    )
-
-
-async def threads_of_group(session: AsyncSession, view: GroupView) -> list[ThreadSummary]:
-    """A group's threads, pinned ones first, then newest activity first; NotFound if the
-    viewer may not read them."""
-    if not view.may(Action.READ):
-        raise NotFound("There is no group at this address.")
-    replies = (
-        select(Post.thread_id, func.count().label("replies"))
-        .where(
-            Post.thread_id.in_(select(Thread.id).where(Thread.group_id == view.group.id)),
-            Post.parent_id.is_not(None),
-            Post.held_at.is_(None),
-        )
-        .group_by(Post.thread_id)
-        .subquery()
-    )
-    rows = await session.execute(
-        select(Thread, Member, func.coalesce(replies.c.replies, 0), _opening_anonymous())
-        .join(Member, Member.id == Thread.author_id)
-        .outerjoin(replies, replies.c.thread_id == Thread.id)
-        .where(
-            Thread.group_id == view.group.id,
-            _held_threads_shown(view),
-            shown_by_federation_policy(Member.federation_hidden),
-        )
-        .order_by(Thread.pinned_at.is_(None), Thread.last_activity_at.desc())
-        .limit(200)
-    )
-    return [
-        ThreadSummary(thread, author, count, byline_of(bool(anonymous), author, view.viewer))
-        for thread, author, count, anonymous in rows.all()
-    ]
-
-
 def _held_shown(view: GroupView) -> ColumnElement[bool]:
     """Posts of the group the viewer sees: a held one only if they wrote or moderate it."""
     if view.may(Action.MODERATE):
@@ -1156,51 +1105,3 @@ def _held_shown(view: GroupView) -> ColumnElement[bool]:
     if view.viewer.member_id is None:
         return Post.held_at.is_(None)
     return Post.held_at.is_(None) | (Post.author_id == view.viewer.member_id)
-
-
-def _held_threads_shown(
-    view: GroupView | None, member_id: int | None = None
-) -> ColumnElement[bool]:
-    """Threads the viewer sees: one whose opening post is held only if they started it or
-    moderate its group (`view` None: a list across groups, where nobody moderates)."""
-    if view is not None and view.may(Action.MODERATE):
-        return true()
-    member_id = view.viewer.member_id if view is not None else member_id
-    held = select(Post.thread_id).where(Post.parent_id.is_(None), Post.held_at.is_not(None))
-    if member_id is not None:
-        held = held.where(Post.author_id != member_id)
-    return Thread.id.not_in(held)
-
-
-@dataclass(frozen=True)
-class FeedItem:
-    thread: Thread
-    group: ConditionGroup
-    author: Member
-    byline: Byline
-
-
-async def feed_for(session: AsyncSession, viewer: Viewer, limit: int = 20) -> list[FeedItem]:
-    """The latest threads in every group the viewer is an active member of, here or elsewhere."""
-    if viewer.member_id is None:
-        return []
-    rows = await session.execute(
-        select(Thread, ConditionGroup, Member, _opening_anonymous())
-        .join(ConditionGroup, ConditionGroup.id == Thread.group_id)
-        .join(Member, Member.id == Thread.author_id)
-        .join(
-            Membership,
-            (Membership.group_id == ConditionGroup.id) & (Membership.member_id == viewer.member_id),
-        )
-        .where(
-            Membership.state == "active",
-            _held_threads_shown(None, viewer.member_id),
-            shown_by_federation_policy(Member.federation_hidden, ConditionGroup.federation_hidden),
-        )
-        .order_by(Thread.last_activity_at.desc())
-        .limit(limit)
-    )
-    return [
-        FeedItem(thread, group, author, byline_of(bool(anonymous), author, viewer))
-        for thread, group, author, anonymous in rows.all()
-    ]

@@ -21,6 +21,7 @@ from web import (
     routes_crisis,
     routes_dashboard,
     routes_discovery,
+    routes_feed,
     routes_group_settings,
     routes_groups,
     routes_moderation,
@@ -373,6 +374,7 @@ def _app() -> web.Application:
         routes_threads,
         routes_qa,
         routes_dashboard,
+        routes_feed,
     ):
         module.register(app.router)
     return app

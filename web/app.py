@@ -24,6 +24,7 @@ from web import (
     routes_email,
     routes_erasure,
     routes_export,
+    routes_feed,
     routes_group_settings,
     routes_groups,
     routes_health,
@@ -135,6 +136,7 @@ def _application(settings: Settings) -> web.Application:
     routes_groups.register(app.router)
     routes_group_settings.register(app.router)
     routes_threads.register(app.router)
+    routes_feed.register(app.router)
     routes_qa.register(app.router)
     routes_admin.register(app.router)
     routes_dashboard.register(app.router)

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from node import groups, members, membership, posts
+from node import groups, members, membership, posts, thread_lists
 from node.config import Settings
 from node.ids import Iris
+from node.paging import FIRST_PAGE
 from node.policy import Viewer
 from node.runtime import NodeContext
 from node.storage.models import Membership
@@ -114,8 +115,8 @@ async def _seed(
     async with charity.transaction() as session:
         bea = await members.get_member(session, "bea")
         view = await groups.view_group(session, f"t1d@{HOSPITAL.domain}", Viewer(bea.id))
-        threads = await posts.threads_of_group(session, view)
-        if not any(summary.thread.title == "Pacing on bad days" for summary in threads):
+        threads = await thread_lists.group_threads(session, view, FIRST_PAGE)
+        if not any(summary.thread.title == "Pacing on bad days" for summary in threads.items):
             await posts.start_thread(
                 session, charity.settings.limits, view, title="Pacing on bad days",
                 draft=posts.Draft("What helps you plan a day when your levels are all over?"),

@@ -9,9 +9,10 @@ from multidict import MultiDict
 
 from federation.client import FetchError, PolicyRefused
 from federation.discovery import resolve_handle
-from node import groups, ids, membership, moderation, posts
+from node import groups, ids, membership, moderation, thread_lists
 from node.errors import Conflict, DomainError, Forbidden, Invalid
 from node.ids import group_path
+from node.paging import PageRequest, page_request
 from node.policy import (
     ANONYMOUS,
     NO_STANDING,
@@ -63,12 +64,15 @@ async def directory(request: web.Request) -> web.Response:
     tag = request.query.get("tag", "")[:40]
     entries = await groups.directory(db(request), viewer(request), query, tag)
     mine = await membership.groups_of_viewer(db(request), viewer(request))
-    feed = await posts.feed_for(db(request), viewer(request))
+    feed = (await thread_lists.feed(db(request), viewer(request), DIRECTORY_FEED)).items
     badges = await badges_of(request, (item.byline.member for item in feed))
     context = {"entries": entries, "query": query, "tag": tag, "mine": mine, "feed": feed,
                "badges": badges}  # fmt: skip
     return render(request, "directory.html", context)
 
+
+# The directory shows the start of the member's feed; the feed page has the rest.
+DIRECTORY_FEED = PageRequest(size=10)
 
 GROUP_FIELDS = (
     "slug", "name", "description", "rules", "tags", "visibility", "join_policy", "partners",
@@ -123,11 +127,12 @@ async def group_page(request: web.Request) -> web.Response:
     notices = await crisis_notices(request)
     if not view.may(Action.READ):
         return render(request, "group_outside.html", {"view": view, "notices": notices})
-    threads = await posts.threads_of_group(db(request), view)
+    wanted = page_request(request.query, thread_lists.GROUP_KEYS)
+    threads = await thread_lists.group_threads(db(request), view, wanted)
     ban_ended = await membership.ban_ended(db(request), view, now(request))
     context = {
         "view": view, "threads": threads, "ban_ended": ban_ended, "notices": notices,
-        "badges": await badges_of(request, (item.byline.member for item in threads)),
+        "badges": await badges_of(request, (item.byline.member for item in threads.items)),
     }  # fmt: skip
     return render_group_page(request, view.group, "group.html", context)
 
@@ -135,13 +140,14 @@ async def group_page(request: web.Request) -> web.Response:
 async def members_page(request: web.Request) -> web.Response:
     """The members, to those who may see them; to everyone else who may read the group, its
     moderators only (who to ask), and a line saying only members see the rest."""
+    wanted = page_request(request.query, membership.MEMBER_KEYS)
     view = await groups.view_group(
         db(request), request.match_info["slug"], viewer(request), need=Action.READ
     )
     if not view.may(Action.SEE_MEMBERS):
         moderators = await membership.moderators_of(db(request), view.group.id)
         return render(request, "members.html", {"view": view, "moderators": moderators})
-    people = await membership.list_members(db(request), view)
+    people = await membership.members_page(db(request), view, wanted)
     return render(request, "members.html", {"view": view, "people": people})
 
 
@@ -187,7 +193,8 @@ async def moderation_page(
     if not view.may(Action.MODERATE):
         raise Forbidden("Only this group's moderators can open its moderation page.")
     queue = await membership.moderation_queue(db(request), view)
-    people = await membership.list_members(db(request), view)
+    wanted = page_request(request.query, membership.MEMBER_KEYS)
+    people = await membership.members_page(db(request), view, wanted)
     join_link = ""
     if asks_by_link(view.group.visibility, view.group.join_policy):
         iris = ids.Iris(node_of(request).settings.base_url)

@@ -7,6 +7,7 @@ from aiohttp import web
 from node import groups, ids, membership, moderation, posts
 from node.errors import Conflict, Forbidden, Invalid
 from node.members import get_member
+from node.paging import page_request
 from node.policy import Action
 from node.reports import ReportCategory
 from web.appkeys import NODE
@@ -223,13 +224,15 @@ async def report_act(request: web.Request) -> web.StreamResponse:
 
 async def group_log(request: web.Request) -> web.Response:
     view = await groups.view_group(db(request), request.match_info["slug"], viewer(request))
-    lines = await moderation.group_log(db(request), view)
+    wanted = page_request(request.query, moderation.LOG_KEYS)
+    lines = await moderation.group_log(db(request), view, wanted)
     return render(request, "moderation_log.html", {"view": view, "lines": lines})
 
 
 async def audit_log(request: web.Request) -> web.Response:
     _require_admin(request)
-    lines = await moderation.audit_log(db(request), viewer(request))
+    wanted = page_request(request.query, moderation.LOG_KEYS)
+    lines = await moderation.audit_log(db(request), viewer(request), wanted)
     return render(request, "moderation_log.html", {"view": None, "lines": lines})
 
 

@@ -34,6 +34,7 @@ from web.pages import (
     viewer,
 )
 from web.routes_activitypub import post_document, thread_document, wants_activity_json
+from web.routes_feed import reading
 
 
 def register(router: web.UrlDispatcher) -> None:
@@ -208,6 +209,7 @@ async def thread_page(
         "badges": await badges_of(request, (item.byline.member for item in thread.posts)),
         "qa": await qa.qa_page(db(request), thread, moment),
         "poll": poll,
+        "subscription": await reading(request, thread),
     }
     return render_group_page(request, thread.group.group, "thread.html", context, status)
 

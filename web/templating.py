@@ -66,6 +66,8 @@ def create_environment() -> jinja2.Environment:
         post_path=ids.post_path,
         search_path=ids.search_path,
         search_page=ids.SEARCH_PAGE,
+        feed_path=ids.FEED_PAGE,
+        thread_subscription_path=ids.thread_subscription_path,
         help_path=ids.HELP_PAGE,
         admin_crisis_path=ids.ADMIN_CRISIS_PAGE,
         admin_reset_link_path=ids.admin_reset_link_path,

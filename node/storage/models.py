@@ -788,3 +788,21 @@ class PollVote(Base):
             "thread_id", "option_id", "voter_id", name="uq_poll_votes_thread_option_voter"
         ),
     )
+
+
+class ThreadRead(Base):
+    """One member's standing in one thread (node/thread_reads.py): how far they have read
+    (`read_up_to`, the newest post they were shown), and whether they watch or mute it.
+    Personal: never shown to anyone else, never federated; erased with the account."""
+
+    __tablename__ = "thread_reads"
+    member_id: Mapped[int] = mapped_column(
+        ForeignKey("members.id", ondelete="CASCADE"), primary_key=True
+    )
+    thread_id: Mapped[str] = mapped_column(
+        ForeignKey("threads.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    read_up_to: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    subscription: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    __table_args__ = (CheckConstraint("subscription IN ('watch', 'mute')", name="subscription"),)
