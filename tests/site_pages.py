@@ -49,6 +49,7 @@ PAGES: list[PageCase] = [
     PageCase("/recover", (VISITOR,)),
     PageCase("/account/recover", (VISITOR,)),
     # A member's own pages.
+    PageCase("/feed", (MEMBER,), shot="feed"),
     PageCase("/groups/new", (MEMBER,)),
     PageCase("/g/{group}/new", (MEMBER,), shot="new-thread"),
     PageCase("/g/{private}", (MEMBER,)),

@@ -1,7 +1,7 @@
 """thread reads: a member's read marker in a thread, and whether they watch or mute it
 
 Revision ID: 0031_feed
-Revises: 0028_expert_qa
+Revises: 0030_search
 Create Date: 2026-12-07 04:40:00
 """
 
