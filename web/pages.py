@@ -17,7 +17,17 @@ from node.policy import ANONYMOUS, Viewer, search_engines_may_index
 from node.professionals import Badge, badges_for
 from node.runtime import NodeContext
 from node.storage.models import LOCAL, ConditionGroup, Member
-from web.appkeys import CSRF_BASIS, CSRF_FAILED, DB, ME, MEMBER, NODE, TEMPLATES, VIEWER
+from web.appkeys import (
+    CSRF_BASIS,
+    CSRF_FAILED,
+    DB,
+    IDENTITY,
+    ME,
+    MEMBER,
+    NODE,
+    TEMPLATES,
+    VIEWER,
+)
 from web.csrf import token_for
 from web.security_headers import SECURITY_HEADERS, open_to_search_engines
 
@@ -73,6 +83,7 @@ def render(
             viewer=viewer(request),
             csrf_token=token_for(node.secret, basis) if basis else "",
             limits=node.settings.limits,
+            node_identity=request.app[IDENTITY].current,
             **(context or {}),
         )
     )
