@@ -194,10 +194,16 @@ async def body_first(request: web.Request, handler: Handler) -> web.StreamRespon
     if request.method == "POST" and not is_signed_not_cookied(request):
         try:
             async with asyncio.timeout(BODY_READ_SECONDS):
-                await request.read()  # kept by aiohttp for request.post()
+                if request.content_type == "multipart/form-data":
+                    # Parsed as it arrives (a file upload): read() would leave post() nothing.
+                    await request.post()
+                else:
+                    await request.read()  # kept by aiohttp for request.post()
         except TimeoutError:
             message = "What you sent took too long to arrive; nothing was saved."
             return await answer_and_hang_up(request, error_page(request, 408, message))
+        except ValueError:  # a multipart body without its boundaries
+            return error_page(request, 400, "The form could not be read; nothing was saved.")
     return await handler(request)
 
 
