@@ -161,7 +161,7 @@ def row_id(request: web.Request, name: str) -> int:
 
 
 async def form(request: web.Request) -> MultiDict[str]:
-    """The posted fields; file parts are dropped, no page takes uploads."""
+    """The posted fields; file parts are dropped (the one upload, the logo, is read apart)."""
     data = await request.post()
     return MultiDict((key, value) for key, value in data.items() if isinstance(value, str))
 
