@@ -206,6 +206,7 @@ async def test_closed_registration_says_so_and_refuses_a_post(
     assert page.status == 200
     assert "not taking new members" in page.text
     assert 'action="/register"' not in page.html
+    assert 'href="/register"' not in (await visitor.get("/")).html  # no Join link either
     page = await visitor.post(
         "/register",
         {"username": "eve", "password": "x" * 12, "password_again": "x" * 12, "consent": "yes"},
