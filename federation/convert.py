@@ -16,6 +16,7 @@ from node import ids
 from node.config import Settings
 from node.export import PostRecord
 from node.federation_policy import host_of
+from node.identity import NodeIdentity
 from node.ids import Iris
 from node.policy import federates, shared_with_partners
 from node.polls import PublishedPoll
@@ -158,12 +159,19 @@ class Documents:
             }
         return document
 
-    def application(self, public_pem: str) -> dict[str, Any]:
+    def application(self, public_pem: str, identity: NodeIdentity) -> dict[str, Any]:
+        """The instance actor, named and described as the admins set the node's identity."""
         document = self._actor(
-            "Application", ids.InstanceActorRef(), self.settings.domain, "healthnode", "",
-            public_pem,
+            "Application", ids.InstanceActorRef(), self.settings.domain, identity.name,
+            _paragraphs(identity.description), public_pem,
         )  # fmt: skip
         document["manuallyApprovesFollowers"] = True
+        if identity.logo_path and identity.logo_type:
+            document["icon"] = {
+                "type": "Image",
+                "mediaType": identity.logo_type,
+                "url": self.settings.base_url + identity.logo_path,
+            }
         return document
 
     def collection(self, iri: str, total: int, items: list[Any] | None = None) -> dict[str, Any]:

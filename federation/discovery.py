@@ -16,7 +16,8 @@ from urllib.parse import quote, urlsplit
 from xml.sax.saxutils import quoteattr
 
 from federation.client import FederationClient, FetchError, Signer
-from node.config import Settings, is_loopback_domain, validate_domain
+from node.config import RegistrationMode, Settings, is_loopback_domain, validate_domain
+from node.identity import NodeIdentity
 from node.ids import WEBFINGER_PATH, GroupRef, InstanceActorRef, Iris, MemberRef
 
 Kind = Literal["member", "group", "instance"]
@@ -160,6 +161,7 @@ def nodeinfo_links(settings: Settings) -> dict[str, Any]:
 
 def nodeinfo_document(
     settings: Settings,
+    identity: NodeIdentity,
     *,
     users_total: int,
     active_month: int,
@@ -173,7 +175,8 @@ def nodeinfo_document(
         "software": {"name": SOFTWARE_NAME, "version": software_version()},
         "protocols": ["activitypub"],
         "services": {"inbound": [], "outbound": []},
-        "openRegistrations": True,
+        # Registration by approval is not open: NodeInfo's schema means "anyone, now".
+        "openRegistrations": identity.registration is RegistrationMode.OPEN,
         "usage": {
             "users": {
                 "total": users_total,
@@ -182,7 +185,8 @@ def nodeinfo_document(
             },
             "localPosts": local_posts,
         },
-        "metadata": {},
+        # The names Mastodon and Misskey publish the node's own name and description under.
+        "metadata": {"nodeName": identity.name, "nodeDescription": identity.description},
     }
 
 

@@ -34,6 +34,17 @@ class HostHealth:
             return "failing"
         return "closed"
 
+    def state_in_words(self, now: datetime) -> str:
+        """The circuit's state as a volunteer running the node would say it."""
+        return CIRCUIT_WORDS[self.circuit(now)]
+
+
+CIRCUIT_WORDS = {
+    "open": "Paused after repeated failures",
+    "failing": "Waiting to retry after a failure",
+    "closed": "Working",
+}
+
 
 async def hosts_health(session: AsyncSession) -> list[HostHealth]:
     hosts: dict[str, HostHealth] = {}

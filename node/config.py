@@ -429,6 +429,52 @@ EMAIL_ADDRESS = re.compile(r"[^@\s<>\"]{1,64}@[^@\s<>\"]{1,252}\.[^@\s<>\".]{1,6
 EMAIL_ADDRESS_MAX = 254
 
 
+class RegistrationMode(enum.StrEnum):
+    """Who may create an account here (docs/OPERATIONS.md, "The node's name and registration")."""
+
+    OPEN = "open"  # anyone, at once
+    APPROVAL = "approval"  # anyone may ask; an admin approves or declines each new account
+    CLOSED = "closed"  # nobody: the register page says so
+
+
+IDENTITY_NAME_MAX = 80
+IDENTITY_DESCRIPTION_MAX = 500
+IDENTITY_CONTACT_MAX = 200
+IDENTITY_OPERATOR_MAX = 200
+
+
+@dataclass(frozen=True)
+class IdentityDefaults:
+    """The node's name, description, contact, who runs it and how people register, as the
+    configuration file sets them; a value saved at /admin/settings wins over each."""
+
+    name: str = "healthnode"
+    description: str = ""
+    contact: str = ""
+    operator: str = ""
+    registration: RegistrationMode = RegistrationMode.OPEN
+
+
+def parse_registration(text: str) -> RegistrationMode:
+    try:
+        return RegistrationMode(text.strip().lower())
+    except ValueError:
+        choices = ", ".join(mode.value for mode in RegistrationMode)
+        raise ValueError(f"must be one of {choices}, not {text!r}") from None
+
+
+def identity_text(maximum: int) -> Callable[[str], str]:
+    """One line (or, for a description, a paragraph) of at most `maximum` characters."""
+
+    def parse(text: str) -> str:
+        text = text.strip()
+        if len(text) > maximum:
+            raise ValueError(f"must be at most {maximum} characters")
+        return text
+
+    return parse
+
+
 @dataclass(frozen=True)
 class CrisisLine:
     """A crisis resource from the configuration (the admins' own, once they add any, replace
@@ -480,6 +526,8 @@ class Settings:
     # The node secret when configured (HEALTHNODE_SECRET or node.secret in the configuration
     # file); None: the `node-secret` file in the data dir, created on first start.
     secret: str | None = field(default=None, repr=False)
+    # What the node calls itself and whether people may register; /admin/settings wins.
+    identity: IdentityDefaults = field(default_factory=IdentityDefaults)
 
     @property
     def is_development(self) -> bool:

@@ -31,14 +31,21 @@ from keys.secret import SECRET_ENV, SECRET_FILE, SECRET_MIN
 from node.config import (
     CrisisDefaults,
     CrisisLine,
+    IDENTITY_CONTACT_MAX,
+    IDENTITY_DESCRIPTION_MAX,
+    IDENTITY_NAME_MAX,
+    IDENTITY_OPERATOR_MAX,
+    IdentityDefaults,
     Limits,
     PasswordCost,
     RateLimits,
+    RegistrationMode,
     Settings,
     Throttle,
     format_address_retention,
     format_rate,
     format_throttle,
+    identity_text,
     is_loopback_domain,
     parse_address_retention,
     parse_integer,
@@ -47,6 +54,7 @@ from node.config import (
     parse_networks,
     parse_number,
     parse_rate_limits,
+    parse_registration,
     parse_smtp,
     validate_domain,
 )
@@ -138,6 +146,11 @@ KEYS: tuple[Key, ...] = (
     Key("node", "data_dir", "HEALTHNODE_DATA_DIR", field="data_dir", option="--data-dir"),
     Key("node", "secret", SECRET_ENV, field="secret", secret=True),
     Key("node", "session_days", "HEALTHNODE_SESSION_DAYS", Kind.INTEGER, field="session_days"),
+    Key("node", "name", "HEALTHNODE_NODE_NAME", field="identity.name"),
+    Key("node", "description", "HEALTHNODE_NODE_DESCRIPTION", field="identity.description"),
+    Key("node", "contact", "HEALTHNODE_NODE_CONTACT", field="identity.contact"),
+    Key("node", "operator", "HEALTHNODE_NODE_OPERATOR", field="identity.operator"),
+    Key("node", "registration", "HEALTHNODE_REGISTRATION", field="identity.registration"),
     Key("server", "host", "HEALTHNODE_HOST", option="--host"),
     Key("server", "port", "HEALTHNODE_PORT", Kind.INTEGER, option="--port"),
     Key("server", "trusted_proxies", "HEALTHNODE_TRUSTED_PROXIES", Kind.LIST, "trusted_proxies"),
@@ -265,6 +278,11 @@ def shown(configuration: Configuration, key: Key) -> str:
         "node.domain": lambda: settings.domain,
         "node.data_dir": lambda: str(settings.data_dir),
         "node.session_days": lambda: str(settings.session_days),
+        "node.name": lambda: settings.identity.name,
+        "node.description": lambda: settings.identity.description,
+        "node.contact": lambda: settings.identity.contact,
+        "node.operator": lambda: settings.identity.operator,
+        "node.registration": lambda: settings.identity.registration.value,
         "server.host": lambda: configuration.host,
         "server.port": lambda: str(configuration.port),
         "server.trusted_proxies": lambda: ",".join(map(str, settings.trusted_proxies)) or "(none)",
@@ -517,6 +535,13 @@ def load_configuration(
             "privacy.address_retention", parse_address_retention, base.address_retention
         ),
         password_cost=password_cost,
+        identity=IdentityDefaults(
+            name=value("node.name", _parse_node_name, base.identity.name),
+            description=value("node.description", identity_text(IDENTITY_DESCRIPTION_MAX), ""),
+            contact=value("node.contact", identity_text(IDENTITY_CONTACT_MAX), ""),
+            operator=value("node.operator", identity_text(IDENTITY_OPERATOR_MAX), ""),
+            registration=value("node.registration", parse_registration, RegistrationMode.OPEN),
+        ),
     )
     clock_rate = value("development.clock_rate", _parse_clock_rate(domain), None)
     metrics_address = value("observability.metrics_address", parse_listen_address, None)
@@ -540,6 +565,13 @@ PASSWORD_COST_RANGES = {
     "parallelism": (1, 64),
     "concurrent_hashes": (1, 64),
 }
+
+
+def _parse_node_name(text: str) -> str:
+    name = identity_text(IDENTITY_NAME_MAX)(text)
+    if not name:
+        raise ValueError("must not be empty")
+    return name
 
 
 def _parse_host(text: str) -> str:

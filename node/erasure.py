@@ -47,6 +47,7 @@ class ErasureRequest(StrEnum):
 
     MEMBER = "account erased at the member's request"
     ADMIN = "account erased by an admin, request in writing"
+    DECLINED = "new account declined by an admin"
 
 
 async def erase_local_account(

@@ -108,6 +108,17 @@ ACCOUNT_SESSIONS_END_ALL_PAGE = "/account/sessions/end-all"
 RECOVERY_PAGE = "/recover"
 PASSWORD_RESET_PAGE = "/reset/{token}"
 ADMIN_RESET_LINK_PAGE = "/admin/members/{username}/reset-link"
+# The node's identity and its admin pages (node/identity.py, node/admins.py). The logo's
+# name is its fingerprint: a new logo is a new path, so each is cached for a year.
+ABOUT_PAGE = "/about"
+LOGO_FILE = "/logo/{name}"
+ADMIN_DASHBOARD_PAGE = "/admin"
+ADMIN_SETTINGS_PAGE = "/admin/settings"
+ADMIN_MEMBERS_PAGE = "/admin/members"
+ADMIN_MEMBER_ACTION_PAGE = "/admin/members/{username}/{action}"
+ADMIN_FEDERATION_PAGE = "/admin/federation"
+ADMIN_PRIVACY_PAGE = "/admin/privacy"
+ADMIN_SEARCH_ENGINES_PAGE = "/admin/search-engines"
 # Optional email (docs/POLICY.md, "Email (optional)"): the member's own address page, the
 # link that confirms an address, and password recovery by email.
 ACCOUNT_EMAIL_PAGE = "/account/email"
@@ -423,6 +434,14 @@ def password_reset_path(token: str) -> str:
 
 def admin_reset_link_path(username: str) -> str:
     return ADMIN_RESET_LINK_PAGE.format(username=username)
+
+
+def logo_path(name: str) -> str:
+    return LOGO_FILE.format(name=name)
+
+
+def admin_member_action_path(username: str, action: str) -> str:
+    return ADMIN_MEMBER_ACTION_PAGE.format(username=username, action=action)
 
 
 def report_page(report_id: int) -> str:

@@ -69,7 +69,10 @@ async def create_member(
     now: datetime,
     is_admin: bool = False,
     consent_policy_version: str | None = None,
+    awaiting_approval: bool = False,
 ) -> Member:
+    """A new local account; `awaiting_approval`: it may not post or join until an admin
+    approves it (registration by approval)."""
     username, display_name = check_new_member(
         limits, username=username, password=password, display_name=display_name
     )
@@ -85,6 +88,7 @@ async def create_member(
         last_active_at=now,
         consent_at=now if consent_policy_version else None,
         consent_policy_version=consent_policy_version,
+        awaiting_approval_since=now if awaiting_approval else None,
     )
     session.add(member)
     await session.flush()

@@ -76,6 +76,9 @@ ACTION_LABELS: dict[str, str] = {
     ModAction.EXPORT_DATA: "exported a member's data",
     ModAction.PROMOTE_ADMIN: "made a member an admin",
     ModAction.DEMOTE_ADMIN: "ended a member's admin role",
+    ModAction.NODE_SETTINGS: "changed the node's settings",
+    ModAction.APPROVE_ACCOUNT: "approved a new account",
+    ModAction.DECLINE_ACCOUNT: "declined a new account",
     ModAction.VERIFY_PROFESSIONAL: "verified a professional",
     ModAction.UNVERIFY_PROFESSIONAL: "revoked a professional's verification",
     ModAction.TRUST_VERIFIER: "trusted a node's verifications",
@@ -617,6 +620,33 @@ async def suspend_account(
         member_id=member.id,
         report_id=report_id,
     )
+
+
+async def unsuspend_account(
+    session: AsyncSession,
+    member: Member,
+    *,
+    reason: str,
+    now: datetime,
+    actor_label: str,
+    actor_id: int | None = None,
+) -> bool:
+    """Lift a local account's suspension (it may sign in again); answers whether it was
+    suspended. The caller has checked who acts."""
+    reason = required_reason(reason)
+    if member.domain != LOCAL or member.suspended_at is None:
+        return False
+    member.suspended_at = None
+    await log_action(
+        session,
+        action=ModAction.UNSUSPEND_ACCOUNT,
+        reason=reason,
+        now=now,
+        actor_label=actor_label,
+        actor_id=actor_id,
+        member_id=member.id,
+    )
+    return True
 
 
 def parse_action(text: str) -> QueueAction:

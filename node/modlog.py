@@ -42,6 +42,10 @@ class ModAction(StrEnum):
     ERASE_ACCOUNT = "erase_account"
     PROMOTE_ADMIN = "promote_admin"
     DEMOTE_ADMIN = "demote_admin"
+    # The node's identity and registration (node/identity.py), new accounts' approval.
+    NODE_SETTINGS = "node_settings"
+    APPROVE_ACCOUNT = "approve_account"
+    DECLINE_ACCOUNT = "decline_account"
     # Verified professionals (node/professionals.py), node-wide: the admins' audit log.
     VERIFY_PROFESSIONAL = "verify_professional"
     UNVERIFY_PROFESSIONAL = "unverify_professional"

@@ -78,7 +78,7 @@ async def test_admins_see_each_hosts_deliveries_and_can_retry_a_failed_item(
     assert page.status == 200
     text = page.text
     assert "down.example" in text and "up.example" in text
-    assert "open until" in text  # the circuit of the failing server
+    assert "Paused after repeated failures, until" in text  # the failing server, in words
     assert "HTTP 503: overloaded" in text
     assert "TimeoutError: the peer was slow" in text
 

@@ -425,7 +425,8 @@ async def test_nodeinfo_counts_only_what_strangers_may_see(
     assert document["protocols"] == ["activitypub"]
     assert document["services"] == {"inbound": [], "outbound": []}
     assert document["openRegistrations"] is True
-    assert document["metadata"] == {}
+    # The node's name as Mastodon and Misskey publish theirs (the configured default here).
+    assert document["metadata"] == {"nodeName": "healthnode", "nodeDescription": ""}
 
 
 def post_row(thread_id: str, author_id: int, now: datetime) -> Post:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import timedelta
 
 import aiohttp
 from aiohttp import web
@@ -11,6 +12,7 @@ from federation.keysink import attach_actor_keys
 from federation.service import Federation
 from node.clock import Clock
 from node.config import Settings
+from node.identity import IdentityCache
 from node.runtime import NodeContext
 from web import (
     assets,
@@ -29,13 +31,14 @@ from web import (
     routes_groups,
     routes_health,
     routes_moderation,
+    routes_node,
     routes_privacy,
     routes_professionals,
     routes_qa,
     routes_search,
     routes_threads,
 )
-from web.appkeys import FEDERATION, METRICS, NODE, TEMPLATES
+from web.appkeys import FEDERATION, IDENTITY, METRICS, NODE, TEMPLATES
 from web.metrics import Metrics
 from web.middlewares import (
     address_hygiene,
@@ -51,6 +54,9 @@ from web.middlewares import (
 )
 from web.security_headers import noindex_by_default, strict_transport_security
 from web.templating import create_environment
+
+# How long another process may show the node's old name after an admin changed it.
+IDENTITY_FRESH_FOR = timedelta(seconds=10)
 
 
 def create_app(
@@ -124,6 +130,7 @@ def _application(settings: Settings) -> web.Application:
     )
     app[TEMPLATES] = create_environment()
     app[METRICS] = Metrics()
+    app[IDENTITY] = IdentityCache(settings.identity, IDENTITY_FRESH_FOR)
     app.on_response_prepare.append(request_id_header)
     app.on_response_prepare.append(strict_transport_security)
     app.on_response_prepare.append(noindex_by_default)
@@ -140,6 +147,7 @@ def _application(settings: Settings) -> web.Application:
     routes_qa.register(app.router)
     routes_admin.register(app.router)
     routes_dashboard.register(app.router)
+    routes_node.register(app.router)
     routes_professionals.register(app.router)
     routes_crisis.register(app.router)
     routes_moderation.register(app.router)

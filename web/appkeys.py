@@ -7,6 +7,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from federation.service import Federation
+from node.identity import IdentityCache
 from node.policy import Viewer
 from node.runtime import NodeContext
 from node.storage.models import Member
@@ -17,6 +18,8 @@ NODE = web.AppKey("node", NodeContext)
 FEDERATION = web.AppKey("federation", Federation)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 METRICS = web.AppKey("metrics", Metrics)
+# The node's name, logo and registration mode, as this process last read them.
+IDENTITY = web.AppKey("identity", IdentityCache)
 
 # Request-scoped values.
 DB = web.RequestKey("db", AsyncSession)

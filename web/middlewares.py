@@ -17,6 +17,7 @@ from web.appkeys import (
     CSRF_BASIS,
     CSRF_FAILED,
     DB,
+    IDENTITY,
     ME,
     MEMBER,
     METRICS,
@@ -133,6 +134,8 @@ async def no_store_for_sessions(request: web.Request, handler: Handler) -> web.S
 
 
 def _session_bound(request: web.Request, response: web.StreamResponse) -> bool:
+    if "immutable" in response.headers.get("Cache-Control", ""):
+        return False  # a public file named by its content (the node's logo): the same for all
     return (
         request.get(MEMBER) is not None
         or SESSION_COOKIE in request.cookies
@@ -195,10 +198,16 @@ async def body_first(request: web.Request, handler: Handler) -> web.StreamRespon
     if request.method == "POST" and not is_signed_not_cookied(request):
         try:
             async with asyncio.timeout(BODY_READ_SECONDS):
-                await request.read()  # kept by aiohttp for request.post()
+                if request.content_type == "multipart/form-data":
+                    # Parsed as it arrives (a file upload): read() would leave post() nothing.
+                    await request.post()
+                else:
+                    await request.read()  # kept by aiohttp for request.post()
         except TimeoutError:
             message = "What you sent took too long to arrive; nothing was saved."
             return await answer_and_hang_up(request, error_page(request, 408, message))
+        except ValueError:  # a multipart body without its boundaries
+            return error_page(request, 400, "The form could not be read; nothing was saved.")
     return await handler(request)
 
 
@@ -221,8 +230,12 @@ async def database_session(request: web.Request, handler: Handler) -> web.Stream
             await begin_for_reading(session)
         request[DB] = session
         await _sign_in_from_cookie(request)
+        await request.app[IDENTITY].get(session, node.clock.now())
         try:
-            response = await handler(request)
+            if _refused_while_awaiting_approval(request):
+                response = error_page(request, 403, AWAITING_APPROVAL)
+            else:
+                response = await handler(request)
         except web.HTTPRedirection:
             await node.commit(session)
             raise
@@ -235,6 +248,22 @@ async def database_session(request: web.Request, handler: Handler) -> web.Stream
             await session.rollback()
         _set_csrf_seed_cookie(request, response)
         return response
+
+
+AWAITING_APPROVAL = (
+    "Your account is waiting for an admin's approval. Until then you can read, but not "
+    "post, reply, join groups or report. You will be able to once an admin approves it."
+)
+# What an account waiting for approval may still send: signing out, and its own account's
+# pages (its password, its sessions, deleting it).
+_ALLOWED_WHILE_AWAITING = ("/logout", "/account/")
+
+
+def _refused_while_awaiting_approval(request: web.Request) -> bool:
+    me = request.get(ME)
+    if me is None or not me.awaiting_approval or request.method in ("GET", "HEAD"):
+        return False
+    return not request.path.startswith(_ALLOWED_WHILE_AWAITING)
 
 
 async def _sign_in_from_cookie(request: web.Request) -> None:

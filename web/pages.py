@@ -18,7 +18,17 @@ from node.policy import ANONYMOUS, Viewer, search_engines_may_index
 from node.professionals import Badge, badges_for
 from node.runtime import NodeContext
 from node.storage.models import LOCAL, ConditionGroup, Member
-from web.appkeys import CSRF_BASIS, CSRF_FAILED, DB, ME, MEMBER, NODE, TEMPLATES, VIEWER
+from web.appkeys import (
+    CSRF_BASIS,
+    CSRF_FAILED,
+    DB,
+    IDENTITY,
+    ME,
+    MEMBER,
+    NODE,
+    TEMPLATES,
+    VIEWER,
+)
 from web.csrf import token_for
 from web.security_headers import SECURITY_HEADERS, open_to_search_engines
 
@@ -84,6 +94,7 @@ def render(
             viewer=viewer(request),
             csrf_token=token_for(node.secret, basis) if basis else "",
             limits=node.settings.limits,
+            node_identity=request.app[IDENTITY].current,
             **(context or {}),
         )
     )
@@ -161,7 +172,7 @@ def row_id(request: web.Request, name: str) -> int:
 
 
 async def form(request: web.Request) -> MultiDict[str]:
-    """The posted fields; file parts are dropped, no page takes uploads."""
+    """The posted fields; file parts are dropped (the one upload, the logo, is read apart)."""
     data = await request.post()
     return MultiDict((key, value) for key, value in data.items() if isinstance(value, str))
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from node import auth, ids, members, privacy
+from node.config import RegistrationMode
 from node.errors import Conflict, Invalid, NotFound
 from node.throttles import Throttled
-from web.appkeys import SESSION_TOKEN
+from web.appkeys import IDENTITY, SESSION_TOKEN
 from web.client_address import client_address
 from web.cookies import SESSION_COOKIE, delete_cookie, set_cookie
 from web.pages import (
@@ -55,13 +56,27 @@ def _throttled(
     return response
 
 
+REGISTRATION_CLOSED = (
+    "This node is not taking new members at the moment. The about page says who runs it and "
+    "how to reach them."
+)
+
+
+def _registration(request: web.Request) -> RegistrationMode:
+    return request.app[IDENTITY].current.registration
+
+
 async def register_form(request: web.Request) -> web.Response:
+    if _registration(request) is RegistrationMode.CLOSED:
+        return render(request, "register_closed.html", {"message": REGISTRATION_CLOSED})
     notices = await crisis_notices(request)
     return render(request, "register.html", {"values": {}, "errors": {}, "notices": notices})
 
 
 @rerenders_stale_forms
 async def register_submit(request: web.Request) -> web.StreamResponse:
+    if _registration(request) is RegistrationMode.CLOSED:
+        return render(request, "register_closed.html", {"message": REGISTRATION_CLOSED}, 403)
     data = await form(request)
     values = {key: data.get(key, "") for key in ("username", "display_name")}
     errors: dict[str, str] = {}
@@ -103,6 +118,7 @@ async def register_submit(request: web.Request) -> web.StreamResponse:
                 **fields,
                 now=now(request),
                 consent_policy_version=consented_to,
+                awaiting_approval=_registration(request) is RegistrationMode.APPROVAL,
             )
         except Conflict as error:
             errors[error.field or "form"] = str(error)

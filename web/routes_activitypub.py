@@ -32,7 +32,7 @@ from node.storage.models import (
     Post,
 )
 from node.throttles import Throttled
-from web.appkeys import FEDERATION, NODE
+from web.appkeys import FEDERATION, IDENTITY, NODE
 from web.middlewares import BODY_READ_SECONDS
 from web.pages import answer_and_hang_up, db, now, retry_after, signed_not_cookied
 
@@ -125,7 +125,8 @@ def _signed_request(request: web.Request, body: bytes) -> inbox_edge.SignedReque
 async def instance_actor(request: web.Request) -> web.Response:
     pem = await public_pem_of(db(request), INSTANCE_ACTOR)
     assert pem is not None
-    return as2(federation_of(request).documents.application(pem))
+    identity = request.app[IDENTITY].current
+    return as2(federation_of(request).documents.application(pem, identity))
 
 
 async def instance_outbox(request: web.Request) -> web.Response:

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from federation import health
-from node import federation_policy
+from node import federation_policy, ids
 from node.errors import Invalid
 from node.policy import is_admin
 from node.storage.engine import after_commit
@@ -27,7 +27,7 @@ from web.pages import (
     stale_form,
 )
 
-ADMIN_FEDERATION = "/admin/federation"
+ADMIN_FEDERATION = ids.ADMIN_FEDERATION_PAGE
 
 
 def register(router: web.UrlDispatcher) -> None:

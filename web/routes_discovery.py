@@ -31,7 +31,7 @@ from node import ids
 from node.config import Settings
 from node.groups import find_federated_group
 from node.members import find_member
-from web.appkeys import NEW_CSRF_SEED, NODE
+from web.appkeys import IDENTITY, NEW_CSRF_SEED, NODE
 from web.pages import db
 from web.routes_activitypub import partner_host
 
@@ -128,7 +128,8 @@ async def nodeinfo_discovery(request: web.Request) -> web.Response:
 async def nodeinfo(request: web.Request) -> web.Response:
     node = request.app[NODE]
     counts = await usage_counts(db(request), node.clock.now())
-    return _json(request, nodeinfo_document(node.settings, **counts), NODEINFO_21_PROFILE)
+    identity = request.app[IDENTITY].current
+    return _json(request, nodeinfo_document(node.settings, identity, **counts), NODEINFO_21_PROFILE)
 
 
 async def host_meta(request: web.Request) -> web.Response:

@@ -24,8 +24,8 @@ from web.pages import (
 ROBOTS_PATH = "/robots.txt"
 PRIVACY_PAGE = "/privacy"
 CONSENT_PAGE = "/account/consent"
-ADMIN_PRIVACY_PAGE = "/admin/privacy"
-ADMIN_SEARCH_ENGINES_PAGE = "/admin/search-engines"
+ADMIN_PRIVACY_PAGE = ids.ADMIN_PRIVACY_PAGE
+ADMIN_SEARCH_ENGINES_PAGE = ids.ADMIN_SEARCH_ENGINES_PAGE
 
 # Crawlers may fetch group and thread pages, where each page's noindex (or its absence, for
 # a group an admin opened) decides; everything else, member profiles first, is off limits.

@@ -36,6 +36,21 @@ def _count_of(count: int, noun: str) -> str:
     return f"{shown} {noun}s"  # never "1 member": one is fewer than ten
 
 
+# The admins' pages, in the order the admin navigation lists them (one list, every page).
+ADMIN_PAGES: tuple[tuple[str, str], ...] = (
+    (ids.ADMIN_DASHBOARD_PAGE, "Dashboard"),
+    (ids.ADMIN_MEMBERS_PAGE, "Members"),
+    (ids.ADMIN_REPORTS_PAGE, "Reports"),
+    (ids.ADMIN_AUDIT_PAGE, "Audit log"),
+    (ids.ADMIN_FEDERATION_PAGE, "Federation"),
+    (ids.ADMIN_SETTINGS_PAGE, "Node settings"),
+    (ids.ADMIN_PRIVACY_PAGE, "Privacy notice"),
+    (ids.ADMIN_SEARCH_ENGINES_PAGE, "Search engines"),
+    (ids.ADMIN_PROFESSIONALS_PAGE, "Professionals"),
+    (ids.ADMIN_CRISIS_PAGE, "Crisis support"),
+)
+
+
 def _iso(moment: datetime | None) -> str:
     return moment.isoformat() if moment else ""
 
@@ -71,6 +86,11 @@ def create_environment() -> jinja2.Environment:
         help_path=ids.HELP_PAGE,
         admin_crisis_path=ids.ADMIN_CRISIS_PAGE,
         admin_reset_link_path=ids.admin_reset_link_path,
+        admin_member_action_path=ids.admin_member_action_path,
+        admin_pages=ADMIN_PAGES,
+        admin_members_path=ids.ADMIN_MEMBERS_PAGE,
+        admin_path=ids.ADMIN_DASHBOARD_PAGE,
+        about_path=ids.ABOUT_PAGE,
         anonymity_offered=anonymity_offered,
         static_url=static_url,
     )

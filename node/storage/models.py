@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -113,6 +114,9 @@ class Member(Base):
     # A local account erased (node/erasure.py): nothing personal is left, and the row stays
     # only so that its username stays reserved and its tombstones keep an author.
     erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Registered while registration needed an admin's approval, and not yet approved: the
+    # account may sign in and read, but not post, join or report (docs/OPERATIONS.md).
+    awaiting_approval_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     __table_args__ = (
         CheckConstraint("role IN ('member', 'admin')", name="role"),
         UniqueConstraint("username", "domain", name="uq_members_username_domain"),
@@ -646,6 +650,35 @@ class FederationPolicyRow(Base):
         CheckConstraint(
             "mode IN (" + ", ".join(f"'{m}'" for m in FEDERATION_MODES) + ")", name="mode"
         ),
+    )
+
+
+REGISTRATION_MODES = ("open", "approval", "closed")
+
+
+class NodeIdentityRow(Base):
+    """The node's one identity row (id 1), as its admins set it at /admin/settings. A NULL
+    field was never set there: the configuration file's value stands (node/identity.py)."""
+
+    __tablename__ = "node_identity"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1
+    name: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    contact: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    operator: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    registration: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    # A PNG, JPEG or WebP of at most LOGO_MAX bytes, its type, and the start of its SHA-256,
+    # which names it in its URL (served with a long cache lifetime).
+    logo: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    logo_type: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    logo_fingerprint: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    __table_args__ = (
+        CheckConstraint(
+            "registration IN (" + ", ".join(f"'{m}'" for m in REGISTRATION_MODES) + ")",
+            name="registration",
+        ),
+        CheckConstraint("id = 1", name="one_row"),
     )
 
 
