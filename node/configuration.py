@@ -29,12 +29,12 @@ from sqlalchemy.exc import ArgumentError
 
 from keys.secret import SECRET_ENV, SECRET_FILE, SECRET_MIN
 from node.config import (
-    CrisisDefaults,
-    CrisisLine,
     IDENTITY_CONTACT_MAX,
     IDENTITY_DESCRIPTION_MAX,
     IDENTITY_NAME_MAX,
     IDENTITY_OPERATOR_MAX,
+    CrisisDefaults,
+    CrisisLine,
     IdentityDefaults,
     Limits,
     PasswordCost,
