@@ -43,7 +43,7 @@ async def admin_site(node: NodeContext) -> AsyncIterator[str]:
         await federation_policy.list_domain(
             session, "spam.example", federation_policy.ListKind.BLOCK,
             reason="Sent unsolicited advertising to three groups in one night",
-            now=now, actor_label="admin", actor_id=None, env_blocked=frozenset(),
+            now=now, actor_label="admin", actor_id=None,
         )  # fmt: skip
     server = TestServer(create_app(node))
     await server.start_server()
