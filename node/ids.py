@@ -58,6 +58,8 @@ STAND_IN_KINDS: tuple[StandInKind, ...] = ("like", "follow")
 GROUP_MEMBERS_PATH = "/g/{slug}/members"
 GROUP_JOIN_PATH = "/g/{slug}/join"
 GROUP_LEAVE_PATH = "/g/{slug}/leave"
+# A visitor follows a public group from their own server (its OStatus subscribe template).
+GROUP_FOLLOW_FROM_HOME_PATH = "/g/{slug}/follow-from-home"
 GROUP_NEW_THREAD_PATH = "/g/{slug}/new"
 GROUP_NEW_QA_PATH = "/g/{slug}/qa/new"  # a moderator schedules an expert Q&A
 GROUP_MODERATION_PATH = "/g/{slug}/moderation"
@@ -388,6 +390,10 @@ def member_path(username: str) -> str:
 def group_path(slug: str, domain: str = "") -> str:
     """A group's page here; a remote group's copy is addressed as slug@domain."""
     return GROUP_PATH.format(slug=f"{slug}@{domain}" if domain else slug)
+
+
+def group_follow_from_home_path(slug: str) -> str:
+    return GROUP_FOLLOW_FROM_HOME_PATH.format(slug=slug)
 
 
 def group_moderation_path(slug: str) -> str:

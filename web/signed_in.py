@@ -18,9 +18,15 @@ class SignedIn:
     display_name: str
     role: str
     unread_notices: int = 0
+    time_zone: str = ""
 
     @classmethod
     def of(cls, member: Member) -> SignedIn:
         return cls(
-            member.id, member.username, member.display_name, member.role, member.unread_notices
+            member.id,
+            member.username,
+            member.display_name,
+            member.role,
+            member.unread_notices,
+            member.time_zone,
         )

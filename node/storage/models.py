@@ -113,6 +113,9 @@ class Member(Base):
     # A local account erased (node/erasure.py): nothing personal is left, and the row stays
     # only so that its username stays reserved and its tombstones keep an author.
     erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The IANA zone (node/time_zones.py) pages show times in for this member; "" lets the
+    # browser's zone apply when it sends one, else UTC.
+    time_zone: Mapped[str] = mapped_column(String(64), default="", server_default="")
     __table_args__ = (
         CheckConstraint("role IN ('member', 'admin')", name="role"),
         UniqueConstraint("username", "domain", name="uq_members_username_domain"),
