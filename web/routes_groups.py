@@ -394,7 +394,7 @@ async def follow_remote_group(request: web.Request) -> web.StreamResponse:
         # addresses this node can reach, and what answers there.
         log.info("remote follow of %r failed: %s", handle[:200], error)
         host = handle_host(handle)
-        found = f"We could not find that group on {host}, or could not reach {host}."
+        found = f"That group could not be found on {host}, or we could not reach {host}."
         message = f"{found if host else 'That group could not be found.'} {FOLLOW_HINT}"
         return render(
             request, "follow_remote.html", {"values": values, "errors": {"handle": message}}, 400
