@@ -287,3 +287,24 @@ async def test_a_server_that_cannot_be_reached_is_named_in_plain_words(
     )
     for raw in ("Errno", "Connect call failed", "Cannot connect", "cannot reach http"):
         assert raw not in page.text
+
+
+async def test_a_reply_to_a_deleted_reply_does_not_name_its_author(
+    browser_factory: BrowserFactory,
+) -> None:
+    alice, bob = await browser_factory(), await browser_factory()
+    await alice.register("alice", display_name="Alice Quill")
+    await bob.register("bob", display_name="Bob Reed")
+    await create_group(alice, "t1d", "Type 1 diabetes")
+    path = await thread_by(alice, "Anyone else?")
+    await bob.post("/g/t1d/join")
+    await bob.post(f"{path}/reply", {"body": "Me, sadly."})
+    bobs = post_ids(await bob.get(path))[1]
+    page = await alice.post(f"{path}/reply", {"body": "Sorry to hear.", "parent": bobs})
+    assert "In reply to" in page.text and "Bob Reed" in page.text
+    await bob.get(f"/p/{bobs}/delete")
+    await bob.post(f"/p/{bobs}/delete", {})
+
+    page = await (await browser_factory()).get(path)
+    assert "In reply to a deleted post" in page.text
+    assert "Bob Reed" not in page.text and "@bob" not in page.text

@@ -188,6 +188,9 @@ async def follow_from_home(request: web.Request) -> web.StreamResponse:
         except FetchError:
             problem = f"That is not an address. {YOUR_ADDRESS_HINT}"
     if not problem:
+        # Nothing is held while another server answers: not the write lock (a signed-in
+        # visitor's POST has noted their activity), not a pooled connection.
+        await db(request).commit()
         try:
             template = await home_subscribe_template(federation.client, handle, now(request))
         except FetchError as error:
