@@ -279,3 +279,52 @@ async def resolve_handle(
     if found is None:
         raise FetchError("invalid", f"WebFinger for {handle[:200]!r} names no ActivityPub actor")
     return found
+
+
+def handle_host(handle: str) -> str:
+    """The server part of `name@server` as typed (for messages), or "" when there is none."""
+    text = handle.strip()
+    if text.lower().startswith(("https://", "http://")):
+        try:
+            return urlsplit(text).hostname or ""
+        except ValueError:
+            return ""
+    return text.rpartition("@")[2][:200] if "@" in text.lstrip("@!") else ""
+
+
+def subscribe_template(jrd: object, allow_loopback: bool) -> str | None:
+    """The OStatus subscribe template a JRD advertises (the last one), when it is an http(s)
+    URL with a {uri} placeholder: where to send a person to follow something from there.
+    Plain http only between development nodes, as for every other address."""
+    links = jrd.get("links") if isinstance(jrd, dict) else None
+    found = None
+    for link in links if isinstance(links, list) else []:
+        if not isinstance(link, dict) or link.get("rel") != SUBSCRIBE_REL:
+            continue
+        template = link.get("template")
+        if not isinstance(template, str) or "{uri}" not in template or len(template) > 2048:
+            continue
+        try:
+            parts = urlsplit(template.replace("{uri}", ""))
+        except ValueError:
+            continue
+        schemes = ("https", "http") if allow_loopback else ("https",)
+        if parts.scheme in schemes and parts.hostname and "@" not in parts.netloc:
+            found = template
+    return found
+
+
+def follow_url(template: str, iri: str) -> str:
+    """The subscribe template with `iri` in place of {uri}, percent-encoded whole."""
+    return template.replace("{uri}", quote(iri, safe=""))
+
+
+async def home_subscribe_template(client: FederationClient, handle: str, now: datetime) -> str:
+    """The subscribe template of the server `handle` (name@server) lives on, from its
+    WebFinger answer about that handle; FetchError ("invalid") when it advertises none."""
+    url = webfinger_url(handle, client.allow_loopback)
+    jrd = await client.get_json(url, None, now, accept=WEBFINGER_ACCEPT, other_origins=True)
+    template = subscribe_template(jrd, client.allow_loopback)
+    if template is None:
+        raise FetchError("invalid", f"WebFinger for {handle[:200]!r} has no subscribe template")
+    return template

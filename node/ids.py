@@ -59,6 +59,8 @@ STAND_IN_KINDS: tuple[StandInKind, ...] = ("like", "follow")
 GROUP_MEMBERS_PATH = "/g/{slug}/members"
 GROUP_JOIN_PATH = "/g/{slug}/join"
 GROUP_LEAVE_PATH = "/g/{slug}/leave"
+# A visitor follows a public group from their own server (its OStatus subscribe template).
+GROUP_FOLLOW_FROM_HOME_PATH = "/g/{slug}/follow-from-home"
 GROUP_NEW_THREAD_PATH = "/g/{slug}/new"
 GROUP_NEW_QA_PATH = "/g/{slug}/qa/new"  # a moderator schedules an expert Q&A
 GROUP_MODERATION_PATH = "/g/{slug}/moderation"
@@ -408,6 +410,10 @@ def group_path(slug: str, domain: str = "") -> str:
     return GROUP_PATH.format(slug=f"{slug}@{domain}" if domain else slug)
 
 
+def group_follow_from_home_path(slug: str) -> str:
+    return GROUP_FOLLOW_FROM_HOME_PATH.format(slug=slug)
+
+
 def group_moderation_path(slug: str) -> str:
     return GROUP_MODERATION_PATH.format(slug=slug)
 
@@ -468,6 +474,8 @@ def search_path(query: str, kind: str = "", page: int = 1) -> str:
     """The search page for a query, optionally one type of result, at a page from 1."""
     params = {"q": query} | ({"type": kind} if kind else {}) | ({"page": page} if page > 1 else {})
     return f"{SEARCH_PAGE}?{urlencode(params)}"
+
+
 def thread_subscription_path(thread_id: str) -> str:
     return THREAD_SUBSCRIPTION_PATH.format(thread_id=thread_id)
 

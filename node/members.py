@@ -16,6 +16,7 @@ from node.passwords import Passwords
 from node.policy import ADMIN_ROLE, OPEN_VISIBILITIES
 from node.storage.models import LOCAL, ConditionGroup, Handle, Member, Membership
 from node.text import neutralise
+from node.time_zones import TIME_ZONE_PROBLEM, valid_zone
 from node.validation import (
     collect,
     handle_problem,
@@ -182,12 +183,16 @@ async def update_profile(
     display_name: str,
     bio: str,
     show_groups: bool | None = None,
+    time_zone: str | None = None,
 ) -> Member:
+    """`time_zone`: an IANA zone name, "" for the browser's (None leaves it as it is)."""
     display_name = neutralise(display_name, name=True)
     bio = neutralise(bio).strip()
+    zone = None if time_zone is None else time_zone.strip()
     problems = collect(
         display_name=text_problem(display_name, "Display name", limits.display_name_max),
         bio=text_problem(bio, "About you", limits.bio_max, required=False),
+        time_zone=TIME_ZONE_PROBLEM if zone and valid_zone(zone) is None else None,
     )
     if problems:
         raise Invalid(problems)
@@ -195,6 +200,8 @@ async def update_profile(
     member.bio = bio
     if show_groups is not None:
         member.show_groups = show_groups
+    if zone is not None:
+        member.time_zone = zone
     await session.flush()
     record(session, MemberUpdated(member.id))
     return member

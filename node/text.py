@@ -7,13 +7,19 @@ import unicodedata
 
 import nh3
 from markdown_it import MarkdownIt
+from markdown_it.rules_core import StateCore
+from markdown_it.token import Token
 
-# Raw HTML in member text is shown as text, never passed through.
-_markdown = MarkdownIt("commonmark", {"html": False, "breaks": True}).enable("strikethrough")
+# Raw HTML in member text is shown as text, never passed through. Tables are GitHub's
+# pipe tables; their column alignment (a style attribute) does not survive sanitising.
+_markdown = MarkdownIt("commonmark", {"html": False, "breaks": True}).enable(
+    ["strikethrough", "table"]
+)
 
 ALLOWED_TAGS = {
     "p", "br", "strong", "em", "del", "s", "a", "code", "pre", "blockquote",
     "ul", "ol", "li", "h1", "h2", "h3", "h4", "h5", "h6", "hr",
+    "table", "thead", "tbody", "tr", "th", "td",
 }  # fmt: skip
 ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}}
 LINK_REL = "nofollow ugc noopener"
@@ -21,6 +27,60 @@ LINK_REL = "nofollow ugc noopener"
 # focus, so that it can be scrolled without a mouse, and a name said when it gets it (WCAG
 # 2.1.1; axe-core's scrollable-region-focusable). Set on every <pre>, whatever it came with.
 CODE_BLOCK_ATTRIBUTES = {"tabindex": "0", "role": "group", "aria-label": "Code"}
+
+# A bare web address in running text: up to the next space or angle bracket; trailing
+# punctuation belongs to the sentence, a closing bracket only when it closes none in the URL.
+_BARE_URL = re.compile(r"\bhttps?://[^\s<>\"]+", re.IGNORECASE)
+_SENTENCE_END = ".,;:!?'\"*_"
+
+
+def _url_end(url: str) -> str:
+    while url and (
+        url[-1] in _SENTENCE_END or (url[-1] == ")" and url.count(")") > url.count("("))
+    ):
+        url = url[:-1]
+    return url
+
+
+def _linked(token: Token, md: MarkdownIt) -> list[Token]:
+    """A text token split into text and links around the bare web addresses in it."""
+    pieces: list[Token] = []
+    text, at = token.content, 0
+    for found in _BARE_URL.finditer(text):
+        url = _url_end(found.group())
+        href = md.normalizeLink(url)
+        if md.validateLink(href):
+            if found.start() > at:
+                pieces.append(Token("text", "", 0, content=text[at : found.start()]))
+            pieces.append(Token("link_open", "a", 1, attrs={"href": href}))
+            pieces.append(Token("text", "", 0, content=url))
+            pieces.append(Token("link_close", "a", -1))
+            at = found.start() + len(url)
+    if not pieces:
+        return [token]
+    if at < len(text):
+        pieces.append(Token("text", "", 0, content=text[at:]))
+    return pieces
+
+
+def _link_bare_urls(state: StateCore) -> None:
+    """Turn http(s) addresses written as plain text into links (not inside links or code)."""
+    for block in state.tokens:
+        if block.type != "inline" or not block.children:
+            continue
+        children: list[Token] = []
+        inside_link = 0
+        for token in block.children:
+            inside_link += {"link_open": 1, "link_close": -1}.get(token.type, 0)
+            if token.type == "text" and not inside_link and "://" in token.content:
+                children.extend(_linked(token, state.md))
+            else:
+                children.append(token)
+        block.children = children
+
+
+# After text_join, so that an address is one text token.
+_markdown.core.ruler.push("bare_urls", _link_bare_urls)
 
 
 def sanitise_html(html: str) -> str:

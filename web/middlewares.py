@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from http import HTTPStatus
 
 from aiohttp import web
 
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 BODY_READ_SECONDS = 10.0
 
 
+HTTP_STATUSES = {status.value for status in HTTPStatus}
 STATUS_OF = {NotFound: 404, Forbidden: 403, Conflict: 409, Invalid: 400}
 TITLE_OF = {
     400: "That did not work",
@@ -57,12 +59,27 @@ TITLE_OF = {
 }
 
 
+# What an error page says when the code raising it gave no reason of its own: plain words,
+# never the HTTP reason phrase ("Method Not Allowed").
+MESSAGE_OF = {
+    403: "You do not have permission to open this page. If you think you should, check that "
+    "you are signed in with the right account, or ask the group's moderators.",
+    404: "There is nothing at this address.",
+    405: "This address cannot be used like that. If you pressed a button or followed a link, "
+    "go back, reload the page and try again.",
+}
+
+
 def error_page(request: web.Request, status: int, message: str) -> web.Response:
     try:
         return render(
             request,
             "error.html",
-            {"title": TITLE_OF.get(status, "That did not work"), "message": message},
+            {
+                "title": TITLE_OF.get(status, "That did not work"),
+                "message": message,
+                "status": status,
+            },
             status=status,
         )
     except Exception:  # the page itself failed: still answer, plainly
@@ -155,8 +172,14 @@ async def error_pages(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        message = "There is nothing at this address." if exc.status == 404 else exc.reason
-        return error_page(request, exc.status, message)
+        default = HTTPStatus(exc.status).phrase if exc.status in HTTP_STATUSES else None
+        message = exc.reason
+        if exc.status in MESSAGE_OF and exc.reason in (default, ""):
+            message = MESSAGE_OF[exc.status]
+        page = error_page(request, exc.status, message)
+        if "Allow" in exc.headers:  # a 405 still says which methods the address takes
+            page.headers["Allow"] = exc.headers["Allow"]
+        return page
     except Throttled as error:  # a page that does not keep the form's text says the wait
         return retry_after(error_page(request, 429, str(error)), error.wait)
     except DomainError as error:

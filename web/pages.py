@@ -18,6 +18,7 @@ from node.policy import ANONYMOUS, Viewer, search_engines_may_index
 from node.professionals import Badge, badges_for
 from node.runtime import NodeContext
 from node.storage.models import LOCAL, ConditionGroup, Member
+from node.time_zones import reader_zone
 from web.appkeys import (
     CSRF_BASIS,
     CSRF_FAILED,
@@ -80,18 +81,26 @@ async def crisis_resources(request: web.Request) -> Sequence[crisis.ResourceShow
     return await crisis.resources(db(request), node_of(request).settings.crisis)
 
 
+# The cookie the browser's zone arrives in (set by /static/time-zone.js, never by the server).
+TIME_ZONE_COOKIE = "tz"
+
+
 def render(
     request: web.Request, template: str, context: Mapping[str, Any] | None = None, status: int = 200
 ) -> web.Response:
     node = node_of(request)
     basis = request.get(CSRF_BASIS)
+    me = request.get(ME)
+    zone = reader_zone(me.time_zone if me else None, request.cookies.get(TIME_ZONE_COOKIE))
     body = (
         request.app[TEMPLATES]
         .get_template(template)
         .render(
             request=request,
-            me=request.get(ME),
+            me=me,
             viewer=viewer(request),
+            reader_zone=zone,
+            reader_now=node.clock.now(),
             csrf_token=token_for(node.secret, basis) if basis else "",
             limits=node.settings.limits,
             node_identity=request.app[IDENTITY].current,
@@ -130,6 +139,8 @@ def local_path(target: str) -> str | None:
     "//host", which a later redirect could send on; none of these, encoded or not, is a
     local path. Every redirect this site answers with goes through here."""
     if not target.startswith("/") or any(ord(c) < 0x20 or c in "\\\x7f" for c in target):
+        return None
+    if target.startswith("//"):  # "///host" too, which urlsplit reads as a path
         return None
     parts = urlsplit(target)
     decoded = unquote(parts.path)

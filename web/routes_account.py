@@ -66,11 +66,18 @@ def _registration(request: web.Request) -> RegistrationMode:
     return request.app[IDENTITY].current.registration
 
 
+def _register_context(
+    values: dict[str, str], errors: dict[str, str], notices: object
+) -> dict[str, object]:
+    return {"values": values, "errors": errors, "notices": notices, "next": values["next"]}
+
+
 async def register_form(request: web.Request) -> web.Response:
     if _registration(request) is RegistrationMode.CLOSED:
         return render(request, "register_closed.html", {"message": REGISTRATION_CLOSED})
     notices = await crisis_notices(request)
-    return render(request, "register.html", {"values": {}, "errors": {}, "notices": notices})
+    values = {"next": safe_next(request.query.get("next"), "")}
+    return render(request, "register.html", _register_context(values, {}, notices))
 
 
 @rerenders_stale_forms
@@ -78,23 +85,24 @@ async def register_submit(request: web.Request) -> web.StreamResponse:
     if _registration(request) is RegistrationMode.CLOSED:
         return render(request, "register_closed.html", {"message": REGISTRATION_CLOSED}, 403)
     data = await form(request)
-    values = {key: data.get(key, "") for key in ("username", "display_name")}
+    # What the form shows again after a mistake: never the passwords.
+    values = {key: data.get(key, "") for key in ("username", "display_name", "consent")}
+    values["next"] = safe_next(data.get("next"), "")
     errors: dict[str, str] = {}
     if stale_form(request):
         errors["form"] = STALE_FORM
-    if data.get("consent") != "yes":
+    node = node_of(request)
+    fields = {key: data.get(key, "") for key in ("username", "password", "display_name")}
+    try:  # every mistake at once; a form with any costs nothing and is not counted
+        members.check_new_member(node.settings.limits, **fields)
+    except Invalid as error:
+        errors |= error.problems
+    if data.get("password", "") != data.get("password_again", "") and "password" not in errors:
+        errors["password_again"] = "The two passwords are not the same."
+    if values["consent"] != "yes":
         errors["consent"] = (
             "Please confirm that you agree to this node storing what you share about health."
         )
-    if data.get("password", "") != data.get("password_again", ""):
-        errors["password_again"] = "The two passwords are not the same."
-    node = node_of(request)
-    fields = {key: data.get(key, "") for key in ("username", "password", "display_name")}
-    if not errors:
-        try:  # before counting: a form with mistakes costs nothing and is not counted
-            members.check_new_member(node.settings.limits, **fields)
-        except Invalid as error:
-            errors |= error.problems
     if not errors:
         try:
             await auth.count_registration(
@@ -102,7 +110,7 @@ async def register_submit(request: web.Request) -> web.StreamResponse:
             )
         except Throttled as error:
             notices = await crisis_notices(request)
-            context = {"values": values, "notices": notices}
+            context = _register_context(values, {}, notices)
             return _throttled(request, "register.html", context, error)
         # The count holds from here, in every process; no lock is held while the password
         # is hashed.
@@ -123,12 +131,13 @@ async def register_submit(request: web.Request) -> web.StreamResponse:
         except Conflict as error:
             errors[error.field or "form"] = str(error)
     if errors:
-        context = {"values": values, "errors": errors, "notices": await crisis_notices(request)}
-        return render(request, "register.html", context, 400)
+        notices = await crisis_notices(request)
+        return render(request, "register.html", _register_context(values, errors, notices), 400)
     token = await auth.open_session(
         db(request), member, node.settings, now(request), device=device_of(request)
     )
-    response = see_other("/")
+    # Back where they were going (a join link, a thread), on this site only.
+    response = see_other(values["next"] or "/")
     _start_session(request, response, token)
     raise response
 
@@ -198,7 +207,12 @@ async def profile(request: web.Request) -> web.Response:
 
 async def profile_form(request: web.Request) -> web.Response:
     me = require_member(request)
-    values = {"display_name": me.display_name, "bio": me.bio, "show_groups": me.show_groups}
+    values = {
+        "display_name": me.display_name,
+        "bio": me.bio,
+        "show_groups": me.show_groups,
+        "time_zone": me.time_zone,
+    }
     return render(request, "profile_edit.html", {"values": values, "errors": {}})
 
 
@@ -206,7 +220,7 @@ async def profile_form(request: web.Request) -> web.Response:
 async def profile_submit(request: web.Request) -> web.StreamResponse:
     me = require_member(request)
     data = await form(request)
-    values = {"display_name": data.get("display_name", ""), "bio": data.get("bio", "")}
+    values = {key: data.get(key, "") for key in ("display_name", "bio", "time_zone")}
     show_groups = data.get("show_groups") == "yes"
     if stale_form(request):
         context = {"values": values | {"show_groups": show_groups}, "errors": {"form": STALE_FORM}}

@@ -8,7 +8,13 @@ from aiohttp import web
 from multidict import MultiDict
 
 from federation.client import FetchError, PolicyRefused
-from federation.discovery import resolve_handle
+from federation.discovery import (
+    follow_url,
+    handle_host,
+    home_subscribe_template,
+    resolve_handle,
+    webfinger_url,
+)
 from node import groups, ids, membership, moderation, thread_lists
 from node.errors import Conflict, DomainError, Forbidden, Invalid
 from node.ids import group_path
@@ -21,6 +27,7 @@ from node.policy import (
     follows_remote_partner_group,
     may,
 )
+from node.storage.models import LOCAL, ConditionGroup
 from web.appkeys import FEDERATION
 from web.pages import (
     STALE_FORM,
@@ -53,6 +60,7 @@ def register(router: web.UrlDispatcher) -> None:
     router.add_get(ids.GROUP_MEMBERS_PATH, members_page)
     router.add_post(ids.GROUP_JOIN_PATH, join)
     router.add_post(ids.GROUP_LEAVE_PATH, leave)
+    router.add_post(ids.GROUP_FOLLOW_FROM_HOME_PATH, follow_from_home)
     router.add_get(ids.JOIN_LINK_PATH, ask_form)
     router.add_post(ids.JOIN_LINK_PATH, ask_submit)
     router.add_get(ids.GROUP_MODERATION_PATH, moderation_page)
@@ -133,8 +141,77 @@ async def group_page(request: web.Request) -> web.Response:
     context = {
         "view": view, "threads": threads, "ban_ended": ban_ended, "notices": notices,
         "badges": await badges_of(request, (item.byline.member for item in threads.items)),
+        "address": federated_address(request, view.group), "values": {}, "errors": {},
     }  # fmt: skip
     return render_group_page(request, view.group, "group.html", context)
+
+
+def federated_address(request: web.Request, group: ConditionGroup) -> str:
+    """`@slug@domain`, by which people on other servers find and follow the group: only a
+    public group of this node has one to give (private and partner groups are not followed
+    by just anyone)."""
+    if group.domain != LOCAL or group.visibility != "public":
+        return ""
+    return f"@{group.slug}@{node_of(request).settings.domain}"
+
+
+YOUR_ADDRESS_HINT = "Give your address, like alice@mastodon.example."
+
+
+def _home_problem(error: FetchError, handle: str) -> str:
+    """Why following from the visitor's server did not work, in plain words: the server's
+    name, never the error's text."""
+    host = handle_host(handle)
+    if isinstance(error, PolicyRefused):
+        return f"This server does not federate with {host}, so you cannot follow from there."
+    if error.kind == "not_found" or error.kind == "gone":
+        return f"{host} does not know the address {handle}. Check it and try again."
+    if error.kind == "invalid":
+        return (
+            f"{host} did not say how to follow a group from there: your server may not "
+            "support it. Search for the group's address on your server instead."
+        )
+    return f"We could not reach {host}. Check your address, or try again later."
+
+
+@rerenders_stale_forms
+async def follow_from_home(request: web.Request) -> web.StreamResponse:
+    """A visitor (signed in here or not) follows a public group from their own server: its
+    WebFinger names a subscribe template, and the visitor is sent there with the group's IRI.
+    The same answer as a missing group for a group that has no public address."""
+    view = await groups.view_group(db(request), request.match_info["slug"], viewer(request))
+    address = federated_address(request, view.group)
+    if not address:
+        raise web.HTTPNotFound()
+    data = await form(request)
+    handle = data.get("handle", "").strip()[:300]
+    values = {"handle": handle}
+    federation = request.app[FEDERATION]
+    problem = STALE_FORM if stale_form(request) else "" if handle else YOUR_ADDRESS_HINT
+    if not problem:
+        try:
+            webfinger_url(handle, federation.client.allow_loopback)
+        except FetchError:
+            problem = f"That is not an address. {YOUR_ADDRESS_HINT}"
+    if not problem:
+        # Nothing is held while another server answers: not the write lock (a signed-in
+        # visitor's POST has noted their activity), not a pooled connection.
+        await db(request).commit()
+        try:
+            template = await home_subscribe_template(federation.client, handle, now(request))
+        except FetchError as error:
+            log.info("follow from %r failed: %s", handle_host(handle), error)
+            problem = _home_problem(error, handle)
+        else:
+            iri = ids.Iris(node_of(request).settings.base_url).group(view.group.slug)
+            # Another server's page, on purpose: not see_other, which keeps to this site. The
+            # address as made, {uri} percent-encoded whole (aiohttp would decode parts of it).
+            target = follow_url(template, iri)
+            answer = web.HTTPSeeOther(target)
+            answer.headers["Location"] = target
+            raise answer
+    context = {"view": view, "address": address, "values": values, "errors": {"handle": problem}}
+    return render(request, "follow_from_home.html", context, 400)
 
 
 async def members_page(request: web.Request) -> web.Response:
@@ -327,7 +404,9 @@ async def follow_remote_group(request: web.Request) -> web.StreamResponse:
         # Why, only in the log: the form would otherwise tell anyone with an account which
         # addresses this node can reach, and what answers there.
         log.info("remote follow of %r failed: %s", handle[:200], error)
-        message = f"That group could not be found or reached. {FOLLOW_HINT}"
+        host = handle_host(handle)
+        found = f"That group could not be found on {host}, or we could not reach {host}."
+        message = f"{found if host else 'That group could not be found.'} {FOLLOW_HINT}"
         return render(
             request, "follow_remote.html", {"values": values, "errors": {"handle": message}}, 400
         )

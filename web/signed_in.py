@@ -19,6 +19,7 @@ class SignedIn:
     role: str
     unread_notices: int = 0
     awaiting_approval: bool = False
+    time_zone: str = ""
 
     @classmethod
     def of(cls, member: Member) -> SignedIn:
@@ -29,4 +30,5 @@ class SignedIn:
             member.role,
             member.unread_notices,
             member.awaiting_approval_since is not None,
+            member.time_zone,
         )

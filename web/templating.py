@@ -2,18 +2,58 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
+from typing import Any
 
 import jinja2
+from markupsafe import Markup, escape
 
 from node import ids
 from node.members import handle_of
 from node.posts import anonymity_offered
+from node.time_zones import zone_label
 from web.assets import static_url
 
+# What `render` puts in every page's context: the zone the reader sees times in, and now.
+READER_ZONE = "reader_zone"
+READER_NOW = "reader_now"
+# Up to this many days a time reads as "3 days ago"; older ones as a date.
+RELATIVE_DAYS = 30
 
-def _when(moment: datetime | None) -> str:
-    return moment.strftime("%-d %b %Y, %H:%M UTC") if moment else ""
+
+def _zone(context: Any) -> tzinfo:
+    zone = context.get(READER_ZONE)
+    return zone if isinstance(zone, tzinfo) else UTC
+
+
+def absolute(moment: datetime, zone: tzinfo = UTC) -> str:
+    """The time in the reader's zone, naming the zone: 7 Dec 2026, 14:05 GMT."""
+    return moment.astimezone(zone).strftime("%-d %b %Y, %H:%M ") + zone_label(zone, moment)
+
+
+@jinja2.pass_context
+def _when(context: Any, moment: datetime | None) -> str:
+    return absolute(moment, _zone(context)) if moment else ""
+
+
+def relative(moment: datetime, now: datetime, zone: tzinfo = UTC) -> str:
+    """How long ago (2 hours ago) up to a month back; then the date in the reader's zone."""
+    if (now - moment).days >= RELATIVE_DAYS:
+        return moment.astimezone(zone).strftime("%-d %b %Y")
+    return _since(moment, now)
+
+
+@jinja2.pass_context
+def _timestamp(context: Any, moment: datetime | None) -> Markup:
+    """A <time> saying how long ago, with the exact time (reader's zone) as its title."""
+    if moment is None:
+        return Markup("")
+    zone = _zone(context)
+    now = context.get(READER_NOW)
+    shown = relative(moment, now, zone) if isinstance(now, datetime) else absolute(moment, zone)
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        moment.isoformat(), absolute(moment, zone), escape(shown)
+    )
 
 
 def _since(moment: datetime, now: datetime) -> str:
@@ -93,5 +133,6 @@ def create_environment() -> jinja2.Environment:
         about_path=ids.ABOUT_PAGE,
         anonymity_offered=anonymity_offered,
         static_url=static_url,
+        timestamp=_timestamp,
     )
     return environment

@@ -117,6 +117,9 @@ class Member(Base):
     # Registered while registration needed an admin's approval, and not yet approved: the
     # account may sign in and read, but not post, join or report (docs/OPERATIONS.md).
     awaiting_approval_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The IANA zone (node/time_zones.py) pages show times in for this member; "" lets the
+    # browser's zone apply when it sends one, else UTC.
+    time_zone: Mapped[str] = mapped_column(String(64), default="", server_default="")
     __table_args__ = (
         CheckConstraint("role IN ('member', 'admin')", name="role"),
         UniqueConstraint("username", "domain", name="uq_members_username_domain"),

@@ -2,7 +2,7 @@
 admin sets at /admin/settings; members awaiting an admin's approval
 
 Revision ID: 0033_node_identity
-Revises: 0031_feed
+Revises: 0032_reader_time_zone
 Create Date: 2026-12-07 04:45:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import node.storage.models
 
 revision = "0033_node_identity"
-down_revision = "0031_feed"
+down_revision = "0032_reader_time_zone"
 branch_labels = None
 depends_on = None
 
