@@ -811,7 +811,7 @@ async def test_hostile_markdown_is_rendered_inert(
     # Then nothing in it is active but the node's own static script (the browser's time
     # zone), and the harmless formatting still works
     assert page.status == 200
-    html = page.html.replace('<script src="/static/time-zone.js" defer></script>', "", 1)
+    html = re.sub(r'<script src="/static/time-zone\.[0-9a-f]+\.js" defer></script>', "", page.html)
     for pattern in ACTIVE_MARKUP:
         assert not pattern.search(html), pattern.search(html)
     assert "<strong>still bold</strong>" in page.html
