@@ -87,8 +87,11 @@ THREAD_PIN_PATH = "/t/{thread_id}/pin"
 MY_REPORTS_PAGE = "/reports/mine"
 REPORT_PAGE = "/reports/{report_id}"
 REPORT_ACT_PAGE = "/reports/{report_id}/act"
-NOTICES_PAGE = "/notices"
-NOTICES_READ_PAGE = "/notices/read"
+OLD_NOTICES_PAGE = "/notices"  # moderators' warnings are notifications now: it redirects
+NOTIFICATIONS_PAGE = "/notifications"
+NOTIFICATIONS_READ_PAGE = "/notifications/read"
+NOTIFICATION_READ_PATH = "/notifications/{notification_id}/read"
+ACCOUNT_NOTIFICATIONS_PAGE = "/account/notifications"
 ADMIN_REPORTS_PAGE = "/admin/reports"
 ADMIN_AUDIT_PAGE = "/admin/audit"
 # Verified professionals and the partner nodes whose verifications are trusted.

@@ -19,6 +19,7 @@ from node.email_addresses import ReplyNotifications
 from node.events import EventSink, take_pending
 from node.federation_policy import PolicyCache, apply_policy, load_policy
 from node.mail import Mailer
+from node.notifications import Notifier
 from node.passwords import Passwords
 from node.storage.engine import (
     begin_for_reading,
@@ -55,6 +56,7 @@ class NodeContext:
             self.sessions, self.clock, self.settings.blocked_domains
         )
         self.mailer = Mailer(self.settings.smtp) if self.settings.smtp else None
+        self.sinks.append(Notifier(self.clock))
         if self.mailer is not None:
             self.sinks.append(ReplyNotifications(self.settings, self.mailer))
 

@@ -17,10 +17,11 @@ class SignedIn:
     username: str
     display_name: str
     role: str
-    unread_notices: int = 0
+    # Unread notifications, for the header; counted only for pages (GET and HEAD).
+    unread_notifications: int = 0
 
     @classmethod
-    def of(cls, member: Member) -> SignedIn:
+    def of(cls, member: Member, unread_notifications: int = 0) -> SignedIn:
         return cls(
-            member.id, member.username, member.display_name, member.role, member.unread_notices
+            member.id, member.username, member.display_name, member.role, unread_notifications
         )
