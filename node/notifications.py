@@ -11,7 +11,7 @@ separate "notices" page is the "moderation" kind here.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -21,7 +21,17 @@ from sqlalchemy.orm import aliased
 
 from node import events
 from node.clock import Clock
-from node.policy import NO_STANDING, Action, Standing, Viewer, is_admin, knows_of, may
+from node.policy import (
+    KNOWING_STATES,
+    NO_STANDING,
+    OPEN_VISIBILITIES,
+    Action,
+    Standing,
+    Viewer,
+    is_admin,
+    knows_of,
+    may,
+)
 from node.storage.models import (
     LOCAL,
     ConditionGroup,
@@ -107,15 +117,12 @@ async def notify(session: AsyncSession, wanted: Sequence[Wanted], now: datetime)
     standings = await standings_of(
         session, [(w.group_id, w.recipient_id) for w in wanted if w.group_id is not None]
     )
-    opted_out = set(
-        (
-            await session.execute(
-                select(NotificationOptOut.member_id, NotificationOptOut.kind).where(
-                    NotificationOptOut.member_id.in_(sorted({w.recipient_id for w in wanted}))
-                )
-            )
+    opt_outs = await session.execute(
+        select(NotificationOptOut.member_id, NotificationOptOut.kind).where(
+            NotificationOptOut.member_id.in_(sorted({w.recipient_id for w in wanted}))
         )
     )
+    opted_out = {(member_id, kind) for member_id, kind in opt_outs}
     rows: list[dict[str, object]] = []
     given: set[tuple[int, str | None, int | None, int | None]] = set()
     for w in wanted:
@@ -125,6 +132,11 @@ async def notify(session: AsyncSession, wanted: Sequence[Wanted], now: datetime)
         actor = people.get(w.actor_id) if w.actor_id is not None else None
         group = groups.get(w.group_id) if w.group_id is not None else None
         standing = standings.get((w.group_id or 0, w.recipient_id), NO_STANDING)
+        if w.kind is Kind.JOIN_DECISION and w.approved is False and group is not None:
+            if not knows_of(Viewer(w.recipient_id), group.visibility, standing):
+                # A declined request to a private group: it no longer exists for them, so
+                # they are told that a request was declined, without the group's name.
+                w = replace(w, group_id=None)
         if not _allowed(w, recipient, actor, group, standing):
             continue
         # One notification of one post (or log entry) for each person: a reply to my post in
@@ -239,11 +251,9 @@ async def _of_posts(session: AsyncSession, post_ids: Sequence[str]) -> list[Want
     )
     found = rows.all()
     mentioned: dict[str, list[int]] = {}
-    for post_id, member_id in (
-        await session.execute(
-            select(PostMention.post_id, PostMention.member_id).where(
-                PostMention.post_id.in_([row[0] for row in found])
-            )
+    for post_id, member_id in await session.execute(
+        select(PostMention.post_id, PostMention.member_id).where(
+            PostMention.post_id.in_([row[0] for row in found])
         )
     ):
         mentioned.setdefault(post_id, []).append(member_id)
@@ -345,13 +355,13 @@ async def notify_declined(
 async def _forget_unreadable(
     session: AsyncSession, changes: Sequence[events.MembershipChanged]
 ) -> None:
-    """A member who left a group that is not public (or was removed from it) keeps no
-    notification of what is said in it: the page would not show them, and the count in the
-    header would still say they are there."""
+    """A member who left a group that is not public (or was removed, banned, or had their
+    invitation withdrawn) keeps no notification about it: the group no longer exists for
+    them, the page would not show them, and the count in the header would still say so."""
     gone = [
         (c.group_id, c.member_id)
         for c in changes
-        if c.previous_state == "active" and c.state != "active"
+        if c.previous_state in KNOWING_STATES and c.state not in KNOWING_STATES
     ]
     if not gone:
         return
@@ -360,7 +370,7 @@ async def _forget_unreadable(
             await session.execute(
                 select(ConditionGroup.id).where(
                     ConditionGroup.id.in_(sorted({g for g, _ in gone})),
-                    ConditionGroup.visibility != "public",
+                    ConditionGroup.visibility.not_in(OPEN_VISIBILITIES),
                 )
             )
         ).scalars()
@@ -374,8 +384,7 @@ async def _forget_unreadable(
                         and_(Notification.group_id == g, Notification.recipient_id == m)
                         for g, m in pairs
                     )
-                ),
-                Notification.kind.not_in([k.value for k in _ABOUT_STANDING]),
+                )
             )
         )
 
@@ -459,23 +468,19 @@ async def page_of(session: AsyncSession, viewer: Viewer, page: int = 1) -> tuple
     assert viewer.member_id is not None
     actor = aliased(Member)
     rows = (
-        (
-            await session.execute(
-                select(Notification, actor, ConditionGroup, Thread, Post, ModerationLogEntry)
-                .outerjoin(actor, actor.id == Notification.actor_id)
-                .outerjoin(ConditionGroup, ConditionGroup.id == Notification.group_id)
-                .outerjoin(Thread, Thread.id == Notification.thread_id)
-                .outerjoin(Post, Post.id == Notification.post_id)
-                .outerjoin(ModerationLogEntry, ModerationLogEntry.id == Notification.modlog_id)
-                .where(Notification.recipient_id == viewer.member_id)
-                .order_by(Notification.id.desc())
-                .offset((max(page, 1) - 1) * PAGE_SIZE)
-                .limit(PAGE_SIZE + 1)
-            )
+        await session.execute(
+            select(Notification, actor, ConditionGroup, Thread, Post, ModerationLogEntry)
+            .outerjoin(actor, actor.id == Notification.actor_id)
+            .outerjoin(ConditionGroup, ConditionGroup.id == Notification.group_id)
+            .outerjoin(Thread, Thread.id == Notification.thread_id)
+            .outerjoin(Post, Post.id == Notification.post_id)
+            .outerjoin(ModerationLogEntry, ModerationLogEntry.id == Notification.modlog_id)
+            .where(Notification.recipient_id == viewer.member_id)
+            .order_by(Notification.id.desc())
+            .offset((max(page, 1) - 1) * PAGE_SIZE)
+            .limit(PAGE_SIZE + 1)
         )
-        
-        .all()
-    )
+    ).all()
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     standings = await standings_of(
