@@ -23,7 +23,7 @@ from node.storage.models import LOCAL, Member, PostMention
 MENTIONS_MAX = 10
 # `@name` or `@name@domain`, not inside a word or an address (`a@b`), nor a path (`/@x`).
 _MENTION = re.compile(
-    r"(?<![\w@/.])@([A-Za-z0-9_]{1,30})(?:@((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}(?::\d{1,5})?))?"
+    r"(?<![\w@/.])@([A-Za-z0-9_]{1,30})(?:@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::\d{1,5})?))?"
     r"(?![\w@])"
 )
 # Text between tags, outside links and code, is where a mention becomes a link.
@@ -133,4 +133,22 @@ async def mentions_of(session: AsyncSession, post_ids: Sequence[str]) -> dict[st
     found: dict[str, list[int]] = {}
     for post_id, member_id in rows.all():
         found.setdefault(post_id, []).append(member_id)
+    return found
+
+
+async def mentioned_members(
+    session: AsyncSession, post_ids: Sequence[str]
+) -> dict[str, list[Member]]:
+    """Whom each post mentions, as members (for federation's Mention tags): one query."""
+    if not post_ids:
+        return {}
+    rows = await session.execute(
+        select(PostMention.post_id, Member)
+        .join(Member, Member.id == PostMention.member_id)
+        .where(PostMention.post_id.in_(sorted(set(post_ids))), Member.erased_at.is_(None))
+        .order_by(Member.id)
+    )
+    found: dict[str, list[Member]] = {}
+    for post_id, member in rows.all():
+        found.setdefault(post_id, []).append(member)
     return found
