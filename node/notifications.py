@@ -225,6 +225,11 @@ class Notifier:
         changes = [e for e in batch if isinstance(e, events.MembershipChanged)]
         wanted += await _of_memberships(session, changes)
         await _forget_unreadable(session, changes)
+        for erased in (e for e in batch if isinstance(e, events.AccountErased)):
+            # A remote person deleted their account: nothing here names them any longer.
+            await session.execute(
+                delete(Notification).where(Notification.actor_id == erased.member_id)
+            )
         if wanted:
             await notify(session, wanted, self.clock.now())
 
@@ -560,8 +565,14 @@ async def choose_kinds(session: AsyncSession, member_id: int, wanted: Iterable[K
 
 
 async def forget_notifications(session: AsyncSession, member_id: int) -> None:
-    """An erased account keeps no notifications and no choices about them."""
-    await session.execute(delete(Notification).where(Notification.recipient_id == member_id))
+    """An erased account keeps no notifications, no choices about them, and leaves none
+    that name it (others' notifications of what it did, whom posts mentioned)."""
+    await session.execute(
+        delete(Notification).where(
+            or_(Notification.recipient_id == member_id, Notification.actor_id == member_id)
+        )
+    )
+    await session.execute(delete(PostMention).where(PostMention.member_id == member_id))
     await session.execute(
         delete(NotificationOptOut).where(NotificationOptOut.member_id == member_id)
     )
