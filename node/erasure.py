@@ -120,5 +120,5 @@ async def forget_email(session: AsyncSession, member: Member) -> None:
     """The one place a member's email address is erased: the address, the choice of mails,
     and every link (confirmation, recovery) that names it."""
     member.email = None
-    member.email_on_reply = False
+    member.notification_email = "off"
     await session.execute(delete(EmailToken).where(EmailToken.member_id == member.id))

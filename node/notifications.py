@@ -161,6 +161,8 @@ async def notify(session: AsyncSession, wanted: Sequence[Wanted], now: datetime)
         )
     if rows:
         await session.execute(insert(Notification), rows)
+        recipients = tuple(sorted({int(str(row["recipient_id"])) for row in rows}))
+        events.record(session, events.NotificationsGiven(recipients))
     return len(rows)
 
 
@@ -576,3 +578,60 @@ async def forget_notifications(session: AsyncSession, member_id: int) -> None:
     await session.execute(
         delete(NotificationOptOut).where(NotificationOptOut.member_id == member_id)
     )
+
+
+# ------------------------------------------------------------------------- email
+
+# How an email counts each kind: (one, many).
+_COUNTED = {
+    Kind.REPLY: ("reply to your posts", "replies to your posts"),
+    Kind.THREAD_REPLY: ("reply in your threads", "replies in your threads"),
+    Kind.MENTION: ("mention of you", "mentions of you"),
+    Kind.HELPFUL: ("helpful mark", "helpful marks"),
+    Kind.JOIN_REQUEST: ("request to join", "requests to join"),
+    Kind.JOIN_DECISION: ("answer to your request to join", "answers to your requests to join"),
+    Kind.INVITATION: ("invitation", "invitations"),
+    Kind.MODERATION: ("note from the moderators", "notes from the moderators"),
+}
+
+
+async def unsent_summaries(
+    session: AsyncSession, recipient_ids: Sequence[int], now: datetime
+) -> dict[int, list[str]]:
+    """For each recipient, what their unread notifications not yet emailed say, as counts
+    ("3 new replies to your posts", "1 new reply to your posts in a private group"), and
+    mark them emailed. Never a post's text, a title, a person's or a group's name."""
+    if not recipient_ids:
+        return {}
+    rows = await session.execute(
+        select(Notification.id, Notification.recipient_id, Notification.kind, ConditionGroup)
+        .outerjoin(ConditionGroup, ConditionGroup.id == Notification.group_id)
+        .where(
+            Notification.recipient_id.in_(sorted(set(recipient_ids))),
+            Notification.read_at.is_(None),
+            Notification.emailed_at.is_(None),
+        )
+        .order_by(Notification.id)
+    )
+    counts: dict[int, dict[tuple[Kind, str], int]] = {}
+    emailed = []
+    for note_id, recipient_id, kind, group in rows:
+        emailed.append(note_id)
+        # No group is named, not even a public one: an email may be read by others, and
+        # belonging to a health group discloses a condition.
+        private = group is not None and group.visibility not in OPEN_VISIBILITIES
+        where = " in a private group" if private else ""
+        key = (Kind(kind), where)
+        by_kind = counts.setdefault(recipient_id, {})
+        by_kind[key] = by_kind.get(key, 0) + 1
+    if emailed:
+        await session.execute(
+            update(Notification).where(Notification.id.in_(emailed)).values(emailed_at=now)
+        )
+    return {
+        recipient_id: [
+            f"{count} new {_COUNTED[kind][count != 1]}{where}"
+            for (kind, where), count in by_kind.items()
+        ]
+        for recipient_id, by_kind in counts.items()
+    }

@@ -107,7 +107,9 @@ class Member(Base):
     # password recovery and the notifications they chose; never shown to others, never
     # federated, never logged.
     email: Mapped[str | None] = mapped_column(String(254), nullable=True)
-    email_on_reply: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Whether notifications also come by email: "off", "immediate" or "daily" (a digest);
+    # node.email_addresses.EMAIL_MODES checks it (no CHECK: members is not rebuilt on SQLite).
+    notification_email: Mapped[str] = mapped_column(String(10), default="off", server_default="off")
     # A local account erased (node/erasure.py): nothing personal is left, and the row stays
     # only so that its username stays reserved and its tombstones keep an author.
     erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -788,6 +790,8 @@ class Notification(Base):
     approved: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When an email told of it (at once, or in a daily digest); None: not yet, or never.
+    emailed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     __table_args__ = (
         CheckConstraint(_KINDS_CHECK, name="kind"),
         Index("ix_notifications_recipient_id", "recipient_id", "id"),

@@ -45,6 +45,7 @@ def upgrade() -> None:
         sa.Column("approved", sa.Boolean(), nullable=True),
         sa.Column("created_at", node.storage.models.UTCDateTime(), nullable=False),
         sa.Column("read_at", node.storage.models.UTCDateTime(), nullable=True),
+        sa.Column("emailed_at", node.storage.models.UTCDateTime(), nullable=True),
         sa.CheckConstraint(KINDS_CHECK, name=op.f("ck_notifications_kind")),
         sa.ForeignKeyConstraint(
             ["recipient_id"],
@@ -135,8 +136,15 @@ def upgrade() -> None:
         "FROM moderation_log l JOIN members m ON m.id = l.member_id "
         "WHERE l.action = 'warn_member' AND m.domain = ''"
     )
+    op.add_column(
+        "members",
+        sa.Column("notification_email", sa.String(length=10), nullable=False, server_default="off"),
+    )
+    # Email on reply was the one email notification: it becomes "immediate" for every kind.
+    op.execute("UPDATE members SET notification_email = 'immediate' WHERE email_on_reply")
     with op.batch_alter_table("members") as batch:
         batch.drop_column("unread_notices")
+        batch.drop_column("email_on_reply")
 
 
 def downgrade() -> None:
@@ -144,6 +152,12 @@ def downgrade() -> None:
         batch.add_column(
             sa.Column("unread_notices", sa.Integer(), nullable=False, server_default="0")
         )
+        batch.add_column(
+            sa.Column("email_on_reply", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
+    op.execute("UPDATE members SET email_on_reply = (notification_email <> 'off')")
+    with op.batch_alter_table("members") as batch:
+        batch.drop_column("notification_email")
     op.execute(
         "UPDATE members SET unread_notices = (SELECT count(*) FROM notifications n "
         "WHERE n.recipient_id = members.id AND n.kind = 'moderation' AND n.read_at IS NULL)"
