@@ -233,6 +233,14 @@ async def test_each_action_needs_a_reason_and_is_logged(group: Group) -> None:
     assert "The thread was locked to new replies." in mine
     assert "olga" not in mine.lower()
 
+    # And bob is told of both, with the reasons and never who acted; carla, who only
+    # reported, is told nothing among her notifications
+    told = (await group.bob.get("/notifications")).text
+    assert "A moderator removed your post" in told and "Selling drugs" in told
+    assert "A moderator locked your thread to replies" in told and "Calming things down" in told
+    assert "olga" not in told.lower()
+    assert "moderator" not in (await group.carla.get("/notifications")).text
+
     # And the group's log says who, what, when and why
     log = (await group.olga.get("/g/t1d/moderation/log")).text
     assert "removed a post" in log and "Selling drugs" in log
