@@ -73,7 +73,9 @@ async def resolve(
                 member.id, member.username, ids.member_path(member.username)
             )
         else:
-            href = member.profile_url or member.actor_iri or ""
+            # Their profile page, as their server names it, if it is a web address at all.
+            page = member.profile_url or ""
+            href = page if page.startswith(("https://", "http://")) else member.actor_iri or ""
             handle = f"{member.username}@{member.domain}"
             found[(member.username.lower(), member.domain)] = Mentioned(member.id, handle, href)
     return found

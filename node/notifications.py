@@ -11,7 +11,7 @@ separate "notices" page is the "moderation" kind here.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -72,6 +72,9 @@ KIND_LABELS = {
 # it (its name) is enough. Every other kind needs them to be able to read the group.
 _ABOUT_STANDING = (Kind.JOIN_DECISION, Kind.INVITATION)
 PAGE_SIZE = 30
+# Kinds of which one post gives a person one notification, the first wanted: a reply to my
+# post, in my thread, that mentions me is "a reply", once.
+_ABOUT_A_POST = (Kind.REPLY, Kind.THREAD_REPLY, Kind.MENTION)
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ async def notify(session: AsyncSession, wanted: Sequence[Wanted], now: datetime)
     )
     opted_out = {(member_id, kind) for member_id, kind in opt_outs}
     rows: list[dict[str, object]] = []
-    given: set[tuple[int, str | None, int | None, int | None]] = set()
+    given: set[tuple[object, ...]] = set()
     for w in wanted:
         recipient = people.get(w.recipient_id)
         if recipient is None or (w.recipient_id, w.kind.value) in opted_out:
@@ -139,9 +142,8 @@ async def notify(session: AsyncSession, wanted: Sequence[Wanted], now: datetime)
                 w = replace(w, group_id=None)
         if not _allowed(w, recipient, actor, group, standing):
             continue
-        # One notification of one post (or log entry) for each person: a reply to my post in
-        # my thread that mentions me is "a reply", once.
-        key = (w.recipient_id, w.post_id, w.modlog_id, w.group_id if not w.post_id else None)
+        about_post = w.kind in _ABOUT_A_POST
+        key = (w.recipient_id, w.post_id) if about_post else (w.recipient_id, *astuple(w)[1:])
         if key in given:
             continue
         given.add(key)

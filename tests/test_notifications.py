@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from node.mentions import Mentioned, handles_in, link_mentions
 from node.runtime import NodeContext
 from node.storage.models import ConditionGroup, Member, Notification, Post, PostMention
 from tests.browser import Browser
@@ -201,3 +202,14 @@ async def test_private_groups_tell_only_those_who_may_see_them(
     assert "Secret worries" not in listing and "Olga replied" not in listing
     assert "Quiet room" not in listing and "was approved" not in listing
     assert await header_count(bob) == before - 2
+
+
+def test_mentions_are_found_and_linked_outside_code_and_links() -> None:
+    text = "Hi @Bea, @rita@hospital.example. Not me@example.org, a/@path, nor `@x`."
+    assert handles_in(text) == [("bea", ""), ("rita", "hospital.example"), ("x", "")]
+    known = {("bea", ""): Mentioned(1, "bea", "/u/bea")}
+    html = '<p>Hi @bea <code>@bea</code> <a href="/elsewhere">@bea</a><br>@bea.</p>'
+    assert link_mentions(html, known) == (
+        '<p>Hi <a href="/u/bea" class="mention">@bea</a> <code>@bea</code> '
+        '<a href="/elsewhere">@bea</a><br><a href="/u/bea" class="mention">@bea</a>.</p>'
+    )
