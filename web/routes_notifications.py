@@ -26,7 +26,7 @@ ACTION_WORDS = {
 def register(router: web.UrlDispatcher) -> None:
     router.add_get(ids.NOTIFICATIONS_PAGE, notifications_page)
     router.add_post(ids.NOTIFICATIONS_READ_PAGE, mark_all_read)
-    router.add_post(ids.NOTIFICATION_READ_PATH, mark_one_read)
+    router.add_post(ids.NOTIFICATION_READ_PAGE, mark_one_read)
     router.add_get(ids.ACCOUNT_NOTIFICATIONS_PAGE, preferences_page)
     router.add_post(ids.ACCOUNT_NOTIFICATIONS_PAGE, preferences_submit)
     router.add_get(ids.OLD_NOTICES_PAGE, old_notices)
