@@ -6,7 +6,8 @@ Every IRI of ours is minted by node.ids; any other is a remote row's stored id.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from html import escape
 from typing import Any
@@ -21,9 +22,18 @@ from node.ids import Iris
 from node.policy import federates, shared_with_partners
 from node.polls import PublishedPoll
 from node.qa_windows import QaWindow
-from node.storage.models import ConditionGroup, Member, Post, ProfessionalVerification, Thread
+from node.storage.models import (
+    LOCAL,
+    ConditionGroup,
+    Member,
+    Post,
+    ProfessionalVerification,
+    Thread,
+)
 
 AS2_MEDIA_TYPE = "application/activity+json"
+# A mention of a member of this node, as node/mentions.py links it (by path).
+_LOCAL_MENTION = re.compile(r'<a href="(/u/[a-z0-9_]{1,30})" class="mention">')
 
 
 def _time(moment: datetime | None) -> str | None:
@@ -220,11 +230,14 @@ class Documents:
         qa: QaWindow | None = None,
         now: datetime | None = None,
         poll: PublishedPoll | None = None,
+        mentioned: Sequence[Member] = (),
     ) -> dict[str, Any]:
         """The Page (opening post) or Note (reply) for a post; an expert Q&A's Page carries
         its window as `startTime` and `endTime`, and has comments off once it ended; an
         opening post with a poll is a `Question` (Mastodon's and PieFed's shape) with the
-        Page's properties."""
+        Page's properties. The people it `mentioned` are its `Mention` tags, and those on
+        other servers are in its `cc`, in a public group only (docs/FEDERATION.md,
+        "Mentions")."""
         iri = self.object_iri(post, thread)
         group_iri = self.group_iri(group)
         thread_iri = self.thread_iri(thread)
@@ -233,7 +246,7 @@ class Documents:
             "id": iri,
             "type": "Page" if post.parent_id is None else "Note",
             "attributedTo": self.member_iri(author),
-            "content": post.content_html,
+            "content": self._absolute_mentions(post.content_html),
             "mediaType": "text/html",
             "source": {"content": post.source, "mediaType": "text/markdown"},
             "published": _time(post.created_at),
@@ -274,7 +287,29 @@ class Documents:
             followers = [self.iris.group_followers(group.slug)] if group.domain == "" else []
             document["to"] = [group_iri, *followers]
             document["cc"] = [iri for iri in document["cc"] if iri != group_iri]
+        if mentioned and federates(group.visibility):
+            document["tag"] = [self._mention(person) for person in mentioned]
+            elsewhere = [self.member_iri(p) for p in mentioned if p.domain != LOCAL]
+            document["cc"] = list(dict.fromkeys([*document["cc"], *elsewhere]))
         return document
+
+    def _mention(self, person: Member) -> dict[str, Any]:
+        domain = person.domain or self.settings.domain
+        return {
+            "type": "Mention",
+            "href": self.member_iri(person),
+            "name": f"@{person.username}@{domain}",
+        }
+
+    def _absolute_mentions(self, content_html: str) -> str:
+        """Mentions of members of this node link to their profile by path (node/mentions.py);
+        another server needs the whole IRI."""
+        if 'class="mention"' not in content_html:
+            return content_html
+        return _LOCAL_MENTION.sub(
+            lambda found: f'<a href="{self.iris.base_url}{found.group(1)}" class="mention">',
+            content_html,
+        )
 
     # ------------------------------------------------------------ a member's archive
 

@@ -8,7 +8,7 @@ activity to that group, which announces it. Private groups never produce anythin
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,7 +22,7 @@ from federation.actors import group_key_owner, member_key_owner
 from federation.convert import Documents
 from federation.jsonld import PUBLIC
 from federation.origins import activity_of
-from node import events, polls, professionals, remote
+from node import events, mentions, polls, professionals, remote
 from node.actor_keys import INSTANCE_ACTOR, public_pem_of
 from node.clock import Clock
 from node.federation_policy import PolicyCache
@@ -289,6 +289,7 @@ class Outbox:
         """Posts started, replied or edited: their contexts read at once, and everything
         they publish stored with one statement (and their deliveries with another)."""
         contexts = await self._post_contexts(session, [event.post_id for event in batch])
+        mentioned = await mentions.mentioned_members(session, list(contexts))
         windows = await windows_of(
             session,
             [ref.thread.id for ref, _, _ in contexts.values() if ref.post.parent_id is None],
@@ -301,7 +302,9 @@ class Outbox:
                 window = (
                     windows.get(found[0].thread.id) if found[0].post.parent_id is None else None
                 )
-                planned += await self._post_written(session, event, found, followers, window)
+                planned += await self._post_written(
+                    session, event, found, followers, window, mentioned.get(event.post_id, [])
+                )
         await self._insert(session, planned)
 
     async def _post_written(
@@ -311,19 +314,32 @@ class Outbox:
         found: PostContext,
         followers: dict[int, list[str]],
         qa: QaWindow | None = None,
+        mentioned: Sequence[Member] = (),
     ) -> list[Planned]:
         """What one written post publishes, planned (`followers` caches a group's inboxes;
-        `qa`, the window of the expert Q&A whose Page this is)."""
+        `qa`, the window of the expert Q&A whose Page this is; `mentioned`, whom it
+        mentions: in a public group, people on other servers get it in their inbox too)."""
         ref, author, parent = found
         kind = "Update" if isinstance(event, events.PostEdited) else "Create"
         parent_inbox = self._inbox_of(parent[1]) if parent else []
+        if federates(ref.group.visibility):
+            for person in mentioned:
+                parent_inbox += [i for i in self._inbox_of(person) if i not in parent_inbox]
         poll = None
         if ref.post.parent_id is None and ref.thread.ap_id is None:
             poll = await polls.published_poll(session, ref.thread, ref.group, self.clock.now())
 
         def page_or_note() -> dict[str, Any]:
             return self.documents.post_object(
-                ref.post, ref.thread, ref.group, author, parent, qa, self.clock.now(), poll
+                ref.post,
+                ref.thread,
+                ref.group,
+                author,
+                parent,
+                qa,
+                self.clock.now(),
+                poll,
+                mentioned,
             )
 
         planned: list[Planned] = []

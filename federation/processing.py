@@ -245,7 +245,14 @@ class Processor:
         warning = html_to_text(doc.summary) if doc.summary else ""
         if doc.sensitive and not warning.strip():
             warning = SENSITIVE_WITHOUT_WARNING
-        return posts.Draft(body, warning[: self.limits.content_warning_max], html, doc.id)
+        mentioned = tuple(
+            ref.username
+            for href in doc.mentions
+            if isinstance(ref := self.documents.iris.parse_local(href), ids.MemberRef)
+        )
+        return posts.Draft(
+            body, warning[: self.limits.content_warning_max], html, doc.id, mentioned
+        )
 
     # ------------------------------------------------------------ follows
 

@@ -190,6 +190,8 @@ class PostDoc:
     end_time: datetime | None = None
     # A `Question`'s poll.
     poll: PollDoc | None = None
+    # The actors its `Mention` tags name (Mastodon's shape: `{"type": "Mention", "href"}`).
+    mentions: tuple[str, ...] = ()
 
 
 POST_TYPES = ("Page", "Note", "Article", "Question")
@@ -263,7 +265,25 @@ def parse_post(document: Any) -> PostDoc:
         link=_first_link(document.get("attachment")),
         **_window(document.get("startTime"), document.get("endTime")),
         poll=_poll(document) if object_type == "Question" else None,
+        mentions=_mentions(document.get("tag")),
     )
+
+
+MAX_MENTIONS = 50
+
+
+def _mentions(value: Any) -> tuple[str, ...]:
+    """The hrefs of `Mention` tags (at most MAX_MENTIONS); anything else in `tag` is ignored."""
+    found: dict[str, None] = {}
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, dict) and _first_type(item.get("type")) == "Mention":
+            try:
+                href = _iri(item.get("href"), "Mention href", required=False)
+            except VocabError:
+                continue
+            if href:
+                found[href] = None
+    return tuple(found)[:MAX_MENTIONS]
 
 
 MAX_CHOICES = 20

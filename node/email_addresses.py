@@ -16,14 +16,15 @@ from functools import partial
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from node import events, ids, throttles
+from node import events, ids, notifications, throttles
+from node.clock import Clock
 from node.config import EMAIL_ADDRESS, EMAIL_ADDRESS_MAX, Limits, Rate, Settings
 from node.errors import Invalid, NotFound
 from node.mail import Mail, Mailer
 from node.members import find_member, password_problem
 from node.passwords import Passwords
 from node.storage.engine import after_commit
-from node.storage.models import LOCAL, EmailToken, Member, Post, WebSession
+from node.storage.models import LOCAL, EmailToken, Member, WebSession
 
 CONFIRM_VALID = timedelta(hours=24)
 RECOVER_VALID = timedelta(hours=1)
@@ -134,16 +135,19 @@ async def confirm(session: AsyncSession, token: str, now: datetime) -> Member:
 
 async def remove_email(session: AsyncSession, member: Member) -> None:
     member.email = None
-    member.email_on_reply = False
+    member.notification_email = "off"
     await _forget_links(session, member.id, "confirm")
     await _forget_links(session, member.id, "recover")
     await session.flush()
 
 
-async def choose_reply_notifications(session: AsyncSession, member: Member, wanted: bool) -> None:
-    if wanted and member.email is None:
-        raise Invalid({"email_on_reply": "Add and confirm an email address first."})
-    member.email_on_reply = wanted
+async def choose_email_notifications(session: AsyncSession, member: Member, mode: str) -> None:
+    """Notifications by email too: "off", "immediate" or "daily" (a digest)."""
+    if mode not in EMAIL_MODES:
+        raise Invalid({"notification_email": "Choose one of the options."})
+    if mode != "off" and member.email is None:
+        raise Invalid({"notification_email": "Add and confirm an email address first."})
+    member.notification_email = mode
     await session.flush()
 
 
@@ -265,43 +269,76 @@ async def recover(
     return member
 
 
-class ReplyNotifications:
-    """An event sink: a reply to a local member's post, when they chose so, queues a mail that
-    says only that there is a reply, with a link (never the text, the group or the author)."""
+EMAIL_MODES = ("off", "immediate", "daily")
 
-    def __init__(self, settings: Settings, mailer: Mailer) -> None:
+
+class NotificationMails:
+    """An event sink: members given notifications who chose email "immediate" get one
+    message per transaction, with counts and a link (`notifications.unsent_summaries`:
+    never a post's text, nor anything of a private group but that it is one)."""
+
+    def __init__(self, settings: Settings, mailer: Mailer, clock: Clock) -> None:
         self.settings = settings
         self.mailer = mailer
+        self.clock = clock
 
     async def publish(self, session: AsyncSession, batch: list[events.Event]) -> None:
-        for event in batch:
-            if isinstance(event, events.PostReplied):
-                await self._notify(session, event.post_id)
+        given = {
+            member_id
+            for event in batch
+            if isinstance(event, events.NotificationsGiven)
+            for member_id in event.recipient_ids
+        }
+        if given:
+            now = self.clock.now()
+            await _mail_summaries(session, self.settings, self.mailer, given, "immediate", now)
 
-    async def _notify(self, session: AsyncSession, post_id: str) -> None:
-        reply = await session.get(Post, post_id)
-        if reply is None or reply.parent_id is None:
-            return
-        parent = await session.get(Post, reply.parent_id)
-        if parent is None or parent.author_id == reply.author_id or parent.deleted_at:
-            return
-        author = await session.get(Member, parent.author_id)
-        if (
-            author is None
-            or author.domain != LOCAL
-            or author.email is None
-            or not author.email_on_reply
-            or author.suspended_at is not None
-        ):
-            return
-        link = self.settings.base_url + ids.thread_path(reply.thread_id)
-        subject = f"You have a new reply on healthnode ({self.settings.domain})"
+
+async def send_digests(
+    session: AsyncSession, settings: Settings, mailer: Mailer, now: datetime
+) -> int:
+    """The daily digest: one message to each member who chose it and has unread
+    notifications not emailed yet; how many were queued. Run once a day
+    (`healthnode notifications digest`)."""
+    wanted = await session.execute(
+        select(Member.id).where(
+            Member.notification_email == "daily",
+            Member.email.is_not(None),
+            Member.domain == LOCAL,
+        )
+    )
+    return await _mail_summaries(session, settings, mailer, set(wanted.scalars()), "daily", now)
+
+
+async def _mail_summaries(
+    session: AsyncSession,
+    settings: Settings,
+    mailer: Mailer,
+    member_ids: set[int],
+    mode: str,
+    now: datetime,
+) -> int:
+    rows = await session.execute(
+        select(Member.id, Member.email).where(
+            Member.id.in_(sorted(member_ids)),
+            Member.notification_email == mode,
+            Member.email.is_not(None),
+            Member.suspended_at.is_(None),
+            Member.erased_at.is_(None),
+        )
+    )
+    addresses = {member_id: email for member_id, email in rows}
+    summaries = await notifications.unsent_summaries(session, list(addresses), now)
+    link = settings.base_url + ids.NOTIFICATIONS_PAGE
+    for member_id, lines in summaries.items():
+        subject = f"New on healthnode ({settings.domain})"
+        listed = "\n".join(f"- {line}" for line in lines)
         body = (
-            f"You have a new reply on healthnode ({self.settings.domain}).\n\n"
+            f"You have news on healthnode ({settings.domain}):\n\n{listed}\n\n"
             f"Sign in to read it:\n{link}\n\n"
-            f"You chose to receive these messages; to stop, untick the box at "
-            f"{self.settings.base_url}{ids.ACCOUNT_EMAIL_PAGE}"
+            f"You chose to receive these messages; to stop, change it at "
+            f"{settings.base_url}{ids.ACCOUNT_EMAIL_PAGE}"
         )
-        after_commit(
-            session, partial(self.mailer.send_later, Mail(author.email, subject, body, "reply"))
-        )
+        mail = Mail(addresses[member_id], subject, body, "notifications")
+        after_commit(session, partial(mailer.send_later, mail))
+    return len(summaries)

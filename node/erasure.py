@@ -20,6 +20,7 @@ from node.errors import NotFound
 from node.events import LocalAccountErased, PostDeleted, record
 from node.membership import remove_membership
 from node.modlog import ModAction, log_action
+from node.notifications import forget_notifications
 from node.polls import forget_votes
 from node.posts import tombstone
 from node.storage.models import (
@@ -101,10 +102,10 @@ async def erase_local_account(
         update(ConditionGroup).where(ConditionGroup.owner_id == member_id).values(owner_id=None)
     )
     await forget_email(session, member)
+    await forget_notifications(session, member_id)
     member.display_name, member.bio = ERASED_NAME, ""
     member.password_hash = NO_PASSWORD
     member.consent_at, member.consent_policy_version = None, None
-    member.unread_notices = 0
     member.erased_at = member.last_active_at = now
     await session.flush()
     await log_action(
@@ -122,5 +123,5 @@ async def forget_email(session: AsyncSession, member: Member) -> None:
     """The one place a member's email address is erased: the address, the choice of mails,
     and every link (confirmation, recovery) that names it."""
     member.email = None
-    member.email_on_reply = False
+    member.notification_email = "off"
     await session.execute(delete(EmailToken).where(EmailToken.member_id == member.id))

@@ -170,6 +170,14 @@ class PollVoted:
     origin: Origin | None = None
 
 
+@dataclass(frozen=True)
+class NotificationsGiven:
+    """Members of this node were given notifications (node/notifications.py): email, when
+    they chose it at once, tells them (node/email_addresses.py)."""
+
+    recipient_ids: tuple[int, ...]
+
+
 Event = (
     MemberCreated
     | MemberUpdated
@@ -188,6 +196,7 @@ Event = (
     | ThreadPinChanged
     | GroupUpdated
     | PollVoted
+    | NotificationsGiven
 )
 
 

@@ -92,11 +92,14 @@ THREAD_PIN_PATH = "/t/{thread_id}/pin"
 MY_REPORTS_PAGE = "/reports/mine"
 REPORT_PAGE = "/reports/{report_id}"
 REPORT_ACT_PAGE = "/reports/{report_id}/act"
-NOTICES_PAGE = "/notices"
 # Full-text search (node/search.py): `q`, an optional `type` and a `page` in the query string.
 SEARCH_PAGE = "/search"
 FEED_PAGE = "/feed"  # new threads and replies in the member's groups (node.thread_lists)
-NOTICES_READ_PAGE = "/notices/read"
+OLD_NOTICES_PAGE = "/notices"  # moderators' warnings are notifications now: it redirects
+NOTIFICATIONS_PAGE = "/notifications"
+NOTIFICATIONS_READ_PAGE = "/notifications/read"
+NOTIFICATION_READ_PAGE = "/notifications/{notification_id}/read"
+ACCOUNT_NOTIFICATIONS_PAGE = "/account/notifications"
 ADMIN_REPORTS_PAGE = "/admin/reports"
 ADMIN_DASHBOARD_PAGE = "/admin"  # the node's figures (node.community_figures)
 ADMIN_AUDIT_PAGE = "/admin/audit"

@@ -18,6 +18,7 @@ from node.events import MembershipChanged, Origin, record
 from node.groups import GROUP_NOT_FOUND, GroupView, find_group
 from node.members import find_member_by_handle
 from node.modlog import ModAction, log_action
+from node.notifications import notify_declined
 from node.paging import KeyKind, Page, PageRequest, beyond, order, page_of
 from node.policy import (
     NO_STANDING,
@@ -272,6 +273,7 @@ async def decide_request(
         await put_membership(session, row, view.group.id, member.id, "active", now)
     else:
         await remove_membership(session, row)
+        await notify_declined(session, view.group.id, member.id, view.viewer.member_id, now)
 
 
 async def withdraw_invitation(

@@ -544,13 +544,12 @@ async def warn(
     now: datetime,
     report_id: int | None = None,
 ) -> None:
-    """Warn a member of this node: the reason is the warning they read on their notices
-    page, and every page tells them it is there until they have read it."""
+    """Warn a member of this node: the reason is the warning they read among their
+    notifications (the moderation log entry notifies them)."""
     reason = required_reason(reason)
     actor = await _acting_member(session, viewer)
     if member.domain != LOCAL:
         raise Conflict("Only members of this node can be warned here; ban them instead.")
-    member.unread_notices += 1
     await log_action(
         session,
         action=ModAction.WARN_MEMBER,
@@ -789,36 +788,6 @@ async def reports_of(session: AsyncSession, viewer: Viewer) -> list[MyReport]:
             target = f"a member (@{handle_of(person)})" if person is not None else "a member"
         mine.append(MyReport(report, target))
     return mine
-
-
-@dataclass(frozen=True)
-class Notice:
-    """A moderator's warning, as the member reads it: where, when and why, not who."""
-
-    group: ConditionGroup | None
-    reason: str
-    created_at: datetime
-
-
-async def notices_of(session: AsyncSession, member_id: int) -> list[Notice]:
-    rows = await session.execute(
-        select(ModerationLogEntry, ConditionGroup)
-        .outerjoin(ConditionGroup, ConditionGroup.id == ModerationLogEntry.group_id)
-        .where(
-            ModerationLogEntry.member_id == member_id,
-            ModerationLogEntry.action == ModAction.WARN_MEMBER.value,
-        )
-        .order_by(ModerationLogEntry.created_at.desc(), ModerationLogEntry.id.desc())
-        .limit(LOG_MAX)
-    )
-    return [Notice(group, entry.reason, entry.created_at) for entry, group in rows.all()]
-
-
-async def mark_notices_read(session: AsyncSession, member_id: int) -> None:
-    member = await session.get(Member, member_id)
-    if member is not None and member.unread_notices:
-        member.unread_notices = 0
-        await session.flush()
 
 
 # --------------------------------------------------------------------------------- logs

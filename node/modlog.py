@@ -9,6 +9,7 @@ from enum import StrEnum
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.errors import Invalid
+from node.notifications import notify_moderation
 from node.storage.models import ModerationLogEntry
 from node.text import neutralise
 
@@ -77,7 +78,8 @@ async def log_action(
     member_id: int | None = None,
     report_id: int | None = None,
 ) -> ModerationLogEntry:
-    """Append one entry. `group_id` None makes it node-wide (the admins' audit log)."""
+    """Append one entry. `group_id` None makes it node-wide (the admins' audit log). The
+    member it concerns is notified when it is an action they are told of."""
     entry = ModerationLogEntry(
         group_id=group_id,
         actor_id=actor_id,
@@ -92,4 +94,5 @@ async def log_action(
     )
     session.add(entry)
     await session.flush()
+    await notify_moderation(session, entry)
     return entry

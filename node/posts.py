@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from node import rate_limits
+from node import mentions, rate_limits
 from node.config import Limits
 from node.crisis import WrittenPost, report_crisis_posts
 from node.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
@@ -93,6 +93,9 @@ class Draft:
     content_warning: str = ""
     html: str | None = None
     ap_id: str | None = None
+    # Members of this node that another server's Mention tags name (their usernames);
+    # what a member here writes is searched for `@name` instead.
+    mentions: tuple[str, ...] = ()
 
     def cleaned(self) -> Draft:
         return replace(
@@ -101,10 +104,29 @@ class Draft:
             content_warning=neutralise(self.content_warning),
         )
 
-    def rendered(self) -> str:
+    def rendered(self, known: Known | None = None) -> str:
         if self.html is None:
-            return render_markdown(self.body)
+            return mentions.link_mentions(render_markdown(self.body), known or {})
         return neutralise(sanitise_html(self.html))  # entities are characters by now
+
+    def mentioned(self, known: Known) -> list[int]:
+        """The member ids this post mentions, of those `known` (from `_known`)."""
+        if self.html is None:
+            return mentions.mentioned_in(self.body, known)
+        found = (known.get((name.lower(), "")) for name in self.mentions)
+        return list(dict.fromkeys(person.member_id for person in found if person is not None))
+
+
+Known = dict[tuple[str, str], mentions.Mentioned]
+
+
+async def _known(session: AsyncSession, drafts: Sequence[Draft]) -> Known:
+    """Everyone the drafts mention that this node knows: one query (nothing is fetched)."""
+    return await mentions.resolve(
+        session,
+        [draft.body for draft in drafts if draft.html is None],
+        [name for draft in drafts if draft.html is not None for name in draft.mentions],
+    )
 
 
 def vouched_by_remote_group(view: GroupView, announced: bool) -> bool:
@@ -135,6 +157,7 @@ def _new_post_row(
     draft: Draft,
     now: datetime,
     anonymous: bool = False,
+    known: Known | None = None,
 ) -> dict[str, object]:
     return {
         "id": new_object_id(),
@@ -142,7 +165,7 @@ def _new_post_row(
         "parent_id": parent_id,
         "author_id": author_id,
         "source": draft.body,
-        "content_html": draft.rendered(),
+        "content_html": draft.rendered(known),
         "content_warning": draft.content_warning,
         "created_at": now,
         "edited_at": None,
@@ -160,8 +183,9 @@ def _new_post(
     draft: Draft,
     now: datetime,
     anonymous: bool = False,
+    known: Known | None = None,
 ) -> Post:
-    return Post(**_new_post_row(thread_id, parent_id, author_id, draft, now, anonymous))
+    return Post(**_new_post_row(thread_id, parent_id, author_id, draft, now, anonymous, known))
 
 
 def anonymity_offered(group: ConditionGroup) -> bool:
@@ -225,12 +249,14 @@ async def start_thread(
     await session.flush()
     if poll is not None:
         await store_poll(session, thread.id, poll, now)
-    post = _new_post(thread.id, None, view.viewer.member_id, draft, now, anonymous)
+    known = await _known(session, [draft])
+    post = _new_post(thread.id, None, view.viewer.member_id, draft, now, anonymous, known)
     post.held_at = now if held else None
     session.add(post)
     await session.flush()
     # Indexed now, held or not: a search finds it only once it is published (node/search.py).
     await index_posts(session, [post.id])
+    await mentions.store(session, {post.id: draft.mentioned(known)})
     if held:
         # Seen by its author and the moderators only, and published when approved.
         return thread
@@ -445,18 +471,21 @@ async def reply(
     await rate_limits.count_post(session, limits.rates, view, origin, now)
     if parent is None:
         parent = opening
-    post = _new_post(thread.id, parent.id, viewer.member_id, draft, now, anonymous)
+    known = await _known(session, [draft])
+    post = _new_post(thread.id, parent.id, viewer.member_id, draft, now, anonymous, known)
     if await _holds(session, view.group, viewer, view.standing, viewer.member_id):
         post.held_at = now
         session.add(post)
         await session.flush()
         await index_posts(session, [post.id])
+        await mentions.store(session, {post.id: draft.mentioned(known)})
         return post  # published, and bumps its thread, when approved
     session.add(post)
     thread.last_activity_at = now
     view.group.last_activity_at = now
     await session.flush()
     await index_posts(session, [post.id])
+    await mentions.store(session, {post.id: draft.mentioned(known)})
     record(session, PostReplied(post.id, origin))
     texts = (draft.body, draft.content_warning)
     await report_crisis_posts(session, [_written(post.id, view.group, origin, texts)], now)
@@ -549,6 +578,8 @@ async def reply_many(
             and _group_holds(group_rows[threads[r.thread_id].group_id])
         },
     )
+    known = await _known(session, [r.draft for r in replies])
+    mentioned: dict[str, list[int]] = {}
     results: list[str | DomainError] = []
     rows: list[dict[str, object]] = []
     touched_threads: set[str] = set()
@@ -585,8 +616,9 @@ async def reply_many(
         except DomainError as refused:
             results.append(refused)
             continue
-        row = _new_post_row(thread.id, parent_id, member_id, draft, now)
+        row = _new_post_row(thread.id, parent_id, member_id, draft, now, known=known)
         rows.append(row)
+        mentioned[str(row["id"])] = draft.mentioned(known)
         results.append(str(row["id"]))
         if (
             _group_holds(group)
@@ -602,6 +634,7 @@ async def reply_many(
         return results
     await session.execute(insert(Post), rows)
     await index_posts(session, [str(row["id"]) for row in rows])
+    await mentions.store(session, mentioned)
     # Groups before threads, as the ORM's flush in `reply` orders them (parents first): a web
     # reply and a worker's batch on the same thread then never wait on each other's second
     # row, which PostgreSQL ends as a deadlock (a 500 to the person replying).
@@ -695,7 +728,7 @@ async def edit_post(
     if problems:
         raise Invalid(problems)
     found.post.source = draft.body
-    found.post.content_html = draft.rendered()
+    found.post.content_html = draft.rendered(await _known(session, [draft]))
     found.post.content_warning = draft.content_warning
     found.post.edited_at = now
     note_erasure(session)  # the earlier text is gone from the page, not yet from the file

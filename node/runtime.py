@@ -15,10 +15,11 @@ from keys.secret import load_or_create_node_secret
 from node.actor_keys import INSTANCE_ACTOR, ensure_key_pair, ensure_local_actor_keys
 from node.clock import Clock, SystemClock
 from node.config import Settings
-from node.email_addresses import ReplyNotifications
+from node.email_addresses import NotificationMails
 from node.events import EventSink, take_pending
 from node.federation_policy import ConfiguredPolicy, PolicyCache, apply_policy, load_policy
 from node.mail import Mailer
+from node.notifications import Notifier
 from node.passwords import Passwords
 from node.storage.engine import (
     begin_for_reading,
@@ -55,8 +56,9 @@ class NodeContext:
             self.sessions, self.clock, ConfiguredPolicy.of(self.settings)
         )
         self.mailer = Mailer(self.settings.smtp) if self.settings.smtp else None
+        self.sinks.append(Notifier(self.clock))
         if self.mailer is not None:
-            self.sinks.append(ReplyNotifications(self.settings, self.mailer))
+            self.sinks.append(NotificationMails(self.settings, self.mailer, self.clock))
 
     @classmethod
     async def open(

@@ -702,3 +702,15 @@ def test_suspend_needs_a_reason_signs_out_and_is_audited(tmp_path: Path, with_ad
     listed = ok(healthnode(tmp_path, "member", "list", "--data-dir", with_admin))
     assert "bob\tmember\tsuspended" in listed
     assert audit(with_admin) == [("suspend_account", "command line", "posting spam")]
+
+
+# --- notifications digest ---------------------------------------------------------------------
+
+
+def test_notifications_digest_says_in_one_line_when_the_node_sends_no_email(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    result = healthnode(tmp_path, "notifications", "digest", "--data-dir", data_dir)
+    assert result.returncode == 1
+    assert "configure a mail server first" in result.error_line()

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiosmtpd.controller import Controller
 from sqlalchemy import func, select
 
-from node import members
+from node import email_addresses, members
 from node.config import SmtpSettings, SmtpTls, parse_smtp
 from node.runtime import NodeContext
 from node.storage.models import EmailToken, Post
@@ -347,10 +347,13 @@ async def test_the_address_appears_only_on_its_members_own_page(
     assert_not_logged(logs, ALICE_EMAIL)
 
 
-async def opt_in_to_replies(alice: Browser) -> None:
+async def opt_in_to_replies(alice: Browser, mode: str = "immediate") -> None:
     await alice.get("/account/email")
-    page = await alice.post("/account/email", {"action": "notifications", "email_on_reply": "yes"})
-    assert page.status == 200 and 'name="email_on_reply" value="yes" checked' in page.html
+    page = await alice.post(
+        "/account/email", {"action": "notifications", "notification_email": mode}
+    )
+    assert page.status == 200
+    assert f'name="notification_email" value="{mode}" checked' in page.html
 
 
 async def test_a_reply_notification_says_only_that_there_is_a_reply(
@@ -378,9 +381,11 @@ async def test_a_reply_notification_says_only_that_there_is_a_reply(
     # Then one generic message arrives, with a link to the thread and nothing of the post
     message = await mail_server.inbox.next_for(ALICE_EMAIL, sent_before)
     assert len(mail_server.inbox.to(ALICE_EMAIL)) == sent_before + 1
-    assert message["Subject"] == "You have a new reply on healthnode (localhost:8080)"
+    assert message["Subject"] == "New on healthnode (localhost:8080)"
     text = f"{message['Subject']} {body_of(message)}"
-    assert link_in(message) == thread.path
+    # (the reply before she opted in is unread and was never emailed: it is counted too)
+    assert "2 new replies to your posts" in text
+    assert link_in(message) == "/notifications"
     for private in ("every single week", "Night hypos", "Type 1 diabetes", "t1d", "bob"):
         assert private not in text, private
     assert_not_logged(logs, ALICE_EMAIL, "every single week")
@@ -413,7 +418,7 @@ async def test_a_reply_is_kept_when_the_mail_server_is_down(
     assert stored == 1
 
     async def logged_failure() -> bool:
-        return any("email not sent (reply)" in r.getMessage() for r in logs.records)
+        return any("email not sent (notifications)" in r.getMessage() for r in logs.records)
 
     await eventually(logged_failure, "the failed send in the log")
     assert_not_logged(logs, ALICE_EMAIL)
@@ -470,3 +475,54 @@ def test_smtp_settings_come_from_the_environment() -> None:
     ):
         with pytest.raises(ValueError, match=reason):
             parse_smtp(bad, prefix)
+
+
+async def test_a_daily_digest_counts_and_never_quotes_a_private_group(
+    browser_factory: BrowserFactory, mail_server: MailServer, web_node: NodeContext
+) -> None:
+    # Given alice, who chose a daily digest, with a thread in a public group and one in a
+    # private group, where bob (invited) is a member
+    alice = await browser_factory()
+    await alice.register("alice")
+    await add_email(alice, mail_server.inbox, ALICE_EMAIL)
+    await opt_in_to_replies(alice, "daily")
+    await create_group(alice, "t1d", "Type 1 diabetes")
+    public = await alice.post("/g/t1d/new", {"title": "Night hypos", "body": "Anyone else?"})
+    await alice.get("/groups/new")
+    fields = {"slug": "", "tags": "", "name": "Quiet room", "visibility": "private"}
+    group = (await alice.post("/groups/new", {**fields, "join_policy": "invite"})).path
+    private = await alice.post(f"{group}/new", {"title": "Secret worries", "body": "Hush."})
+    bob = await browser_factory()
+    await bob.register("bob")
+    await alice.get(f"{group}/moderation")
+    await alice.post(f"{group}/moderation/invite", {"username": "bob"})
+    assert (await bob.post(f"{group}/join")).status == 200
+    await bob.post("/g/t1d/join")
+    sent_before = len(mail_server.inbox.to(ALICE_EMAIL))
+
+    # When bob replies twice in public and once in private, nothing is sent at once
+    for body in ("Every night.", "Every single night."):
+        assert (await bob.post(f"{public.path}/reply", {"body": body})).status == 200
+    await bob.post(f"{private.path}/reply", {"body": "My private fear."})
+    assert web_node.mailer is not None
+    async with web_node.transaction() as session:
+        sent = await email_addresses.send_digests(
+            session, web_node.settings, web_node.mailer, web_node.clock.now()
+        )
+    assert sent == 1
+
+    # Then one digest counts them, naming no group, title, person or text
+    message = await mail_server.inbox.next_for(ALICE_EMAIL, sent_before)
+    text = f"{message['Subject']} {body_of(message)}"
+    assert "2 new replies to your posts" in text
+    assert "1 new reply to your posts in a private group" in text
+    assert link_in(message) == "/notifications"
+    for secret in ("Quiet room", "Secret worries", "My private fear", "Night hypos", "bob"):
+        assert secret not in text, secret
+    assert "Type 1 diabetes" not in text
+    # And a second run sends nothing: each is told once
+    async with web_node.transaction() as session:
+        again = await email_addresses.send_digests(
+            session, web_node.settings, web_node.mailer, web_node.clock.now()
+        )
+    assert again == 0

@@ -112,7 +112,7 @@ async def test_a_member_erases_their_account_after_confirming(
         await session.execute(
             update(Member)
             .where(Member.id == amy_id)
-            .values(email="amy@example.org", email_on_reply=True)
+            .values(email="amy@example.org", notification_email="daily")
         )
         session.add(
             EmailToken(
@@ -151,7 +151,7 @@ async def test_a_member_erases_their_account_after_confirming(
     member = await member_named(web_node, "amy")
     assert (member.display_name, member.bio, member.password_hash) == (ERASED_NAME, "", NO_PASSWORD)
     assert member.consent_at is None and member.consent_policy_version is None
-    assert (member.email, member.email_on_reply) == (None, False)
+    assert (member.email, member.notification_email) == (None, "off")
     async with web_node.transaction() as session:
         tokens = await session.scalar(select(func.count()).select_from(EmailToken))
     assert tokens == 0

@@ -233,6 +233,14 @@ async def test_each_action_needs_a_reason_and_is_logged(group: Group) -> None:
     assert "The thread was locked to new replies." in mine
     assert "olga" not in mine.lower()
 
+    # And bob is told of both, with the reasons and never who acted; carla, who only
+    # reported, is told nothing among her notifications
+    told = (await group.bob.get("/notifications")).text
+    assert "A moderator removed your post" in told and "Selling drugs" in told
+    assert "A moderator locked your thread to replies" in told and "Calming things down" in told
+    assert "olga" not in told.lower()
+    assert "moderator" not in (await group.carla.get("/notifications")).text
+
     # And the group's log says who, what, when and why
     log = (await group.olga.get("/g/t1d/moderation/log")).text
     assert "removed a post" in log and "Selling drugs" in log
@@ -260,14 +268,15 @@ async def test_a_warning_reaches_the_member_in_plain_words(group: Group) -> None
     page = await act(group.admin, report_id, action="warn_member", reason="Be kind to others.")
     assert page.status == 200
 
-    # Then every page tells bob, the notices page says why, not who
+    # Then every page counts it in the header, his notifications say why, not who
     home = await group.bob.get("/")
-    assert "The moderators have sent you a warning" in home.text
-    notices = await group.bob.get("/notices")
+    assert "Notifications (1 new)" in home.text
+    notices = await group.bob.get("/notifications")
+    assert "The moderators sent you a warning" in notices.text
     assert "Be kind to others." in notices.text
     assert "root" not in notices.text.lower()
-    await group.bob.post("/notices/read")
-    assert "sent you a warning" not in (await group.bob.get("/")).text
+    await group.bob.post("/notifications/read")
+    assert "(1 new)" not in (await group.bob.get("/")).text
     assert "The member was warned." in (await group.carla.get("/reports/mine")).text
 
 

@@ -471,7 +471,7 @@ async def test_no_page_requests_anything_from_another_host(
     community: Community, chromium: Any
 ) -> None:
     paths = every_page(community.app, community.fills)
-    assert {"/", "/g/sugar", "/admin/audit", "/notices"} <= set(paths)
+    assert {"/", "/g/sugar", "/admin/audit", "/notifications"} <= set(paths)
     assert len(paths) > 40
     visits = [_visit_all(chromium, community.base, paths, who) for who in ROLES]
     elsewhere = [item for found in await asyncio.gather(*visits) for item in found]

@@ -32,6 +32,7 @@ from web import (
     routes_health,
     routes_moderation,
     routes_node,
+    routes_notifications,
     routes_privacy,
     routes_professionals,
     routes_qa,
@@ -151,6 +152,7 @@ def _application(settings: Settings) -> web.Application:
     routes_professionals.register(app.router)
     routes_crisis.register(app.router)
     routes_moderation.register(app.router)
+    routes_notifications.register(app.router)
     routes_privacy.register(app.router)
     routes_export.register(app.router)
     routes_erasure.register(app.router)

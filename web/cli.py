@@ -25,6 +25,7 @@ from keys.secret import SecretError
 from node import (
     accounts,
     admins,
+    email_addresses,
     export,
     federation_policy,
     groups,
@@ -194,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     _storage_options(rotate)
 
     _federation_commands(commands)
+    _notification_commands(commands)
     register_member_erase(commands)
     register_member_verify(commands)
     config = commands.add_parser("config", help="the node's configuration").add_subparsers(
@@ -414,6 +416,27 @@ def _policy_domain(text: str) -> str:
         return federation_policy.parse_policy_domain(text)
     except Invalid as error:
         raise argparse.ArgumentTypeError(_describe(error)) from None
+
+
+def _notification_commands(commands: argparse._SubParsersAction[Parser]) -> None:
+    notifications = commands.add_parser(
+        "notifications", help="members' notifications"
+    ).add_subparsers(dest="action", required=True, parser_class=Parser)
+    digest = notifications.add_parser(
+        "digest", help="email today's digest to members who chose one (run once a day)"
+    )
+    digest.set_defaults(work=lambda args: _send_digests)
+    _storage_options(digest)
+
+
+async def _send_digests(node: NodeContext) -> str:
+    if node.mailer is None:
+        raise CommandError("this node sends no email: configure a mail server first")
+    async with node.transaction() as session:
+        sent = await email_addresses.send_digests(
+            session, node.settings, node.mailer, node.clock.now()
+        )
+    return f"queued {sent} digest{'s' if sent != 1 else ''}"
 
 
 def _federation_commands(commands: argparse._SubParsersAction[Parser]) -> None:

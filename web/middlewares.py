@@ -11,6 +11,7 @@ from aiohttp import web
 
 from node.auth import member_for_session
 from node.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
+from node.notifications import unread_count
 from node.policy import viewer_for
 from node.storage.engine import begin_for_reading
 from node.throttles import Throttled
@@ -300,7 +301,10 @@ async def _sign_in_from_cookie(request: web.Request) -> None:
     )
     if signed_in is not None and token:
         request[MEMBER] = signed_in
-        request[ME] = SignedIn.of(signed_in)
+        # One indexed count for the header of a page; none for a form's POST, which answers
+        # with a redirect to a page that counts, nor for a visitor who is not signed in.
+        unread = 0 if writes else await unread_count(request[DB], signed_in.id)
+        request[ME] = SignedIn.of(signed_in, unread)
         request[VIEWER] = viewer_for(signed_in.id, signed_in.role)
         request[SESSION_TOKEN] = token
         request[CSRF_BASIS] = "session:" + token

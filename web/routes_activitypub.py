@@ -19,7 +19,18 @@ from federation import inbox as inbox_edge
 from federation.actors import group_key_owner, member_key_owner
 from federation.convert import AS2_MEDIA_TYPE
 from federation.service import Federation
-from node import groups, ids, members, membership, partners, polls, posts, professionals, published
+from node import (
+    groups,
+    ids,
+    members,
+    membership,
+    mentions,
+    partners,
+    polls,
+    posts,
+    professionals,
+    published,
+)
 from node.actor_keys import INSTANCE_ACTOR, public_pem_of
 from node.errors import NotFound
 from node.federation_policy import host_of
@@ -259,8 +270,17 @@ async def _post_answer(request: web.Request, found: posts.PostInContext) -> web.
     if found.post.parent_id is None:
         qa = (await windows_of(db(request), [found.thread.id])).get(found.thread.id)
         poll = await polls.published_poll(db(request), found.thread, found.view.group, now(request))
+    mentioned = await mentions.mentioned_members(db(request), [found.post.id])
     document = documents.post_object(
-        found.post, found.thread, found.view.group, author, parent, qa, now(request), poll
+        found.post,
+        found.thread,
+        found.view.group,
+        author,
+        parent,
+        qa,
+        now(request),
+        poll,
+        mentioned.get(found.post.id, []),
     )
     return _for_group(found.view.group, as2(document))
 

@@ -36,7 +36,7 @@ async def _email_page(
     context = {
         "page": ids.ACCOUNT_EMAIL_PAGE,
         "email": me.email,
-        "email_on_reply": me.email_on_reply,
+        "notification_email": me.notification_email,
         "pending": await email_addresses.pending_address(db(request), me, now(request)),
         "values": values or {},
         "errors": errors or {},
@@ -63,8 +63,8 @@ async def email_submit(request: web.Request) -> web.StreamResponse:
             )
             return await _email_page(request, sent=email_addresses.normalise_email(address))
         if action == "notifications":
-            wanted = data.get("email_on_reply") == "yes"
-            await email_addresses.choose_reply_notifications(session, me, wanted)
+            mode = data.get("notification_email", "")
+            await email_addresses.choose_email_notifications(session, me, mode)
         elif action == "remove":
             await email_addresses.remove_email(session, me)
         else:

@@ -1,4 +1,4 @@
-"""Reports, the moderation queues and logs, a member's notices, and moderators' thread tools."""
+"""Reports, the moderation queues and logs, and moderators' thread tools."""
 
 from __future__ import annotations
 
@@ -43,8 +43,6 @@ def register(router: web.UrlDispatcher) -> None:
     router.add_post(ids.REPORT_ACT_PAGE, report_act)
     router.add_get(ids.GROUP_MODERATION_LOG_PATH, group_log)
     router.add_get(ids.ADMIN_AUDIT_PAGE, audit_log)
-    router.add_get(ids.NOTICES_PAGE, notices)
-    router.add_post(ids.NOTICES_READ_PAGE, notices_read)
     router.add_get(ids.GROUP_BAN_CONFIRM_PATH, ban_form)
     router.add_post(ids.THREAD_LOCK_PATH, thread_lock)
     router.add_post(ids.THREAD_PIN_PATH, thread_pin)
@@ -234,18 +232,6 @@ async def audit_log(request: web.Request) -> web.Response:
     wanted = page_request(request.query, moderation.LOG_KEYS)
     lines = await moderation.audit_log(db(request), viewer(request), wanted)
     return render(request, "moderation_log.html", {"view": None, "lines": lines})
-
-
-async def notices(request: web.Request) -> web.Response:
-    me = require_member(request)
-    found = await moderation.notices_of(db(request), me.id)
-    return render(request, "notices.html", {"notices": found})
-
-
-async def notices_read(request: web.Request) -> web.StreamResponse:
-    me = require_member(request)
-    await moderation.mark_notices_read(db(request), me.id)
-    raise see_other(ids.NOTICES_PAGE)
 
 
 # ------------------------------------------------------------------- moderators' tools

@@ -17,18 +17,19 @@ class SignedIn:
     username: str
     display_name: str
     role: str
-    unread_notices: int = 0
     awaiting_approval: bool = False
     time_zone: str = ""
+    # Unread notifications, for the header; counted only for pages (GET and HEAD).
+    unread_notifications: int = 0
 
     @classmethod
-    def of(cls, member: Member) -> SignedIn:
+    def of(cls, member: Member, unread_notifications: int = 0) -> SignedIn:
         return cls(
             member.id,
             member.username,
             member.display_name,
             member.role,
-            member.unread_notices,
             member.awaiting_approval_since is not None,
             member.time_zone,
+            unread_notifications,
         )

@@ -101,8 +101,6 @@ class Member(Base):
     show_groups: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # An admin suspended the account (node-wide): it cannot sign in, post or be followed.
     suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    # Warnings from moderators not yet read: every page says so until the notices page is seen.
-    unread_notices: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # A remote member whose server the federation policy refuses: hidden from pages and
     # collections until it is allowed again (node.federation_policy keeps this up to date).
     federation_hidden: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
@@ -110,7 +108,9 @@ class Member(Base):
     # password recovery and the notifications they chose; never shown to others, never
     # federated, never logged.
     email: Mapped[str | None] = mapped_column(String(254), nullable=True)
-    email_on_reply: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Whether notifications also come by email: "off", "immediate" or "daily" (a digest);
+    # node.email_addresses.EMAIL_MODES checks it (no CHECK: members is not rebuilt on SQLite).
+    notification_email: Mapped[str] = mapped_column(String(10), default="off", server_default="off")
     # A local account erased (node/erasure.py): nothing personal is left, and the row stays
     # only so that its username stays reserved and its tombstones keep an author.
     erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -842,3 +842,79 @@ class ThreadRead(Base):
     subscription: Mapped[str | None] = mapped_column(String(10), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     __table_args__ = (CheckConstraint("subscription IN ('watch', 'mute')", name="subscription"),)
+
+
+# What a member is told of (node/notifications.py); moderators' warnings are "moderation".
+NOTIFICATION_KINDS = (
+    "reply",
+    "thread_reply",
+    "mention",
+    "helpful",
+    "join_request",
+    "join_decision",
+    "invitation",
+    "moderation",
+)
+_KINDS_CHECK = "kind IN (" + ", ".join(f"'{k}'" for k in NOTIFICATION_KINDS) + ")"
+
+
+class Notification(Base):
+    """One thing a local member is told of: who did what, where. The text is never copied:
+    the page reads the post, thread and group as they are now, through the policy."""
+
+    __tablename__ = "notifications"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    recipient_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20))
+    # Who acted (None: a remote group's moderators, or nobody to name).
+    actor_id: Mapped[int | None] = mapped_column(
+        ForeignKey("members.id", ondelete="SET NULL"), nullable=True
+    )
+    group_id: Mapped[int | None] = mapped_column(
+        ForeignKey("condition_groups.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    thread_id: Mapped[str | None] = mapped_column(
+        ForeignKey("threads.id", ondelete="CASCADE"), nullable=True
+    )
+    post_id: Mapped[str | None] = mapped_column(
+        ForeignKey("posts.id", ondelete="CASCADE"), nullable=True
+    )
+    # A moderator's action: its log entry, whose reason the member reads.
+    modlog_id: Mapped[int | None] = mapped_column(
+        ForeignKey("moderation_log.id", ondelete="CASCADE"), nullable=True
+    )
+    # A decision on a request to join: whether it was approved.
+    approved: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When an email told of it (at once, or in a daily digest); None: not yet, or never.
+    emailed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    __table_args__ = (
+        CheckConstraint(_KINDS_CHECK, name="kind"),
+        Index("ix_notifications_recipient_id", "recipient_id", "id"),
+        Index("ix_notifications_unread", "recipient_id", "read_at"),
+    )
+
+
+class NotificationOptOut(Base):
+    """A kind of notification a member turned off (every kind is on until then)."""
+
+    __tablename__ = "notification_opt_outs"
+    member_id: Mapped[int] = mapped_column(
+        ForeignKey("members.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True)
+    __table_args__ = (CheckConstraint(_KINDS_CHECK, name="kind"),)
+
+
+class PostMention(Base):
+    """A person a post mentions (`@name`, `@name@domain`, or a Mention tag from another
+    server), resolved when the post was written."""
+
+    __tablename__ = "post_mentions"
+    post_id: Mapped[str] = mapped_column(
+        ForeignKey("posts.id", ondelete="CASCADE"), primary_key=True
+    )
+    member_id: Mapped[int] = mapped_column(
+        ForeignKey("members.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
