@@ -278,7 +278,10 @@ ELSEWHERE = "elsewhere.example"
 REMOTE_IMAGE = f"https://{ELSEWHERE}/pixel.png"
 # GET routes no seeded value fills, each with why. A new route with a parameter the test
 # cannot fill fails the test until it is filled (FILLS) or listed here.
-UNFILLABLE: dict[str, str] = {}
+UNFILLABLE: dict[str, str] = {
+    "/logo/{name}": "an image the node serves itself, never a page (tests/test_node_identity.py)",
+    "/static/{name}": "the stylesheet and script, no page (tests/test_static_assets.py)",
+}
 # Signed out, then as a member, a moderator and an admin (the seed's people).
 ROLES = (None,)
 
