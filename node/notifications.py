@@ -44,6 +44,7 @@ from node.storage.models import (
     PostMention,
     Thread,
 )
+from node.thread_reads import subscriptions_of
 
 
 class Kind(StrEnum):
@@ -60,7 +61,7 @@ class Kind(StrEnum):
 # What the settings page calls each kind, in its order.
 KIND_LABELS = {
     Kind.REPLY: "Replies to my posts",
-    Kind.THREAD_REPLY: "Replies in threads I started",
+    Kind.THREAD_REPLY: "Replies in threads I started or watch",
     Kind.MENTION: "Mentions of me (@name)",
     Kind.HELPFUL: "Helpful marks on my posts",
     Kind.JOIN_REQUEST: "Requests to join groups I moderate",
@@ -75,6 +76,8 @@ PAGE_SIZE = 30
 # Kinds of which one post gives a person one notification, the first wanted: a reply to my
 # post, in my thread, that mentions me is "a reply", once.
 _ABOUT_A_POST = (Kind.REPLY, Kind.THREAD_REPLY, Kind.MENTION)
+# What a thread's mute silences: everything about its posts, but not a moderator's action.
+_MUTED_WITH_THE_THREAD = (*_ABOUT_A_POST, Kind.HELPFUL)
 
 
 @dataclass(frozen=True)
@@ -96,8 +99,8 @@ async def notify(session: AsyncSession, wanted: Sequence[Wanted], now: datetime)
 
     Never to anyone but a member of this node, never of their own action, never a kind they
     turned off, never about a group they may not see (node/policy.py), and never from a
-    person hidden by the federation policy. A thread mute, or a member blocking another,
-    would be one more condition in `_allowed`."""
+    person hidden by the federation policy, and nothing about a post in a thread they muted
+    (node/thread_reads.py) but a moderator's action."""
     wanted = [w for w in wanted if w.recipient_id != w.actor_id]
     if not wanted:
         return 0
@@ -126,11 +129,17 @@ async def notify(session: AsyncSession, wanted: Sequence[Wanted], now: datetime)
         )
     )
     opted_out = {(member_id, kind) for member_id, kind in opt_outs}
+    subscriptions = await subscriptions_of(
+        session, {w.thread_id for w in wanted if w.thread_id}, {w.recipient_id for w in wanted}
+    )
+    muted = {pair for pair, subscription in subscriptions.items() if subscription == "mute"}
     rows: list[dict[str, object]] = []
     given: set[tuple[object, ...]] = set()
     for w in wanted:
         recipient = people.get(w.recipient_id)
         if recipient is None or (w.recipient_id, w.kind.value) in opted_out:
+            continue
+        if w.kind in _MUTED_WITH_THE_THREAD and (w.recipient_id, w.thread_id) in muted:
             continue
         actor = people.get(w.actor_id) if w.actor_id is not None else None
         group = groups.get(w.group_id) if w.group_id is not None else None
@@ -239,7 +248,8 @@ class Notifier:
 
 
 async def _of_posts(session: AsyncSession, post_ids: Sequence[str]) -> list[Wanted]:
-    """Replies (to the parent's author, and to the thread's starter) and mentions."""
+    """Replies (to the parent's author, to the thread's starter and to those who watch the
+    thread) and mentions."""
     if not post_ids:
         return []
     parent = aliased(Post)
@@ -266,6 +276,13 @@ async def _of_posts(session: AsyncSession, post_ids: Sequence[str]) -> list[Want
         )
     ):
         mentioned.setdefault(post_id, []).append(member_id)
+    watchers: dict[str, list[int]] = {}
+    replied_in = {row[2] for row in found if row[3] is not None}
+    for (member_id, thread_id), subscription in (
+        await subscriptions_of(session, replied_in)
+    ).items():
+        if subscription == "watch":
+            watchers.setdefault(thread_id, []).append(member_id)
     wanted: list[Wanted] = []
     for post_id, author_id, thread_id, parent_id, _anonymous, group_id, starter, answered in found:
         where = {"group_id": group_id, "thread_id": thread_id, "post_id": post_id}
@@ -273,6 +290,8 @@ async def _of_posts(session: AsyncSession, post_ids: Sequence[str]) -> list[Want
             wanted.append(Wanted(answered, Kind.REPLY, author_id, **where))
         if parent_id is not None:
             wanted.append(Wanted(starter, Kind.THREAD_REPLY, author_id, **where))
+            for watcher in watchers.get(thread_id, ()):
+                wanted.append(Wanted(watcher, Kind.THREAD_REPLY, author_id, **where))
         for member_id in mentioned.get(post_id, ()):
             wanted.append(Wanted(member_id, Kind.MENTION, author_id, **where))
     return wanted
@@ -587,7 +606,10 @@ async def forget_notifications(session: AsyncSession, member_id: int) -> None:
 # How an email counts each kind: (one, many).
 _COUNTED = {
     Kind.REPLY: ("reply to your posts", "replies to your posts"),
-    Kind.THREAD_REPLY: ("reply in your threads", "replies in your threads"),
+    Kind.THREAD_REPLY: (
+        "reply in threads you started or watch",
+        "replies in threads you started or watch",
+    ),
     Kind.MENTION: ("mention of you", "mentions of you"),
     Kind.HELPFUL: ("helpful mark", "helpful marks"),
     Kind.JOIN_REQUEST: ("request to join", "requests to join"),

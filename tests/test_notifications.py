@@ -213,3 +213,31 @@ def test_mentions_are_found_and_linked_outside_code_and_links() -> None:
         '<p>Hi <a href="/u/bea" class="mention">@bea</a> <code>@bea</code> '
         '<a href="/elsewhere">@bea</a><br><a href="/u/bea" class="mention">@bea</a>.</p>'
     )
+
+
+async def test_watching_a_thread_tells_of_its_replies_and_muting_it_silences_them(
+    browser_factory: BrowserFactory,
+) -> None:
+    # Given alice's thread in a public group that bob and carla joined
+    alice, bob, carla = await people(browser_factory, "alice", "bob", "carla")
+    await create_group(alice, "t1d", "Type 1 diabetes")
+    thread = (await alice.post("/g/t1d/new", {"title": "Pumps", "body": "Which one?"})).path
+    for member in (bob, carla):
+        assert (await member.post("/g/t1d/join")).status == 200
+
+    # When bob watches it and carla replies
+    assert (await bob.post(f"{thread}/subscription", {"subscription": "watch"})).status == 200
+    await carla.post(f"{thread}/reply", {"body": "The one with the long tubing."})
+
+    # Then bob is told, as alice is (her opening post)
+    assert "Carla replied in a thread you watch “Pumps”" in await said(bob)
+    assert "Carla replied to your post in “Pumps”" in await said(alice)
+    assert await header_count(bob) == 1 and await header_count(alice) == 1
+
+    # When alice mutes her own thread and carla replies again, mentioning her
+    assert (await alice.post(f"{thread}/subscription", {"subscription": "mute"})).status == 200
+    await carla.post(f"{thread}/reply", {"body": "@alice did you decide?"})
+
+    # Then alice hears nothing more of it, and bob, still watching, does
+    assert await header_count(alice) == 1
+    assert await header_count(bob) == 2
