@@ -46,6 +46,7 @@ from federation.keysink import attach_actor_keys
 from node import groups, members, membership, posts
 from node.clock import SystemClock
 from node.config import Settings
+from node.ids import thread_page_path, thread_path
 from node.policy import Viewer
 from node.runtime import NodeContext
 from web.app import create_app
@@ -55,6 +56,7 @@ from web.cookies import SESSION_COOKIE
 PAGE_POSTS = 50  # the thread compared with the bare render: its opening post and 49 replies
 LONG_REPLIES = 200  # the thread whose latency is measured, page 1 and its last page
 LATENCY_REQUESTS = 40
+CPU_REQUESTS = 50
 OWNER, READER = "nurse", "reader"
 SIZE_LIMIT = 100 * 1024  # issue 14: under 100 KB of HTML a page
 
@@ -188,30 +190,44 @@ async def latency(
     return statistics.median(times), times[int(0.9 * (len(times) - 1))], size
 
 
-async def profiled(
-    settings: Settings, path: str, requests: int, cookie: str, top: int
-) -> tuple[str, str, float]:
-    """The real page `requests` times in-process under cProfile (the node stopped first)."""
+async def cpu_per_page(client: TestClient, path: str, headers: dict[str, str], count: int) -> float:
+    """CPU milliseconds of this process per GET of `path`, one at a time (client included)."""
+    started = time.process_time()
+    for _ in range(count):
+        response = await client.get(path, headers=headers)
+        await response.read()
+        if response.status != 200:
+            raise BenchFailure(f"{path} answered {response.status}")
+    return 1000 * (time.process_time() - started) / count
+
+
+async def in_process(
+    settings: Settings, thread_id: str, requests: int, top: int
+) -> tuple[dict[str, float], str, str, float]:
+    """With the node stopped, its app in this process (aiohttp's TestServer): CPU per page of
+    the real page and of the bare one, taken in turns, then the real page under cProfile."""
     node = await NodeContext.open(settings, clock=SystemClock())
     attach_actor_keys(node)
     try:
         app = create_app(node, run_workers=False)
+        app.router.add_get("/bare/{thread_id}", bare_route({}))
         async with TestClient(TestServer(app)) as client:
-            headers = {"Host": settings.domain, **({"Cookie": cookie} if cookie else {})}
-            for _ in range(5):
-                await (await client.get(path, headers=headers)).read()
+            headers = {"Host": settings.domain}
+            real, bare = thread_path(thread_id), f"/bare/{thread_id}"
+            cpu: dict[str, list[float]] = {real: [], bare: []}
+            for _ in range(3):
+                for path in (real, bare):
+                    await cpu_per_page(client, path, headers, 5)
+                    cpu[path].append(await cpu_per_page(client, path, headers, CPU_REQUESTS))
             profile = cProfile.Profile()
             with SqlStats(node.engine) as stats:
                 started = time.perf_counter()
                 profile.enable()
-                for _ in range(requests):
-                    response = await client.get(path, headers=headers)
-                    await response.read()
-                    if response.status != 200:
-                        raise BenchFailure(f"{path} answered {response.status} when profiled")
+                await cpu_per_page(client, real, headers, requests)
                 profile.disable()
                 elapsed = time.perf_counter() - started
-            return profile_report(profile, top), stats.report(requests, "page"), elapsed
+            figures = {"thread page": min(cpu[real]), "bare": min(cpu[bare])}
+            return figures, profile_report(profile, top), stats.report(requests, "page"), elapsed
     finally:
         await node.close()
 
@@ -234,7 +250,7 @@ async def measure(args: argparse.Namespace, work_dir: Path) -> None:
              "--data-dir", str(data_dir)],
         )  # fmt: skip
         cleanup.push_async_callback(node.stop)
-        await answering(node, f"{base}/t/{short}", domain)
+        await answering(node, base + thread_path(short), domain)
         say(f"driver and wrk: {pin_to_core(PEER_CORE)}")
         reader = Person(domain, [base])
         cleanup.push_async_callback(reader.close)
@@ -245,7 +261,7 @@ async def measure(args: argparse.Namespace, work_dir: Path) -> None:
         if not cookie:
             raise BenchFailure("no session cookie after signing in")
         for label, headers in (("signed out", []), ("signed in", ["-H", f"Cookie: {cookie}"])):
-            for what, path in (("thread page", f"/t/{short}"), ("bare", f"/bare/{short}")):
+            for what, path in (("thread page", thread_path(short)), ("bare", f"/bare/{short}")):
                 await wrk(base, domain, [path], 2, args.connections, work_dir, headers)
                 rates[f"{what}, {label}"] = await wrk(
                     base, domain, [path], args.seconds, args.connections, work_dir, headers
@@ -253,14 +269,14 @@ async def measure(args: argparse.Namespace, work_dir: Path) -> None:
                 say(f"  {what + ', ' + label:26} {rates[f'{what}, {label}'].line()}")
         figures = []
         async with aiohttp.ClientSession() as http:
-            _, _, html = await reader.get(f"/t/{long}")
+            _, _, html = await reader.get(thread_path(long))
             last = 1
             for number in range(2, 100):
                 if f"?page={number}" in html:
                     last = number
-            pages = [("page 1", f"/t/{long}")]
+            pages = [("page 1", thread_path(long))]
             if last > 1:
-                pages.append((f"last page ({last})", f"/t/{long}?page={last}"))
+                pages.append((f"last page ({last})", thread_page_path(long, last)))
             for label, path in pages:
                 for who, jar in (("signed out", http), ("signed in", reader.http)):
                     await latency(jar, base + path, domain, 3)
@@ -271,8 +287,8 @@ async def measure(args: argparse.Namespace, work_dir: Path) -> None:
         await node.stop()
         if node.process.returncode not in (0, -15):
             raise BenchFailure(f"the node exited with {node.process.returncode}:\n{node.tail()}")
-        report, sql, elapsed = await profiled(
-            settings, f"/t/{short}", args.profile_requests, "", args.profile_top
+        cpu, report, sql, elapsed = await in_process(
+            settings, short, args.profile_requests, args.profile_top
         )
 
     say(f"\n== the {PAGE_POSTS}-post thread page against a bare SELECT + render, wrk -c"
@@ -287,6 +303,9 @@ async def measure(args: argparse.Namespace, work_dir: Path) -> None:
         "median under 50 ms) ==")  # fmt: skip
     for label, median, p90, size in figures:
         say(f"  {label:45} median {median:6.1f} ms  p90 {p90:6.1f} ms  {size / 1024:5.1f} KB")
+    say(f"\nCPU per page in-process, one request at a time (the least of 3 x {CPU_REQUESTS}): "
+        f"thread page {cpu['thread page']:.1f} ms, bare {cpu['bare']:.1f} ms, "
+        f"bare / thread **{cpu['bare'] / cpu['thread page']:.2f}** (signed out)")  # fmt: skip
     oversize = [label for label, _, _, size in figures if size > SIZE_LIMIT]
     if oversize:
         raise BenchFailure(f"over {SIZE_LIMIT // 1024} KB of HTML: {', '.join(oversize)}")

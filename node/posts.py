@@ -46,8 +46,10 @@ from node.groups import (
     shared_with_host,
     standing_of_row,
     standings_of,
+    tags_in_row,
     unchecked_view_of,
     view_of_row,
+    view_with_tags,
     visible_groups,
 )
 from node.ids import new_object_id
@@ -342,7 +344,7 @@ async def _thread_in_context_with(
         visible_groups(viewer, Action.READ)
         .join(Thread, Thread.group_id == ConditionGroup.id)
         .join(Member, Member.id == Thread.author_id)
-        .add_columns(Thread, opening_held)
+        .add_columns(Thread, opening_held, tags_in_row())
         .where(Thread.id == thread_id, shown_by_federation_policy(Member.federation_hidden))
     )
     if widen is not None:
@@ -350,8 +352,8 @@ async def _thread_in_context_with(
     row = (await session.execute(statement)).first()
     if row is None:
         raise NotFound(THREAD_NOT_FOUND)
-    group, state, role, thread, held_at, *extras = row
-    view = await view_of_row(session, group, standing_of_row(state, role), viewer, None)
+    group, state, role, thread, held_at, tags, *extras = row
+    view = view_with_tags(group, standing_of_row(state, role), viewer, tags)
     if held_at is not None and not _sees_held(view, thread.author_id):
         raise NotFound(THREAD_NOT_FOUND)
     return thread, view, tuple(extras)
@@ -1186,7 +1188,11 @@ async def view_thread(
         .correlate(Member)
         .exists()
     )
-    statement = _shown_posts(thread, view).add_columns(helpful, mine, verified, func.count().over())
+    statement = (
+        _shown_posts(thread, view)
+        .add_columns(helpful, mine, verified, func.count().over())
+        .order_by(Post.created_at, Post.id)
+    )
     if window is not None:
         page = 1 if page == 1 else 0  # a Q&A is one page: its questions hold their answers
     else:
