@@ -1040,9 +1040,9 @@ class PostView:
     helpful_count: int
     marked_helpful: bool
     byline: Byline
-    # Whether the author has a professional verification row at all (current or not): only
-    # such authors need `badges_for` (node/professionals.py).
-    author_verified: bool = False
+    # The author's professional verification row, if any (current or not: node/professionals.py
+    # decides what badge it makes), read with the post; None for an anonymous post.
+    verification: ProfessionalVerification | None = None
 
     @property
     def mine(self) -> bool:
@@ -1182,15 +1182,10 @@ async def view_thread(
         if viewer.member_id is not None
         else false()
     )
-    verified = (
-        select(ProfessionalVerification.member_id)
-        .where(ProfessionalVerification.member_id == Member.id)
-        .correlate(Member)
-        .exists()
-    )
     statement = (
         _shown_posts(thread, view)
-        .add_columns(helpful, mine, verified, func.count().over())
+        .outerjoin(ProfessionalVerification, ProfessionalVerification.member_id == Member.id)
+        .add_columns(helpful, mine, ProfessionalVerification, func.count().over())
         .order_by(Post.created_at, Post.id)
     )
     if window is not None:
@@ -1205,17 +1200,11 @@ async def view_thread(
             f"This thread has {pages} page{'s' if pages != 1 else ''}: there is no page "
             f"{max(page, 1)}. Go back to the first page of the thread."
         )
-    shown = [
-        PostView(
-            post,
-            author,
-            count,
-            bool(marked),
-            byline_of(post.anonymous, author, viewer),
-            bool(has_badge),
-        )
-        for post, author, count, marked, has_badge, _ in rows
-    ]
+    shown = []
+    for post, author, count, marked, verification, _ in rows:
+        byline = byline_of(post.anonymous, author, viewer)
+        named = verification if byline.member is not None else None
+        shown.append(PostView(post, author, count, bool(marked), byline, named))
     total = rows[0][-1] if rows else 0
     pages = 1 if window is not None else _page_count(total)
     on_page = {item.post.id for item in shown}

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from multidict import MultiDict
 
-from node import crisis, groups, ids, moderation, polls, posts, qa
+from node import crisis, groups, ids, moderation, polls, posts, professionals, qa
 from node.errors import Conflict, Forbidden, Invalid
 from node.ids import thread_path
 from node.personal_details import Detail, personal_details
@@ -17,7 +17,6 @@ from node.storage.models import CrisisResource
 from node.throttles import Throttled
 from web.pages import (
     STALE_FORM,
-    badges_of,
     db,
     form,
     node_of,
@@ -213,16 +212,17 @@ async def thread_page(
     if thread.has_poll and thread.page == 1:
         poll = await polls.poll_view(db(request), thread.thread, thread.group, moment)
     replying_to = (values or {}).get("parent") or request.query.get("reply_to", "")
-    # Only authors with a professional verification row can have a badge (expired or revoked
-    # ones have none): most pages need no badge query at all.
-    verified = (item.byline.member for item in thread.posts if item.author_verified)
+    # The authors' verifications came with the posts: their badges need no query of their own.
+    verifications = [
+        (item.verification, item.author.domain) for item in thread.posts if item.verification
+    ]
     context = {
         "thread": thread,
         "values": values or {},
         "errors": errors or {},
         "replying_to": next((p for p in thread.posts if p.post.id == replying_to), None),
         "checks": checks,
-        "badges": await badges_of(request, verified),
+        "badges": await professionals.badges_of_rows(db(request), verifications, moment),
         "qa": await qa.qa_page(db(request), thread, moment) if thread.qa else None,
         "poll": poll,
         # Links on the page that reload it (Reply, the reply form) stay on this page.
