@@ -101,13 +101,19 @@ end
 
 
 async def wrk(
-    base_url: str, host: str, paths: list[str], seconds: int, connections: int, work_dir: Path
+    base_url: str,
+    host: str,
+    paths: list[str],
+    seconds: int,
+    connections: int,
+    work_dir: Path,
+    headers: list[str] | None = None,
 ) -> Measured:
     script = work_dir / f"wrk-{abs(hash(tuple(paths)))}.lua"
     script.write_text(WRK_SCRIPT % ", ".join(f'"{path}"' for path in paths))
     process = await asyncio.create_subprocess_exec(
         "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-H", f"Host: {host}",
-        "-s", str(script), base_url + paths[0],
+        *(headers or []), "-s", str(script), base_url + paths[0],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     output, _ = await asyncio.wait_for(process.communicate(), seconds + 30)

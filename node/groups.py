@@ -12,6 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     ColumnElement,
+    ScalarSelect,
     Select,
     String,
     and_,
@@ -318,6 +319,29 @@ async def tags_of(session: AsyncSession, group_ids: list[int]) -> dict[int, list
         for group_id, tag in rows:
             tags[group_id].append(tag)
     return tags
+
+
+# Joins a group's tags in `tags_in_row` (no tag holds a control character: neutralised).
+_TAG_SEPARATOR = "\x1f"
+
+
+def tags_in_row() -> ScalarSelect[str]:
+    """A column with the tags of the query's ConditionGroup row, joined into one string: a
+    page reading a group's row gets its tags without a second query (`view_with_tags`)."""
+    return (
+        select(func.aggregate_strings(GroupCondition.tag, _TAG_SEPARATOR))
+        .where(GroupCondition.group_id == ConditionGroup.id)
+        .correlate(ConditionGroup)
+        .scalar_subquery()
+    )
+
+
+def view_with_tags(
+    group: ConditionGroup, standing: Standing, viewer: Viewer, tags: str | None
+) -> GroupView:
+    """`view_of_row` (reading, no other need) for a row read with its `tags_in_row`."""
+    check_visible(group, standing, viewer, None)
+    return GroupView(group, standing, sorted(tags.split(_TAG_SEPARATOR)) if tags else [], viewer)
 
 
 async def view_group(

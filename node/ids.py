@@ -483,6 +483,21 @@ def thread_subscription_path(thread_id: str) -> str:
     return THREAD_SUBSCRIPTION_PATH.format(thread_id=thread_id)
 
 
+# The query parameter naming a page of a long list (a thread's replies).
+PAGE_PARAMETER = "page"
+
+
+def thread_page_path(thread_id: str, page: int = 1) -> str:
+    """A page of a thread; page 1 is the thread's own address."""
+    suffix = f"?{PAGE_PARAMETER}={page}" if page > 1 else ""
+    return f"{thread_path(thread_id)}{suffix}"
+
+
+def post_anchor_path(thread_id: str, post_id: str, page: int = 1) -> str:
+    """A post where its thread shows it: the page it is on, at its anchor."""
+    return f"{thread_page_path(thread_id, page)}#post-{post_id}"
+
+
 # ---------------------------------------------------------------- parsing paths
 
 

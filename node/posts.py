@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, inspect, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    delete,
+    false,
+    func,
+    insert,
+    inspect,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -33,8 +46,10 @@ from node.groups import (
     shared_with_host,
     standing_of_row,
     standings_of,
+    tags_in_row,
     unchecked_view_of,
     view_of_row,
+    view_with_tags,
     visible_groups,
 )
 from node.ids import new_object_id
@@ -53,10 +68,20 @@ from node.policy import (
     shown_by_federation_policy,
 )
 from node.poll_drafts import PollDraft, poll_problems, store_poll
-from node.qa_windows import QaWindow, refusal, windows_of
+from node.qa_windows import QaWindow, refusal, window_of_row, windows_of
 from node.search_index import index_posts, unindex_posts
 from node.storage.engine import note_erasure
-from node.storage.models import LOCAL, ConditionGroup, Member, Post, Reaction, Thread
+from node.storage.models import (
+    LOCAL,
+    ConditionGroup,
+    Member,
+    Poll,
+    Post,
+    ProfessionalVerification,
+    QaSession,
+    Reaction,
+    Thread,
+)
 from node.text import neutralise, normalise_line_endings, render_markdown, sanitise_html
 from node.validation import collect, text_problem
 
@@ -326,28 +351,40 @@ async def _thread_in_context(
 ) -> tuple[Thread, GroupView]:
     """A thread the viewer may read, decided in its one query: a private thread costs what a
     missing one costs, and answers the same NotFound."""
+    thread, view, _ = await _thread_in_context_with(session, thread_id, viewer)
+    return thread, view
+
+
+async def _thread_in_context_with(
+    session: AsyncSession,
+    thread_id: str,
+    viewer: Viewer,
+    widen: Callable[[Select[Any]], Select[Any]] | None = None,
+) -> tuple[Thread, GroupView, tuple[Any, ...]]:
+    """`_thread_in_context`; `widen` adds columns about the thread, read in the same query."""
     opening_held = (
         select(Post.held_at)
         .where(Post.thread_id == Thread.id, Post.parent_id.is_(None))
         .correlate(Thread)
         .scalar_subquery()
     )
-    row = (
-        await session.execute(
-            visible_groups(viewer, Action.READ)
-            .join(Thread, Thread.group_id == ConditionGroup.id)
-            .join(Member, Member.id == Thread.author_id)
-            .add_columns(Thread, opening_held)
-            .where(Thread.id == thread_id, shown_by_federation_policy(Member.federation_hidden))
-        )
-    ).first()
+    statement = (
+        visible_groups(viewer, Action.READ)
+        .join(Thread, Thread.group_id == ConditionGroup.id)
+        .join(Member, Member.id == Thread.author_id)
+        .add_columns(Thread, opening_held, tags_in_row())
+        .where(Thread.id == thread_id, shown_by_federation_policy(Member.federation_hidden))
+    )
+    if widen is not None:
+        statement = widen(statement)
+    row = (await session.execute(statement)).first()
     if row is None:
         raise NotFound(THREAD_NOT_FOUND)
-    group, state, role, thread, held_at = row
-    view = await view_of_row(session, group, standing_of_row(state, role), viewer, None)
+    group, state, role, thread, held_at, tags, *extras = row
+    view = view_with_tags(group, standing_of_row(state, role), viewer, tags)
     if held_at is not None and not _sees_held(view, thread.author_id):
         raise NotFound(THREAD_NOT_FOUND)
-    return thread, view
+    return thread, view, tuple(extras)
 
 
 def _check_readable_thread(group: ConditionGroup, standing: Standing, viewer: Viewer) -> None:
@@ -1043,6 +1080,9 @@ class PostView:
     helpful_count: int
     marked_helpful: bool
     byline: Byline
+    # The author's professional verification row, if any (current or not: node/professionals.py
+    # decides what badge it makes), read with the post; None for an anonymous post.
+    verification: ProfessionalVerification | None = None
 
     @property
     def mine(self) -> bool:
@@ -1057,78 +1097,177 @@ class PostView:
         return self.post.held_at is not None
 
 
+# Posts on a page of a thread: 1,000 replies make 20 pages of about 60 KB of HTML each.
+THREAD_PAGE_SIZE = 50
+
+
 @dataclass(frozen=True)
 class ThreadView:
     thread: Thread
     group: GroupView
+    # The posts of this page, in time order; the opening post is the first post of page 1.
     posts: list[PostView]
     # The thread's expert Q&A window, if it is one, and the moment the view was taken.
     qa: QaWindow | None = None
     now: datetime | None = None
+    page: int = 1
+    pages: int = 1
+    # The opening post, on whichever page the view is; and the posts that this page's replies
+    # answer but that are on other pages (for "In reply to"), by id.
+    opening_post: Post | None = None
+    elsewhere: dict[str, PostView] = field(default_factory=dict)
+    # Whether the thread has a poll (it is read only for page 1, where the opening post is).
+    has_poll: bool = False
 
     @property
     def qa_ended(self) -> bool:
         return self.qa is not None and self.now is not None and self.qa.ended(self.now)
 
     @property
+    def opening(self) -> Post:
+        if self.opening_post is not None:
+            return self.opening_post
+        return next(view.post for view in self.posts if view.post.parent_id is None)
+
+    @property
     def closed(self) -> bool:
         if self.qa_ended:
             return True  # read-only by time, whether or not anything locked it
-        opening = next(view.post for view in self.posts if view.post.parent_id is None)
-        return is_closed(self.thread, self.group.group, opening)
+        return is_closed(self.thread, self.group.group, self.opening)
+
+    @cached_property
+    def by_id(self) -> dict[str, PostView]:
+        """The posts of this page and those they answer on other pages, by id."""
+        return {**self.elsewhere, **{item.post.id: item for item in self.posts}}
 
 
-async def view_thread(
-    session: AsyncSession, thread_id: str, viewer: Viewer, now: datetime | None = None
-) -> ThreadView:
-    """A thread as the viewer may read it; with `now`, a Q&A's window says if it ended."""
-    thread, view = await _thread_in_context(session, thread_id, viewer)
-    rows = await session.execute(
-        select(Post, Member)
+def page_problem(raw: str) -> str | None:
+    """Why `raw` is no page number (None: it is one): ASCII digits, no leading zero, >= 1."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9 or raw != str(int(raw)):
+        return "A page number is a whole number, such as 2."
+    return None if int(raw) >= 1 else "Pages are numbered from 1."
+
+
+def _shown_posts(thread: Thread, view: GroupView, *columns: Any) -> Select[Any]:
+    """The thread's posts this viewer sees (by default with their authors), unordered."""
+    return (
+        select(*(columns or (Post, Member)))
+        .select_from(Post)
         .join(Member, Member.id == Post.author_id)
         .where(
             Post.thread_id == thread.id,
             _held_shown(view),
             shown_by_federation_policy(Member.federation_hidden),
         )
+    )
+
+
+def _page_count(posts: int) -> int:
+    return max(1, -(-posts // THREAD_PAGE_SIZE))
+
+
+async def page_of(session: AsyncSession, found: PostInContext) -> int:
+    """The page of its thread that shows this post to the viewer who found it (1 for an
+    expert Q&A, which is one page)."""
+    post = found.post
+    earlier = (Post.created_at < post.created_at) | (
+        (Post.created_at == post.created_at) & (Post.id < post.id)
+    )
+    before = _shown_posts(found.thread, found.view, func.count()).where(earlier)
+    qa = select(QaSession.thread_id).where(QaSession.thread_id == found.thread.id).exists()
+    count, is_qa = (await session.execute(select(before.scalar_subquery(), qa))).one()
+    return 1 if is_qa else count // THREAD_PAGE_SIZE + 1
+
+
+async def view_thread(
+    session: AsyncSession,
+    thread_id: str,
+    viewer: Viewer,
+    now: datetime | None = None,
+    page: int = 1,
+) -> ThreadView:
+    """One page of a thread as the viewer may read it (an expert Q&A is shown whole, its
+    questions grouped with their answers); with `now`, a Q&A's window says if it ended.
+    NotFound for a page past the last, saying how many there are.
+
+    Its reads are few whatever the page: the thread with its group, the viewer's standing,
+    Q&A window and whether it has a poll; the group's tags; the page's posts with their
+    authors, helpful counts, the viewer's own marks and the count of all shown posts; the
+    posts other pages hold that these answer, and the opening post, only when needed."""
+    has_poll = select(Poll.thread_id).where(Poll.thread_id == Thread.id).correlate(Thread).exists()
+    thread, view, (qa_row, poll) = await _thread_in_context_with(
+        session,
+        thread_id,
+        viewer,
+        lambda statement: statement.outerjoin(
+            QaSession, QaSession.thread_id == Thread.id
+        ).add_columns(QaSession, has_poll),
+    )
+    window = window_of_row(qa_row) if qa_row is not None else None
+    helpful = (
+        select(func.count())
+        .where(Reaction.post_id == Post.id, Reaction.kind == HELPFUL)
+        .correlate(Post)
+        .scalar_subquery()
+    )
+    mine = (
+        select(Reaction.post_id)
+        .where(
+            Reaction.post_id == Post.id,
+            Reaction.member_id == viewer.member_id,
+            Reaction.kind == HELPFUL,
+        )
+        .correlate(Post)
+        .exists()
+        if viewer.member_id is not None
+        else false()
+    )
+    statement = (
+        _shown_posts(thread, view)
+        .outerjoin(ProfessionalVerification, ProfessionalVerification.member_id == Member.id)
+        .add_columns(helpful, mine, ProfessionalVerification, func.count().over())
         .order_by(Post.created_at, Post.id)
     )
-    pairs = rows.all()
-    ids = [post.id for post, _ in pairs]
-    counts = dict(
-        (
-            await session.execute(
-                select(Reaction.post_id, func.count())
-                .where(Reaction.post_id.in_(ids), Reaction.kind == HELPFUL)
-                .group_by(Reaction.post_id)
+    if window is not None:
+        page = 1 if page == 1 else 0  # a Q&A is one page: its questions hold their answers
+    else:
+        statement = statement.limit(THREAD_PAGE_SIZE).offset((page - 1) * THREAD_PAGE_SIZE)
+    rows = (await session.execute(statement)).all() if page else []
+    if not rows and page != 1:
+        total = await session.scalar(_shown_posts(thread, view, func.count()))
+        pages = _page_count(total or 0) if window is None else 1
+        raise NotFound(
+            f"This thread has {pages} page{'s' if pages != 1 else ''}: there is no page "
+            f"{max(page, 1)}. Go back to the first page of the thread."
+        )
+    shown = []
+    for post, author, count, marked, verification, _ in rows:
+        byline = byline_of(post.anonymous, author, viewer)
+        named = verification if byline.member is not None else None
+        shown.append(PostView(post, author, count, bool(marked), byline, named))
+    total = rows[0][-1] if rows else 0
+    pages = 1 if window is not None else _page_count(total)
+    on_page = {item.post.id for item in shown}
+    opening = next((item.post for item in shown if item.post.parent_id is None), None)
+    answered = {
+        item.post.parent_id
+        for item in shown
+        if item.post.parent_id is not None and item.post.parent_id not in on_page
+    }
+    elsewhere: dict[str, PostView] = {}
+    if opening is None or answered:
+        found = await session.execute(
+            _shown_posts(thread, view).where(
+                Post.id.in_(sorted(answered)) | Post.parent_id.is_(None)
             )
-        ).all()
-    )
-    mine: set[str] = set()
-    if viewer.member_id is not None:
-        mine = set(
-            (
-                await session.execute(
-                    select(Reaction.post_id).where(
-                        Reaction.post_id.in_(ids),
-                        Reaction.member_id == viewer.member_id,
-                        Reaction.kind == HELPFUL,
-                    )
-                )
-            ).scalars()
         )
-    posts = [
-        PostView(
-            post,
-            author,
-            counts.get(post.id, 0),
-            post.id in mine,
-            byline_of(post.anonymous, author, viewer),
-        )
-        for post, author in pairs
-    ]
-    window = (await windows_of(session, [thread.id])).get(thread.id)
-    return ThreadView(thread, view, posts, window, now)
+        for post, author in found.all():
+            if post.parent_id is None:
+                opening = post
+            elsewhere[post.id] = PostView(
+                post, author, 0, False, byline_of(post.anonymous, author, viewer)
+            )
+    return ThreadView(thread, view, shown, window, now, page, pages, opening, elsewhere, bool(poll))
 
 
 def _held_shown(view: GroupView) -> ColumnElement[bool]:

@@ -187,6 +187,14 @@ async def badges_for(
             .where(ProfessionalVerification.member_id.in_(ids))
         )
     ).all()
+    return await badges_of_rows(session, [(row, domain) for row, domain in rows], now)
+
+
+async def badges_of_rows(
+    session: AsyncSession, rows: Iterable[tuple[ProfessionalVerification, str]], now: datetime
+) -> dict[int, Badge]:
+    """`badges_for`, from verification rows (with their member's domain) a page already read
+    (the thread page reads them with its posts); one more query only for remote members."""
     current = [(row, domain) for row, domain in rows if is_current(row, now)]
     trusted: list[str] = []
     if any(domain != LOCAL for _, domain in current):

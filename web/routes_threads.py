@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from multidict import MultiDict
 
-from node import crisis, groups, ids, moderation, polls, posts, qa
+from node import crisis, groups, ids, moderation, polls, posts, professionals, qa
 from node.errors import Conflict, Forbidden, Invalid
 from node.ids import thread_path
 from node.personal_details import Detail, personal_details
@@ -17,7 +17,6 @@ from node.storage.models import CrisisResource
 from node.throttles import Throttled
 from web.pages import (
     STALE_FORM,
-    badges_of,
     crisis_notices,
     crisis_resources,
     db,
@@ -52,8 +51,21 @@ def register(router: web.UrlDispatcher) -> None:
     router.add_post(ids.POST_HELPFUL_PATH, helpful_submit)
 
 
-def post_anchor(thread_id: str, post_id: str) -> str:
-    return f"{thread_path(thread_id)}#post-{post_id}"
+async def post_anchor(request: web.Request, found: posts.PostInContext) -> str:
+    """Where the thread shows this post to the viewer: the page it is on, at its anchor."""
+    page = await posts.page_of(db(request), found)
+    return ids.post_anchor_path(found.thread.id, found.post.id, page)
+
+
+def requested_page(request: web.Request) -> int:
+    """The page of the thread the address asks for (1 without one); 400 for no number."""
+    raw = request.query.get(ids.PAGE_PARAMETER)
+    if raw is None:
+        return 1
+    problem = posts.page_problem(raw)
+    if problem is not None:
+        raise Invalid({"page": problem})
+    return int(raw)
 
 
 REFUSED = (Invalid, Conflict, Forbidden, Throttled)
@@ -195,21 +207,32 @@ async def thread_page(
     if wants_activity_json(request) and request.method == "GET":
         return await thread_document(request, request.match_info["thread_id"])
     moment = now(request)
+    page = requested_page(request)
     thread = await posts.view_thread(
-        db(request), request.match_info["thread_id"], viewer(request), moment
+        db(request), request.match_info["thread_id"], viewer(request), moment, page
     )
-    poll = await polls.poll_view(db(request), thread.thread, thread.group, moment)
+    poll = None
+    if thread.has_poll and thread.page == 1:
+        poll = await polls.poll_view(db(request), thread.thread, thread.group, moment)
     replying_to = (values or {}).get("parent") or request.query.get("reply_to", "")
+    # The authors' verifications came with the posts: their badges need no query of their own.
+    verifications = [
+        (item.verification, item.author.domain) for item in thread.posts if item.verification
+    ]
     context = {
         "thread": thread,
         "values": values or {},
         "errors": errors or {},
         "replying_to": next((p for p in thread.posts if p.post.id == replying_to), None),
         "checks": checks,
-        "badges": await badges_of(request, (item.byline.member for item in thread.posts)),
-        "qa": await qa.qa_page(db(request), thread, moment),
+        "badges": await professionals.badges_of_rows(db(request), verifications, moment),
+        "qa": await qa.qa_page(db(request), thread, moment) if thread.qa else None,
         "poll": poll,
         "subscription": await reading(request, thread),
+        # Links on the page that reload it (Reply, the reply form) stay on this page.
+        "this_page": ids.thread_page_path(thread.thread.id, thread.page),
+        "page_query": f"?{ids.PAGE_PARAMETER}={thread.page}" if thread.page > 1 else "",
+        "page_size": posts.THREAD_PAGE_SIZE,
     }
     return render_group_page(request, thread.group.group, "thread.html", context, status)
 
@@ -239,7 +262,8 @@ async def reply_submit(request: web.Request) -> web.StreamResponse:
     except REFUSED as error:
         page = await thread_page(request, values, _problems(error), _status(error))
         return _with_wait(page, error)
-    raise see_other(post_anchor(post.thread_id, post.id))
+    found = await posts.post_in_context(db(request), post.id, viewer(request))
+    raise see_other(await post_anchor(request, found))
 
 
 async def reopen_submit(request: web.Request) -> web.StreamResponse:
@@ -281,7 +305,7 @@ async def post_link(request: web.Request) -> web.StreamResponse:
     if wants_activity_json(request):
         return await post_document(request, request.match_info["post_id"])
     found = await posts.post_in_context(db(request), request.match_info["post_id"], viewer(request))
-    raise see_other(post_anchor(found.thread.id, found.post.id))
+    raise see_other(await post_anchor(request, found))
 
 
 async def edit_form(request: web.Request) -> web.Response:
@@ -318,7 +342,7 @@ async def edit_submit(request: web.Request) -> web.StreamResponse:
         except REFUSED as error:
             errors, status = _problems(error), _status(error)
         else:
-            raise see_other(post_anchor(found.thread.id, post_id))
+            raise see_other(await post_anchor(request, found))
     context = {"found": found, "values": values, "errors": errors}
     return render(request, "post_edit.html", context, status)
 
@@ -368,7 +392,7 @@ async def delete_submit(request: web.Request) -> web.StreamResponse:
             return await delete_form(request, values, problems | error.problems)
     if not found.view.may(Action.READ):
         raise see_other("/")
-    raise see_other(post_anchor(found.thread.id, found.post.id))
+    raise see_other(await post_anchor(request, found))
 
 
 async def helpful_submit(request: web.Request) -> web.StreamResponse:
@@ -381,4 +405,4 @@ async def helpful_submit(request: web.Request) -> web.StreamResponse:
         helpful=data.get("helpful") == "yes",
         now=now(request),
     )
-    raise see_other(post_anchor(found.thread.id, found.post.id))
+    raise see_other(await post_anchor(request, found))
