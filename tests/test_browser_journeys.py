@@ -47,10 +47,10 @@ async def main_text(page: Any) -> str:
     return text
 
 
-async def shows_after_reload(page: Any, text: str, what: str) -> None:
+async def shows_after_reload(page: Any, text: str, what: str, where: str = "main") -> None:
     async def shown() -> bool:
         await page.reload()
-        return text in await main_text(page)
+        return text in await page.inner_text(where)
 
     await eventually(shown, what, seconds=30, interval=0.2)
 
@@ -86,11 +86,19 @@ async def test_sign_up_follow_across_nodes_post_reply_and_moderate(
     # And a patient who signs up on the charity's node, on a phone
     await sign_up(patient, charity.base_url, "bea")
 
-    # When the patient follows the hospital's group from the charity's node
-    await patient.goto(f"{charity.base_url}/authorize_interaction")
-    await patient.get_by_label("The group's address").fill(f"t1d@{hospital.domain}")
+    # When the patient, on the hospital's group page, asks to follow it from her own server
+    await patient.goto(f"{hospital.base_url}/g/t1d")
+    address = await patient.get_by_label("This group's address on the fediverse").input_value()
+    assert address == f"@t1d@{hospital.domain}"
+    await patient.get_by_label("Your address on your own server").fill(f"bea@{charity.domain}")
     async with patient.expect_navigation():
-        await patient.get_by_role("button", name="Follow").click()
+        await patient.get_by_role("button", name="Follow from my server").click()
+    async with patient.expect_navigation():
+        await patient.get_by_role("link", name=f"Continue to {charity.domain}").click()
+    # Then she lands on her own server, signed in, and confirms the follow there
+    assert patient.url.startswith(f"{charity.base_url}/"), patient.url
+    async with patient.expect_navigation():
+        await patient.get_by_role("button", name="Follow", exact=True).click()
     await eventually(lambda: active_remote_members(hospital), "bea's follow accepted")
 
     # And the nurse starts a thread in the group
@@ -114,9 +122,28 @@ async def test_sign_up_follow_across_nodes_post_reply_and_moderate(
     assert "A sensor alarm set at 4.5 helps me." in await main_text(patient)
     patient_thread_url = patient.url.split("#")[0]
 
-    # And the nurse sees the reply on the hospital's node
+    # And the nurse is told of the reply, and reads it on the hospital's node
+    await nurse.goto(f"{hospital.base_url}/")
+    await shows_after_reload(
+        nurse, "Notifications (1 new)", "the notification of the reply", where="header"
+    )
+    async with nurse.expect_navigation():
+        await nurse.get_by_role("link", name="Notifications (1 new)").click()
+    told = await main_text(nurse)
+    assert "replied to your post" in told and "Night hypos" in told, told
+    async with nurse.expect_navigation():
+        await nurse.get_by_role("link", name="your post").first.click()
+    assert "A sensor alarm" in await main_text(nurse), nurse.url
+    assert "A sensor alarm set at 4.5 helps me." in await main_text(nurse)
+
+    # And she finds it again by searching for words of it
+    await nurse.goto(f"{hospital.base_url}/")
+    await nurse.get_by_label("Search groups, threads and posts").fill("sensor alarms")
+    async with nurse.expect_navigation():
+        await nurse.get_by_role("button", name="Search").first.click()
+    found = await main_text(nurse)
+    assert "Night hypos" in found and "sensor" in found.lower(), found
     await nurse.goto(nurse_thread_url)
-    await shows_after_reload(nurse, "A sensor alarm set at 4.5 helps me.", "the reply")
 
     # When the nurse locks the thread, with a reason for the log
     await nurse.locator("#f-lock-reason").fill("Answered; see the pinned guide.")

@@ -204,12 +204,15 @@ async def follow_from_home(request: web.Request) -> web.StreamResponse:
             problem = _home_problem(error, handle)
         else:
             iri = ids.Iris(node_of(request).settings.base_url).group(view.group.slug)
-            # Another server's page, on purpose: not see_other, which keeps to this site. The
-            # address as made, {uri} percent-encoded whole (aiohttp would decode parts of it).
-            target = follow_url(template, iri)
-            answer = web.HTTPSeeOther(target)
-            answer.headers["Location"] = target
-            raise answer
+            # A page with a link, not a redirect: the pages' CSP (`form-action 'self'`) stops
+            # a browser from following a form's redirect to another server, and the visitor
+            # sees where they are going before they leave.
+            context = {
+                "view": view,
+                "target": follow_url(template, iri),
+                "host": handle_host(handle),
+            }
+            return render(request, "follow_from_home_go.html", context)
     context = {"view": view, "address": address, "values": values, "errors": {"handle": problem}}
     return render(request, "follow_from_home.html", context, 400)
 

@@ -7,7 +7,6 @@ from aiohttp import web
 from node import ids, notifications
 from node.notifications import KIND_LABELS, Kind
 from web.pages import db, form, now, render, require_member, row_id, see_other, viewer
-from web.routes_threads import post_anchor
 
 PAGES_MAX = 10_000
 # What a moderator's action is called on the notifications page (the moderator is not named).
@@ -44,8 +43,9 @@ def link_of(item: notifications.Item) -> str:
     moderation queue for a request to join), else the notifications page."""
     if item.kind is Kind.JOIN_REQUEST and item.group is not None:
         return ids.group_moderation_path(item.group.slug)
-    if item.post is not None and item.thread is not None:
-        return post_anchor(item.thread.id, item.post.id)
+    if item.post is not None:
+        # The post's own address: it redirects to the page of the thread that shows it.
+        return ids.post_path(item.post.id)
     if item.thread is not None:
         return ids.thread_path(item.thread.id)
     if item.group is not None:
