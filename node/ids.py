@@ -487,10 +487,14 @@ def thread_subscription_path(thread_id: str) -> str:
 PAGE_PARAMETER = "page"
 
 
+def list_page_path(base: str, page: int = 1) -> str:
+    """A page of a long list whose first page is `base` (a path without a query)."""
+    return f"{base}?{PAGE_PARAMETER}={page}" if page > 1 else base
+
+
 def thread_page_path(thread_id: str, page: int = 1) -> str:
     """A page of a thread; page 1 is the thread's own address."""
-    suffix = f"?{PAGE_PARAMETER}={page}" if page > 1 else ""
-    return f"{thread_path(thread_id)}{suffix}"
+    return list_page_path(thread_path(thread_id), page)
 
 
 def post_anchor_path(thread_id: str, post_id: str, page: int = 1) -> str:

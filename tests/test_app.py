@@ -9,6 +9,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from federation.keysink import ActorKeys
 from node.config import Settings
+from node.notifications import Notifier
 from node.runtime import NodeContext
 from tests import databases
 from tests.clock import ManualClock
@@ -51,11 +52,15 @@ async def test_the_serving_app_opens_its_node_on_startup_and_closes_it_on_cleanu
         # and federation attached, and it serves pages
         node = app[NODE]
         assert node.settings is settings and node.clock is clock
-        assert [type(sink) for sink in node.sinks] == [ActorKeys, type(app[FEDERATION].outbox)]
+        assert [type(sink) for sink in node.sinks] == [
+            Notifier,
+            ActorKeys,
+            type(app[FEDERATION].outbox),
+        ]
         assert (await client.get("/")).status == 200
         assert closed == []
     # Then cleanup closes the node once, after federation has let go of it
-    assert closed == [(node, ["ActorKeys"])]
+    assert closed == [(node, ["Notifier", "ActorKeys"])]
 
 
 async def test_an_app_given_a_node_leaves_it_open_for_its_caller(

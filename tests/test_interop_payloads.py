@@ -47,6 +47,7 @@ from node.storage.models import (
     Report,
     Thread,
 )
+from node.text import CODE_BLOCK_ATTRIBUTES
 from tests.federation_harness import eventually
 from tests.peers import (
     AS2,
@@ -68,7 +69,11 @@ PLAIN_TAGS = frozenset(
     {"p", "br", "strong", "em", "del", "s", "a", "code", "pre", "blockquote", "ul", "ol", "li",
      "h1", "h2", "h3", "h4", "h5", "h6", "hr"}
 )  # fmt: skip
-PLAIN_ATTRIBUTES = {"a": {"href", "title", "rel"}, "ol": {"start"}}
+PLAIN_ATTRIBUTES = {
+    "a": {"href", "title", "rel"},
+    "ol": {"start"},
+    "pre": set(CODE_BLOCK_ATTRIBUTES),
+}
 # A processing step that died on an unexpected exception is recorded as "SomeError: ...".
 CRASH = re.compile(r"^\w*(Error|Exception)\b")
 
@@ -250,6 +255,8 @@ def assert_plain_html(html: str) -> None:
         assert tag in PLAIN_TAGS, f"<{tag}> survived sanitising: {html[:300]}"
         for name, value in attrs:
             assert name in PLAIN_ATTRIBUTES.get(tag, set()), f"{tag}[{name}] survived: {html[:300]}"
+            if tag == "pre":  # our own values, whatever the sender wrote (keyboard scrolling)
+                assert value == CODE_BLOCK_ATTRIBUTES[name], html
             if name == "href":
                 assert urlsplit(value or "").scheme in ("http", "https", "mailto", ""), html
 

@@ -4,6 +4,7 @@ local author, and Mention tags carry `@name@domain` both ways."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -123,4 +124,9 @@ async def test_remote_replies_and_mentions_notify_members_at_home(
     assert "Bea replied to your post in “Night hypos”" in await said(nurse)
     assert "Bea mentioned you in a post" in await said(rita)
     page = await rita.get("/notifications")
-    assert f'href="/t/{hospital_thread[3:]}#post-' in page.html
+    post_link = re.search(r'<a href="(/p/[^"]+)">a post</a>', page.html)
+    assert post_link, "the notification links the post by its own address"
+    # which leads to its place in the thread at home
+    async with rita.client.get(post_link.group(1), allow_redirects=False) as answer:
+        assert answer.status == 303
+        assert answer.headers["Location"].startswith(f"/t/{hospital_thread[3:]}#post-")

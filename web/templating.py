@@ -130,6 +130,7 @@ def create_environment() -> jinja2.Environment:
         admin_pages=ADMIN_PAGES,
         admin_members_path=ids.ADMIN_MEMBERS_PAGE,
         admin_path=ids.ADMIN_DASHBOARD_PAGE,
+        list_page_path=ids.list_page_path,
         about_path=ids.ABOUT_PAGE,
         anonymity_offered=anonymity_offered,
         static_url=static_url,
