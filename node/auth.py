@@ -32,8 +32,9 @@ def token_hash(token: str) -> str:
 
 SIGN_IN_KEY = "sign-in:"
 REGISTRATION_KEY = "register:"
+HOME_FOLLOW_KEY = "home-follow:"  # node/rate_limits.py
 # Every throttle key that names a client's address starts with one of these (node/addresses.py).
-ADDRESS_KEY_PREFIXES = (SIGN_IN_KEY, REGISTRATION_KEY)
+ADDRESS_KEY_PREFIXES = (SIGN_IN_KEY, REGISTRATION_KEY, HOME_FOLLOW_KEY)
 
 
 def account_address_key(account: str, address: str) -> str:

@@ -121,6 +121,9 @@ class RateLimits:
     inbox_per_host: Rate | None = Rate(300, timedelta(minutes=1))
     # Follow activities received from actors of one host, across processes.
     follows_per_host: Rate | None = Rate(60, timedelta(hours=1))
+    # "Follow from your own server" asks, per client address: each makes this node fetch the
+    # WebFinger of a server the visitor names, signed in or not.
+    home_follows_per_address: Rate | None = Rate(10, timedelta(minutes=10))
 
     @property
     def counters_forget_after(self) -> timedelta:
@@ -136,7 +139,12 @@ class RateLimits:
         ]
         periods += [
             rate.period
-            for rate in (self.posts_per_member, self.reports_per_member, self.follows_per_host)
+            for rate in (
+                self.posts_per_member,
+                self.reports_per_member,
+                self.follows_per_host,
+                self.home_follows_per_address,
+            )
             if rate is not None
         ]
         return max(periods)

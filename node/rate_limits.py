@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node import throttles
+from node.auth import HOME_FOLLOW_KEY
 from node.config import RateLimits, describe_period
 from node.events import Origin
 from node.groups import GroupView
@@ -75,3 +76,18 @@ async def count_follow_request(
         f"Over {rate.count} follow requests in {describe_period(rate.period)} from this server."
     )
     await throttles.count_in_window(session, follows_key(host), rate, now, reason)
+
+
+async def count_home_follow(
+    session: AsyncSession, rates: RateLimits, address: str, now: datetime
+) -> None:
+    """Count a "follow from your own server" asked from a client address: each one makes this
+    node fetch from a server the visitor names, so a stranger must not make it do so at will."""
+    rate = rates.home_follows_per_address
+    if rate is None:
+        return
+    reason = (
+        f"You have asked {rate.count} times in {describe_period(rate.period)}, "
+        "the most this node allows."
+    )
+    await throttles.count_in_window(session, f"{HOME_FOLLOW_KEY}{address[:64]}", rate, now, reason)

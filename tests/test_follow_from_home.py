@@ -148,6 +148,33 @@ async def test_following_from_home_fails_in_plain_words(
     assert f"{charity.domain} does not know the address nobody@{charity.domain}." in html
 
 
+async def test_a_visitor_may_make_the_node_look_up_servers_only_so_often(
+    pair: tuple[RunningNode, RunningNode],
+) -> None:
+    # Given a public group, and a signed-out visitor who has asked twice, that are counted
+    hospital, charity = pair
+    nurse = await hospital.browser()
+    await nurse.register("nurse")
+    await create_group(nurse, "t1d", "Type 1 diabetes")
+    visitor = await hospital.browser()
+    rate = hospital.node.settings.limits.rates.home_follows_per_address
+    assert rate is not None and rate.count == 10
+    for _ in range(rate.count):
+        status, _, _ = await follow_from_home(visitor, "t1d", f"nobody@{charity.domain}")
+        assert status == 400
+    # (a form that is not an address is refused before anything is counted or fetched)
+    status, _, _ = await follow_from_home(visitor, "t1d", "just some words")
+    assert status == 400
+
+    # When they ask once more, the node refuses without looking anything up
+    fetched = [r.url for r in hospital.recorder.requests]
+    assert len([url for url in fetched if "/.well-known/webfinger" in url]) >= rate.count
+    status, _, html = await follow_from_home(visitor, "t1d", f"ben@{charity.domain}")
+    assert status == 429, html[:300]
+    assert "the most this node allows" in html and "Please wait" in html
+    assert [r.url for r in hospital.recorder.requests] == fetched
+
+
 async def test_private_and_partner_groups_have_no_address_to_follow(
     pair: tuple[RunningNode, RunningNode],
 ) -> None:

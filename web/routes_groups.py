@@ -15,7 +15,7 @@ from federation.discovery import (
     resolve_handle,
     webfinger_url,
 )
-from node import groups, ids, membership, moderation, thread_lists
+from node import groups, ids, membership, moderation, rate_limits, thread_lists
 from node.errors import Conflict, DomainError, Forbidden, Invalid
 from node.ids import group_path
 from node.paging import PageRequest, page_request
@@ -28,7 +28,9 @@ from node.policy import (
     may,
 )
 from node.storage.models import LOCAL, ConditionGroup
+from node.throttles import Throttled
 from web.appkeys import FEDERATION
+from web.client_address import client_address
 from web.pages import (
     STALE_FORM,
     badges_of,
@@ -41,6 +43,7 @@ from web.pages import (
     render_group_page,
     require_member,
     rerenders_stale_forms,
+    retry_after,
     see_other,
     stale_form,
     viewer,
@@ -194,8 +197,19 @@ async def follow_from_home(request: web.Request) -> web.StreamResponse:
         except FetchError:
             problem = f"That is not an address. {YOUR_ADDRESS_HINT}"
     if not problem:
+        rates = node_of(request).settings.limits.rates
+        try:
+            await rate_limits.count_home_follow(
+                db(request), rates, client_address(request), now(request)
+            )
+        except Throttled as throttled:
+            context = {"view": view, "address": address, "values": values,
+                       "errors": {"handle": str(throttled)}}  # fmt: skip
+            return retry_after(
+                render(request, "follow_from_home.html", context, 429), throttled.wait
+            )
         # Nothing is held while another server answers: not the write lock (a signed-in
-        # visitor's POST has noted their activity), not a pooled connection.
+        # visitor's POST has noted their activity, and the count above), not a connection.
         await db(request).commit()
         try:
             template = await home_subscribe_template(federation.client, handle, now(request))
