@@ -12,6 +12,7 @@ import logging
 import os
 import pstats
 import resource
+import shutil
 import socket
 import sys
 import tempfile
@@ -287,6 +288,29 @@ def say(text: str = "") -> None:
 
 def fail(text: str) -> None:
     print(f"FAILED: {text}", file=sys.stderr, flush=True)
+
+
+def wrk_missing() -> bool:
+    """Whether `wrk` (Debian's package) is absent, said once for the benchmarks that need it."""
+    if shutil.which("wrk") is None:
+        say("wrk is not installed (Debian: apt-get install wrk)")
+        return True
+    return False
+
+
+def run_in_scratch(name: str, measure: Callable[[Path], Coroutine[Any, Any, None]]) -> int:
+    """Run `measure` in a scratch directory, removed after, and report the wall time; a
+    BenchFailure fails the run with a non-zero status."""
+    started = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"healthnode-bench-{name}-") as work_dir:
+            asyncio.run(measure(Path(work_dir)))
+    except BenchFailure as failure:
+        fail(str(failure))
+        return 1
+    finally:
+        say(f"total benchmark time: {time.perf_counter() - started:.1f} s")
+    return 0
 
 
 def run_benchmark(

@@ -26,7 +26,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
@@ -37,7 +36,15 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy import func, select, text
 
-from bench.common import CHEAP_PASSWORDS, BenchFailure, say, unused_port, wait_until
+from bench.common import (
+    CHEAP_PASSWORDS,
+    BenchFailure,
+    run_in_scratch,
+    say,
+    unused_port,
+    wait_until,
+    wrk_missing,
+)
 from federation.keysink import attach_actor_keys
 from node import groups, members, posts
 from node.clock import SystemClock
@@ -716,19 +723,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.role == "bare":
         bare_main(args)
         return 0
-    if shutil.which("wrk") is None:
-        say("wrk is not installed (Debian: apt-get install wrk)")
+    if wrk_missing():
         return 1
-    started = time.perf_counter()
-    try:
-        with tempfile.TemporaryDirectory(prefix="healthnode-bench-load-") as work_dir:
-            asyncio.run(measure(args, Path(work_dir)))
-    except BenchFailure as failure:
-        print(f"FAILED: {failure}", file=sys.stderr, flush=True)
-        return 1
-    finally:
-        say(f"total benchmark time: {time.perf_counter() - started:.1f} s")
-    return 0
+    return run_in_scratch("load", lambda work_dir: measure(args, work_dir))
 
 
 if __name__ == "__main__":

@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -38,8 +36,10 @@ from bench.common import (
     SqlStats,
     pin_to_core,
     profile_report,
+    run_in_scratch,
     say,
     unused_port,
+    wrk_missing,
 )
 from bench.load import PASSWORD, UNLIMITED, Measured, Person, answering, start, wrk
 from federation.keysink import attach_actor_keys
@@ -297,6 +297,8 @@ async def measure(args: argparse.Namespace, work_dir: Path) -> None:
     say("|---|---|---|---|---|")
     for label in ("signed out", "signed in"):
         page, bare = rates[f"thread page, {label}"], rates[f"bare, {label}"]
+        if not (page.rate and bare.rate):
+            raise BenchFailure(f"wrk was answered no request {label} (another benchmark running?)")
         say(f"| {label} | {page.rate:,.0f} | {page.p50:.1f} ms | {bare.rate:,.0f} | "
             f"**{page.rate / bare.rate:.2f}** |")  # fmt: skip
     say(f"\n== {LONG_REPLIES}-reply thread, {LATENCY_REQUESTS} requests one at a time (goal: "
@@ -335,19 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.role == "serve":
         serve_main(args)
         return 0
-    if shutil.which("wrk") is None:
-        say("wrk is not installed (Debian: apt-get install wrk)")
+    if wrk_missing():
         return 1
-    started = time.perf_counter()
-    try:
-        with tempfile.TemporaryDirectory(prefix="healthnode-bench-thread-") as work_dir:
-            asyncio.run(measure(args, Path(work_dir)))
-    except BenchFailure as failure:
-        print(f"FAILED: {failure}", file=sys.stderr, flush=True)
-        return 1
-    finally:
-        say(f"total benchmark time: {time.perf_counter() - started:.1f} s")
-    return 0
+    return run_in_scratch("thread", lambda work_dir: measure(args, work_dir))
 
 
 if __name__ == "__main__":
