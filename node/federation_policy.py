@@ -18,6 +18,7 @@ and groups of refused servers are marked hidden, which the pages and collections
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -368,6 +369,9 @@ class PolicyCache:
             version=-1,
         )
         self._checked_at: datetime | None = None
+        # One read at a time: a claimed batch asks from 64 deliveries at once, and without
+        # it each of them would read the policy when the check falls due.
+        self._reading = asyncio.Lock()
 
     @property
     def configured(self) -> ConfiguredPolicy:
@@ -383,13 +387,19 @@ class PolicyCache:
         self._checked_at = None
 
     async def current(self) -> DomainPolicy:
-        now = self._clock.now()
-        if self._checked_at is not None and now - self._checked_at < RECHECK:
+        if self._fresh(self._clock.now()):
             return self._policy
-        async with self._sessions() as session, session.begin():
-            await begin_for_reading(session)
-            version = await current_version(session)
-            if version != self._policy.version:
-                self._policy = await load_policy(session, self._configured)
-        self._checked_at = now
+        async with self._reading:
+            now = self._clock.now()
+            if self._fresh(now):  # another caller read it while this one waited
+                return self._policy
+            async with self._sessions() as session, session.begin():
+                await begin_for_reading(session)
+                version = await current_version(session)
+                if version != self._policy.version:
+                    self._policy = await load_policy(session, self._configured)
+            self._checked_at = now
         return self._policy
+
+    def _fresh(self, now: datetime) -> bool:
+        return self._checked_at is not None and now - self._checked_at < RECHECK
