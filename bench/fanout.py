@@ -65,6 +65,7 @@ from node.members import create_member
 from node.policy import Action, Viewer
 from node.runtime import NodeContext
 from node.storage.models import Delivery, Membership, OutboxActivity, inbox_host
+from web.cli import keep_what_started
 
 DELIVERY_DEADLINE_SECONDS = 60.0
 POLL_SECONDS = 0.02
@@ -471,6 +472,7 @@ async def bench(args: argparse.Namespace, receivers: Receivers, data_dir: Path) 
         if args.delivery_batch:  # an experiment: the code's default is left alone otherwise
             queue.batch = args.delivery_batch
         federation.start_workers()
+        keep_what_started()
 
         # ---- the timed run
         deadline = DELIVERY_DEADLINE_SECONDS

@@ -84,6 +84,7 @@ from node.policy import Action, Viewer
 from node.runtime import NodeContext
 from node.storage.models import InboxItem, Membership, Post
 from web.app import create_app
+from web.cli import keep_what_started
 
 AS2 = "https://www.w3.org/ns/activitystreams"
 SECURITY_V1 = "https://w3id.org/security/v1"
@@ -764,6 +765,7 @@ async def bench(args: argparse.Namespace, remote_server: Remote, data_dir: Path)
         await runner.setup()  # starts Federation and its workers
         site = web.SockSite(runner, sock)
         await site.start()
+        keep_what_started()
 
         warm = await run_batch(
             node, observer, remote_server, seeded, "warm-up", WARM_UP, args.concurrency, 0
