@@ -532,7 +532,7 @@ async def bench(args: argparse.Namespace, receivers: Receivers, data_dir: Path) 
         "of one core"
     )
     say(
-        f"node CPU per delivery      {1000 * first.cpu / first.deliveries:.1f} ms "
+        f"node CPU per delivery      {1000 * first.cpu / first.deliveries:.2f} ms "
         f"(a CPU-bound ceiling of {first.deliveries / first.cpu:.0f} deliveries/s on one core)"
     )
     say(

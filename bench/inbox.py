@@ -864,7 +864,7 @@ async def bench(args: argparse.Namespace, remote_server: Remote, data_dir: Path)
         "of one core"
     )
     say(
-        f"node CPU per item         {1000 * timed.cpu / timed.items:.1f} ms "
+        f"node CPU per item         {1000 * timed.cpu / timed.items:.2f} ms "
         f"(a CPU-bound ceiling of {timed.items / timed.cpu:.0f} items/s on one core)"
     )
     say(
@@ -885,7 +885,7 @@ async def bench(args: argparse.Namespace, remote_server: Remote, data_dir: Path)
         + ", ".join(f"{name} {1000 * value:.0f} ms" for name, value in paced.latency.items())
     )
     say(
-        f"  node CPU per item        {1000 * paced.cpu / paced.items:.1f} ms "
+        f"  node CPU per item        {1000 * paced.cpu / paced.items:.2f} ms "
         f"({100 * paced.cpu / paced.wall:.0f}% of one core)"
     )
     say(
