@@ -86,6 +86,7 @@ bench: $(RUN_STAMP)
 	$(BIN)/python -m bench.fanout --servers 1 --shared 0 --latency 0.2
 	$(BIN)/python -m bench.inbox
 	$(BIN)/python -m bench.thread
+	$(BIN)/python -m bench.floors
 	$(BIN)/python -m bench.load  # PostgreSQL runs too when HEALTHNODE_BENCH_PG_URL is set
 
 lint: $(TEST_STAMP)

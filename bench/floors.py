@@ -239,6 +239,17 @@ async def bench(args: argparse.Namespace, receivers: Receivers, work_dir: Path) 
         f"       shared by {args.batch} items, over verify+store+sign    "
         f"{(1 / floor) / limit:.3f} (goal >= 0.5)"
     )
+    say()
+    say("== what is left at the goal for all the rest of the node's work ==")
+    say(
+        f"fan-out: {(2 / sign_rate - signed) * 1e3:.3f} ms a delivery (claim, lease, record, "
+        f"circuit, scheduling)"
+    )
+    say(
+        f"inbox:   {(2 / limit - floor) * 1e3:.3f} ms an item (parse, authorise, store the "
+        f"post, index it, notify, queue and record its Announce)"
+    )
+    say(f"against  {select_cost * 1e3:.3f} ms for one SQLAlchemy statement")
 
 
 def main() -> int:
