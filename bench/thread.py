@@ -51,6 +51,7 @@ from node.policy import Viewer
 from node.runtime import NodeContext
 from web.app import create_app
 from web.appkeys import MEMBER
+from web.cli import keep_what_started
 from web.cookies import SESSION_COOKIE
 
 PAGE_POSTS = 50  # the thread compared with the bare render: its opening post and 49 replies
@@ -161,6 +162,7 @@ def serve_main(args: argparse.Namespace) -> None:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", args.port).start()
+        keep_what_started()  # as `healthnode serve` does once started
         try:
             await asyncio.Event().wait()
         finally:
