@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from aiohttp import web
 from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -74,6 +75,14 @@ def reserve_port() -> tuple[socket.socket, int]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(1024)
     return sock, sock.getsockname()[1]
+
+
+async def serve_on_loopback(app: web.Application) -> tuple[web.AppRunner, int]:
+    """Serve `app` on a free loopback port; answers its runner (to clean up) and the port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, backlog=1024).start()
+    return runner, runner.addresses[0][1]
 
 
 def unused_port() -> int:

@@ -54,6 +54,7 @@ from bench.common import (
     profile_report,
     run_benchmark,
     say,
+    serve_on_loopback,
     unused_port,
     wait_until,
 )
@@ -132,11 +133,7 @@ async def _receivers_main(
         app.router.add_post("/round-trip", answer_late)
         if index < shared:
             app.router.add_post("/inbox", handler)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
-        await site.start()
-        port = runner.addresses[0][1]
+        runner, port = await serve_on_loopback(app)
         port_box[0] = port
         runners.append(runner)
         ports.append(port)

@@ -42,6 +42,7 @@ from bench.common import (
     cpu_seconds,
     run_benchmark,
     say,
+    serve_on_loopback,
     wrk_missing,
 )
 from bench.fanout import Receivers
@@ -128,11 +129,7 @@ async def serves(work_dir: Path, seconds: int) -> float:
 
     app = web.Application()
     app.router.add_post("/inbox", accept)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, port = await serve_on_loopback(app)
     script = work_dir / "post.lua"
     script.write_text(WRK_POST % 1_935)  # bench.inbox's Create{Note}
     try:

@@ -75,6 +75,7 @@ from bench.common import (
     reserve_port,
     run_benchmark,
     say,
+    serve_on_loopback,
     wait_until,
 )
 from federation.keysink import attach_actor_keys
@@ -230,11 +231,7 @@ async def _remote_main(conn: Any, pinned: str) -> None:
     app = web.Application()
     app.router.add_get("/users/alice", actor)
     app.router.add_post("/users/alice/inbox", inbox)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, port = await serve_on_loopback(app)
     box["actor"] = f"http://127.0.0.1:{port}/users/alice"
     conn.send({"port": port, "actor": box["actor"], "pinned": pinned})
 
