@@ -1099,6 +1099,10 @@ class PostView:
 
 # Posts on a page of a thread: 1,000 replies make 20 pages of about 60 KB of HTML each.
 THREAD_PAGE_SIZE = 50
+# Questions on a page of an expert Q&A, each with all its answers: with three answers each
+# (48 posts) a page weighs about 45 KB of HTML, or 63 KB for a member (who has a form and
+# links on every post), as much as a page of an ordinary thread; 20 would pass 100 KB.
+QA_PAGE_QUESTIONS = 12
 
 
 @dataclass(frozen=True)
@@ -1162,21 +1166,84 @@ def _shown_posts(thread: Thread, view: GroupView, *columns: Any) -> Select[Any]:
     )
 
 
-def _page_count(posts: int) -> int:
-    return max(1, -(-posts // THREAD_PAGE_SIZE))
+def _page_count(items: int, page_size: int) -> int:
+    return max(1, -(-items // page_size))
+
+
+def _earlier_than(created_at: Any, post_id: Any) -> ColumnElement[bool]:
+    """Posts before the given one in a thread's order (time, then id for equal times)."""
+    return (Post.created_at < created_at) | ((Post.created_at == created_at) & (Post.id < post_id))
+
+
+def _is_question(thread: Thread) -> ColumnElement[bool]:
+    """Posts answering the thread's opening post: in an expert Q&A, its questions."""
+    opening = aliased(Post)
+    return Post.parent_id == (
+        select(opening.id)
+        .where(opening.thread_id == thread.id, opening.parent_id.is_(None))
+        .scalar_subquery()
+    )
+
+
+def _shown_questions(thread: Thread, view: GroupView, *columns: Any) -> Select[Any]:
+    """A Q&A's questions this viewer sees, unordered; a page of them holds their answers."""
+    return _shown_posts(thread, view, *columns).where(_is_question(thread))
+
+
+def _qa_page_posts(thread: Thread, view: GroupView, page: int) -> ColumnElement[bool]:
+    """The posts of one page of an expert Q&A: its questions of that page (in time order)
+    and the shown replies below them, at any depth (as node/qa.py groups them: a reply below
+    a post the viewer does not see is shown nowhere); page 1 also holds the opening post."""
+    questions = (
+        _shown_questions(thread, view, Post.id)
+        .order_by(Post.created_at, Post.id)
+        .limit(QA_PAGE_QUESTIONS)
+        .offset((page - 1) * QA_PAGE_QUESTIONS)
+        .cte("page_questions")
+    )
+    below = select(questions.c.id).cte("page_question_trees", recursive=True)
+    below = below.union_all(
+        _shown_posts(thread, view, Post.id).join(below, Post.parent_id == below.c.id)
+    )
+    on_page = Post.id.in_(select(below.c.id))
+    return on_page | Post.parent_id.is_(None) if page == 1 else on_page
 
 
 async def page_of(session: AsyncSession, found: PostInContext) -> int:
-    """The page of its thread that shows this post to the viewer who found it (1 for an
-    expert Q&A, which is one page)."""
+    """The page of its thread that shows this post to the viewer who found it: in an expert
+    Q&A, the page of the question it is, or that it is an answer (or reply) to."""
     post = found.post
-    earlier = (Post.created_at < post.created_at) | (
-        (Post.created_at == post.created_at) & (Post.id < post.id)
+    before = _shown_posts(found.thread, found.view, func.count()).where(
+        _earlier_than(post.created_at, post.id)
     )
-    before = _shown_posts(found.thread, found.view, func.count()).where(earlier)
     qa = select(QaSession.thread_id).where(QaSession.thread_id == found.thread.id).exists()
     count, is_qa = (await session.execute(select(before.scalar_subquery(), qa))).one()
-    return 1 if is_qa else count // THREAD_PAGE_SIZE + 1
+    if not is_qa:
+        return count // THREAD_PAGE_SIZE + 1
+    # The post and its ancestors up to the opening post: the one whose parent is the opening
+    # post is its question (none for the opening post itself, which is on page 1).
+    chain = (
+        select(Post.id, Post.parent_id, Post.created_at)
+        .where(Post.id == post.id)
+        .cte("ancestors", recursive=True)
+    )
+    parent = aliased(Post)
+    chain = chain.union_all(
+        select(parent.id, parent.parent_id, parent.created_at).join(
+            chain, parent.id == chain.c.parent_id
+        )
+    )
+    question = (
+        select(chain.c.id, chain.c.created_at)
+        .where(chain.c.parent_id.in_(select(chain.c.id).where(chain.c.parent_id.is_(None))))
+        .subquery("question")
+    )
+    questions_before = (
+        _shown_questions(found.thread, found.view, func.count())
+        .join(question, true())
+        .where(_earlier_than(question.c.created_at, question.c.id))
+    )
+    return (await session.scalar(questions_before) or 0) // QA_PAGE_QUESTIONS + 1
 
 
 async def view_thread(
@@ -1186,14 +1253,16 @@ async def view_thread(
     now: datetime | None = None,
     page: int = 1,
 ) -> ThreadView:
-    """One page of a thread as the viewer may read it (an expert Q&A is shown whole, its
-    questions grouped with their answers); with `now`, a Q&A's window says if it ended.
+    """One page of a thread as the viewer may read it; with `now`, a Q&A's window says if it
+    ended. An expert Q&A's pages hold QA_PAGE_QUESTIONS questions each, with all the replies
+    below them (node/qa.py groups them); other threads' pages hold THREAD_PAGE_SIZE posts.
     NotFound for a page past the last, saying how many there are.
 
     Its reads are few whatever the page: the thread with its group, the viewer's standing,
     Q&A window and whether it has a poll; the group's tags; the page's posts with their
-    authors, helpful counts, the viewer's own marks and the count of all shown posts; the
-    posts other pages hold that these answer, and the opening post, only when needed."""
+    authors, helpful counts, the viewer's own marks and the count of all shown posts (of a
+    Q&A's questions); the posts other pages hold that these answer, and the opening post, only
+    when needed."""
     has_poll = select(Poll.thread_id).where(Poll.thread_id == Thread.id).correlate(Thread).exists()
     thread, view, (qa_row, poll) = await _thread_in_context_with(
         session,
@@ -1222,31 +1291,40 @@ async def view_thread(
         if viewer.member_id is not None
         else false()
     )
+    # What the pages are counted in: posts, or a Q&A's questions (counted apart, uncorrelated
+    # with the page's rows).
+    page_size = THREAD_PAGE_SIZE if window is None else QA_PAGE_QUESTIONS
+    counted = (
+        _shown_posts(thread, view, func.count())
+        if window is None
+        else _shown_questions(thread, view, func.count())
+    )
+    total_column = (
+        func.count().over() if window is None else counted.correlate(None).scalar_subquery()
+    )
     statement = (
         _shown_posts(thread, view)
         .outerjoin(ProfessionalVerification, ProfessionalVerification.member_id == Member.id)
-        .add_columns(helpful, mine, ProfessionalVerification, func.count().over())
+        .add_columns(helpful, mine, ProfessionalVerification, total_column)
         .order_by(Post.created_at, Post.id)
     )
-    if window is not None:
-        page = 1 if page == 1 else 0  # a Q&A is one page: its questions hold their answers
-    else:
+    if window is None:
         statement = statement.limit(THREAD_PAGE_SIZE).offset((page - 1) * THREAD_PAGE_SIZE)
-    rows = (await session.execute(statement)).all() if page else []
+    else:
+        statement = statement.where(_qa_page_posts(thread, view, page))
+    rows = (await session.execute(statement)).all()
     if not rows and page != 1:
-        total = await session.scalar(_shown_posts(thread, view, func.count()))
-        pages = _page_count(total or 0) if window is None else 1
+        pages = _page_count(await session.scalar(counted) or 0, page_size)
         raise NotFound(
             f"This thread has {pages} page{'s' if pages != 1 else ''}: there is no page "
-            f"{max(page, 1)}. Go back to the first page of the thread."
+            f"{page}. Go back to the first page of the thread."
         )
     shown = []
     for post, author, count, marked, verification, _ in rows:
         byline = byline_of(post.anonymous, author, viewer)
         named = verification if byline.member is not None else None
         shown.append(PostView(post, author, count, bool(marked), byline, named))
-    total = rows[0][-1] if rows else 0
-    pages = 1 if window is not None else _page_count(total)
+    pages = _page_count(rows[0][-1] if rows else 0, page_size)
     on_page = {item.post.id for item in shown}
     opening = next((item.post for item in shown if item.post.parent_id is None), None)
     answered = {

@@ -252,15 +252,18 @@ class Question:
 class QaPage:
     window: QaWindow
     experts: list[Member]
-    opening: posts.PostView
+    # The opening post, on the first page only (as an ordinary thread shows it).
+    opening: posts.PostView | None
+    # This page's questions (posts.QA_PAGE_QUESTIONS at most), in time order.
     questions: list[Question]
     ended: bool
     started: bool
 
 
 async def qa_page(session: AsyncSession, view: posts.ThreadView, now: datetime) -> QaPage | None:
-    """The thread as a Q&A: each question with its answers, the experts' first (then in time
-    order); replies below an answer go with its question. None if the thread is no Q&A."""
+    """The page of the thread as a Q&A: each of its questions with its answers, the experts'
+    first (then in time order); replies below an answer go with its question (view_thread
+    put them on the question's page). None if the thread is no Q&A."""
     if view.qa is None:
         return None
     experts = list(
@@ -272,7 +275,7 @@ async def qa_page(session: AsyncSession, view: posts.ThreadView, now: datetime) 
         )
     )
     expert_ids = {member.id for member in experts}
-    opening = next(item for item in view.posts if item.post.parent_id is None)
+    opening_id = view.opening.id
     parents = {item.post.id: item.post.parent_id for item in view.posts}
 
     def question_of(post_id: str) -> str | None:
@@ -282,17 +285,17 @@ async def qa_page(session: AsyncSession, view: posts.ThreadView, now: datetime) 
             parent = parents.get(current) if current else None
             if parent is None:
                 return None
-            if parent == opening.post.id:
+            if parent == opening_id:
                 return current
             current = parent
         return None
 
     questions: dict[str, list[Answer]] = {}
     for item in view.posts:
-        if item.post.parent_id == opening.post.id:
+        if item.post.parent_id == opening_id:
             questions.setdefault(item.post.id, [])
     for item in view.posts:
-        if item.post.parent_id is None or item.post.parent_id == opening.post.id:
+        if item.post.parent_id is None or item.post.parent_id == opening_id:
             continue
         root = question_of(item.post.id)
         if root is not None:
@@ -302,7 +305,7 @@ async def qa_page(session: AsyncSession, view: posts.ThreadView, now: datetime) 
     return QaPage(
         window=view.qa,
         experts=experts,
-        opening=opening,
+        opening=next((item for item in view.posts if item.post.id == opening_id), None),
         questions=[
             Question(
                 by_id[question_id],

@@ -9,13 +9,16 @@ fails while a GET route registered in the app is in neither."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from node import groups, members, membership, moderation, posts
+from node import groups, members, membership, moderation, posts, professionals, qa
 from node.policy import Viewer
 from node.runtime import NodeContext
-from node.storage.models import Post
+from node.storage.models import Member, Post
 from tests.browser import DEFAULT_PASSWORD
 
 VISITOR, MEMBER, MODERATOR, OWNER, ADMIN = "visitor", "member", "moderator", "owner", "admin"
@@ -26,8 +29,8 @@ USERNAME = {MEMBER: "bob", MODERATOR: "mo", OWNER: "alice", ADMIN: "ada"}
 
 @dataclass(frozen=True)
 class PageCase:
-    """`path` may name seeded things: {group} {private} {thread} {post} {reply} {report}
-    {member} (bob). `shot` names the screenshot of a main page (build/screenshots/)."""
+    """`path` may name seeded things: {group} {private} {thread} {qa_thread} {post} {reply}
+    {report} {member} (bob). `shot` names the screenshot of a main page (build/screenshots/)."""
 
     path: str
     who: tuple[str, ...]
@@ -39,6 +42,7 @@ PAGES: list[PageCase] = [
     PageCase("/", EVERYONE, shot="groups"),
     PageCase("/g/{group}", EVERYONE, shot="group"),
     PageCase("/t/{thread}", EVERYONE, shot="thread"),
+    PageCase("/t/{qa_thread}?page=2", EVERYONE),  # an expert Q&A's second page of questions
     PageCase("/g/{group}/members", EVERYONE),
     PageCase("/u/{member}", EVERYONE, shot="profile"),
     PageCase("/help", EVERYONE),
@@ -137,6 +141,36 @@ class Seeded:
         return case.path.format(**self.names)
 
 
+async def _qa_of_two_pages(
+    session: AsyncSession, node: NodeContext, owner_view: groups.GroupView, ids: dict[str, int]
+) -> str:
+    """alice's expert Q&A in the public group, answered by mo (a verified nurse), with one
+    question more than a page holds, each answered by mo and by alice."""
+    now = node.clock.now()
+    limits = node.settings.limits
+    mo = await session.get(Member, ids["mo"])
+    assert mo is not None
+    await professionals.verify(session, mo, title="Registered nurse", now=now)
+    thread = await qa.schedule(
+        session, limits, owner_view, topic="Sleep and fatigue", intro="Ask the nurse.",
+        experts="mo", starts_at=now, ends_at=now + timedelta(days=1), zone=ZoneInfo("UTC"),
+        now=now,
+    )  # fmt: skip
+    for number in range(posts.QA_PAGE_QUESTIONS + 1):
+        question = await posts.reply(
+            session, limits, Viewer(ids["alice"]), thread_id=thread.id, parent_id=None,
+            draft=posts.Draft(f"Does napping after {number + 1} pm spoil the night's sleep?"),
+            now=now,
+        )  # fmt: skip
+        for who in ("mo", "alice"):
+            await posts.reply(
+                session, limits, Viewer(ids[who]), thread_id=thread.id, parent_id=question.id,
+                draft=posts.Draft("Short rests before mid-afternoon rarely do; keep them brief."),
+                now=now,
+            )  # fmt: skip
+    return thread.id
+
+
 async def seed(node: NodeContext) -> Seeded:
     """alice owns the public group and a private one; mo moderates the public group; bob
     belongs to both, replied, reported alice's post and posted anonymously in the private
@@ -192,6 +226,7 @@ async def seed(node: NodeContext) -> Seeded:
             session, limits, Viewer(ids["bob"]), thread_id=private_thread.id, parent_id=None,
             draft=posts.Draft("Me, every night."), now=now, anonymous=True,
         )  # fmt: skip
+        qa_thread = await _qa_of_two_pages(session, node, owner_view, ids)
         opening = await session.scalar(
             select(Post.id).where(Post.thread_id == thread.id, Post.parent_id.is_(None))
         )
@@ -205,6 +240,7 @@ async def seed(node: NodeContext) -> Seeded:
         "private": private.slug,
         "thread": thread.id,
         "private_thread": private_thread.id,
+        "qa_thread": qa_thread,
         "post": opening,
         "reply": reply.id,
         "anonymous": anonymous.id,

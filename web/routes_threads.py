@@ -232,7 +232,8 @@ async def thread_page(
         # Links on the page that reload it (Reply, the reply form) stay on this page.
         "this_page": ids.thread_page_path(thread.thread.id, thread.page),
         "page_query": f"?{ids.PAGE_PARAMETER}={thread.page}" if thread.page > 1 else "",
-        "page_size": posts.THREAD_PAGE_SIZE,
+        # What a page holds (for the numbers of its list): posts, or a Q&A's questions.
+        "page_size": posts.QA_PAGE_QUESTIONS if thread.qa else posts.THREAD_PAGE_SIZE,
     }
     return render_group_page(request, thread.group.group, "thread.html", context, status)
 
