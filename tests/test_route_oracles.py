@@ -1,0 +1,328 @@
+"""No route tells a private group, thread or post from one that does not exist.
+
+Every route the app registers whose address names a group, thread, post or report is asked,
+by each kind of outsider, for a private thing and for a missing twin of the same shape; the
+two answers must be the same in status, headers and bytes. The routes come from the app's
+router, so a new route is checked without being listed here.
+
+Outsiders: someone signed out; a member of the node in no group; the owner of another private
+group; a former member; a member banned from the group; someone whose request to join waits
+(who may know the group's name and their own standing, so only its threads and posts are
+compared for them); another server, with no cookies, asking for ActivityStreams.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from aiohttp import DummyCookieJar
+from aiohttp.test_utils import TestClient, TestServer
+
+from node import groups, members, membership, moderation, posts
+from node.groups import private_slug
+from node.ids import new_object_id
+from node.policy import Viewer
+from node.runtime import NodeContext
+from tests.browser import DEFAULT_PASSWORD, Browser
+from tests.conftest import NodeFactory
+from web.app import create_app
+
+AS2 = {"Accept": "application/activity+json"}
+PLACEHOLDER = re.compile(r"\{([^}]+)\}")
+# Placeholders that name a private thing; a route with none of them is not compared.
+PRIVATE_PARTS = ("slug", "thread_id", "post_id", "report_id", "code", "username")
+# The other placeholders of those routes, filled alike for both twins.
+FIXED_PARTS = {"action": "approve", "decision": "approve"}
+# A form as full as any route's, so that each gets as far as its checks let it.
+FIELDS = {
+    "title": "Hello",
+    "body": "Words",
+    "reason": "Because",
+    "username": "otto",
+    "category": "spam",
+    "comment": "Looks odd",
+    "option": "1",
+    "handle": "someone@example.org",
+    "state": "watching",
+    "details_seen": "yes",
+}
+# Each answer's own, whatever is asked: left out of the comparison.
+PER_REQUEST_HEADERS = ("date", "x-request-id")
+# A new visitor's form-token seed is random for each answer: its value is masked (its being
+# set, and how, is still compared).
+FRESH_SEED = re.compile(r"^(hn_csrf=)[^;]*")
+# Shorter parts (a report's number) could stand for any digits of an answer: left unmasked,
+# their twins have the same length, so an answer that repeats one differs only by it.
+MASKED_LENGTH = 8
+PUBLIC_KEY = re.compile(rb"-----BEGIN PUBLIC KEY-----.*?-----END PUBLIC KEY-----", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Twins:
+    """Each private thing's address part, with its missing twin of the same length."""
+
+    pairs: dict[str, tuple[str, str]]
+
+    def addresses(self, pattern: str) -> tuple[str, str] | None:
+        names = PLACEHOLDER.findall(pattern)
+        if not any(name in PRIVATE_PARTS for name in names):
+            return None
+        if any(name not in PRIVATE_PARTS and name not in FIXED_PARTS for name in names):
+            return None
+        hidden = missing = pattern
+        for name in names:
+            private_part, missing_part = self.pairs.get(name, (FIXED_PARTS.get(name, ""),) * 2)
+            hidden = hidden.replace(f"{{{name}}}", private_part)
+            missing = missing.replace(f"{{{name}}}", missing_part)
+        return hidden, missing
+
+    def masked(self, data: bytes, private: bool, path: str) -> bytes:
+        """`data` with its own address, and each private part (or each twin), replaced by
+        one mark: an answer may repeat its own address back."""
+        for form in (path, quote(path, safe="/"), quote(path, safe="/?")):
+            data = data.replace(form.encode(), b"{path}")
+        # Each member has a key of their own; it says nothing about their groups.
+        data = PUBLIC_KEY.sub(b"{public key}", data)
+        for name, (private_part, missing_part) in self.pairs.items():
+            part = private_part if private else missing_part
+            if len(part) >= MASKED_LENGTH:
+                data = data.replace(part.encode(), b"{%s}" % name.encode())
+        return data
+
+
+# Names of the same length, each its own display name, so the twins' pages are masked alike.
+MIA, NOBODY = "mia_in_private", "zed_in_nothing"
+
+
+@pytest.fixture
+async def web_node(make_node: NodeFactory) -> NodeContext:
+    return await make_node("hospital")
+
+
+@dataclass(frozen=True)
+class Seeded:
+    twins: Twins
+    pending_twins: Twins  # what someone who asked to join may not see: threads and posts
+
+
+@pytest.fixture
+async def seeded(web_node: NodeContext) -> Seeded:
+    """nurse owns a private group joined by request, with a thread, MIA's reply, and her
+    report of it; fern left it, bruno was banned from it, pat asked to join it; olga owns
+    another private group; otto and NOBODY belong to nothing."""
+    node, now = web_node, web_node.clock.now()
+    limits = node.settings.limits
+    async with node.transaction() as session:
+        ids = {}
+        for username in ("nurse", "fern", "bruno", "pat", "olga", "otto", MIA, NOBODY):
+            member = await members.create_member(
+                session, node.passwords, limits, username=username, password=DEFAULT_PASSWORD,
+                display_name=username, now=now,
+            )  # fmt: skip
+            ids[username] = member.id
+        private = await groups.create_group(
+            session, limits, owner_id=ids["nurse"], slug="hiv_support", name="HIV support",
+            private=True, join_policy="request", now=now,
+        )  # fmt: skip
+        await groups.create_group(
+            session, limits, owner_id=ids["olga"], slug="olgas_room", name="Olga's room",
+            private=True, now=now,
+        )  # fmt: skip
+        owner_view = await groups.view_group(session, private.slug, Viewer(ids["nurse"]))
+        for username in ("fern", "bruno", MIA):
+            await membership.invite(session, owner_view, username, now)
+            view = await groups.view_group(session, private.slug, Viewer(ids[username]))
+            await membership.join(session, view, now)
+        fern_view = await groups.view_group(session, private.slug, Viewer(ids["fern"]))
+        await membership.leave(session, fern_view)
+        await membership.ban(session, owner_view, "bruno", now)
+        await membership.request_to_join(
+            session, private.slug, private.join_code, Viewer(ids["pat"]), now
+        )
+        thread = await posts.start_thread(
+            session, limits, owner_view, title="Results day", draft=posts.Draft("Words"),
+            now=now,
+        )  # fmt: skip
+        reply = await posts.reply(
+            session, limits, Viewer(ids[MIA]), thread_id=thread.id, parent_id=None,
+            draft=posts.Draft("Good luck"), now=now,
+        )  # fmt: skip
+        report = await moderation.report_post(
+            session, Viewer(ids[MIA]), post_id=reply.id, category="spam", comment="Odd",
+            now=now,
+        )  # fmt: skip
+    report_id = str(report.id)
+    post_pair = (reply.id, new_object_id())
+    thread_pair = (thread.id, new_object_id())
+    wrong_code = "x" * len(private.join_code)
+    pairs = {
+        "slug": (private.slug, private_slug()),
+        "thread_id": thread_pair,
+        "post_id": post_pair,
+        # A report id no report has, of the same length (ids count up from 1).
+        "report_id": (report_id, "9" * len(report_id)),
+        # A join link with the wrong code: as absent as a group that does not exist.
+        "code": (wrong_code, wrong_code),
+        # A member whose only group is private, and one in no group at all.
+        "username": (MIA, NOBODY),
+    }
+    pending = {"thread_id": thread_pair, "post_id": post_pair}
+    return Seeded(Twins(pairs), Twins(pending))
+
+
+def routes(app: Any) -> list[tuple[str, str]]:
+    """(method, pattern) of every route, as the app registers them."""
+    found = []
+    for route in app.router.routes():
+        pattern = route.resource.canonical if route.resource else ""
+        found.append((route.method, pattern))
+    return sorted(set(found))
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+async def ask(
+    client: TestClient,
+    twins: Twins,
+    method: str,
+    path: str,
+    private: bool,
+    headers: dict[str, str],
+    data: dict[str, str] | None,
+) -> Answer:
+    async with client.request(
+        method, path, headers=headers, data=data, allow_redirects=False
+    ) as response:
+        body = await response.read()
+        kept = tuple(
+            (name, twins.masked(FRESH_SEED.sub(r"\1…", value).encode(), private, path).decode())
+            for name, value in sorted(response.headers.items())
+            if name.lower() not in PER_REQUEST_HEADERS
+        )
+        return Answer(response.status, kept, twins.masked(body, private, path))
+
+
+@dataclass
+class Outsider:
+    name: str
+    client: TestClient
+    browser: Browser | None  # None: another server, keeping no cookies
+    twins: Twins
+
+
+async def differences(outsider: Outsider, app_routes: list[tuple[str, str]]) -> list[str]:
+    found = []
+    for method, pattern in app_routes:
+        addresses = outsider.twins.addresses(pattern)
+        if addresses is None:
+            continue
+        variants: list[tuple[str, dict[str, str], dict[str, str] | None]] = []
+        if method in ("GET", "HEAD"):
+            variants.append(("html", {}, None))
+            variants.append(("as2", AS2, None))
+            variants.append(("?page=2", {}, None))
+        elif method == "POST" and outsider.browser is not None:
+            if not outsider.browser.token:
+                await outsider.browser.get("/")
+            variants.append(("form", {}, FIELDS | {"csrf_token": outsider.browser.token}))
+            variants.append(("no token", {}, dict(FIELDS)))
+        elif method == "POST":
+            variants.append(("json", {"Content-Type": "application/activity+json"}, None))
+        for variant, headers, data in variants:
+            hidden, missing = addresses
+            if variant == "?page=2":
+                hidden, missing = hidden + "?page=2", missing + "?page=2"
+            private_answer = await ask(
+                outsider.client, outsider.twins, method, hidden, True, headers, data
+            )
+            missing_answer = await ask(
+                outsider.client, outsider.twins, method, missing, False, headers, data
+            )
+            if private_answer != missing_answer:
+                found.append(
+                    f"{method} {pattern} ({variant}): private {private_answer.status} "
+                    f"{_diff(private_answer, missing_answer)} / missing {missing_answer.status}"
+                )
+    return found
+
+
+def _diff(private: Answer, missing: Answer) -> str:
+    headers = set(private.headers) ^ set(missing.headers)
+    if headers:
+        return f"headers {sorted(headers)}"
+    if private.body != missing.body:
+        pairs = zip(private.body, missing.body, strict=False)
+        at = next(
+            (i for i, (a, b) in enumerate(pairs) if a != b),
+            min(len(private.body), len(missing.body)),
+        )
+        start, end = max(at - 40, 0), at + 80
+        return f"body from {at}: {private.body[start:end]!r} vs {missing.body[start:end]!r}"
+    return "status"
+
+
+@pytest.fixture
+async def server(web_node: NodeContext, seeded: Seeded) -> AsyncIterator[TestServer]:
+    server = TestServer(create_app(web_node, run_workers=False))
+    await server.start_server()
+    yield server
+    await server.close()
+
+
+OUTSIDERS = {
+    "signed out": None,
+    "member of nothing": "otto",
+    "owner of another private group": "olga",
+    "former member": "fern",
+    "banned member": "bruno",
+    "asked to join": "pat",
+}
+
+
+@pytest.mark.parametrize("who", [*OUTSIDERS, "another server"])
+async def test_no_route_tells_a_private_thing_from_a_missing_one(
+    server: TestServer, seeded: Seeded, who: str
+) -> None:
+    another_server = who == "another server"
+    client = TestClient(server, cookie_jar=DummyCookieJar() if another_server else None)
+    await client.start_server()
+    try:
+        browser = None if another_server else Browser(client)
+        if browser is not None:
+            await browser.get("/")
+            username = OUTSIDERS[who]
+            if username is not None:
+                page = await browser.login(username)
+                assert page.status == 200, page.text
+        twins = seeded.pending_twins if who == "asked to join" else seeded.twins
+        outsider = Outsider(who, client, browser, twins)
+        found = await differences(outsider, routes(server.app))
+    finally:
+        await client.close()
+    assert not found, "\n".join(found)
+
+
+async def test_the_comparison_sees_what_a_group_shows_those_who_know_of_it(
+    server: TestServer, seeded: Seeded
+) -> None:
+    # Someone who asked to join may know the group's name: its page differs from a missing one's
+    client = TestClient(server)
+    await client.start_server()
+    try:
+        browser = Browser(client)
+        assert (await browser.login("pat")).status == 200
+        outsider = Outsider("asked to join", client, browser, seeded.twins)
+        found = await differences(outsider, routes(server.app))
+    finally:
+        await client.close()
+    assert any(line.startswith("GET /g/{slug} (html): private 200") for line in found), found
