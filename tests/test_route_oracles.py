@@ -14,6 +14,8 @@ compared for them); another server, with no cookies, asking for ActivityStreams.
 from __future__ import annotations
 
 import re
+import secrets
+import string
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +26,8 @@ from aiohttp import DummyCookieJar
 from aiohttp.test_utils import TestClient, TestServer
 
 from node import groups, members, membership, moderation, posts
-from node.groups import private_slug
 from node.ids import new_object_id
-from node.policy import Viewer
+from node.policy import PARTNERS, PRIVATE, Viewer
 from node.runtime import NodeContext
 from tests.browser import DEFAULT_PASSWORD, Browser
 from tests.conftest import NodeFactory
@@ -35,9 +36,26 @@ from web.app import create_app
 AS2 = {"Accept": "application/activity+json"}
 PLACEHOLDER = re.compile(r"\{([^}]+)\}")
 # Placeholders that name a private thing; a route with none of them is not compared.
-PRIVATE_PARTS = ("slug", "thread_id", "post_id", "report_id", "code", "username")
+PRIVATE_PARTS = ("slug", "thread_id", "post_id", "report_id", "code", "username", "word")
 # The other placeholders of those routes, filled alike for both twins.
 FIXED_PARTS = {"action": "approve", "decision": "approve"}
+# Addresses that name a private thing in their query or their form, not in their path.
+QUERY_CASES: list[tuple[str, str, dict[str, str] | None]] = [
+    ("GET", "/?q={slug}", None),
+    ("GET", "/?q={word}", None),
+    ("GET", "/search?q={word}", None),
+    ("GET", "/search?q={slug}", None),
+    ("GET", "/.well-known/webfinger?resource=acct:{slug}@{domain}", None),
+    ("GET", "/.well-known/webfinger?resource=https://{domain}/g/{slug}", None),
+    ("GET", "/.well-known/webfinger?resource=acct:{username}@{domain}", None),
+    ("GET", "/authorize_interaction?uri={slug}@{domain}", None),
+    ("GET", "/authorize_interaction?uri=https://{domain}/g/{slug}", None),
+    ("GET", "/authorize_interaction?uri=https://{domain}/t/{thread_id}", None),
+    ("POST", "/groups/follow", {"handle": "{slug}@{domain}"}),
+    ("POST", "/groups/follow", {"handle": "https://{domain}/g/{slug}"}),
+    ("POST", "/groups/follow", {"handle": "https://{domain}/t/{thread_id}"}),
+    ("POST", "/g/{slug}/moderation/invite", {"username": "{username}"}),
+]
 # A form as full as any route's, so that each gets as far as its checks let it.
 FIELDS = {
     "title": "Hello",
@@ -48,7 +66,7 @@ FIELDS = {
     "comment": "Looks odd",
     "option": "1",
     "handle": "someone@example.org",
-    "state": "watching",
+    "subscription": "watch",
     "details_seen": "yes",
 }
 # Each answer's own, whatever is asked: left out of the comparison.
@@ -69,17 +87,23 @@ class Twins:
     pairs: dict[str, tuple[str, str]]
 
     def addresses(self, pattern: str) -> tuple[str, str] | None:
+        """`pattern` for the private things and for their twins; None when it names none,
+        or names something else."""
         names = PLACEHOLDER.findall(pattern)
-        if not any(name in PRIVATE_PARTS for name in names):
+        if not any(name in PRIVATE_PARTS and name in self.pairs for name in names):
             return None
-        if any(name not in PRIVATE_PARTS and name not in FIXED_PARTS for name in names):
+        if any(name not in self.pairs and name not in FIXED_PARTS for name in names):
             return None
-        hidden = missing = pattern
-        for name in names:
-            private_part, missing_part = self.pairs.get(name, (FIXED_PARTS.get(name, ""),) * 2)
-            hidden = hidden.replace(f"{{{name}}}", private_part)
-            missing = missing.replace(f"{{{name}}}", missing_part)
-        return hidden, missing
+        return self.fill(pattern, private=True), self.fill(pattern, private=False)
+
+    def fill(self, pattern: str, private: bool) -> str:
+        def part(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name in FIXED_PARTS:
+                return FIXED_PARTS[name]
+            return self.pairs[name][0 if private else 1]
+
+        return PLACEHOLDER.sub(part, pattern)
 
     def masked(self, data: bytes, private: bool, path: str) -> bytes:
         """`data` with its own address, and each private part (or each twin), replaced by
@@ -97,6 +121,8 @@ class Twins:
 
 # Names of the same length, each its own display name, so the twins' pages are masked alike.
 MIA, NOBODY = "mia_in_private", "zed_in_nothing"
+# A word of the private thread's title, and a word of its length that is in nothing.
+WORD, NO_WORD = "pancreatitis", "xylophonists"  # as searches echo them
 
 
 @pytest.fixture
@@ -110,10 +136,16 @@ class Seeded:
     pending_twins: Twins  # what someone who asked to join may not see: threads and posts
 
 
-@pytest.fixture
-async def seeded(web_node: NodeContext) -> Seeded:
-    """nurse owns a private group joined by request, with a thread, MIA's reply, and her
-    report of it; fern left it, bruno was banned from it, pat asked to join it; olga owns
+def _same_shape(text: str) -> str:
+    """A random twin of `text`, letter for letter and the rest kept, that names nothing."""
+    return "".join(secrets.choice(string.ascii_lowercase) if c.isalpha() else c for c in text)
+
+
+# A partner group is, to anyone but its members and its partners' actors, a private group.
+@pytest.fixture(params=[PRIVATE, PARTNERS])
+async def seeded(web_node: NodeContext, request: pytest.FixtureRequest) -> Seeded:
+    """nurse owns a private (or partner) group joined by request, with a thread, MIA's reply,
+    and her report of it; fern left it, bruno was banned from it, pat asked to join it; olga owns
     another private group; otto and NOBODY belong to nothing."""
     node, now = web_node, web_node.clock.now()
     limits = node.settings.limits
@@ -126,8 +158,9 @@ async def seeded(web_node: NodeContext) -> Seeded:
             )  # fmt: skip
             ids[username] = member.id
         private = await groups.create_group(
-            session, limits, owner_id=ids["nurse"], slug="hiv_support", name="HIV support",
-            private=True, join_policy="request", now=now,
+            session, limits, owner_id=ids["nurse"], slug="hivcircles", name="HIV support",
+            visibility=request.param, join_policy="request", now=now,
+            partners=["partner.example"] if request.param == PARTNERS else (),
         )  # fmt: skip
         await groups.create_group(
             session, limits, owner_id=ids["olga"], slug="olgas_room", name="Olga's room",
@@ -145,7 +178,7 @@ async def seeded(web_node: NodeContext) -> Seeded:
             session, private.slug, private.join_code, Viewer(ids["pat"]), now
         )
         thread = await posts.start_thread(
-            session, limits, owner_view, title="Results day", draft=posts.Draft("Words"),
+            session, limits, owner_view, title=f"{WORD} results", draft=posts.Draft("Words"),
             now=now,
         )  # fmt: skip
         reply = await posts.reply(
@@ -161,7 +194,7 @@ async def seeded(web_node: NodeContext) -> Seeded:
     thread_pair = (thread.id, new_object_id())
     wrong_code = "x" * len(private.join_code)
     pairs = {
-        "slug": (private.slug, private_slug()),
+        "slug": (private.slug, _same_shape(private.slug)),
         "thread_id": thread_pair,
         "post_id": post_pair,
         # A report id no report has, of the same length (ids count up from 1).
@@ -170,18 +203,22 @@ async def seeded(web_node: NodeContext) -> Seeded:
         "code": (wrong_code, wrong_code),
         # A member whose only group is private, and one in no group at all.
         "username": (MIA, NOBODY),
+        "word": (WORD, NO_WORD),
+        "domain": (node.settings.domain, node.settings.domain),
     }
-    pending = {"thread_id": thread_pair, "post_id": post_pair}
+    pending = {"thread_id": thread_pair, "post_id": post_pair, "domain": pairs["domain"]}
     return Seeded(Twins(pairs), Twins(pending))
 
 
-def routes(app: Any) -> list[tuple[str, str]]:
-    """(method, pattern) of every route, as the app registers them."""
-    found = []
+Case = tuple[str, str, dict[str, str] | None]
+
+
+def routes(app: Any) -> list[Case]:
+    """(method, pattern, form) of every route, as the app registers them, and QUERY_CASES."""
+    found = set()
     for route in app.router.routes():
-        pattern = route.resource.canonical if route.resource else ""
-        found.append((route.method, pattern))
-    return sorted(set(found))
+        found.add((route.method, route.resource.canonical if route.resource else ""))
+    return [(method, pattern, None) for method, pattern in sorted(found)] + QUERY_CASES
 
 
 @dataclass(frozen=True)
@@ -220,12 +257,15 @@ class Outsider:
     twins: Twins
 
 
-async def differences(outsider: Outsider, app_routes: list[tuple[str, str]]) -> list[str]:
+async def differences(outsider: Outsider, cases: list[Case]) -> list[str]:
     found = []
-    for method, pattern in app_routes:
-        addresses = outsider.twins.addresses(pattern)
+    twins = outsider.twins
+    for method, pattern, form in cases:
+        addresses = twins.addresses(pattern + " ".join((form or {}).values()))
         if addresses is None:
             continue
+        addresses = (twins.fill(pattern, private=True), twins.fill(pattern, private=False))
+        fields = FIELDS | (form or {})
         variants: list[tuple[str, dict[str, str], dict[str, str] | None]] = []
         if method in ("GET", "HEAD"):
             variants.append(("html", {}, None))
@@ -234,19 +274,33 @@ async def differences(outsider: Outsider, app_routes: list[tuple[str, str]]) -> 
         elif method == "POST" and outsider.browser is not None:
             if not outsider.browser.token:
                 await outsider.browser.get("/")
-            variants.append(("form", {}, FIELDS | {"csrf_token": outsider.browser.token}))
-            variants.append(("no token", {}, dict(FIELDS)))
+            variants.append(("form", {}, fields | {"csrf_token": outsider.browser.token}))
+            variants.append(("no token", {}, fields))
         elif method == "POST":
             variants.append(("json", {"Content-Type": "application/activity+json"}, None))
         for variant, headers, data in variants:
             hidden, missing = addresses
             if variant == "?page=2":
-                hidden, missing = hidden + "?page=2", missing + "?page=2"
+                joint = "&" if "?" in pattern else "?"
+                hidden, missing = f"{hidden}{joint}page=2", f"{missing}{joint}page=2"
+            filled = [
+                None if data is None else {k: twins.fill(v, private) for k, v in data.items()}
+                for private in (True, False)
+            ]
             private_answer = await ask(
-                outsider.client, outsider.twins, method, hidden, True, headers, data
+                outsider.client, twins, method, hidden, True, headers, filled[0]
             )
             missing_answer = await ask(
-                outsider.client, outsider.twins, method, missing, False, headers, data
+                outsider.client, twins, method, missing, False, headers, filled[1]
+            )
+            print(
+                "CASE",
+                outsider.name,
+                method,
+                hidden,
+                variant,
+                private_answer.status,
+                private_answer.body[:0],
             )
             if private_answer != missing_answer:
                 found.append(
