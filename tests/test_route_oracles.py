@@ -380,3 +380,81 @@ async def test_the_comparison_sees_what_a_group_shows_those_who_know_of_it(
     finally:
         await client.close()
     assert any(line.startswith("GET /g/{slug} (html): private 200") for line in found), found
+
+
+# --- what a new private group changes elsewhere ---------------------------------------------
+
+CSRF_VALUE = re.compile(rb'(name="csrf_token" value=")[^"]*')
+
+
+async def everything_else(client: TestClient, app: Any) -> dict[str, Answer]:
+    """The answer of every address that names nothing (the directory, NodeInfo, about, robots,
+    the admin's pages, the feed...), with each form token masked (another server keeps no
+    cookies, so each answer has a new one)."""
+    no_twins = Twins({})
+    answers = {}
+    for method, pattern, _ in routes(app):
+        if method not in ("GET", "HEAD") or PLACEHOLDER.search(pattern):
+            continue
+        for headers in ({}, AS2):
+            answer = await ask(client, no_twins, method, pattern, True, headers, None)
+            body = CSRF_VALUE.sub(rb"\1{token}", answer.body)
+            answers[f"{method} {pattern} {headers}"] = Answer(answer.status, answer.headers, body)
+    return answers
+
+
+ELSEWHERE = ["signed out", "member of nothing", "former member", "another server"]
+
+
+@pytest.mark.parametrize("who", ELSEWHERE)
+async def test_a_new_private_group_changes_nothing_an_outsider_is_shown(
+    server: TestServer, web_node: NodeContext, seeded: Seeded, who: str
+) -> None:
+    another_server = who == "another server"
+    client = TestClient(server, cookie_jar=DummyCookieJar() if another_server else None)
+    await client.start_server()
+    try:
+        if not another_server:
+            browser = Browser(client)
+            await browser.get("/")
+            username = OUTSIDERS[who]
+            if username is not None:
+                assert (await browser.login(username)).status == 200
+        before = await everything_else(client, server.app)
+        # When nurse founds another private group, and its members talk and report there
+        node, now = web_node, web_node.clock.now()
+        limits = node.settings.limits
+        async with node.transaction() as session:
+            nurse = await members.find_member(session, "nurse")
+            mia = await members.find_member(session, MIA)
+            assert nurse is not None and mia is not None
+            group = await groups.create_group(
+                session, limits, owner_id=nurse.id, slug="quiet", name="Quiet", tags="hiv",
+                private=True, now=now,
+            )  # fmt: skip
+            view = await groups.view_group(session, group.slug, Viewer(nurse.id))
+            await membership.invite(session, view, MIA, now)
+            await membership.join(
+                session, await groups.view_group(session, group.slug, Viewer(mia.id)), now
+            )
+            thread = await posts.start_thread(
+                session, limits, view, title="Pacing", draft=posts.Draft("Words"), now=now
+            )
+            reply = await posts.reply(
+                session, limits, Viewer(mia.id), thread_id=thread.id, parent_id=None,
+                draft=posts.Draft("More words"), now=now,
+            )  # fmt: skip
+            await moderation.report_post(
+                session, Viewer(mia.id), post_id=reply.id, category="spam", comment="Odd",
+                now=now,
+            )  # fmt: skip
+        after = await everything_else(client, server.app)
+    finally:
+        await client.close()
+    # Then no page, count or document they are shown has changed (a public group's would)
+    changed = [
+        f"{address}: {_diff(before[address], after[address])}"
+        for address in before
+        if before[address] != after[address]
+    ]
+    assert not changed, "\n".join(changed)
