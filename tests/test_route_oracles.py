@@ -18,6 +18,7 @@ import secrets
 import string
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -25,12 +26,16 @@ import pytest
 from aiohttp import DummyCookieJar
 from aiohttp.test_utils import TestClient, TestServer
 
+from federation.client import Signer
+from federation.httpsig import sign_cavage
 from node import groups, members, membership, moderation, posts
+from node.clock import Clock
 from node.ids import new_object_id
 from node.policy import PARTNERS, PRIVATE, Viewer
 from node.runtime import NodeContext
 from tests.browser import DEFAULT_PASSWORD, Browser
 from tests.conftest import NodeFactory
+from tests.federation_harness import RunningNode, free_port, start_node
 from web.app import create_app
 
 AS2 = {"Accept": "application/activity+json"}
@@ -127,7 +132,16 @@ WORD, NO_WORD = "pancreatitis", "xylophonists"  # as searches echo them
 
 @pytest.fixture
 async def web_node(make_node: NodeFactory) -> NodeContext:
-    return await make_node("hospital")
+    """Served at the address it names, so that another server's signatures verify."""
+    return await make_node("hospital", domain=f"127.0.0.1:{free_port()}")
+
+
+@pytest.fixture
+async def charity(make_node: NodeFactory) -> AsyncIterator[RunningNode]:
+    """Another server, which signs what it asks with its instance actor's key."""
+    running = await start_node(make_node, "charity", "127.0.0.3")
+    yield running
+    await running.close()
 
 
 @dataclass(frozen=True)
@@ -235,8 +249,16 @@ async def ask(
     path: str,
     private: bool,
     headers: dict[str, str],
-    data: dict[str, str] | None,
+    data: dict[str, str] | bytes | None,
+    signer: Signer | None = None,
+    now: datetime | None = None,
 ) -> Answer:
+    if signer is not None:
+        body = data if isinstance(data, bytes) else None
+        headers = headers | sign_cavage(
+            method=method, url=str(client.make_url(path)), body=body, key_id=signer.key_id,
+            private_key=signer.private_key, now=now or datetime.now(UTC),
+        )  # fmt: skip
     async with client.request(
         method, path, headers=headers, data=data, allow_redirects=False
     ) as response:
@@ -255,6 +277,8 @@ class Outsider:
     client: TestClient
     browser: Browser | None  # None: another server, keeping no cookies
     twins: Twins
+    signer: Signer | None = None  # another server's, when it signs what it asks
+    clock: Clock | None = None  # the node's, which the signatures' dates must match
 
 
 async def differences(outsider: Outsider, cases: list[Case]) -> list[str]:
@@ -266,7 +290,7 @@ async def differences(outsider: Outsider, cases: list[Case]) -> list[str]:
             continue
         addresses = (twins.fill(pattern, private=True), twins.fill(pattern, private=False))
         fields = FIELDS | (form or {})
-        variants: list[tuple[str, dict[str, str], dict[str, str] | None]] = []
+        variants: list[tuple[str, dict[str, str], dict[str, str] | bytes | None]] = []
         if method in ("GET", "HEAD"):
             variants.append(("html", {}, None))
             variants.append(("as2", AS2, None))
@@ -277,21 +301,25 @@ async def differences(outsider: Outsider, cases: list[Case]) -> list[str]:
             variants.append(("form", {}, fields | {"csrf_token": outsider.browser.token}))
             variants.append(("no token", {}, fields))
         elif method == "POST":
-            variants.append(("json", {"Content-Type": "application/activity+json"}, None))
+            variants.append(("json", {"Content-Type": "application/activity+json"}, b"{}"))
         for variant, headers, data in variants:
             hidden, missing = addresses
             if variant == "?page=2":
                 joint = "&" if "?" in pattern else "?"
                 hidden, missing = f"{hidden}{joint}page=2", f"{missing}{joint}page=2"
             filled = [
-                None if data is None else {k: twins.fill(v, private) for k, v in data.items()}
+                {k: twins.fill(v, private) for k, v in data.items()}
+                if isinstance(data, dict)
+                else data
                 for private in (True, False)
             ]
+            client, signer = outsider.client, outsider.signer
+            now = outsider.clock.now() if outsider.clock else None
             private_answer = await ask(
-                outsider.client, twins, method, hidden, True, headers, filled[0]
+                client, twins, method, hidden, True, headers, filled[0], signer, now
             )
             missing_answer = await ask(
-                outsider.client, twins, method, missing, False, headers, filled[1]
+                client, twins, method, missing, False, headers, filled[1], signer, now
             )
             print(
                 "CASE",
@@ -327,7 +355,8 @@ def _diff(private: Answer, missing: Answer) -> str:
 
 @pytest.fixture
 async def server(web_node: NodeContext, seeded: Seeded) -> AsyncIterator[TestServer]:
-    server = TestServer(create_app(web_node, run_workers=False))
+    port = int(web_node.settings.domain.rpartition(":")[2])
+    server = TestServer(create_app(web_node, run_workers=False), host="127.0.0.1", port=port)
     await server.start_server()
     yield server
     await server.close()
@@ -341,6 +370,24 @@ OUTSIDERS = {
     "banned member": "bruno",
     "asked to join": "pat",
 }
+
+
+async def test_no_route_tells_a_private_thing_from_a_server_that_signs(
+    server: TestServer, web_node: NodeContext, seeded: Seeded, charity: RunningNode
+) -> None:
+    """A signature that verifies, from a server that is no partner of the group: its key is
+    fetched for the private thing and the missing one alike, and the answers are alike."""
+    client = TestClient(server, cookie_jar=DummyCookieJar())
+    await client.start_server()
+    try:
+        async with charity.node.transaction() as session:
+            signer = await charity.federation.directory.instance_signer(session)
+        clock = web_node.clock
+        outsider = Outsider("a server that signs", client, None, seeded.twins, signer, clock)
+        found = await differences(outsider, routes(server.app))
+    finally:
+        await client.close()
+    assert not found, "\n".join(found)
 
 
 @pytest.mark.parametrize("who", [*OUTSIDERS, "another server"])
