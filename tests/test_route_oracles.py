@@ -61,6 +61,9 @@ QUERY_CASES: list[tuple[str, str, dict[str, str] | None]] = [
     ("POST", "/groups/follow", {"handle": "https://{domain}/g/{slug}"}),
     ("POST", "/groups/follow", {"handle": "https://{domain}/t/{thread_id}"}),
     ("POST", "/g/{slug}/moderation/invite", {"username": "{username}"}),
+    # A public thread's reply form, answering a private post
+    ("GET", "/t/{public_thread}?reply_to={post_id}", None),
+    ("POST", "/t/{public_thread}/reply", {"parent": "{post_id}", "body": "Me too"}),
 ]
 # A form as full as any route's, so that each gets as far as its checks let it.
 FIELDS = {
@@ -163,7 +166,8 @@ def _same_shape(text: str) -> str:
 async def seeded(web_node: NodeContext, request: pytest.FixtureRequest) -> Seeded:
     """nurse owns a private (or partner) group joined by request, with a thread, MIA's reply,
     and her report of it; fern left it, bruno was banned from it, pat asked to join it, ivy
-    is invited; olga owns another private group; otto and NOBODY belong to nothing."""
+    is invited; olga owns another private group; otto belongs to a public group only, with a
+    thread of its own, and NOBODY to nothing."""
     node, now = web_node, web_node.clock.now()
     limits = node.settings.limits
     async with node.transaction() as session:
@@ -189,6 +193,15 @@ async def seeded(web_node: NodeContext, request: pytest.FixtureRequest) -> Seede
             view = await groups.view_group(session, private.slug, Viewer(ids[username]))
             await membership.join(session, view, now)
         await membership.invite(session, owner_view, "ivy", now)
+        public = await groups.create_group(
+            session, limits, owner_id=ids["nurse"], slug="open_room", name="Open room", now=now
+        )
+        otto_view = await groups.view_group(session, public.slug, Viewer(ids["otto"]))
+        await membership.join(session, otto_view, now)
+        otto_view = await groups.view_group(session, public.slug, Viewer(ids["otto"]))
+        public_thread = await posts.start_thread(
+            session, limits, otto_view, title="Hello all", draft=posts.Draft("Hi"), now=now
+        )
         fern_view = await groups.view_group(session, private.slug, Viewer(ids["fern"]))
         await membership.leave(session, fern_view)
         await membership.ban(session, owner_view, "bruno", now)
@@ -223,8 +236,12 @@ async def seeded(web_node: NodeContext, request: pytest.FixtureRequest) -> Seede
         "username": (MIA, NOBODY),
         "word": (WORD, NO_WORD),
         "domain": (node.settings.domain, node.settings.domain),
+        "public_thread": (public_thread.id, public_thread.id),
     }
-    knowing = {name: pairs[name] for name in ("thread_id", "post_id", "report_id", "domain")}
+    knowing = {
+        name: pairs[name]
+        for name in ("thread_id", "post_id", "report_id", "domain", "public_thread")
+    }
     return Seeded(Twins(pairs), Twins(knowing))
 
 
@@ -378,7 +395,7 @@ async def server(web_node: NodeContext, seeded: Seeded) -> AsyncIterator[TestSer
 
 OUTSIDERS = {
     "signed out": None,
-    "member of nothing": "otto",
+    "member of a public group": "otto",
     "owner of another private group": "olga",
     "former member": "fern",
     "banned member": "bruno",
@@ -470,7 +487,7 @@ async def everything_else(client: TestClient, app: Any) -> dict[str, Answer]:
     return answers
 
 
-ELSEWHERE = ["signed out", "member of nothing", "former member", "another server"]
+ELSEWHERE = ["signed out", "member of a public group", "former member", "another server"]
 
 
 @pytest.mark.parametrize("who", ELSEWHERE)
