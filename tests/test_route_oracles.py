@@ -1,14 +1,20 @@
-"""No route tells a private group, thread or post from one that does not exist.
+"""No route tells a private group, thread, post or report from one that does not exist.
 
-Every route the app registers whose address names a group, thread, post or report is asked,
-by each kind of outsider, for a private thing and for a missing twin of the same shape; the
-two answers must be the same in status, headers and bytes. The routes come from the app's
-router, so a new route is checked without being listed here.
+Every route the app registers whose address names a group, thread, post, report, join code or
+member (and a few addresses that name one in their query or form) is asked, by each kind of
+outsider, for a private thing and for a missing twin of the same shape: the two answers must
+be the same in status, headers and bytes, and cost the same SQL statements. The routes come
+from the app's router, so a new route is checked without being listed here. Private groups
+and partner groups are both checked.
 
-Outsiders: someone signed out; a member of the node in no group; the owner of another private
-group; a former member; a member banned from the group; someone whose request to join waits
-(who may know the group's name and their own standing, so only its threads and posts are
-compared for them); another server, with no cookies, asking for ActivityStreams.
+Outsiders: someone signed out; a member of a public group only; the owner of another private
+group; a former member; a member banned from the group; someone invited and someone whose
+request to join waits (who may know the group's name and their own standing, so only its
+threads, posts and reports are compared for them); another server, with no cookies; another
+server whose signatures verify, but no partner of the group.
+
+Then: a new private group, with a thread, a reply and a report, changes nothing an outsider
+is shown at the addresses that name nothing (the directory, NodeInfo, robots.txt...).
 """
 
 from __future__ import annotations
