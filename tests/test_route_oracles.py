@@ -31,14 +31,16 @@ from urllib.parse import quote
 import pytest
 from aiohttp import DummyCookieJar
 from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import select
 
 from federation.client import Signer
 from federation.httpsig import sign_cavage
-from node import groups, members, membership, moderation, posts
+from node import groups, members, membership, moderation, notifications, posts
 from node.clock import Clock
 from node.ids import new_object_id
 from node.policy import PARTNERS, PRIVATE, Viewer
 from node.runtime import NodeContext
+from node.storage.models import Notification
 from tests.browser import DEFAULT_PASSWORD, Browser
 from tests.conftest import NodeFactory
 from tests.federation_harness import RunningNode, free_port, start_node
@@ -48,7 +50,9 @@ from web.app import create_app
 AS2 = {"Accept": "application/activity+json"}
 PLACEHOLDER = re.compile(r"\{([^}]+)\}")
 # Placeholders that name a private thing; a route with none of them is not compared.
-PRIVATE_PARTS = ("slug", "thread_id", "post_id", "report_id", "code", "username", "word")
+PRIVATE_PARTS = (
+    "slug", "thread_id", "post_id", "report_id", "code", "username", "word", "notification_id"
+)  # fmt: skip
 # The other placeholders of those routes, filled alike for both twins.
 FIXED_PARTS = {"action": "approve", "decision": "approve"}
 # Addresses that name a private thing in their query or their form, not in their path.
@@ -226,6 +230,17 @@ async def seeded(web_node: NodeContext, request: pytest.FixtureRequest) -> Seede
             session, Viewer(ids[MIA]), post_id=reply.id, category="spam", comment="Odd",
             now=now,
         )  # fmt: skip
+        # nurse is told of MIA's reply (as the workers would tell her): about a private thread
+        await notifications.notify(
+            session,
+            [notifications.Wanted(ids["nurse"], notifications.Kind.THREAD_REPLY, ids[MIA],
+                                  private.id, thread.id, reply.id)],
+            now,
+        )  # fmt: skip
+        notification_id = await session.scalar(
+            select(Notification.id).where(Notification.recipient_id == ids["nurse"])
+        )
+        assert notification_id is not None
     report_id = str(report.id)
     post_pair = (reply.id, new_object_id())
     thread_pair = (thread.id, new_object_id())
@@ -236,6 +251,7 @@ async def seeded(web_node: NodeContext, request: pytest.FixtureRequest) -> Seede
         "post_id": post_pair,
         # A report id no report has, of the same length (ids count up from 1).
         "report_id": (report_id, "9" * len(report_id)),
+        "notification_id": (str(notification_id), "9" * len(str(notification_id))),
         # A join link with the wrong code: as absent as a group that does not exist.
         "code": (wrong_code, wrong_code),
         # A member whose only group is private, and one in no group at all.
