@@ -48,6 +48,7 @@ async def walk(
     assert link(page, earlier) is None
     pages: list[list[str]] = [item.findall(page.html)]
     while (after := link(page, later)) is not None:
+        assert page.html.count('<nav class="pages" aria-label="') == 1  # the one page_links
         page = await browser.get(path + after)
         assert page.status == 200
         assert len(pages[-1]) == PAGE_SIZE
