@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from node import groups, members, membership
 from node.config import RateLimits
@@ -24,7 +24,8 @@ from node.paging import PAGE_SIZE
 from node.policy import Viewer
 from node.reports import ReportCategory, file_report
 from node.runtime import NodeContext
-from node.storage.models import Post, Thread
+from node.storage.models import InboxItem, Post, Thread
+from node.storage.states import InboxItemState
 from tests.browser import DEFAULT_PASSWORD, Browser, Page
 from tests.conftest import BrowserFactory
 from tests.test_feed import add_threads, group_of, link, person, signed_in
@@ -35,6 +36,7 @@ BAD_CURSORS = ("?before=zzz", "?after=1", "?before=1.1.1&after=1.1.1", "?before=
 QUEUE_ENTRY = re.compile(r'href="/reports/(\d+)\?back=')
 HELD_POST = re.compile(r'<li id="held-([0-9a-z]+)">')
 MY_REPORT = re.compile(r'You reported <a href="/p/([0-9a-z]+)">')
+FAILED_ITEM = re.compile(r'action="/admin/federation/inbox/(\d+)/retry"')
 
 
 async def walk(
@@ -243,3 +245,43 @@ async def test_own_reports_page_newest_first_to_the_end(
     assert "You have not reported anything." in (await olga.get("/reports/mine")).text
     visitor = await browser_factory()
     assert (await visitor.get("/reports/mine")).path.startswith("/login")
+
+
+async def test_failed_incoming_activities_page_newest_first_to_the_end(
+    moderated: Moderated, browser_factory: BrowserFactory
+) -> None:
+    # Given exactly three pages of incoming activities that failed, three to a moment, among
+    # others that did not (the last page full: no empty page after it)
+    node, start = moderated.node, moderated.node.clock.now()
+    rows = [
+        {
+            "activity_id": f"https://peer.example/activities/{number}",
+            "actor_iri": "https://peer.example/users/eve",
+            "body": "{}",
+            "state": InboxItemState.FAILED if number % 4 else InboxItemState.DONE,
+            "attempts": 1,
+            "next_attempt_at": start,
+            "received_at": start + SECOND * (number // 3),
+            "error": "refused",
+        }
+        for number in range(4 * PAGE_SIZE)
+    ]
+    async with node.transaction() as session:
+        await session.execute(insert(InboxItem), rows)
+        found = await session.execute(
+            select(InboxItem.received_at, InboxItem.id).where(
+                InboxItem.state == InboxItemState.FAILED
+            )
+        )
+        failed = sorted(((at, item_id) for at, item_id in found.all()), reverse=True)
+    root = await signed_in(browser_factory, "root")
+
+    # When root follows "Older failures" to the end, then each failed one is listed once
+    seen = await walk(root, "/admin/federation", "Newer failures", "Older failures", FAILED_ITEM)
+    assert seen == [str(item_id) for _, item_id in failed]
+    await assert_bad_cursors_refused(root, "/admin/federation")
+
+    # And the page is still nobody else's business, whatever the page link says
+    olga = await signed_in(browser_factory, "olga")
+    for query in ("", BAD_CURSORS[0]):
+        assert await status_of(olga, "/admin/federation" + query) == 404
