@@ -45,6 +45,7 @@ REPORT_THANKS = (
     "Thank you. The moderators will look at it; you can see what became of it under “My reports”."
 )
 QUEUE_FORBIDDEN = "Only this group's moderators can see its reports."
+LOG_FORBIDDEN = "Only this group's moderators can read its moderation log."
 SUSPENDED_MESSAGE = "This account is suspended: it cannot sign in, post, reply or report."
 BAN_DAYS_MAX = 3650
 
@@ -906,7 +907,7 @@ async def group_log(
 ) -> Page[LogLine]:
     """A page of the group's moderation log: for its moderators (and the node's admins)."""
     if not view.may(Action.MODERATE):
-        raise Forbidden("Only this group's moderators can read its moderation log.")
+        raise Forbidden(LOG_FORBIDDEN)
     return await _log(session, ModerationLogEntry.group_id == view.group.id, request)
 
 

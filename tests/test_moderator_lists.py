@@ -213,6 +213,7 @@ async def test_report_queues_page_crisis_first_then_longest_waiting(
     bob = await signed_in(browser_factory, "bob")
     for query in ("", BAD_CURSORS[0]):
         assert await status_of(bob, path + query) == 403
+        assert await status_of(bob, f"/g/{moderated.slug}/moderation/log" + query) == 403
         assert await status_of(bob, "/admin/reports" + query) == 404
         assert await status_of(olga, "/admin/reports" + query) == 404
 

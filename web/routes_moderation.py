@@ -227,6 +227,8 @@ async def report_act(request: web.Request) -> web.StreamResponse:
 
 async def group_log(request: web.Request) -> web.Response:
     view = await groups.view_group(db(request), request.match_info["slug"], viewer(request))
+    if not view.may(Action.MODERATE):  # before the cursor, as the queue's
+        raise Forbidden(moderation.LOG_FORBIDDEN)
     wanted = page_request(request.query, moderation.LOG_KEYS)
     lines = await moderation.group_log(db(request), view, wanted)
     return render(request, "moderation_log.html", {"view": view, "lines": lines})
