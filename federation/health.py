@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from node.paging import FIRST_PAGE, KeyKind, Page, PageRequest, beyond, order, page_of
 from node.storage.models import Delivery, InboxItem, RemoteHost, inbox_host
 from node.storage.states import InboxItemState
 
@@ -65,14 +66,23 @@ async def hosts_health(session: AsyncSession) -> list[HostHealth]:
     return sorted(hosts.values(), key=lambda health: (-health.waiting, health.host))
 
 
-async def failed_inbox_items(session: AsyncSession, limit: int = 100) -> list[InboxItem]:
-    rows = await session.execute(
-        select(InboxItem)
-        .where(InboxItem.state == "failed")
-        .order_by(InboxItem.received_at.desc())
-        .limit(limit)
+# The cursor of the failed incoming activities: when each was received (newest first), then
+# its id.
+FAILED_KEYS: tuple[KeyKind, ...] = ("moment", "number")
+
+
+async def failed_inbox_items(
+    session: AsyncSession, request: PageRequest = FIRST_PAGE
+) -> Page[InboxItem]:
+    """A page of the incoming activities that failed, newest first (node/paging.py)."""
+    keys = [InboxItem.received_at, InboxItem.id]
+    statement = select(InboxItem).where(InboxItem.state == InboxItemState.FAILED)
+    if request.cursor is not None:
+        statement = statement.where(beyond(keys, request.cursor, request.newer))
+    rows = await session.scalars(
+        statement.order_by(*order(keys, request.newer)).limit(request.size + 1)
     )
-    return list(rows.scalars())
+    return page_of(list(rows), request, lambda item: (item.received_at, item.id))
 
 
 async def retry_inbox_item(session: AsyncSession, item_id: int, now: datetime) -> bool:

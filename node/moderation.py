@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, delete, select, update
+from sqlalchemy import ColumnElement, and_, case, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node import membership, posts
@@ -44,9 +44,9 @@ REPORT_NOT_FOUND = "There is no report at this address."
 REPORT_THANKS = (
     "Thank you. The moderators will look at it; you can see what became of it under “My reports”."
 )
+QUEUE_FORBIDDEN = "Only this group's moderators can see its reports."
+LOG_FORBIDDEN = "Only this group's moderators can read its moderation log."
 SUSPENDED_MESSAGE = "This account is suspended: it cannot sign in, post, reply or report."
-QUEUE_MAX = 500  # open reports read for one queue page
-LOG_MAX = 500  # a member's own reports and warnings shown, newest first
 BAN_DAYS_MAX = 3650
 
 CATEGORY_LABELS: dict[str, str] = {
@@ -289,7 +289,7 @@ async def _by_id(session: AsyncSession, model: type[Row], ids: Iterable[Any]) ->
 
 
 async def _entries(session: AsyncSession, reports: list[Report]) -> list[QueueEntry]:
-    """Reports gathered by target: self-harm or crisis first, then the longest waiting."""
+    """Reports gathered by target, each target's reports in the order given."""
     post_rows = await _by_id(session, Post, (r.post_id for r in reports))
     thread_rows = await _by_id(session, Thread, (p.thread_id for p in post_rows.values()))
     group_ids = [r.group_id for r in reports] + [t.group_id for t in thread_rows.values()]
@@ -306,7 +306,7 @@ async def _entries(session: AsyncSession, reports: list[Report]) -> list[QueueEn
             author = post.author_id if post is not None else report.member_id
             entries[key] = QueueEntry(post, thread, group, people.get(author))
         entries[key].reports.append(ReportLine(report, people.get(report.reporter_id)))
-    return sorted(entries.values(), key=lambda e: (not e.crisis, e.first.created_at, e.first.id))
+    return list(entries.values())
 
 
 async def _open_reports(session: AsyncSession, where: ColumnElement[bool]) -> list[Report]:
@@ -314,23 +314,80 @@ async def _open_reports(session: AsyncSession, where: ColumnElement[bool]) -> li
         select(Report)
         .where(Report.state == ReportState.OPEN, where)
         .order_by(Report.created_at, Report.id)
-        .limit(QUEUE_MAX)
     )
     return list(rows.scalars())
 
 
-async def group_queue(session: AsyncSession, view: GroupView) -> list[QueueEntry]:
-    """The open reports of posts in a group: for its moderators (and the node's admins)."""
+# The cursor of a queue page, one entry per target (a post, or a member reported): 0 for a
+# target with a self-harm or crisis report (those come first), else 1; when it was first
+# reported (the longest waiting first); then its lowest report id, which no other target has.
+QUEUE_KEYS: tuple[KeyKind, ...] = ("number", "moment", "number")
+
+
+async def _queue(
+    session: AsyncSession, where: ColumnElement[bool], request: PageRequest
+) -> Page[QueueEntry]:
+    """A page of the open reports matching `where`, gathered by target (node/paging.py)."""
+    reported_member = case((Report.post_id.is_(None), Report.member_id))
+    targets = (
+        select(
+            Report.post_id.label("post_id"),
+            reported_member.label("member_id"),
+            func.min(case((Report.category == ReportCategory.CRISIS.value, 0), else_=1)).label(
+                "rank"
+            ),
+            func.min(Report.created_at).label("first_at"),
+            func.min(Report.id).label("first_id"),
+        )
+        .where(Report.state == ReportState.OPEN, where)
+        .group_by(Report.post_id, reported_member)
+        .subquery()
+    )
+    keys = [targets.c.rank, targets.c.first_at, targets.c.first_id]
+    statement = select(targets)
+    if request.cursor is not None:
+        statement = statement.where(beyond(keys, request.cursor, request.newer, ascending=True))
+    rows = await session.execute(
+        statement.order_by(*order(keys, request.newer, ascending=True)).limit(request.size + 1)
+    )
+    page = page_of(list(rows.all()), request, lambda row: (row.rank, row.first_at, row.first_id))
+    if not page.items:
+        return Page([], page.older, page.newer)
+    post_ids = [row.post_id for row in page.items if row.post_id is not None]
+    member_ids = [row.member_id for row in page.items if row.post_id is None]
+    reported_members = and_(Report.post_id.is_(None), Report.member_id.in_(member_ids))
+    of_targets = or_(Report.post_id.in_(post_ids), reported_members)
+    entries = {
+        _target_key(entry.first): entry
+        for entry in await _entries(session, await _open_reports(session, where & of_targets))
+    }
+    # In the page's order; a target whose reports were all closed meanwhile is left out.
+    keys_in_order = [
+        ("post", row.post_id) if row.post_id is not None else ("member", str(row.member_id))
+        for row in page.items
+    ]
+    shown = [entries[key] for key in keys_in_order if key in entries]
+    return Page(shown, page.older, page.newer)
+
+
+async def group_queue(
+    session: AsyncSession, view: GroupView, request: PageRequest = FIRST_PAGE
+) -> Page[QueueEntry]:
+    """A page of the open reports of posts in a group, self-harm or crisis first, then the
+    longest waiting: for its moderators (and the node's admins)."""
     if not view.may(Action.MODERATE):
-        raise Forbidden("Only this group's moderators can see its reports.")
-    return await _entries(session, await _open_reports(session, Report.group_id == view.group.id))
+        raise Forbidden(QUEUE_FORBIDDEN)
+    return await _queue(session, Report.group_id == view.group.id, request)
 
 
-async def node_queue(session: AsyncSession, viewer: Viewer) -> list[QueueEntry]:
-    """Every open report on this node, including reports of members: for admins."""
+async def node_queue(
+    session: AsyncSession, viewer: Viewer, request: PageRequest = FIRST_PAGE
+) -> Page[QueueEntry]:
+    """A page of every open report on this node, including reports of members, in the
+    queue's order: for admins."""
     if not viewer.is_admin:
         raise NotFound(REPORT_NOT_FOUND)
-    return await _entries(session, await _open_reports(session, Report.id.is_not(None)))
+    return await _queue(session, Report.id.is_not(None), request)
 
 
 @dataclass(frozen=True)
@@ -781,26 +838,37 @@ class MyReport:
         return CATEGORY_LABELS.get(self.report.category, self.report.category)
 
 
-async def reports_of(session: AsyncSession, viewer: Viewer) -> list[MyReport]:
-    """The viewer's own reports, newest first, with their state and outcome (never who
-    acted on them)."""
+# The cursor of a member's own reports: when each was made (newest first), then its id.
+MY_REPORT_KEYS: tuple[KeyKind, ...] = ("moment", "number")
+
+
+async def reports_of(
+    session: AsyncSession, viewer: Viewer, request: PageRequest = FIRST_PAGE
+) -> Page[MyReport]:
+    """A page of the viewer's own reports, newest first, with their state and outcome (never
+    who acted on them)."""
     if viewer.member_id is None:
-        return []
-    rows = await session.execute(
+        return Page([], None, None)
+    keys = [Report.created_at, Report.id]
+    statement = (
         select(Report, Member)
         .outerjoin(Member, Member.id == Report.member_id)
         .where(Report.reporter_id == viewer.member_id)
-        .order_by(Report.created_at.desc(), Report.id.desc())
-        .limit(LOG_MAX)
     )
+    if request.cursor is not None:
+        statement = statement.where(beyond(keys, request.cursor, request.newer))
+    rows = await session.execute(
+        statement.order_by(*order(keys, request.newer)).limit(request.size + 1)
+    )
+    page = page_of(list(rows.all()), request, lambda row: (row[0].created_at, row[0].id))
     mine = []
-    for report, person in rows.all():
+    for report, person in page.items:
         if report.post_id is not None:
             target = "a post"
         else:
             target = f"a member (@{handle_of(person)})" if person is not None else "a member"
         mine.append(MyReport(report, target))
-    return mine
+    return Page(mine, page.older, page.newer)
 
 
 # --------------------------------------------------------------------------------- logs
@@ -852,7 +920,7 @@ async def group_log(
 ) -> Page[LogLine]:
     """A page of the group's moderation log: for its moderators (and the node's admins)."""
     if not view.may(Action.MODERATE):
-        raise Forbidden("Only this group's moderators can read its moderation log.")
+        raise Forbidden(LOG_FORBIDDEN)
     return await _log(session, ModerationLogEntry.group_id == view.group.id, request)
 
 

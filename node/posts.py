@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from node import mentions, rate_limits
+from node import mentions, paging, rate_limits
 from node.config import Limits
 from node.crisis import WrittenPost, report_crisis_posts
 from node.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
@@ -54,6 +54,7 @@ from node.groups import (
 )
 from node.ids import new_object_id
 from node.modlog import ModAction, log_action, required_reason
+from node.paging import FIRST_PAGE, KeyKind, Page, PageRequest, beyond, order
 from node.policy import (
     NO_STANDING,
     PARTNERS,
@@ -832,11 +833,19 @@ class HeldPost:
     byline: Byline
 
 
-async def held_posts(session: AsyncSession, view: GroupView) -> list[HeldPost]:
-    """The posts waiting for approval in a group, oldest first: for its moderators only."""
+# The cursor of the held posts' list: when each was held (oldest first), then the post's id.
+HELD_KEYS: tuple[KeyKind, ...] = ("moment", "id")
+
+
+async def held_posts(
+    session: AsyncSession, view: GroupView, request: PageRequest = FIRST_PAGE
+) -> Page[HeldPost]:
+    """A page of the posts waiting for approval in a group, oldest first (node/paging.py):
+    for its moderators only."""
     if not view.may(Action.MODERATE):
         raise Forbidden("Only this group's moderators can see the posts waiting for approval.")
-    rows = await session.execute(
+    keys = [Post.held_at, Post.id]
+    statement = (
         select(Post, Thread, Member)
         .join(Thread, Thread.id == Post.thread_id)
         .join(Member, Member.id == Post.author_id)
@@ -845,13 +854,19 @@ async def held_posts(session: AsyncSession, view: GroupView) -> list[HeldPost]:
             Post.held_at.is_not(None),
             Post.deleted_at.is_(None),
         )
-        .order_by(Post.held_at, Post.id)
-        .limit(200)
     )
-    return [
+    if request.cursor is not None:
+        statement = statement.where(beyond(keys, request.cursor, request.newer, ascending=True))
+    rows = await session.execute(
+        statement.order_by(*order(keys, request.newer, ascending=True)).limit(request.size + 1)
+    )
+    # paging.page_of, not this module's page_of (which page of a thread a post is on).
+    page = paging.page_of(list(rows.all()), request, lambda row: (row[0].held_at, row[0].id))
+    held = [
         HeldPost(post, thread, author, byline_of(post.anonymous, author, view.viewer))
-        for post, thread, author in rows.all()
+        for post, thread, author in page.items
     ]
+    return Page(held, page.older, page.newer)
 
 
 async def _held_in_context(session: AsyncSession, viewer: Viewer, post_id: str) -> PostInContext:

@@ -9,6 +9,7 @@ from aiohttp import web
 from federation import health
 from node import federation_policy, ids
 from node.errors import Invalid
+from node.paging import page_request
 from node.policy import is_admin
 from node.storage.engine import after_commit
 from node.storage.models import Member
@@ -52,11 +53,12 @@ async def federation_health(
     status: int = 200,
 ) -> web.Response:
     _require_admin(request)
+    wanted = page_request(request.query, health.FAILED_KEYS)
     session = db(request)
     node = node_of(request)
     context: dict[str, Any] = {
         "hosts": await health.hosts_health(session),
-        "failed": await health.failed_inbox_items(session),
+        "failed": await health.failed_inbox_items(session, wanted),
         "now": now(request),
         "policy": await federation_policy.load_policy(session, node.federation_policy.configured),
         "listed": await federation_policy.listed_domains(session),

@@ -7,6 +7,7 @@ from aiohttp import web
 from node import groups, ids, membership, partners, posts
 from node.errors import Conflict, Forbidden, Invalid
 from node.modlog import ModAction, log_action
+from node.paging import page_request
 from node.policy import PARTNERS, Action
 from web import routes_groups
 from web.appkeys import FEDERATION
@@ -173,8 +174,9 @@ async def held_page(
     request: web.Request, errors: dict[str, str] | None = None, status: int = 200
 ) -> web.Response:
     view = await _moderated_view(request)
-    held = await posts.held_posts(db(request), view)
-    badges = await badges_of(request, (item.byline.member for item in held))
+    wanted = page_request(request.query, posts.HELD_KEYS)
+    held = await posts.held_posts(db(request), view, wanted)
+    badges = await badges_of(request, (item.byline.member for item in held.items))
     context = {"view": view, "held": held, "errors": errors or {}, "badges": badges}
     return render(request, "group_held.html", context, status)
 

@@ -128,7 +128,8 @@ async def member_report_submit(request: web.Request) -> web.StreamResponse:
 
 async def my_reports(request: web.Request) -> web.Response:
     require_member(request)
-    mine = await moderation.reports_of(db(request), viewer(request))
+    wanted = page_request(request.query, moderation.MY_REPORT_KEYS)
+    mine = await moderation.reports_of(db(request), viewer(request), wanted)
     return render(request, "reports_mine.html", {"mine": mine})
 
 
@@ -137,7 +138,10 @@ async def my_reports(request: web.Request) -> web.Response:
 
 async def group_queue(request: web.Request) -> web.Response:
     view = await groups.view_group(db(request), request.match_info["slug"], viewer(request))
-    entries = await moderation.group_queue(db(request), view)
+    if not view.may(Action.MODERATE):  # before the cursor: a member's answer stays a 403
+        raise Forbidden(moderation.QUEUE_FORBIDDEN)
+    wanted = page_request(request.query, moderation.QUEUE_KEYS)
+    entries = await moderation.group_queue(db(request), view, wanted)
     context = {"view": view, "entries": entries, "now": now(request)}
     return render(request, "reports_queue.html", context)
 
@@ -149,7 +153,8 @@ def _require_admin(request: web.Request) -> None:
 
 async def node_queue(request: web.Request) -> web.Response:
     _require_admin(request)
-    entries = await moderation.node_queue(db(request), viewer(request))
+    wanted = page_request(request.query, moderation.QUEUE_KEYS)
+    entries = await moderation.node_queue(db(request), viewer(request), wanted)
     return render(
         request, "reports_queue.html", {"view": None, "entries": entries, "now": now(request)}
     )
@@ -222,6 +227,8 @@ async def report_act(request: web.Request) -> web.StreamResponse:
 
 async def group_log(request: web.Request) -> web.Response:
     view = await groups.view_group(db(request), request.match_info["slug"], viewer(request))
+    if not view.may(Action.MODERATE):  # before the cursor, as the queue's
+        raise Forbidden(moderation.LOG_FORBIDDEN)
     wanted = page_request(request.query, moderation.LOG_KEYS)
     lines = await moderation.group_log(db(request), view, wanted)
     return render(request, "moderation_log.html", {"view": view, "lines": lines})
