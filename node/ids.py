@@ -20,6 +20,10 @@ from dataclasses import dataclass, fields
 from typing import Literal, cast
 from urllib.parse import urlencode
 
+# PostgreSQL's integer, the type of every numeric id here: a larger one names no row, and
+# SQLite and asyncpg would refuse to send it (OverflowError, DataError) rather than find none.
+MAX_ROW_ID = 2**31 - 1
+
 # ---------------------------------------------------------------- paths
 
 # Actors, and what each one publishes.

@@ -20,6 +20,7 @@ from typing import Any, Generic, Literal, TypeVar
 from sqlalchemy import ColumnElement, and_, or_
 
 from node.errors import Invalid
+from node.ids import MAX_ROW_ID
 
 T = TypeVar("T")
 KeyKind = Literal["moment", "number", "id"]
@@ -90,6 +91,8 @@ def decode_cursor(text: str, kinds: Sequence[KeyKind]) -> tuple[Key, ...]:
             except OverflowError:
                 raise Invalid({"page": BAD_CURSOR}) from None
         elif kind == "number":
+            if int(part) > MAX_ROW_ID:  # compared with integer columns: no row is beyond it
+                raise Invalid({"page": BAD_CURSOR})
             values.append(int(part))
         else:
             values.append(part)

@@ -14,6 +14,7 @@ from multidict import MultiDict
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node import crisis
+from node.ids import MAX_ROW_ID
 from node.policy import ANONYMOUS, Viewer, search_engines_may_index
 from node.professionals import Badge, badges_for
 from node.runtime import NodeContext
@@ -163,11 +164,6 @@ def see_other(location: str) -> web.HTTPSeeOther:
 def safe_next(target: str | None, default: str = "/") -> str:
     """Only same-site paths are followed after sign-in, never another host."""
     return (local_path(target) if target else None) or default
-
-
-# PostgreSQL's integer, the type of every numeric id here: a larger one names no row, and
-# SQLite and asyncpg would refuse to send it (OverflowError, DataError) rather than find none.
-MAX_ROW_ID = 2**31 - 1
 
 
 def row_id(request: web.Request, name: str) -> int:
