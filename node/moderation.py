@@ -244,6 +244,12 @@ class QueueEntry:
     group: ConditionGroup | None
     member: Member | None  # the post's author, or the member reported
     reports: list[ReportLine] = field(default_factory=list)
+    total: int = 0  # its open reports, of which at most REPORTS_SHOWN_PER_TARGET are read
+
+    @property
+    def more(self) -> int:
+        """Open reports of the target beyond those shown."""
+        return max(0, self.total - len(self.reports))
 
     @property
     def crisis(self) -> bool:
@@ -288,7 +294,9 @@ async def _by_id(session: AsyncSession, model: type[Row], ids: Iterable[Any]) ->
     return {row.id: row for row in rows.scalars()}
 
 
-async def _entries(session: AsyncSession, reports: list[Report]) -> list[QueueEntry]:
+async def _entries(
+    session: AsyncSession, reports: list[Report], totals: dict[tuple[str, str], int]
+) -> list[QueueEntry]:
     """Reports gathered by target, each target's reports in the order given."""
     post_rows = await _by_id(session, Post, (r.post_id for r in reports))
     thread_rows = await _by_id(session, Thread, (p.thread_id for p in post_rows.values()))
@@ -305,17 +313,50 @@ async def _entries(session: AsyncSession, reports: list[Report]) -> list[QueueEn
             group = group_rows.get(thread.group_id if thread is not None else report.group_id)
             author = post.author_id if post is not None else report.member_id
             entries[key] = QueueEntry(post, thread, group, people.get(author))
+            entries[key].total = totals.get(key, 0)
         entries[key].reports.append(ReportLine(report, people.get(report.reporter_id)))
     return list(entries.values())
 
 
-async def _open_reports(session: AsyncSession, where: ColumnElement[bool]) -> list[Report]:
-    rows = await session.execute(
-        select(Report)
+# A report's target, a post or a member (the member only where no post is reported), and
+# its rank: self-harm or crisis reports (0) before the others (1).
+REPORTED_MEMBER = case((Report.post_id.is_(None), Report.member_id))
+CRISIS_FIRST = case((Report.category == ReportCategory.CRISIS.value, 0), else_=1)
+
+# A target's open reports read for its queue entry and its review page: another server can
+# send any number of Flags about one post, and each is a report of its own.
+REPORTS_SHOWN_PER_TARGET = 50
+
+
+async def _open_reports(
+    session: AsyncSession, where: ColumnElement[bool]
+) -> tuple[list[Report], dict[tuple[str, str], int]]:
+    """The open reports matching `where`, at most REPORTS_SHOWN_PER_TARGET of each target
+    (self-harm or crisis ones first, then the oldest), oldest first; and each target's count
+    of open reports."""
+    target = (Report.post_id, REPORTED_MEMBER)
+    ranked = (
+        select(
+            Report.id,
+            func.row_number()
+            .over(partition_by=target, order_by=(CRISIS_FIRST, Report.created_at, Report.id))
+            .label("rank"),
+            func.count().over(partition_by=target).label("total"),
+        )
         .where(Report.state == ReportState.OPEN, where)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(Report, ranked.c.total)
+        .join(ranked, ranked.c.id == Report.id)
+        .where(ranked.c.rank <= REPORTS_SHOWN_PER_TARGET)
         .order_by(Report.created_at, Report.id)
     )
-    return list(rows.scalars())
+    reports, totals = [], {}
+    for report, total in rows.all():
+        reports.append(report)
+        totals[_target_key(report)] = total
+    return reports, totals
 
 
 # The cursor of a queue page, one entry per target (a post, or a member reported): 0 for a
@@ -328,19 +369,16 @@ async def _queue(
     session: AsyncSession, where: ColumnElement[bool], request: PageRequest
 ) -> Page[QueueEntry]:
     """A page of the open reports matching `where`, gathered by target (node/paging.py)."""
-    reported_member = case((Report.post_id.is_(None), Report.member_id))
     targets = (
         select(
             Report.post_id.label("post_id"),
-            reported_member.label("member_id"),
-            func.min(case((Report.category == ReportCategory.CRISIS.value, 0), else_=1)).label(
-                "rank"
-            ),
+            REPORTED_MEMBER.label("member_id"),
+            func.min(CRISIS_FIRST).label("rank"),
             func.min(Report.created_at).label("first_at"),
             func.min(Report.id).label("first_id"),
         )
         .where(Report.state == ReportState.OPEN, where)
-        .group_by(Report.post_id, reported_member)
+        .group_by(Report.post_id, REPORTED_MEMBER)
         .subquery()
     )
     keys = [targets.c.rank, targets.c.first_at, targets.c.first_id]
@@ -359,7 +397,7 @@ async def _queue(
     of_targets = or_(Report.post_id.in_(post_ids), reported_members)
     entries = {
         _target_key(entry.first): entry
-        for entry in await _entries(session, await _open_reports(session, where & of_targets))
+        for entry in await _entries(session, *await _open_reports(session, where & of_targets))
     }
     # In the page's order; a target whose reports were all closed meanwhile is left out.
     keys_in_order = [
@@ -432,10 +470,10 @@ async def moderated_report(session: AsyncSession, viewer: Viewer, report_id: int
 async def review(session: AsyncSession, viewer: Viewer, report_id: int) -> QueueEntry:
     """One report with the other open reports of its target, for the moderator deciding."""
     found = await moderated_report(session, viewer, report_id)
-    same = await _open_reports(session, _same_target(found.report))
+    same, totals = await _open_reports(session, _same_target(found.report))
     if found.report not in same:
         same.insert(0, found.report)
-    return (await _entries(session, same))[0]
+    return (await _entries(session, same, totals))[0]
 
 
 # ---------------------------------------------------------------------------- the actions

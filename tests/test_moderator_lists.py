@@ -21,7 +21,7 @@ from federation.health import FAILED_KEYS
 from node import groups, members, membership
 from node.config import RateLimits
 from node.ids import MAX_ROW_ID, new_object_id
-from node.moderation import MY_REPORT_KEYS, QUEUE_KEYS
+from node.moderation import MY_REPORT_KEYS, QUEUE_KEYS, REPORTS_SHOWN_PER_TARGET
 from node.paging import PAGE_SIZE, KeyKind
 from node.policy import Viewer
 from node.posts import HELD_KEYS
@@ -34,6 +34,7 @@ from tests.conftest import BrowserFactory
 from tests.test_feed import add_threads, group_of, link, person, signed_in
 
 SECOND = timedelta(seconds=1)
+FLAG_LINE = re.compile(r"<li>([^<,]+), by the server flags\.example, ")
 NO_REPORT_LIMIT = RateLimits(reports_per_member=None)
 OVER_RANGE: dict[KeyKind, str] = {"number": str(MAX_ROW_ID + 1), "moment": "1", "id": "a"}
 BAD_CURSORS = ("?before=zzz", "?after=1", "?before=1.1.1&after=1.1.1", "?before=" + "9" * 70)
@@ -295,3 +296,42 @@ async def test_failed_incoming_activities_page_newest_first_to_the_end(
     olga = await signed_in(browser_factory, "olga")
     for query in ("", BAD_CURSORS[0]):
         assert await status_of(olga, "/admin/federation" + query) == 404
+
+
+async def test_a_post_flagged_many_times_shows_a_bounded_number_of_its_reports(
+    moderated: Moderated, browser_factory: BrowserFactory
+) -> None:
+    # Given one post flagged 60 times by another server, the 55th time as a crisis
+    node, start = moderated.node, moderated.node.clock.now()
+    [thread] = await add_threads(node, moderated.slug, moderated.bob, 1, start)
+    [post_id] = await opening_posts(node, [thread])
+    flags = 60
+    async with node.transaction() as session:
+        for number in range(flags):
+            report = await file_report(
+                session,
+                category=ReportCategory.CRISIS if number == 54 else ReportCategory.SPAM,
+                now=start + SECOND * number, group_id=moderated.group_id, post_id=post_id,
+                member_id=moderated.bob, origin_domain="flags.example",
+                flag_activity_id=f"https://flags.example/flag/{number}",
+            )  # fmt: skip
+            if number == 0:
+                first_id = report.id
+    shown, more = REPORTS_SHOWN_PER_TARGET, flags - REPORTS_SHOWN_PER_TARGET
+    olga = await signed_in(browser_factory, "olga")
+
+    # When olga opens her queue, then the post counts all 60 reports but lists 50, the crisis
+    # among them (and the entry marked as one), and says how many more there are
+    queue = await olga.get(f"/g/{moderated.slug}/reports")
+    assert queue.status == 200
+    assert f"· {flags} reports: Self-harm or crisis, Spam" in queue.text
+    assert 'class="queue-entry crisis"' in queue.html
+    assert len(FLAG_LINE.findall(queue.html)) == shown
+    assert FLAG_LINE.findall(queue.html).count("Self-harm or crisis") == 1
+    assert f"and {more} more, not shown here" in queue.text
+
+    # And the review page lists as many, and says acting on one closes them all
+    review = await olga.get(f"/reports/{first_id}")
+    assert review.status == 200
+    assert len(FLAG_LINE.findall(review.html)) == shown
+    assert f"and {more} more open reports of it, not shown here" in review.text
