@@ -23,6 +23,7 @@ import re
 import secrets
 import string
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -449,10 +450,12 @@ async def test_no_route_tells_a_private_thing_from_a_server_that_signs(
     assert not found, "\n".join(found)
 
 
-@pytest.mark.parametrize("who", [*OUTSIDERS, "another server"])
-async def test_no_route_tells_a_private_thing_from_a_missing_one(
-    server: TestServer, web_node: NodeContext, seeded: Seeded, who: str
-) -> None:
+@asynccontextmanager
+async def visiting(
+    server: TestServer, who: str
+) -> AsyncIterator[tuple[TestClient, Browser | None]]:
+    """A client of the node as `who`: signed in as that outsider (or signed out), or another
+    server, which keeps no cookies and has no browser."""
     another_server = who == "another server"
     client = TestClient(server, cookie_jar=DummyCookieJar() if another_server else None)
     await client.start_server()
@@ -464,11 +467,19 @@ async def test_no_route_tells_a_private_thing_from_a_missing_one(
             if username is not None:
                 page = await browser.login(username)
                 assert page.status == 200, page.text
+        yield client, browser
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("who", [*OUTSIDERS, "another server"])
+async def test_no_route_tells_a_private_thing_from_a_missing_one(
+    server: TestServer, web_node: NodeContext, seeded: Seeded, who: str
+) -> None:
+    async with visiting(server, who) as (client, browser):
         twins = seeded.knowing_twins if who in KNOWING else seeded.twins
         outsider = Outsider(who, client, browser, twins, node=web_node)
         found = await differences(outsider, routes(server.app))
-    finally:
-        await client.close()
     assert not found, "\n".join(found)
 
 
@@ -516,16 +527,7 @@ ELSEWHERE = ["signed out", "member of a public group", "former member", "another
 async def test_a_new_private_group_changes_nothing_an_outsider_is_shown(
     server: TestServer, web_node: NodeContext, seeded: Seeded, who: str
 ) -> None:
-    another_server = who == "another server"
-    client = TestClient(server, cookie_jar=DummyCookieJar() if another_server else None)
-    await client.start_server()
-    try:
-        if not another_server:
-            browser = Browser(client)
-            await browser.get("/")
-            username = OUTSIDERS[who]
-            if username is not None:
-                assert (await browser.login(username)).status == 200
+    async with visiting(server, who) as (client, _):
         before = await everything_else(client, server.app)
         # When nurse founds another private group, and its members talk and report there
         node, now = web_node, web_node.clock.now()
@@ -555,8 +557,6 @@ async def test_a_new_private_group_changes_nothing_an_outsider_is_shown(
                 now=now,
             )  # fmt: skip
         after = await everything_else(client, server.app)
-    finally:
-        await client.close()
     # Then no page, count or document they are shown has changed (a public group's would)
     changed = [
         f"{address}: {_diff(before[address], after[address])}"
