@@ -53,14 +53,20 @@ async def follow_from_home(visitor: Browser, slug: str, handle: str) -> tuple[in
     return response.status, unescape(onwards.group(1)) if onwards else "", html
 
 
+async def nurse_with_a_group(hospital: RunningNode) -> Browser:
+    """The nurse, signed in on the hospital's node, owner of its public group t1d."""
+    nurse = await hospital.browser()
+    await nurse.register("nurse")
+    await create_group(nurse, "t1d", "Type 1 diabetes")
+    return nurse
+
+
 async def test_a_visitor_follows_a_group_from_their_own_healthnode(
     pair: tuple[RunningNode, RunningNode],
 ) -> None:
     hospital, charity = pair
     # Given a public group on the hospital's node
-    nurse = await hospital.browser()
-    await nurse.register("nurse")
-    await create_group(nurse, "t1d", "Type 1 diabetes")
+    nurse = await nurse_with_a_group(hospital)
 
     # And the charity's WebFinger advertises where its members follow things from
     ben = await charity.browser()
@@ -126,9 +132,7 @@ async def test_following_from_home_fails_in_plain_words(
     pair: tuple[RunningNode, RunningNode],
 ) -> None:
     hospital, charity = pair
-    nurse = await hospital.browser()
-    await nurse.register("nurse")
-    await create_group(nurse, "t1d", "Type 1 diabetes")
+    await nurse_with_a_group(hospital)
     visitor = await hospital.browser()
 
     # Not an address at all
@@ -153,9 +157,7 @@ async def test_a_visitor_may_make_the_node_look_up_servers_only_so_often(
 ) -> None:
     # Given a public group, and a signed-out visitor who has asked twice, that are counted
     hospital, charity = pair
-    nurse = await hospital.browser()
-    await nurse.register("nurse")
-    await create_group(nurse, "t1d", "Type 1 diabetes")
+    await nurse_with_a_group(hospital)
     visitor = await hospital.browser()
     rate = hospital.node.settings.limits.rates.home_follows_per_address
     assert rate is not None and rate.count == 10
