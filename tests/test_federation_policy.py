@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import func, insert, select
 
 from federation.httpsig import sign_cavage
 from federation.outbox import REFUSED_BY_POLICY
@@ -53,6 +53,7 @@ from tests.peers import (
     processed,
     remote_memberships,
 )
+from tests.sql_statements import statements_of
 from web.app import create_app
 from web.cli import ALLOWED_DOMAINS_KEY, BLOCKED_DOMAINS_ENV, DATABASE_URL_ENV
 
@@ -561,18 +562,10 @@ async def test_no_one_else_can_change_the_policy(
 
 async def test_many_asking_at_once_read_the_policy_once(node: NodeContext) -> None:
     """A claimed batch asks from every delivery at once: one read answers them all."""
-    statements: list[str] = []
-
-    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        if "federation_policy" in statement:
-            statements.append(statement)
-
     await node.federation_policy.current()
     node.federation_policy.invalidate()  # due to be read again, and unchanged since
-    event.listen(node.engine.sync_engine, "before_cursor_execute", seen)
-    try:
+    with statements_of(node) as seen:
         policies = await asyncio.gather(*(node.federation_policy.current() for _ in range(64)))
-    finally:
-        event.remove(node.engine.sync_engine, "before_cursor_execute", seen)
+    statements = [statement for statement in seen if "federation_policy" in statement]
     assert len({id(policy) for policy in policies}) == 1
     assert len(statements) == 1, statements

@@ -13,8 +13,7 @@ import importlib.util
 import re
 import statistics
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +25,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy import Connection, event, select, update
+from sqlalchemy import Connection, select, update
 
 from federation.httpsig import sign_cavage
 from node import groups, members, posts
@@ -37,6 +36,7 @@ from node.runtime import NodeContext
 from node.storage.models import ConditionGroup, Handle
 from tests.browser import DEFAULT_PASSWORD, Browser
 from tests.conftest import BrowserFactory, NodeFactory
+from tests.sql_statements import statements_of
 from web.app import create_app
 
 AS2 = {"Accept": "application/activity+json"}
@@ -176,21 +176,6 @@ def as2_twins(seed: Seed) -> list[tuple[str, str]]:
 
 
 # --- the same work --------------------------------------------------------------------------
-
-
-@contextmanager
-def statements_of(node: NodeContext) -> Iterator[list[str]]:
-    """The SQL statements the node runs meanwhile, without their parameters."""
-    seen: list[str] = []
-
-    def record(*args: Any) -> None:
-        seen.append(" ".join(str(args[2]).split()))
-
-    event.listen(node.engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(node.engine.sync_engine, "before_cursor_execute", record)
 
 
 async def statements_for(

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from node import groups, members, professionals
 from node.erasure import ErasureRequest, erase_local_account
@@ -44,6 +44,7 @@ from tests.federation_harness import (
     start_node,
 )
 from tests.peers import FakeRemote
+from tests.sql_statements import statements_of
 from web.app import create_app
 from web.cli import BLOCKED_DOMAINS_ENV, DATABASE_URL_ENV
 
@@ -253,18 +254,9 @@ async def test_thread_and_group_pages_show_every_badge_with_one_query(
             )
 
     # When the thread page is read, counting the statements that read verifications
-    statements: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "professional_verifications" in statement:
-            statements.append(statement)
-
-    sync_engine = node.engine.sync_engine
-    event.listen(sync_engine, "before_cursor_execute", count)
-    try:
+    with statements_of(node, requests_only=True) as seen:
         page = await author.get(thread_path)
-    finally:
-        event.remove(sync_engine, "before_cursor_execute", count)
+    statements = [statement for statement in seen if "professional_verifications" in statement]
 
     # Then each verified author's badge is beside their post, from one query
     assert page.status == 200

@@ -5,13 +5,11 @@ loopback against a real database; the posts are written with the domain services
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from node import posts, professionals
 from node.policy import Viewer
@@ -19,6 +17,7 @@ from node.runtime import NodeContext
 from node.storage.models import ConditionGroup, Member
 from tests.browser import Browser
 from tests.conftest import BrowserFactory
+from tests.sql_statements import statements_of
 from tests.test_thread_pages import redirect_of, shown
 from tests.test_web_flows import create_group
 
@@ -122,32 +121,14 @@ async def qa_with_questions(
 
 async def statements_reading_posts(node: NodeContext, reader: Browser, path: str) -> list[str]:
     """The statements that read the posts table while `reader` loads the page at `path`."""
-    statements: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        # Only the request's own: the node's workers share the engine, and may read posts
-        # (closing an ended Q&A, say) while the page loads.
-        if not _in_request_handler():
-            return
-        if re.search(r"\bposts\b", statement) and statement.lstrip().upper().startswith(
-            ("SELECT", "WITH")
-        ):
-            statements.append(statement)
-
-    sync_engine = node.engine.sync_engine
-    event.listen(sync_engine, "before_cursor_execute", count)
-    try:
+    with statements_of(node, requests_only=True) as seen:
         page = await reader.get(path)
-    finally:
-        event.remove(sync_engine, "before_cursor_execute", count)
     assert page.status == 200, path
-    return statements
-
-
-def _in_request_handler() -> bool:
-    task = asyncio.current_task()
-    coroutine = task.get_coro() if task is not None else None
-    return getattr(coroutine, "__qualname__", "").startswith("RequestHandler.")
+    return [
+        statement
+        for statement in seen
+        if re.search(r"\bposts\b", statement) and statement.upper().startswith(("SELECT", "WITH"))
+    ]
 
 
 def labels(html: str) -> dict[str, str]:

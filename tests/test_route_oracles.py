@@ -45,7 +45,7 @@ from node.storage.models import Notification
 from tests.browser import DEFAULT_PASSWORD, Browser
 from tests.conftest import NodeFactory
 from tests.federation_harness import RunningNode, free_port, start_node
-from tests.test_private_oracles import statements_of
+from tests.sql_statements import statements_of
 from web.app import create_app
 
 AS2 = {"Accept": "application/activity+json"}
