@@ -38,6 +38,10 @@ async def test_a_failed_submit_moves_the_focus_to_the_error_summary(
     await page.fill("#f-username", "Not valid!")
     async with page.expect_navigation():
         await page.click("button[type=submit]")
+    # The page's script moves the focus once it runs, which may be after navigation ends
+    await page.wait_for_function(
+        "document.activeElement && document.activeElement.id === 'error-summary'", timeout=10_000
+    )
     assert await page.evaluate("document.activeElement.id") == "error-summary"
     links = await page.eval_on_selector_all("#error-summary a", "as => as.map(a => a.hash)")
     assert links == ["#f-username", "#f-password", "#f-consent"]
